@@ -1,0 +1,341 @@
+//! The CRDs are right by construction: the checked-in files match the Rust types, the schemas are
+//! structural, and every CEL rule compiles, stays within the cost budget and does what its
+//! message says.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use kube::core::cel::{Validator, compile_schema, estimate_rule_cost};
+use milo_webhook::crds;
+use serde_json::{Value, json};
+
+fn schemas() -> Vec<(String, Value)> {
+    crds::all()
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap();
+            assert_eq!(crd.spec.versions.len(), 1, "{name}: one version");
+            let version = &crd.spec.versions[0];
+            assert!(version.served && version.storage, "{name}");
+            let schema = serde_json::to_value(
+                version
+                    .schema
+                    .as_ref()
+                    .unwrap()
+                    .open_api_v3_schema
+                    .as_ref()
+                    .unwrap(),
+            )
+            .unwrap();
+            (name, schema)
+        })
+        .collect()
+}
+
+fn schema_of(name: &str) -> Value {
+    schemas()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no CRD {name}"))
+        .1
+}
+
+#[test]
+fn checked_in_crds_match_the_types() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds");
+    let mut expected = BTreeSet::new();
+    for crd in crds::all() {
+        let file = crds::file_name(&crd);
+        let on_disk = std::fs::read_to_string(dir.join(&file))
+            .unwrap_or_else(|_| panic!("manifests/crds/{file} is missing: run `milo-webhook crds` and split it (see README)"));
+        assert_eq!(
+            on_disk,
+            crds::render(&crd).unwrap(),
+            "manifests/crds/{file} differs from `milo-webhook crds`"
+        );
+        expected.insert(file);
+    }
+    expected.insert("kustomization.yaml".into());
+    let present: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        present, expected,
+        "manifests/crds/ holds exactly the generated CRDs"
+    );
+}
+
+#[test]
+fn names_scopes_and_subresources_follow_the_api_reference() {
+    let expected = [
+        (
+            "contacts.notification.miloapis.com",
+            "Contact",
+            "Namespaced",
+        ),
+        (
+            "contactgroups.notification.miloapis.com",
+            "ContactGroup",
+            "Namespaced",
+        ),
+        (
+            "contactgroupmemberships.notification.miloapis.com",
+            "ContactGroupMembership",
+            "Namespaced",
+        ),
+        (
+            "contactgroupmembershipremovals.notification.miloapis.com",
+            "ContactGroupMembershipRemoval",
+            "Namespaced",
+        ),
+        (
+            "contactgroupenrollmentpolicies.notification.miloapis.com",
+            "ContactGroupEnrollmentPolicy",
+            "Cluster",
+        ),
+        ("emails.notification.miloapis.com", "Email", "Namespaced"),
+        (
+            "emailtemplates.notification.miloapis.com",
+            "EmailTemplate",
+            "Cluster",
+        ),
+        ("users.iam.miloapis.com", "User", "Cluster"),
+        (
+            "userinvitations.iam.miloapis.com",
+            "UserInvitation",
+            "Namespaced",
+        ),
+    ];
+    let all = crds::all();
+    assert_eq!(all.len(), expected.len());
+    for (crd, (name, kind, scope)) in all.iter().zip(expected) {
+        assert_eq!(crd.metadata.name.as_deref(), Some(name));
+        assert_eq!(crd.spec.names.kind, kind);
+        assert_eq!(crd.spec.scope, scope, "{name}");
+        assert_eq!(crd.spec.versions[0].name, "v1alpha1");
+        let subresources = crd.spec.versions[0]
+            .subresources
+            .as_ref()
+            .expect("status subresource");
+        assert!(
+            subresources.status.is_some(),
+            "{name} has a status subresource"
+        );
+    }
+    let contact = &all[0].spec.versions[0];
+    let selectable: Vec<_> = contact
+        .selectable_fields
+        .iter()
+        .flatten()
+        .map(|f| f.json_path.as_str())
+        .collect();
+    assert_eq!(
+        selectable,
+        [".spec.email", ".spec.subject.name", ".spec.subject.kind"]
+    );
+}
+
+fn walk(path: &str, node: &Value, visit: &mut impl FnMut(&str, &Value)) {
+    visit(path, node);
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            walk(&format!("{path}.{k}"), v, visit);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        walk(&format!("{path}[]"), items, visit);
+    }
+    if let Some(additional) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        walk(&format!("{path}{{}}"), additional, visit);
+    }
+}
+
+#[test]
+fn schemas_are_structural() {
+    for (name, schema) in schemas() {
+        walk(&name, &schema, &mut |path, node| {
+            for forbidden in [
+                "$ref",
+                "anyOf",
+                "oneOf",
+                "allOf",
+                "not",
+                "definitions",
+                "$defs",
+            ] {
+                assert!(
+                    node.get(forbidden).is_none(),
+                    "{path}: {forbidden} is not allowed in a structural schema"
+                );
+            }
+            let typed = node.get("type").is_some()
+                || node.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true))
+                || node.get("x-kubernetes-int-or-string") == Some(&json!(true));
+            assert!(typed, "{path}: every node needs a type: {node}");
+            if node.get("properties").is_some() {
+                assert_eq!(node["type"], "object", "{path}");
+            }
+            if node["type"] == "array" {
+                assert!(node.get("items").is_some(), "{path}: arrays need items");
+            }
+            if let Some(keys) = node
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+            {
+                let required = node["items"]["required"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for key in keys {
+                    assert!(
+                        required.contains(key),
+                        "{path}: list-map key {key} must be required"
+                    );
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn enums_match_the_api_reference() {
+    let group = schema_of("contactgroups.notification.miloapis.com");
+    assert_eq!(
+        group["properties"]["spec"]["properties"]["visibility"]["enum"],
+        json!(["public", "private"])
+    );
+    let policy = schema_of("contactgroupenrollmentpolicies.notification.miloapis.com");
+    let spec = &policy["properties"]["spec"]["properties"];
+    assert_eq!(
+        spec["trigger"]["properties"]["type"]["enum"],
+        json!(["ContactCreated"])
+    );
+    assert_eq!(
+        spec["contactSelector"]["properties"]["subjectKind"]["enum"],
+        json!(["User"])
+    );
+    assert_eq!(spec["backfill"]["default"], json!(false));
+    let invitation = schema_of("userinvitations.iam.miloapis.com");
+    let spec = &invitation["properties"]["spec"];
+    assert_eq!(
+        spec["properties"]["state"]["enum"],
+        json!(["Pending", "Accepted", "Declined"])
+    );
+    assert_eq!(spec["properties"]["roles"]["minItems"], 1);
+    assert_eq!(spec["properties"]["roles"]["maxItems"], 100);
+    let required: BTreeSet<&str> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        required,
+        BTreeSet::from(["organizationRef", "email", "roles", "state"])
+    );
+    let email = schema_of("emails.notification.miloapis.com");
+    assert_eq!(
+        email["properties"]["spec"]["properties"]["priority"]["enum"],
+        json!(["low", "normal", "high"])
+    );
+    assert_eq!(
+        email["properties"]["spec"]["properties"]["cc"]["maxItems"],
+        10
+    );
+}
+
+#[test]
+fn every_cel_rule_compiles_within_the_cost_budget() {
+    let mut rules = 0;
+    for (name, schema) in schemas() {
+        let compiled = compile_schema(&schema);
+        assert!(
+            !compiled.has_errors(),
+            "{name}: {:?}",
+            compiled.compilation_errors()
+        );
+        walk(&name, &schema, &mut |path, node| {
+            for rule in node
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                rules += 1;
+                let text = rule["rule"].as_str().unwrap();
+                assert!(
+                    rule["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{path}: rule {text} needs a message"
+                );
+                let warnings = estimate_rule_cost(text, &compile_schema(node));
+                assert!(warnings.is_empty(), "{path}: {text}: {warnings:?}");
+            }
+        });
+    }
+    assert!(rules >= 9, "found {rules} rules");
+}
+
+fn cel_errors(crd: &str, new: Value, old: Option<Value>) -> Vec<String> {
+    match Validator::new().validate(&schema_of(crd), &new, old.as_ref()) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+fn membership(contact: &str) -> Value {
+    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroupMembership",
+           "metadata": {"name": "m", "namespace": "ns"},
+           "spec": {"contactRef": {"name": contact, "namespace": "ns"}, "contactGroupRef": {"name": "g", "namespace": "ns"}}})
+}
+
+#[test]
+fn cel_rules_enforce_what_their_messages_say() {
+    let crd = "contactgroupmemberships.notification.miloapis.com";
+    assert!(cel_errors(crd, membership("a"), Some(membership("a"))).is_empty());
+    assert_eq!(
+        cel_errors(crd, membership("b"), Some(membership("a"))),
+        ["spec is immutable"]
+    );
+    let crd = "contactgroupmembershipremovals.notification.miloapis.com";
+    let mut removal = membership("b");
+    removal["kind"] = json!("ContactGroupMembershipRemoval");
+    let mut old = membership("a");
+    old["kind"] = json!("ContactGroupMembershipRemoval");
+    assert_eq!(cel_errors(crd, removal, Some(old)), ["spec is immutable"]);
+
+    let group = |visibility: &str| json!({"metadata": {"name": "g"}, "spec": {"displayName": "G", "visibility": visibility}});
+    let crd = "contactgroups.notification.miloapis.com";
+    assert_eq!(
+        cel_errors(crd, group("private"), Some(group("public"))),
+        ["visibility type is immutable"]
+    );
+    assert!(cel_errors(crd, group("public"), Some(group("public"))).is_empty());
+
+    let invitation = |state: &str| {
+        json!({"metadata": {"name": "i"}, "spec": {
+        "organizationRef": {"name": "acme"}, "email": "a@example.com", "roles": [{"name": "viewer"}], "state": state}})
+    };
+    let crd = "userinvitations.iam.miloapis.com";
+    assert!(cel_errors(crd, invitation("Accepted"), Some(invitation("Pending"))).is_empty());
+    assert_eq!(
+        cel_errors(crd, invitation("Pending"), Some(invitation("Declined"))),
+        ["state can only transition from Pending to another state and is immutable afterwards"]
+    );
+
+    let email = |recipient: Value| json!({"metadata": {"name": "e"}, "spec": {"templateRef": {"name": "t"}, "recipient": recipient}});
+    let crd = "emails.notification.miloapis.com";
+    assert!(cel_errors(crd, email(json!({"emailAddress": "a@example.com"})), None).is_empty());
+    assert_eq!(
+        cel_errors(
+            crd,
+            email(json!({"emailAddress": "a@example.com", "userRef": {"name": "u"}})),
+            None
+        ),
+        ["exactly one of userRef or emailAddress must be set"]
+    );
+    assert_eq!(
+        cel_errors(crd, email(json!({})), None),
+        ["exactly one of userRef or emailAddress must be set"]
+    );
+}
