@@ -1,0 +1,128 @@
+//! A read-only, indexed view of the cluster that admission rules (and controllers) read instead of
+//! the API server. It is fed by kube watchers in a cluster ([`watch`]) or by manifest files offline
+//! ([`manifests`]); either way, decisions never perform I/O.
+
+pub mod index;
+pub mod manifests;
+pub mod records;
+pub mod store;
+pub mod symbols;
+pub mod watch;
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use kube::ResourceExt;
+use serde::de::DeserializeOwned;
+
+pub use store::{ContactView, GroupView, NamedRef, Store, SubjectView, ViewKind};
+
+use crate::api::{
+    Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
+    ContactGroupMembershipRemoval, User, UserInvitation,
+};
+
+/// The shared view: a store behind a lock, plus which kinds have finished their initial listing.
+#[derive(Default)]
+pub struct ClusterView {
+    store: RwLock<Store>,
+    synced: Mutex<BTreeSet<ViewKind>>,
+}
+
+impl ClusterView {
+    /// An empty view that reports synced at once: the offline mode, where the manifests loaded
+    /// before serving are the whole truth.
+    pub fn offline(store: Store) -> Self {
+        Self {
+            store: RwLock::new(store),
+            synced: Mutex::new(ViewKind::ALL.into_iter().collect()),
+        }
+    }
+
+    /// An empty view that is not synced until every watcher reports its initial list.
+    pub fn unsynced() -> Self {
+        Self::default()
+    }
+
+    /// Reads the store. Held only for the length of one decision.
+    pub fn read(&self) -> RwLockReadGuard<'_, Store> {
+        self.store
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes the store; only watchers and loaders call this.
+    pub fn write(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records that `kind` has completed its initial listing.
+    pub fn mark_synced(&self, kind: ViewKind) {
+        self.synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind);
+    }
+
+    /// Whether every kind has completed its initial listing; until then decisions could miss
+    /// objects, so the server is not ready and refuses to decide.
+    pub fn is_synced(&self) -> bool {
+        self.synced.lock().unwrap_or_else(|p| p.into_inner()).len() == ViewKind::ALL.len()
+    }
+
+    /// Kinds still waiting for their initial listing, for the readiness message.
+    pub fn unsynced_kinds(&self) -> Vec<ViewKind> {
+        let synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        ViewKind::ALL
+            .into_iter()
+            .filter(|k| !synced.contains(k))
+            .collect()
+    }
+}
+
+/// A typed resource the view indexes: how to store it and which table it lives in.
+pub trait Viewed:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The table this kind lives in.
+    const KIND: ViewKind;
+    /// Stores or replaces this object.
+    fn apply_to(&self, store: &mut Store);
+    /// Forgets this object.
+    fn delete_from(&self, store: &mut Store) {
+        store.delete(
+            Self::KIND,
+            &self.namespace().unwrap_or_default(),
+            &self.name_any(),
+        );
+    }
+}
+
+macro_rules! viewed {
+    ($($ty:ty => $kind:ident, $apply:ident;)*) => {$(
+        impl Viewed for $ty {
+            const KIND: ViewKind = ViewKind::$kind;
+            fn apply_to(&self, store: &mut Store) {
+                store.$apply(self)
+            }
+        }
+    )*};
+}
+
+viewed! {
+    Contact => Contact, apply_contact;
+    ContactGroup => ContactGroup, apply_group;
+    ContactGroupMembership => Membership, apply_membership;
+    ContactGroupMembershipRemoval => Removal, apply_removal;
+    ContactGroupEnrollmentPolicy => EnrollmentPolicy, apply_policy;
+    User => User, apply_user;
+    UserInvitation => Invitation, apply_invitation;
+}

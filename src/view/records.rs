@@ -1,0 +1,78 @@
+//! The slim records the view keeps per object: only what admission rules and controllers look up,
+//! as symbols. Full objects (and their managedFields, annotations, status) are never stored.
+
+use super::index::Key;
+use super::symbols::Sym;
+use crate::api::iam::InvitationState;
+use crate::api::notification::Visibility;
+
+/// A Contact: its address and whom it belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct ContactRecord {
+    /// The address as written.
+    pub email: Sym,
+    /// The address lower-cased, the uniqueness key.
+    pub email_key: Sym,
+    /// The subject, when set.
+    pub subject: Option<SubjectRecord>,
+}
+
+/// A Contact's subject reference.
+#[derive(Clone, Copy, Debug)]
+pub struct SubjectRecord {
+    /// `spec.subject.apiGroup`.
+    pub api_group: Sym,
+    /// `spec.subject.kind`.
+    pub kind: Sym,
+    /// `spec.subject.name`.
+    pub name: Sym,
+    /// `spec.subject.namespace` (the empty symbol when unset).
+    pub namespace: Sym,
+}
+
+/// A ContactGroup: the identity users see.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupRecord {
+    /// `spec.displayName`.
+    pub display_name: Sym,
+    /// `spec.visibility`.
+    pub visibility: Visibility,
+}
+
+/// The (contact, group) pair a membership or removal names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pair {
+    /// The contact.
+    pub contact: Key,
+    /// The group.
+    pub group: Key,
+}
+
+/// A User: the address invitations and contacts are matched on.
+#[derive(Clone, Copy, Debug)]
+pub struct UserRecord {
+    /// `spec.email` as written.
+    pub email: Sym,
+    /// `spec.email` lower-cased.
+    pub email_key: Sym,
+}
+
+/// A UserInvitation: what duplicate and membership checks need.
+#[derive(Clone, Copy, Debug)]
+pub struct InvitationRecord {
+    /// `spec.email` lower-cased.
+    pub email_key: Sym,
+    /// `spec.organizationRef.name`.
+    pub organization: Sym,
+    /// `spec.state`.
+    pub state: InvitationState,
+    /// `spec.expirationDate` in Unix seconds, if any.
+    pub expires_at: Option<i64>,
+}
+
+/// A ContactGroupEnrollmentPolicy: the group it targets.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyRecord {
+    /// `spec.contactGroupRef`.
+    pub group: Key,
+}

@@ -1,0 +1,84 @@
+//! Cluster mode: one kube watcher per indexed kind keeps the view current. A relist (the initial
+//! list, or one after a watch expired) replaces the kind's contents atomically at its end, so
+//! objects deleted while the watch was down disappear and readers never see a half-filled table.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use super::{ClusterView, Viewed};
+use crate::api::{
+    Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
+    ContactGroupMembershipRemoval, User, UserInvitation,
+};
+
+/// Runs every watcher until the process ends; each retries with backoff on its own.
+pub async fn run(client: Client, view: Arc<ClusterView>) {
+    tokio::join!(
+        watch_kind::<Contact>(client.clone(), view.clone()),
+        watch_kind::<ContactGroup>(client.clone(), view.clone()),
+        watch_kind::<ContactGroupMembership>(client.clone(), view.clone()),
+        watch_kind::<ContactGroupMembershipRemoval>(client.clone(), view.clone()),
+        watch_kind::<ContactGroupEnrollmentPolicy>(client.clone(), view.clone()),
+        watch_kind::<User>(client.clone(), view.clone()),
+        watch_kind::<UserInvitation>(client, view),
+    );
+}
+
+async fn watch_kind<K: Viewed>(client: Client, view: Arc<ClusterView>) {
+    let kind = K::KIND.kind_name();
+    let api = Api::<K>::all(client);
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut relist: Option<HashSet<(String, String)>> = None;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => apply_event(&view, event, &mut relist),
+            Err(error) => tracing::warn!(kind, %error, "watch failed; retrying with backoff"),
+        }
+    }
+}
+
+/// Applies one watch event to the view; `relist` collects the keys seen during a relist.
+pub fn apply_event<K: Viewed>(
+    view: &ClusterView,
+    event: watcher::Event<K>,
+    relist: &mut Option<HashSet<(String, String)>>,
+) {
+    let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
+    match event {
+        watcher::Event::Init => *relist = Some(HashSet::new()),
+        watcher::Event::InitApply(object) => {
+            object.apply_to(&mut view.write());
+            if let Some(seen) = relist.as_mut() {
+                seen.insert(key(&object));
+            }
+        }
+        watcher::Event::InitDone => {
+            let seen = relist.take().unwrap_or_default();
+            let mut store = view.write();
+            let gone: Vec<_> = store
+                .names(K::KIND)
+                .into_iter()
+                .filter(|k| !seen.contains(k))
+                .collect();
+            for (namespace, name) in &gone {
+                store.delete(K::KIND, namespace, name);
+            }
+            drop(store);
+            view.mark_synced(K::KIND);
+            tracing::info!(
+                kind = K::KIND.kind_name(),
+                objects = seen.len(),
+                pruned = gone.len(),
+                "view synced"
+            );
+        }
+        watcher::Event::Apply(object) => object.apply_to(&mut view.write()),
+        watcher::Event::Delete(object) => object.delete_from(&mut view.write()),
+    }
+}
