@@ -1,0 +1,91 @@
+//! Running webhooks the way the API server does, for the offline `review` and `check` commands:
+//! one webhook by path, or every webhook registered for the request in API-server order
+//! (mutating first, each one's patch applied before the next, then validating).
+
+use super::registry::{WEBHOOKS, Webhook, WebhookType};
+use super::review::{AdmissionResponse, BadReview, Request, ReviewResponse};
+use super::status::Denial;
+use super::{Verdict, decide};
+use crate::view::ClusterView;
+
+/// Which webhooks a review goes through.
+#[derive(Clone, Copy, Debug)]
+pub enum Route {
+    /// The webhook at one HTTP path.
+    One(&'static Webhook),
+    /// Every webhook registered for the request's resource and operation.
+    All,
+}
+
+/// Decides a parsed review (or explains why it could not be parsed). Without a uid there is no
+/// AdmissionReview to answer with, so the caller gets the message back instead.
+pub fn respond(
+    route: Route,
+    parsed: Result<Request, BadReview>,
+    view: &ClusterView,
+) -> Result<ReviewResponse, String> {
+    let response = match parsed {
+        Ok(request) => {
+            let verdict = match route {
+                Route::One(webhook) => decide(webhook, &request, view),
+                Route::All => run_all(request.clone(), view),
+            };
+            AdmissionResponse::from_verdict(&request.uid, verdict)
+        }
+        Err(BadReview {
+            uid: Some(uid),
+            message,
+        }) => AdmissionResponse::from_verdict(&uid, Denial::bad_request(message).into()),
+        Err(BadReview { uid: None, message }) => return Err(message),
+    };
+    Ok(ReviewResponse::new(response))
+}
+
+/// Runs every matching webhook; the first denial wins, else the combined patch is returned.
+pub fn run_all(mut request: Request, view: &ClusterView) -> Verdict {
+    let (group, resource, op) = (
+        request.resource.group.clone(),
+        request.resource.resource.clone(),
+        request.operation_name(),
+    );
+    let matching: Vec<&Webhook> = [WebhookType::Mutating, WebhookType::Validating]
+        .into_iter()
+        .flat_map(|kind| WEBHOOKS.iter().filter(move |w| w.kind == kind))
+        .filter(|w| w.matches(&group, &resource, op))
+        .collect();
+    if matching.is_empty() {
+        return Denial::bad_request(format!(
+            "no milo-webhook webhook is registered for {op} of {resource}.{group}"
+        ))
+        .into();
+    }
+    let mut combined = Vec::new();
+    let mut all_warnings = Vec::new();
+    for webhook in matching {
+        match decide(webhook, &request, view) {
+            Verdict::Deny(denial) => return Verdict::Deny(denial),
+            Verdict::Allow { patch, warnings } => {
+                all_warnings.extend(warnings);
+                if patch.0.is_empty() {
+                    continue;
+                }
+                if let Some(Err(error)) = request
+                    .object
+                    .as_mut()
+                    .map(|object| json_patch::patch(object, &patch))
+                {
+                    return Denial::internal(format!(
+                        "webhook {} returned a patch that does not apply: {error}",
+                        webhook.path
+                    ))
+                    .into();
+                }
+                combined.extend(patch.0);
+            }
+        }
+    }
+    Verdict::Allow {
+        patch: json_patch::Patch(combined),
+        warnings: all_warnings,
+    }
+}

@@ -1,0 +1,109 @@
+//! Every webhook the server implements: its HTTP path (Milo's, so existing registrations keep
+//! working), the resource and operations it is registered for, and its rule. The router, the
+//! offline review chain and `webhook-config` all read this one table.
+
+use super::review::Request;
+use super::status::Denial;
+use super::{Decide, membership, removal};
+
+/// Mutating webhooks run first, then validating ones, as in the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookType {
+    /// May patch the object.
+    Mutating,
+    /// May only admit or deny.
+    Validating,
+}
+
+/// One webhook.
+#[derive(Debug)]
+pub struct Webhook {
+    /// HTTP path.
+    pub path: &'static str,
+    /// Webhook name in the configuration (a DNS name, unique per configuration).
+    pub name: &'static str,
+    /// Mutating or validating.
+    pub kind: WebhookType,
+    /// API group of the resource.
+    pub group: &'static str,
+    /// API version of the resource.
+    pub version: &'static str,
+    /// Plural resource name.
+    pub resource: &'static str,
+    /// Operations it is registered for.
+    pub operations: &'static [&'static str],
+    /// Whether the resource is namespaced (the configuration's rule scope).
+    pub namespaced: bool,
+    /// The rule.
+    pub decide: Decide,
+}
+
+impl Webhook {
+    /// Denies requests this webhook is not registered for, naming what it does serve.
+    pub fn check_serves(&self, request: &Request) -> Result<(), Denial> {
+        let r = &request.resource;
+        if r.group != self.group || r.resource != self.resource {
+            return Err(Denial::bad_request(format!(
+                "webhook {} serves {}.{}, not {}.{}",
+                self.path, self.resource, self.group, r.resource, r.group
+            )));
+        }
+        if r.version != self.version {
+            return Err(Denial::bad_request(format!(
+                "webhook {} serves version {}, not {}",
+                self.path, self.version, r.version
+            )));
+        }
+        if let Some(sub) = request.sub_resource.as_deref().filter(|s| !s.is_empty()) {
+            return Err(Denial::bad_request(format!(
+                "webhook {} does not review the {sub} subresource",
+                self.path
+            )));
+        }
+        let op = request.operation_name();
+        if !self.operations.contains(&op) {
+            return Err(Denial::bad_request(format!(
+                "webhook {} reviews {} requests, not {op}",
+                self.path,
+                self.operations.join(" and ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether this webhook would be called for `resource` and `operation`.
+    pub fn matches(&self, group: &str, resource: &str, operation: &str) -> bool {
+        self.group == group && self.resource == resource && self.operations.contains(&operation)
+    }
+}
+
+/// The webhooks, in the order the API server would call them within each type.
+pub static WEBHOOKS: &[Webhook] = &[
+    Webhook {
+        path: "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership",
+        name: "vcontactgroupmembership.notification.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "contactgroupmemberships",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: true,
+        decide: membership::decide,
+    },
+    Webhook {
+        path: "/validate-notification-miloapis-com-v1alpha1-contactgroupmembershipremoval",
+        name: "vcontactgroupmembershipremoval.notification.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "contactgroupmembershipremovals",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: true,
+        decide: removal::decide,
+    },
+];
+
+/// The webhook served at `path`.
+pub fn by_path(path: &str) -> Option<&'static Webhook> {
+    WEBHOOKS.iter().find(|w| w.path == path)
+}
