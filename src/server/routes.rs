@@ -1,0 +1,161 @@
+//! The webhook endpoints: one POST route per registered webhook path. Reading the body, deciding
+//! and encoding the response all run under one deadline shorter than the webhook's
+//! `timeoutSeconds`, so a slow client costs us a 408 rather than the API server a timeout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::admission::chain::{Route, respond};
+use crate::admission::review::{ReviewResponse, parse_review};
+use crate::admission::{WEBHOOKS, Webhook};
+use crate::metrics::Metrics;
+use crate::view::ClusterView;
+
+/// Largest AdmissionReview accepted: UPDATE reviews carry two copies of the object, and axum's
+/// 2 MiB default is smaller than one large object.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// What every webhook request needs.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// The cluster view decisions read.
+    pub view: Arc<ClusterView>,
+    /// Where reviews are counted.
+    pub metrics: Arc<Metrics>,
+    /// Deadline for one request, body included.
+    pub request_timeout: Duration,
+}
+
+/// The webhook router: every path in the registry, nothing else.
+pub fn router(state: WebhookState) -> Router {
+    let mut router = Router::new();
+    for webhook in WEBHOOKS {
+        router = router.route(
+            webhook.path,
+            post(
+                move |State(state): State<WebhookState>, request: axum::extract::Request| {
+                    handle(webhook, state, request.into_body())
+                },
+            ),
+        );
+    }
+    router.layer(DefaultBodyLimit::disable()).with_state(state)
+}
+
+async fn handle(webhook: &'static Webhook, state: WebhookState, body: Body) -> Response {
+    let started = Instant::now();
+    match tokio::time::timeout(
+        state.request_timeout,
+        review(webhook, &state, body, started),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            state.metrics.record_review(
+                webhook.path,
+                "unknown",
+                "error",
+                started.elapsed().as_secs_f64(),
+            );
+            plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "the AdmissionReview was not received in time",
+            )
+        }
+    }
+}
+
+async fn review(
+    webhook: &'static Webhook,
+    state: &WebhookState,
+    body: Body,
+    started: Instant,
+) -> Response {
+    let record = |operation: &str, verdict: &str| {
+        state.metrics.record_review(
+            webhook.path,
+            operation,
+            verdict,
+            started.elapsed().as_secs_f64(),
+        )
+    };
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            record("unknown", "error");
+            return if is_length_limit(&error) {
+                plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("AdmissionReview is larger than the {MAX_BODY_BYTES}-byte limit"),
+                )
+            } else {
+                plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the request body: {error}"),
+                )
+            };
+        }
+    };
+    let parsed = parse_review(&bytes);
+    let operation = match &parsed {
+        Ok(request) => request.operation_name(),
+        Err(_) => "unknown",
+    };
+    let reply = respond(Route::One(webhook), parsed, &state.view);
+    match reply {
+        Ok(reply) => {
+            record(
+                operation,
+                if reply.response.allowed {
+                    "allowed"
+                } else {
+                    "denied"
+                },
+            );
+            json(&reply)
+        }
+        Err(message) => {
+            record(operation, "error");
+            tracing::debug!(webhook = webhook.path, %message, "unanswerable review");
+            plain(StatusCode::BAD_REQUEST, &message)
+        }
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn json(reply: &ReviewResponse) -> Response {
+    match serde_json::to_vec(reply) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(error) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("could not encode the response: {error}"),
+        ),
+    }
+}
+
+fn plain(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
+}

@@ -1,0 +1,291 @@
+//! The HTTPS server over real TLS: keep-alive, h2, body limit, deadline, readiness, metrics,
+//! graceful shutdown and certificate rotation the way the kubelet does it.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use milo_webhook::server::ServeOptions;
+use milo_webhook::server::tls::{CertPaths, ReloadOutcome, generate_dev_chain};
+use milo_webhook::view::ClusterView;
+use serde_json::Value;
+use support::fixtures;
+use support::https::{Client, TestServer, connect};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MEMBERSHIP: &str = "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership";
+
+fn fixture(name: &str) -> fixtures::Fixture {
+    fixtures::all()
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap()
+}
+
+async fn start(name: &str, options: ServeOptions) -> (TestServer, fixtures::Fixture) {
+    let f = fixture(name);
+    (
+        TestServer::start_with(Arc::new(ClusterView::offline(f.store())), options).await,
+        f,
+    )
+}
+
+#[tokio::test]
+async fn one_keep_alive_connection_serves_many_reviews() {
+    let (server, f) = start(
+        "membership-create-blocked-by-removal",
+        ServeOptions::default(),
+    )
+    .await;
+    let mut client = server.client().await;
+    for _ in 0..50 {
+        let (status, body) = client.post(MEMBERSHIP, f.body()).await;
+        f.check_http(status, &body);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_and_served() {
+    let (server, f) = start("membership-create-allowed", ServeOptions::default()).await;
+    let mut client = Client::http2(server.addr, &server.ca_pem).await;
+    let (status, body) = client.post(MEMBERSHIP, f.body()).await;
+    f.check_http(status, &body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_8_mib_are_refused_and_8_mib_reviews_are_read() {
+    let (server, f) = start("membership-create-allowed", ServeOptions::default()).await;
+    let mut client = server.client().await;
+    let (status, body) = client
+        .post(MEMBERSHIP, vec![b' '; 8 * 1024 * 1024 + 1])
+        .await;
+    assert_eq!(status, 413);
+    assert!(String::from_utf8_lossy(&body).contains("8388608-byte limit"));
+    // A large but legal UPDATE-sized review (padded with an annotation) is decided normally.
+    let mut review = f.review().unwrap();
+    review["request"]["object"]["metadata"]["annotations"] =
+        serde_json::json!({"pad": "x".repeat(5 * 1024 * 1024)});
+    let mut client = server.client().await;
+    let (status, body) = client
+        .post(MEMBERSHIP, serde_json::to_vec(&review).unwrap())
+        .await;
+    assert_eq!(status, 200);
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["response"]["allowed"], true);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_within_the_request_deadline() {
+    let options = ServeOptions {
+        request_timeout: Duration::from_millis(200),
+        ..ServeOptions::default()
+    };
+    let (server, _) = start("membership-create-allowed", options).await;
+    let mut tls = connect(server.addr, &server.ca_pem, &[b"http/1.1"]).await;
+    let head = format!(
+        "POST {MEMBERSHIP} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100\r\n\r\n{{\"apiVersion\""
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut response = vec![0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut response))
+        .await
+        .expect("answered")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404() {
+    let (server, f) = start("membership-create-allowed", ServeOptions::default()).await;
+    let mut client = server.client().await;
+    assert_eq!(
+        client.post("/validate-something-else", f.body()).await.0,
+        404
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_sync_and_unsynced_views_deny_rather_than_allow() {
+    let server = TestServer::start(Arc::new(ClusterView::unsynced())).await;
+    assert_eq!(server.admin_get("/livez").await, (200, "ok\n".into()));
+    let (status, body) = server.admin_get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("ContactGroupMembership"), "{body}");
+    let f = fixture("membership-create-allowed");
+    let (status, body) = server.client().await.post(MEMBERSHIP, f.body()).await;
+    assert_eq!(status, 200);
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        reply["response"]["allowed"], false,
+        "an unsynced view never allows"
+    );
+    assert_eq!(reply["response"]["status"]["code"], 503);
+    for kind in milo_webhook::view::ViewKind::ALL {
+        server.server.view.mark_synced(kind);
+    }
+    assert_eq!(server.admin_get("/readyz").await.0, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_reviews_by_webhook_operation_and_verdict() {
+    let (server, f) = start(
+        "membership-create-blocked-by-removal",
+        ServeOptions::default(),
+    )
+    .await;
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        client.post(MEMBERSHIP, f.body()).await;
+    }
+    client.post(MEMBERSHIP, b"nonsense".to_vec()).await;
+    let (status, text) = server.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    let line = format!(
+        "milo_webhook_admission_reviews_total{{webhook=\"{MEMBERSHIP}\",operation=\"CREATE\",verdict=\"denied\"}} 3"
+    );
+    assert!(text.contains(&line), "{text}");
+    assert!(
+        text.contains(&format!(
+            "webhook=\"{MEMBERSHIP}\",operation=\"unknown\",verdict=\"error\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("milo_webhook_admission_review_duration_seconds_bucket{le=\"0.0001\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("milo_webhook_view_objects{kind=\"ContactGroupMembershipRemoval\"} 1"),
+        "{text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_fails_readiness_first_then_drains_in_flight_requests() {
+    let (server, f) = start("membership-create-allowed", ServeOptions::default()).await;
+    // A request in flight: headers and half the body sent.
+    let body = f.body();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut tls = connect(server.addr, &server.ca_pem, &[b"http/1.1"]).await;
+    let head = format!(
+        "POST {MEMBERSHIP} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let shutdown = server.server.shutdown.clone();
+    let begin = tokio::spawn(async move { shutdown.begin(Duration::from_millis(500)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        server.admin_get("/readyz").await.0,
+        503,
+        "readiness fails at once"
+    );
+    let (status, _) = server.client().await.post(MEMBERSHIP, f.body()).await;
+    assert_eq!(
+        status, 200,
+        "new requests are still served during the drain delay"
+    );
+    begin.await.unwrap();
+
+    tls.write_all(rest).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response))
+        .await
+        .expect("finished")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the in-flight request completes: {text}"
+    );
+    assert!(text.contains("\"allowed\":true"));
+    let refused = tokio::net::TcpStream::connect(server.addr).await;
+    assert!(
+        refused.is_err(),
+        "the listener is closed after the drain delay"
+    );
+}
+
+/// The kubelet's Secret volume layout: timestamped directory, `..data` symlink, file symlinks.
+fn write_secret_generation(dir: &std::path::Path, generation: &str, cert: &str, key: &str) {
+    let data = dir.join(generation);
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("tls.crt"), cert).unwrap();
+    std::fs::write(data.join("tls.key"), key).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(generation, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
+
+async fn served_leaf(server: &TestServer, ca_pem: &str) -> Vec<u8> {
+    let tls = connect(server.addr, ca_pem, &[b"http/1.1"]).await;
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn a_kubelet_style_secret_rotation_is_served_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = generate_dev_chain(&["localhost"]).unwrap();
+    write_secret_generation(
+        dir.path(),
+        "..2026_11_21_00_00_00.1",
+        &first.cert_pem,
+        &first.key_pem,
+    );
+    std::os::unix::fs::symlink("..data/tls.crt", dir.path().join("tls.crt")).unwrap();
+    std::os::unix::fs::symlink("..data/tls.key", dir.path().join("tls.key")).unwrap();
+    let paths = CertPaths {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    };
+    let root = dir.path().to_owned();
+    let server = TestServer::start_with_certs(
+        Arc::new(ClusterView::offline(Default::default())),
+        ServeOptions::default(),
+        paths,
+        first.ca_cert_pem.clone(),
+        dir,
+    )
+    .await;
+    let before = served_leaf(&server, &first.ca_cert_pem).await;
+
+    let second = generate_dev_chain(&["localhost"]).unwrap();
+    write_secret_generation(
+        &root,
+        "..2026_11_21_01_00_00.2",
+        &second.cert_pem,
+        &second.key_pem,
+    );
+    std::fs::remove_dir_all(root.join("..2026_11_21_00_00_00.1")).unwrap();
+    assert_eq!(server.resolver.reload_if_changed(), ReloadOutcome::Reloaded);
+    let after = served_leaf(&server, &second.ca_cert_pem).await;
+    assert_ne!(before, after);
+    assert_eq!(after, server.resolver.current_leaf_der());
+
+    // A broken rotation keeps the last good certificate.
+    write_secret_generation(
+        &root,
+        "..2026_11_21_02_00_00.3",
+        "not a certificate",
+        &second.key_pem,
+    );
+    assert!(matches!(
+        server.resolver.reload_if_changed(),
+        ReloadOutcome::Failed(_)
+    ));
+    assert_eq!(served_leaf(&server, &second.ca_cert_pem).await, after);
+    server.stop().await;
+}

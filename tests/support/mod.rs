@@ -1,0 +1,5 @@
+//! Shared test support: the fixture corpus and a real TLS client/server pair.
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod https;
