@@ -1,0 +1,136 @@
+//! The command line: flag definitions (every flag also read from a `MILO_WEBHOOK_*` variable) and
+//! one module per subcommand. `main.rs` only parses and dispatches.
+
+pub mod review;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Admission webhooks for Milo's contact-group, enrollment and invitation APIs.
+#[derive(Debug, Parser)]
+#[command(name = "milo-webhook", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhooks over HTTPS (cluster mode, or offline with --state).
+    Serve(serve::ServeArgs),
+    /// Decide one AdmissionReview against a state and print the response.
+    Review(review::ReviewArgs),
+    /// Print the CustomResourceDefinitions generated from the Rust types.
+    Crds(CrdsArgs),
+    /// Print the Validating and Mutating WebhookConfigurations for every webhook served.
+    WebhookConfig(WebhookConfigArgs),
+}
+
+/// Flags of `crds`.
+#[derive(Debug, Args)]
+pub struct CrdsArgs {
+    /// Write one file per CRD plus a kustomization.yaml into this directory instead of printing
+    /// (how `manifests/crds/` is made).
+    #[arg(long, env = "MILO_WEBHOOK_CRDS_OUTPUT_DIR")]
+    pub output_dir: Option<PathBuf>,
+}
+
+/// Prints the CRDs, or writes them into `--output-dir`.
+pub fn crds(args: &CrdsArgs) -> anyhow::Result<Option<String>> {
+    let Some(dir) = &args.output_dir else {
+        return Ok(Some(crate::crds::to_yaml()?));
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut kustomization = String::from(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
+    );
+    for crd in crate::crds::all() {
+        let file = crate::crds::file_name(&crd);
+        std::fs::write(dir.join(&file), crate::crds::render(&crd)?)?;
+        kustomization.push_str(&format!("  - {file}\n"));
+    }
+    std::fs::write(dir.join("kustomization.yaml"), kustomization)?;
+    Ok(None)
+}
+
+/// Flags of `webhook-config`.
+#[derive(Debug, Args)]
+pub struct WebhookConfigArgs {
+    /// Base URL the API server calls (`https://HOST:PORT`); each webhook's path is appended.
+    #[arg(long, env = "MILO_WEBHOOK_URL", conflicts_with = "service")]
+    pub url: Option<String>,
+    /// Service the API server calls, in --namespace.
+    #[arg(long, env = "MILO_WEBHOOK_SERVICE", requires = "namespace")]
+    pub service: Option<String>,
+    /// Namespace of --service.
+    #[arg(long, env = "MILO_WEBHOOK_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Port of --service.
+    #[arg(long, env = "MILO_WEBHOOK_SERVICE_PORT", default_value_t = 443)]
+    pub port: i32,
+    /// PEM file of the CA that signed the serving certificate (becomes caBundle).
+    #[arg(long, env = "MILO_WEBHOOK_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// `namespace/certificate` for cert-manager to inject the caBundle instead.
+    #[arg(long, env = "MILO_WEBHOOK_INJECT_CA_FROM")]
+    pub inject_ca_from: Option<String>,
+    /// Name of both configuration objects.
+    #[arg(long, env = "MILO_WEBHOOK_CONFIG_NAME", default_value = "milo-webhook")]
+    pub name: String,
+    /// Per-call timeout the API server applies (1-30).
+    #[arg(long, env = "MILO_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=30))]
+    pub timeout_seconds: i32,
+}
+
+/// Parses a Go-style duration (`500ms`, `5s`, `1h30m`), the syntax Kubernetes users already know.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed: kube::core::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    Ok(parsed.into())
+}
+
+/// Renders `webhook-config`.
+pub fn webhook_config(args: &WebhookConfigArgs) -> anyhow::Result<String> {
+    use crate::webhook_config::{Endpoint, RenderOptions, to_yaml};
+    let endpoint = match (&args.url, &args.service, &args.namespace) {
+        (Some(url), None, _) => {
+            anyhow::ensure!(
+                url.starts_with("https://"),
+                "--url must start with https:// (the API server only calls webhooks over TLS)"
+            );
+            Endpoint::Url(url.clone())
+        }
+        (None, Some(name), Some(namespace)) => Endpoint::Service {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            port: args.port,
+        },
+        _ => anyhow::bail!("give either --url, or --service with --namespace"),
+    };
+    let ca_bundle = match &args.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --ca-file {}: {e}", path.display()))?;
+            anyhow::ensure!(
+                String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----"),
+                "--ca-file {} holds no PEM certificate",
+                path.display()
+            );
+            Some(pem)
+        }
+        None => None,
+    };
+    let options = RenderOptions {
+        name: args.name.clone(),
+        endpoint,
+        ca_bundle,
+        inject_ca_from: args.inject_ca_from.clone(),
+        timeout_seconds: args.timeout_seconds,
+    };
+    Ok(to_yaml(&options)?)
+}

@@ -1,0 +1,82 @@
+//! `milo-webhook review`: decide one AdmissionReview offline, exactly as the server would.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::admission::chain::{Route, respond};
+use crate::admission::registry::{WEBHOOKS, by_path};
+use crate::admission::review::parse_review_value;
+use crate::view::manifests::load_paths;
+use crate::view::{ClusterView, Store};
+
+/// Flags of `review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Manifests the view is built from (file or directory; repeatable).
+    #[arg(long, env = "MILO_WEBHOOK_STATE", value_delimiter = ',')]
+    pub state: Vec<PathBuf>,
+    /// Run only the webhook at this HTTP path; without it every webhook registered for the
+    /// request runs in API-server order.
+    #[arg(long, env = "MILO_WEBHOOK_REVIEW_PATH")]
+    pub path: Option<String>,
+    /// The AdmissionReview (JSON or YAML); `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
+}
+
+/// Decides the review and returns the JSON to print; `Err` is the one line for stderr (exit 2).
+pub fn run(args: &ReviewArgs) -> Result<String, String> {
+    let route = match &args.path {
+        Some(path) => Route::One(by_path(path).ok_or_else(|| {
+            let known: Vec<&str> = WEBHOOKS.iter().map(|w| w.path).collect();
+            format!(
+                "unknown webhook path {path:?}; known paths: {}",
+                known.join(", ")
+            )
+        })?),
+        None => Route::All,
+    };
+    let text = read_input(args.file.as_ref())?;
+    let value = parse_document(&text)?;
+    let mut store = Store::default();
+    load_paths(&mut store, &args.state).map_err(|e| format!("cannot load state: {e}"))?;
+    let view = ClusterView::offline(store);
+    let reply = respond(route, parse_review_value(value), &view)?;
+    serde_json::to_string_pretty(&reply).map_err(|e| format!("cannot encode the response: {e}"))
+}
+
+fn read_input(file: Option<&PathBuf>) -> Result<String, String> {
+    match file.filter(|f| f.as_os_str() != "-") {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            Ok(text)
+        }
+    }
+}
+
+/// JSON, or failing that YAML; one clear line when it is neither.
+pub fn parse_document(text: &str) -> Result<Value, String> {
+    if text.trim().is_empty() {
+        return Err("the AdmissionReview is empty".into());
+    }
+    let json_error = match serde_json::from_str::<Value>(text) {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(value) if value.is_object() => Ok(value),
+        Ok(_) => Err(format!(
+            "the AdmissionReview is not valid JSON ({json_error}) and not a YAML mapping"
+        )),
+        Err(yaml_error) => Err(format!(
+            "the AdmissionReview is not valid JSON ({json_error}) nor YAML ({yaml_error})"
+        )),
+    }
+}

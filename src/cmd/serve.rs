@@ -1,0 +1,203 @@
+//! `milo-webhook serve`: wire the view, the certificates and the two listeners together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use super::parse_duration;
+use crate::metrics::Metrics;
+use crate::server::tls::{self, CertPaths, ReloadingCertResolver};
+use crate::server::{ServeOptions, Server, Shutdown};
+use crate::view::manifests::load_paths;
+use crate::view::{ClusterView, Store};
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener.
+    #[arg(long, env = "MILO_WEBHOOK_LISTEN", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Serving certificate (PEM chain). Without it and --tls-key-file, a dev CA and certificate
+    /// are generated into --certs-dir.
+    #[arg(long, env = "MILO_WEBHOOK_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "MILO_WEBHOOK_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Where generated dev certificates go.
+    #[arg(long, env = "MILO_WEBHOOK_CERTS_DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
+    /// How often the certificate files are checked for rotation.
+    #[arg(long, env = "MILO_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Offline mode: manifests (files or directories, repeatable) the view is built from.
+    #[arg(long, env = "MILO_WEBHOOK_STATE", value_delimiter = ',')]
+    pub state: Vec<PathBuf>,
+    /// Cluster mode with this kubeconfig (default: in-cluster or $KUBECONFIG/~/.kube/config when present).
+    #[arg(long, env = "MILO_WEBHOOK_KUBECONFIG", conflicts_with = "state")]
+    pub kubeconfig: Option<PathBuf>,
+    /// How long to keep serving after SIGTERM while /readyz fails.
+    #[arg(long, env = "MILO_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Deadline for one review, body included; keep it below the webhooks' timeoutSeconds.
+    #[arg(long, env = "MILO_WEBHOOK_REQUEST_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "MILO_WEBHOOK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// Where the view comes from.
+enum Source {
+    Offline(Box<Store>),
+    Cluster(kube::Client),
+}
+
+async fn source(args: &ServeArgs) -> anyhow::Result<Source> {
+    if !args.state.is_empty() {
+        let mut store = Store::default();
+        let report = load_paths(&mut store, &args.state)?;
+        tracing::info!(files = report.files, objects = report.total(), stored = ?report.stored, skipped = ?report.skipped, "offline mode: state loaded");
+        return Ok(Source::Offline(Box::new(store)));
+    }
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => match kube::Config::infer().await {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(%error, "no cluster configuration found: offline mode with an empty state (pass --state to load manifests)");
+                return Ok(Source::Offline(Box::default()));
+            }
+        },
+    };
+    tracing::info!(cluster = %config.cluster_url, "cluster mode");
+    Ok(Source::Cluster(kube::Client::try_from(config)?))
+}
+
+fn certificates(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingCertResolver>> {
+    let paths = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => CertPaths {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => {
+            let dev = tls::ensure_dev_certificates(&args.certs_dir)?;
+            tracing::info!(ca = %dev.ca.display(), "serving a generated development certificate; trust it with --cacert {}", dev.ca.display());
+            dev.paths
+        }
+    };
+    Ok(ReloadingCertResolver::load(paths)?)
+}
+
+/// Initialises logging: `RUST_LOG` filters, default `info`.
+pub fn init_logging(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let resolver = certificates(&args)?;
+    let tls_config = tls::server_config(resolver.clone())?;
+    let (view, client) = match source(&args).await? {
+        Source::Offline(store) => (Arc::new(ClusterView::offline(*store)), None),
+        Source::Cluster(client) => (Arc::new(ClusterView::unsynced()), Some(client)),
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+    let metrics = Arc::new(Metrics::default());
+    let options = ServeOptions {
+        request_timeout: args.request_timeout,
+        shutdown_delay: args.shutdown_delay,
+        ..ServeOptions::default()
+    };
+    let server = Arc::new(Server {
+        view: view.clone(),
+        metrics: metrics.clone(),
+        options,
+        shutdown: Shutdown::default(),
+    });
+    tracing::info!(webhooks = %args.listen, admin = %args.admin_listen, "listening");
+
+    if let Some(client) = client {
+        tokio::spawn(crate::view::watch::run(client, view));
+    }
+    let reload_metrics = metrics.clone();
+    let shutdown = server.shutdown.clone();
+    tokio::spawn(tls::watch_for_rotation(
+        resolver,
+        args.tls_reload_interval,
+        move |outcome| {
+            reload_metrics.record_reload(matches!(outcome, tls::ReloadOutcome::Reloaded))
+        },
+        async move { shutdown.stopped().await },
+    ));
+    let signals = server.shutdown.clone();
+    let delay = args.shutdown_delay;
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signals.begin(delay).await;
+    });
+    let webhooks = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve_webhooks(listener, tls_config).await })
+    };
+    let admin = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve_admin(admin_listener).await })
+    };
+    let (webhooks, admin) = tokio::join!(webhooks, admin);
+    webhooks?;
+    admin?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

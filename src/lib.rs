@@ -1,0 +1,14 @@
+//! milo-webhook: admission webhooks for Milo's contact-group, enrollment and invitation APIs.
+//!
+//! Layers, from the bottom up: [`api`] (typed resources), [`view`] (a read-only, indexed view of the
+//! cluster), [`admission`] (pure decision functions over the view, one module per resource),
+//! [`server`] (HTTPS transport, certificates, admin endpoints).
+
+pub mod admission;
+pub mod api;
+pub mod cmd;
+pub mod crds;
+pub mod metrics;
+pub mod server;
+pub mod view;
+pub mod webhook_config;
