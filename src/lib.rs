@@ -4,6 +4,8 @@
 //! cluster), [`admission`] (pure decision functions over the view, one module per resource),
 //! [`server`] (HTTPS transport, certificates, admin endpoints).
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod api;
 pub mod cmd;

@@ -26,16 +26,28 @@ use rustls::sign::CertifiedKey;
 /// Errors from loading, generating or writing certificates; file errors name the path involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file could not be read or written.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
+        /// What was being done ("read", "write", ...).
         action: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// A file was read but does not hold a usable certificate or key.
     #[error("{}: {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rcgen could not make a certificate.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    /// rustls rejected the configuration.
     #[error("TLS configuration failed: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -59,15 +71,20 @@ fn invalid(path: &Path, what: &str, e: impl std::fmt::Display) -> TlsError {
 /// Where the serving certificate and key are read from (re-read on every reload check).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPaths {
+    /// PEM certificate chain, leaf first.
     pub cert: PathBuf,
+    /// PEM private key.
     pub key: PathBuf,
 }
 
 /// PEM text of a freshly generated CA and a serving certificate signed by it, for dev/offline mode and tests.
 #[derive(Debug, Clone)]
 pub struct DevChain {
+    /// The CA certificate clients trust.
     pub ca_cert_pem: String,
+    /// The serving certificate.
     pub cert_pem: String,
+    /// The serving certificate's private key.
     pub key_pem: String,
 }
 
@@ -117,7 +134,9 @@ pub fn generate_dev_chain(sans: &[&str]) -> Result<DevChain, TlsError> {
 /// serving pair.
 #[derive(Debug, Clone)]
 pub struct DevCertificates {
+    /// The CA certificate.
     pub ca: PathBuf,
+    /// The serving certificate and key.
     pub paths: CertPaths,
 }
 
@@ -194,8 +213,11 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError
 /// Outcome of one reload check, reported to the caller for logging and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
+    /// The files are as last seen.
     Unchanged,
+    /// New files were parsed and are now served.
     Reloaded,
+    /// New files did not parse; the previous certificate is still served.
     Failed(String),
 }
 
