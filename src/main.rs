@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use milo_webhook::cmd::{Cli, Command, crds, review, serve, webhook_config};
+use milo_webhook::cmd::{Cli, Command, check, crds, review, serve, webhook_config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,6 +23,17 @@ fn main() -> ExitCode {
             Ok(json) => {
                 println!("{json}");
                 ExitCode::SUCCESS
+            }
+            Err(message) => fail(&message, 2),
+        },
+        Command::Check(args) => match check::run(&args) {
+            Ok((output, rejected)) => {
+                println!("{output}");
+                if rejected {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(message) => fail(&message, 2),
         },

@@ -13,7 +13,11 @@ fn review(fixture: &Fixture, dir: &std::path::Path, with_path: bool) -> (i32, St
     let input = dir.join(format!("{}-review.json", fixture.name));
     std::fs::write(&input, fixture.body()).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_milo-webhook"));
-    command.arg("review").arg("--state").arg(&state);
+    command
+        .arg("review")
+        .arg("--state")
+        .arg(&state)
+        .args(fixture.settings_args());
     if with_path {
         command.arg("--path").arg(&fixture.path);
     }

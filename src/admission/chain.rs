@@ -5,7 +5,7 @@
 use super::registry::{WEBHOOKS, Webhook, WebhookType};
 use super::review::{AdmissionResponse, BadReview, Request, ReviewResponse};
 use super::status::Denial;
-use super::{Verdict, decide};
+use super::{Settings, Verdict, decide};
 use crate::view::ClusterView;
 
 /// Which webhooks a review goes through.
@@ -23,12 +23,13 @@ pub fn respond(
     route: Route,
     parsed: Result<Request, BadReview>,
     view: &ClusterView,
+    settings: &Settings,
 ) -> Result<ReviewResponse, String> {
     let response = match parsed {
         Ok(request) => {
             let verdict = match route {
-                Route::One(webhook) => decide(webhook, &request, view),
-                Route::All => run_all(request.clone(), view),
+                Route::One(webhook) => decide(webhook, &request, view, settings),
+                Route::All => run_all(request.clone(), view, settings).0,
             };
             AdmissionResponse::from_verdict(&request.uid, verdict)
         }
@@ -41,8 +42,13 @@ pub fn respond(
     Ok(ReviewResponse::new(response))
 }
 
-/// Runs every matching webhook; the first denial wins, else the combined patch is returned.
-pub fn run_all(mut request: Request, view: &ClusterView) -> Verdict {
+/// Runs every matching webhook; the first denial wins (returned with the webhook that denied),
+/// else the combined patch is returned.
+pub fn run_all(
+    mut request: Request,
+    view: &ClusterView,
+    settings: &Settings,
+) -> (Verdict, Option<&'static Webhook>) {
     let (group, resource, op) = (
         request.resource.group.clone(),
         request.resource.resource.clone(),
@@ -54,16 +60,15 @@ pub fn run_all(mut request: Request, view: &ClusterView) -> Verdict {
         .filter(|w| w.matches(&group, &resource, op))
         .collect();
     if matching.is_empty() {
-        return Denial::bad_request(format!(
-            "no milo-webhook webhook is registered for {op} of {resource}.{group}"
-        ))
-        .into();
+        let message =
+            format!("no milo-webhook webhook is registered for {op} of {resource}.{group}");
+        return (Denial::bad_request(message).into(), None);
     }
     let mut combined = Vec::new();
     let mut all_warnings = Vec::new();
     for webhook in matching {
-        match decide(webhook, &request, view) {
-            Verdict::Deny(denial) => return Verdict::Deny(denial),
+        match decide(webhook, &request, view, settings) {
+            Verdict::Deny(denial) => return (Verdict::Deny(denial), Some(webhook)),
             Verdict::Allow { patch, warnings } => {
                 all_warnings.extend(warnings);
                 if patch.0.is_empty() {
@@ -74,18 +79,19 @@ pub fn run_all(mut request: Request, view: &ClusterView) -> Verdict {
                     .as_mut()
                     .map(|object| json_patch::patch(object, &patch))
                 {
-                    return Denial::internal(format!(
+                    let message = format!(
                         "webhook {} returned a patch that does not apply: {error}",
                         webhook.path
-                    ))
-                    .into();
+                    );
+                    return (Denial::internal(message).into(), Some(webhook));
                 }
                 combined.extend(patch.0);
             }
         }
     }
-    Verdict::Allow {
+    let verdict = Verdict::Allow {
         patch: json_patch::Patch(combined),
         warnings: all_warnings,
-    }
+    };
+    (verdict, None)
 }

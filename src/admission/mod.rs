@@ -3,10 +3,16 @@
 //! both call [`decide`].
 
 pub mod chain;
+pub mod checks;
+pub mod contact;
+pub mod group;
+pub mod invitation;
 pub mod membership;
 pub mod pair;
+pub mod policy;
 pub mod registry;
 pub mod removal;
+pub mod requester;
 pub mod review;
 pub mod status;
 
@@ -51,12 +57,44 @@ impl From<Denial> for Verdict {
     }
 }
 
+/// Operator settings rules depend on.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// How long a new invitation stays valid when it names no expirationDate; `None` keeps
+    /// "never expires".
+    pub invitation_ttl: Option<std::time::Duration>,
+    /// A fixed "now", for offline checks of what would happen at a given time; `None` reads the
+    /// clock.
+    pub clock: Option<jiff::Timestamp>,
+}
+
+impl Settings {
+    /// The default invitation lifetime: 14 days.
+    pub const DEFAULT_INVITATION_TTL: std::time::Duration =
+        std::time::Duration::from_secs(14 * 24 * 3600);
+}
+
+/// What a rule may read besides the request: the view, the settings and the time of the decision.
+pub struct Context<'a> {
+    /// The cluster, as indexed.
+    pub store: &'a Store,
+    /// Operator settings.
+    pub settings: &'a Settings,
+    /// The time the decision is made at.
+    pub now: jiff::Timestamp,
+}
+
 /// A rule's signature: the request, read against a locked store.
-pub type Decide = fn(&Request, &Store) -> Verdict;
+pub type Decide = fn(&Request, &Context<'_>) -> Verdict;
 
 /// Runs one webhook: checks the request is one it serves and that the view can answer, then asks
 /// the rule. Misrouted requests are denied (400), never silently allowed.
-pub fn decide(webhook: &Webhook, request: &Request, view: &ClusterView) -> Verdict {
+pub fn decide(
+    webhook: &Webhook,
+    request: &Request,
+    view: &ClusterView,
+    settings: &Settings,
+) -> Verdict {
     if let Err(denial) = webhook.check_serves(request) {
         return denial.into();
     }
@@ -72,5 +110,14 @@ pub fn decide(webhook: &Webhook, request: &Request, view: &ClusterView) -> Verdi
         ))
         .into();
     }
-    (webhook.decide)(request, &view.read())
+    let store = view.read();
+    let now = settings.clock.unwrap_or_else(jiff::Timestamp::now);
+    (webhook.decide)(
+        request,
+        &Context {
+            store: &store,
+            settings,
+            now,
+        },
+    )
 }

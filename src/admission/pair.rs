@@ -1,35 +1,54 @@
-//! What memberships and removals share: both name a (contact, group) pair that must resolve, and
-//! both have an immutable spec. Each kind adds only its own create checks.
+//! What memberships and removals share: both name a (contact, group) pair that must resolve, both
+//! have an immutable spec, and in user context both may only be made for the requester's own
+//! contact. Each kind adds only its own create checks.
 
 use kube::core::admission::Operation;
 use serde::de::DeserializeOwned;
 
-use super::Verdict;
+use super::checks::{immutable, not_found, verdict_for};
 use super::review::Request;
-use super::status::{Denial, FieldError, FieldErrorType};
+use super::status::{Denial, FieldError};
+use super::{Context, Verdict};
 use crate::api::notification::ContactGroupPair;
-use crate::view::{NamedRef, Store};
 
-/// A kind's checks on CREATE, after the references have been resolved.
-pub type CreateChecks<S> = fn(&Request, &S, &Store, &mut Vec<FieldError>);
+/// How one membership-like kind differs from the other.
+pub struct PairRules<S> {
+    /// The noun in ownership messages: "membership" or "membership removal".
+    pub noun: &'static str,
+    /// The plural resource, for Forbidden messages.
+    pub resource: &'static str,
+    /// Checks on CREATE after the references resolved.
+    pub create_checks: fn(&Request, &S, &Context<'_>, &mut Vec<FieldError>),
+    /// Extra authorization in user context, after ownership (memberships: private groups).
+    pub authorize_user: fn(&S, &Context<'_>) -> Option<&'static str>,
+}
 
-/// Decides a membership-like request: CREATE resolves the pair and runs `create_checks`, UPDATE
-/// enforces spec immutability (metadata-only updates such as finalizer removal always pass, even
-/// when the contact or group is gone).
-pub fn decide<S>(request: &Request, store: &Store, create_checks: CreateChecks<S>) -> Verdict
+/// Decides a membership-like request. CREATE: in user context the contact must be the
+/// requester's own (403), then the pair must resolve and the kind's checks pass (422). UPDATE:
+/// spec immutability only, so metadata-only updates such as finalizer removal always pass, even
+/// when the contact or group is gone. DELETE: in user context only the owner may delete, unless
+/// the contact is gone.
+pub fn decide<S>(request: &Request, ctx: &Context<'_>, rules: &PairRules<S>) -> Verdict
 where
     S: ContactGroupPair + PartialEq + DeserializeOwned,
 {
     let result = match request.operation {
-        Operation::Create => request.spec::<S>().map(|spec| {
-            let mut errors = missing_references(&spec, store);
-            create_checks(request, &spec, store, &mut errors);
-            errors
+        Operation::Create => request.spec::<S>().and_then(|spec| {
+            authorize(request, ctx, rules, &spec, "create")?;
+            let mut errors = missing_references(&spec, ctx);
+            (rules.create_checks)(request, &spec, ctx, &mut errors);
+            Ok(errors)
         }),
-        Operation::Update => request
-            .spec_pair::<S>()
-            .map(|(new, old)| immutable_spec(&new, &old).into_iter().collect()),
-        Operation::Delete | Operation::Connect => Ok(Vec::new()),
+        Operation::Update => request.spec_pair::<S>().map(|(new, old)| {
+            (new != old)
+                .then(|| immutable("spec", "spec is immutable"))
+                .into_iter()
+                .collect()
+        }),
+        Operation::Delete => request
+            .old_spec::<S>()
+            .and_then(|spec| authorize(request, ctx, rules, &spec, "delete").map(|()| Vec::new())),
+        Operation::Connect => Ok(Vec::new()),
     };
     match result {
         Ok(errors) => verdict_for(request, errors),
@@ -37,26 +56,49 @@ where
     }
 }
 
-/// Allows when nothing is wrong, else one 422 naming every problem.
-pub fn verdict_for(request: &Request, errors: Vec<FieldError>) -> Verdict {
-    if errors.is_empty() {
-        Verdict::allow()
-    } else {
-        Denial::invalid(&request.target(), errors).into()
+/// In user context, the contact must exist with the requester as its subject (a contact that is
+/// gone owns nothing, so anyone RBAC allows may clean up after it on delete).
+fn authorize<S: ContactGroupPair>(
+    request: &Request,
+    ctx: &Context<'_>,
+    rules: &PairRules<S>,
+    spec: &S,
+    verb: &str,
+) -> Result<(), Denial> {
+    let Some(user) = request.user_context() else {
+        return Ok(());
+    };
+    let contact = spec.contact_ref();
+    let forbidden = |reason: &str| Denial::forbidden(&request.target(), rules.resource, reason);
+    match ctx.store.contact(&contact.namespace, &contact.name) {
+        // On create the 422 NotFound says more than a 403 would; on delete a contact that is gone
+        // owns nothing, so whoever RBAC allows may clean up.
+        None => return Ok(()),
+        Some(c)
+            if c.subject
+                .is_some_and(|s| s.kind == "User" && s.name == user) => {}
+        Some(_) => {
+            return Err(forbidden(&format!(
+                "you do not have permission to {verb} {} for this contact",
+                rules.noun
+            )));
+        }
+    }
+    match (rules.authorize_user)(spec, ctx) {
+        Some(reason) if verb == "create" => Err(forbidden(reason)),
+        _ => Ok(()),
     }
 }
 
-/// The "spec is immutable" error when `new` differs from `old`.
-pub fn immutable_spec<S: PartialEq>(new: &S, old: &S) -> Option<FieldError> {
-    (new != old)
-        .then(|| FieldError::without_value(FieldErrorType::Invalid, "spec", "spec is immutable"))
-}
-
 /// NotFound errors for a contact or group that does not exist.
-pub fn missing_references(spec: &impl ContactGroupPair, store: &Store) -> Vec<FieldError> {
+pub fn missing_references(spec: &impl ContactGroupPair, ctx: &Context<'_>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let contact = spec.contact_ref();
-    if store.contact(&contact.namespace, &contact.name).is_none() {
+    if ctx
+        .store
+        .contact(&contact.namespace, &contact.name)
+        .is_none()
+    {
         errors.push(not_found(
             "spec.contactRef.name",
             "Contact",
@@ -65,7 +107,7 @@ pub fn missing_references(spec: &impl ContactGroupPair, store: &Store) -> Vec<Fi
         ));
     }
     let group = spec.contact_group_ref();
-    if store.group(&group.namespace, &group.name).is_none() {
+    if ctx.store.group(&group.namespace, &group.name).is_none() {
         errors.push(not_found(
             "spec.contactGroupRef.name",
             "ContactGroup",
@@ -74,31 +116,4 @@ pub fn missing_references(spec: &impl ContactGroupPair, store: &Store) -> Vec<Fi
         ));
     }
     errors
-}
-
-/// A NotFound cause for a reference to `kind` `namespace/name`.
-pub fn not_found(field: &str, kind: &str, namespace: &str, name: &str) -> FieldError {
-    let detail = if namespace.is_empty() {
-        format!("{kind} {name:?} does not exist")
-    } else {
-        format!("{kind} {name:?} does not exist in namespace {namespace:?}")
-    };
-    FieldError::new(FieldErrorType::NotFound, field, name, detail)
-}
-
-/// The first object in `found` other than the request's own (a retried create of the same name is
-/// the API server's AlreadyExists to report, not a duplicate), named for a message: bare when it
-/// shares the request's namespace, `namespace/name` otherwise.
-pub fn other_than_self(request: &Request, found: &[NamedRef<'_>]) -> Option<String> {
-    let own = request.target().name;
-    found
-        .iter()
-        .find(|r| !(r.namespace == request.namespace() && r.name == own))
-        .map(|r| {
-            if r.namespace == request.namespace() {
-                r.name.to_owned()
-            } else {
-                format!("{}/{}", r.namespace, r.name)
-            }
-        })
 }

@@ -4,7 +4,7 @@
 
 use super::review::Request;
 use super::status::Denial;
-use super::{Decide, membership, removal};
+use super::{Decide, contact, group, invitation, membership, policy, removal};
 
 /// Mutating webhooks run first, then validating ones, as in the API server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +80,39 @@ impl Webhook {
 /// The webhooks, in the order the API server would call them within each type.
 pub static WEBHOOKS: &[Webhook] = &[
     Webhook {
+        path: "/mutate-notification-miloapis-com-v1alpha1-contact",
+        name: "mcontact.notification.miloapis.com",
+        kind: WebhookType::Mutating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "contacts",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: true,
+        decide: contact::mutate,
+    },
+    Webhook {
+        path: "/validate-notification-miloapis-com-v1alpha1-contact",
+        name: "vcontact.notification.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "contacts",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: true,
+        decide: contact::validate,
+    },
+    Webhook {
+        path: "/validate-notification-miloapis-com-v1alpha1-contactgroup",
+        name: "vcontactgroup.notification.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "contactgroups",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: true,
+        decide: group::validate,
+    },
+    Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership",
         name: "vcontactgroupmembership.notification.miloapis.com",
         kind: WebhookType::Validating,
@@ -97,9 +130,42 @@ pub static WEBHOOKS: &[Webhook] = &[
         group: "notification.miloapis.com",
         version: "v1alpha1",
         resource: "contactgroupmembershipremovals",
-        operations: &["CREATE", "UPDATE"],
+        operations: &["CREATE", "UPDATE", "DELETE"],
         namespaced: true,
         decide: removal::decide,
+    },
+    Webhook {
+        path: "/validate-notification-miloapis-com-v1alpha1-contactgroupenrollmentpolicy",
+        name: "vcontactgroupenrollmentpolicy.notification.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "contactgroupenrollmentpolicies",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: false,
+        decide: policy::validate,
+    },
+    Webhook {
+        path: "/mutate-iam-miloapis-com-v1alpha1-userinvitation",
+        name: "muserinvitation.iam.miloapis.com",
+        kind: WebhookType::Mutating,
+        group: "iam.miloapis.com",
+        version: "v1alpha1",
+        resource: "userinvitations",
+        operations: &["CREATE"],
+        namespaced: true,
+        decide: invitation::mutate,
+    },
+    Webhook {
+        path: "/validate-iam-miloapis-com-v1alpha1-userinvitation",
+        name: "vuserinvitation.iam.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "iam.miloapis.com",
+        version: "v1alpha1",
+        resource: "userinvitations",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: true,
+        decide: invitation::validate,
     },
 ];
 

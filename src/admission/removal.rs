@@ -1,26 +1,34 @@
 //! ContactGroupMembershipRemoval (an opt-out): the references must resolve, only public groups can
-//! be left, and one opt-out per (contact, group) is enough.
+//! be left, one opt-out per (contact, group) is enough, and users create and delete only their own.
 
-use super::Verdict;
-use super::pair::{self, other_than_self};
+use super::checks::other_than_self;
+use super::pair::{self, PairRules};
 use super::review::Request;
 use super::status::{FieldError, FieldErrorType};
+use super::{Context, Verdict};
 use crate::api::notification::{ContactGroupMembershipRemovalSpec, ContactGroupPair, Visibility};
-use crate::view::Store;
+
+const RULES: PairRules<ContactGroupMembershipRemovalSpec> = PairRules {
+    noun: "membership removal",
+    resource: "contactgroupmembershipremovals",
+    create_checks,
+    authorize_user: |_, _| None,
+};
 
 /// The validating webhook's rule.
-pub fn decide(request: &Request, store: &Store) -> Verdict {
-    pair::decide::<ContactGroupMembershipRemovalSpec>(request, store, create_checks)
+pub fn decide(request: &Request, ctx: &Context<'_>) -> Verdict {
+    pair::decide(request, ctx, &RULES)
 }
 
 fn create_checks(
     request: &Request,
     spec: &ContactGroupMembershipRemovalSpec,
-    store: &Store,
+    ctx: &Context<'_>,
     errors: &mut Vec<FieldError>,
 ) {
     let (contact, group) = (spec.contact_ref(), spec.contact_group_ref());
-    if store
+    if ctx
+        .store
         .group(&group.namespace, &group.name)
         .is_some_and(|g| g.visibility == Visibility::Private)
     {
@@ -31,7 +39,7 @@ fn create_checks(
             "ContactGroup must be public for creating a ContactGroupMembershipRemoval",
         ));
     }
-    if let Some(existing) = other_than_self(request, &store.removals_of(contact, group)) {
+    if let Some(existing) = other_than_self(request, ctx.store.removals_of(contact, group)) {
         errors.push(FieldError::without_value(
             FieldErrorType::Duplicate,
             "spec",

@@ -90,11 +90,15 @@ impl Request {
 
     /// The new and old specs of an UPDATE.
     pub fn spec_pair<S: DeserializeOwned>(&self) -> Result<(S, S), Denial> {
-        let old = Self::parse(
+        Ok((self.spec()?, self.old_spec()?))
+    }
+
+    /// `request.oldObject.spec`, for DELETE.
+    pub fn old_spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
+        Self::parse(
             self.old_object.as_ref().and_then(|o| o.get("spec")),
             "request.oldObject.spec",
-        )?;
-        Ok((self.spec()?, old))
+        )
     }
 
     /// The operation's wire name.

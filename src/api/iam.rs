@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 
 use super::common::NameRef;
 
+/// The label that marks a RoleBinding in an organization's namespace as making its subjects
+/// members of the organization (the `rbac` access backend's notion of membership).
+pub const ORGANIZATION_MEMBERSHIP_LABEL: &str = "iam.miloapis.com/organization-membership";
+
+/// The namespace an organization's objects (and its invitations) live in.
+pub fn organization_namespace(organization: &str) -> String {
+    format!("organization-{organization}")
+}
+
 /// A person who can sign in; the name is the UID the API server authenticates them with.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[kube(

@@ -1,6 +1,7 @@
 //! The command line: flag definitions (every flag also read from a `MILO_WEBHOOK_*` variable) and
 //! one module per subcommand. `main.rs` only parses and dispatches.
 
+pub mod check;
 pub mod review;
 pub mod serve;
 
@@ -8,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::admission::Settings;
 
 /// Admission webhooks for Milo's contact-group, enrollment and invitation APIs.
 #[derive(Debug, Parser)]
@@ -25,6 +28,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Decide one AdmissionReview against a state and print the response.
     Review(review::ReviewArgs),
+    /// Try plain manifests against a state and print what the API server would answer.
+    Check(check::CheckArgs),
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crds(CrdsArgs),
     /// Print the Validating and Mutating WebhookConfigurations for every webhook served.
@@ -86,6 +91,31 @@ pub struct WebhookConfigArgs {
     #[arg(long, env = "MILO_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(1..=30))]
     pub timeout_seconds: i32,
+}
+
+/// Flags the admission rules read, shared by `serve`, `review` and `check`.
+#[derive(Debug, Clone, Args)]
+pub struct RuleArgs {
+    /// Lifetime given to invitations created without an expirationDate (Go duration; `0` keeps
+    /// "never expires").
+    #[arg(long, env = "MILO_WEBHOOK_INVITATION_TTL", default_value = "336h", value_parser = parse_duration)]
+    pub invitation_ttl: Duration,
+}
+
+impl RuleArgs {
+    /// The settings, reading the clock at decision time.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            invitation_ttl: (!self.invitation_ttl.is_zero()).then_some(self.invitation_ttl),
+            clock: None,
+        }
+    }
+}
+
+/// Parses an RFC 3339 time for `--now`.
+pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    text.parse()
+        .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
 /// Parses a Go-style duration (`500ms`, `5s`, `1h30m`), the syntax Kubernetes users already know.

@@ -22,6 +22,12 @@ pub struct ReviewArgs {
     /// request runs in API-server order.
     #[arg(long, env = "MILO_WEBHOOK_REVIEW_PATH")]
     pub path: Option<String>,
+    /// Decide as if it were this time (RFC 3339), for expiry questions.
+    #[arg(long, env = "MILO_WEBHOOK_NOW", value_parser = super::parse_time)]
+    pub now: Option<jiff::Timestamp>,
+    /// Settings the rules read.
+    #[command(flatten)]
+    pub rules: super::RuleArgs,
     /// The AdmissionReview (JSON or YAML); `-` or nothing reads standard input.
     pub file: Option<PathBuf>,
 }
@@ -43,7 +49,11 @@ pub fn run(args: &ReviewArgs) -> Result<String, String> {
     let mut store = Store::default();
     load_paths(&mut store, &args.state).map_err(|e| format!("cannot load state: {e}"))?;
     let view = ClusterView::offline(store);
-    let reply = respond(route, parse_review_value(value), &view)?;
+    let settings = crate::admission::Settings {
+        clock: args.now,
+        ..args.rules.settings()
+    };
+    let reply = respond(route, parse_review_value(value), &view, &settings)?;
     serde_json::to_string_pretty(&reply).map_err(|e| format!("cannot encode the response: {e}"))
 }
 

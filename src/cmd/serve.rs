@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// Deadline for one review, body included; keep it below the webhooks' timeoutSeconds.
     #[arg(long, env = "MILO_WEBHOOK_REQUEST_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Settings the rules read.
+    #[command(flatten)]
+    pub rules: super::RuleArgs,
     /// Log format.
     #[arg(long, env = "MILO_WEBHOOK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -137,6 +140,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = ServeOptions {
         request_timeout: args.request_timeout,
         shutdown_delay: args.shutdown_delay,
+        settings: Arc::new(args.rules.settings()),
         ..ServeOptions::default()
     };
     let server = Arc::new(Server {

@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::Settings;
 use crate::metrics::Metrics;
 use crate::view::ClusterView;
 
@@ -38,6 +39,8 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// How long in-flight requests may take to finish once the listener closes.
     pub drain_timeout: Duration,
+    /// Settings the admission rules read.
+    pub settings: Arc<Settings>,
 }
 
 impl Default for ServeOptions {
@@ -46,6 +49,10 @@ impl Default for ServeOptions {
             request_timeout: Duration::from_secs(8),
             shutdown_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            settings: Arc::new(Settings {
+                invitation_ttl: Some(Settings::DEFAULT_INVITATION_TTL),
+                clock: None,
+            }),
         }
     }
 }
@@ -106,6 +113,7 @@ impl Server {
             view: self.view.clone(),
             metrics: self.metrics.clone(),
             request_timeout: self.options.request_timeout,
+            settings: self.options.settings.clone(),
         })
     }
 

@@ -14,7 +14,7 @@ use axum::routing::post;
 
 use crate::admission::chain::{Route, respond};
 use crate::admission::review::{ReviewResponse, parse_review};
-use crate::admission::{WEBHOOKS, Webhook};
+use crate::admission::{Settings, WEBHOOKS, Webhook};
 use crate::metrics::Metrics;
 use crate::view::ClusterView;
 
@@ -31,6 +31,8 @@ pub struct WebhookState {
     pub metrics: Arc<Metrics>,
     /// Deadline for one request, body included.
     pub request_timeout: Duration,
+    /// Settings the rules read.
+    pub settings: Arc<Settings>,
 }
 
 /// The webhook router: every path in the registry, nothing else.
@@ -109,7 +111,7 @@ async fn review(
         Ok(request) => request.operation_name(),
         Err(_) => "unknown",
     };
-    let reply = respond(Route::One(webhook), parsed, &state.view);
+    let reply = respond(Route::One(webhook), parsed, &state.view, &state.settings);
     match reply {
         Ok(reply) => {
             record(

@@ -16,6 +16,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -91,42 +92,36 @@ pub struct DevChain {
 /// Generate a throwaway CA and a serving certificate (ECDSA P-256, serverAuth, valid one year) so the
 /// server can run without cert-manager; SANs that parse as IP addresses become IP SANs.
 pub fn generate_dev_chain(sans: &[&str]) -> Result<DevChain, TlsError> {
-    let now = rcgen::date_time_ymd(1970, 1, 1)
-        + SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-    let not_before = now - Duration::from_secs(300); // tolerate small clock skew
-    let not_after = now + Duration::from_secs(365 * 24 * 3600);
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
+    let params = |sans: Vec<String>, cn: &str, usage: KeyUsagePurpose| {
+        let mut p = CertificateParams::new(sans)?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![usage];
+        p.not_before = now - Duration::from_secs(300); // tolerate small clock skew
+        p.not_after = now + Duration::from_secs(365 * 24 * 3600);
+        Ok::<_, rcgen::Error>(p)
+    };
+    let new_key = || KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256);
 
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "milo-webhook dev CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = not_before;
-    ca_params.not_after = not_after;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let ca_key = new_key()?;
+    let mut ca = params(vec![], "milo-webhook dev CA", KeyUsagePurpose::KeyCertSign)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
 
-    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(sans)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "milo-webhook");
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = not_before;
-    params.not_after = not_after;
-    let leaf = params.signed_by(&leaf_key, &issuer)?;
-
+    let sans = sans.iter().map(|s| s.to_string()).collect();
+    let key = new_key()?;
+    let mut leaf = params(sans, "milo-webhook", KeyUsagePurpose::DigitalSignature)?;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    let cert = leaf.signed_by(&key, &issuer)?;
     Ok(DevChain {
         ca_cert_pem: ca_cert.pem(),
-        cert_pem: leaf.pem(),
-        key_pem: leaf_key.serialize_pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     })
 }
 
@@ -145,14 +140,15 @@ pub struct DevCertificates {
 /// `ca.crt` for `localhost`), so restarts keep the same CA.
 pub fn ensure_dev_certificates(dir: &Path) -> Result<DevCertificates, TlsError> {
     std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    let paths = CertPaths {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+    };
     let out = DevCertificates {
         ca: dir.join("ca.crt"),
-        paths: CertPaths {
-            cert: dir.join("tls.crt"),
-            key: dir.join("tls.key"),
-        },
+        paths,
     };
-    if existing_dev_files_usable(&out) {
+    if existing_dev_files_usable(&out).is_some() {
         return Ok(out);
     }
     let chain = generate_dev_chain(&["localhost", "127.0.0.1"])?;
@@ -162,35 +158,28 @@ pub fn ensure_dev_certificates(dir: &Path) -> Result<DevCertificates, TlsError> 
     Ok(out)
 }
 
-fn existing_dev_files_usable(files: &DevCertificates) -> bool {
+/// Existing dev files are reused only if the pair parses and matches and the leaf still verifies
+/// against `ca.crt` for `localhost` now (so an expired or foreign leaf is regenerated).
+fn existing_dev_files_usable(files: &DevCertificates) -> Option<()> {
     let read = |p: &Path| std::fs::read(p).ok();
-    let (Some(ca), Some(cert), Some(key)) = (
-        read(&files.ca),
-        read(&files.paths.cert),
-        read(&files.paths.key),
-    ) else {
-        return false;
-    };
+    let (ca, cert, key) = (
+        read(&files.ca)?,
+        read(&files.paths.cert)?,
+        read(&files.paths.key)?,
+    );
     let provider = ring_provider();
-    let Ok(ck) = parse_pair(&files.paths, &cert, &key, &provider) else {
-        return false;
-    };
+    let ck = parse_pair(&files.paths, &cert, &key, &provider).ok()?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&ca).flatten() {
-        let _ = roots.add(c);
-    }
-    let Ok(name) = ServerName::try_from("localhost") else {
-        return false;
-    };
-    let Ok(verifier) =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+    roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&ca).flatten());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider);
+    let name = ServerName::try_from("localhost").ok()?;
+    let (leaf, rest) = ck.cert.split_first()?;
+    let verified =
+        verifier
             .build()
-    else {
-        return false;
-    };
-    verifier
-        .verify_server_cert(&ck.cert[0], &ck.cert[1..], &name, &[], UnixTime::now())
-        .is_ok()
+            .ok()?
+            .verify_server_cert(leaf, rest, &name, &[], UnixTime::now());
+    verified.ok().map(drop)
 }
 
 /// Write via a fresh temp file + rename so a running server never reads a half-written file.
@@ -348,11 +337,11 @@ fn parse_pair(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(&paths.cert, "invalid PEM certificate data", e))?;
     if chain.is_empty() {
-        return Err(invalid(
-            &paths.cert,
-            "no certificate found",
-            "no CERTIFICATE PEM block",
-        ));
+        let reason = "no CERTIFICATE PEM block found".to_string();
+        return Err(TlsError::Invalid {
+            path: paths.cert.clone(),
+            reason,
+        });
     }
     let key_der = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| invalid(&paths.key, "no usable PEM private key", e))?;
@@ -413,7 +402,7 @@ pub async fn watch_for_rotation(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::fs;

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Store, Viewed};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
+
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
     ContactGroupMembershipRemoval, User, UserInvitation,
@@ -168,6 +170,35 @@ pub fn read_documents(
     Ok(Box::new(documents.into_iter()))
 }
 
+/// Every object under `paths`, with `kind: List` items expanded, for commands that need the
+/// objects themselves (not just the view's records). Meant for human-sized inputs.
+pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Value)>, LoadError> {
+    fn expand(file: &Path, value: Value, out: &mut Vec<(PathBuf, Value)>) {
+        match value.get("items").and_then(Value::as_array) {
+            Some(items)
+                if value
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List")) =>
+            {
+                for item in items.clone() {
+                    expand(file, item, out);
+                }
+            }
+            _ => out.push((file.to_owned(), value)),
+        }
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        for file in manifest_files(path)? {
+            for document in read_documents(&file)? {
+                expand(&file, document?, &mut out);
+            }
+        }
+    }
+    Ok(out)
+}
+
 type ObjectError = (String, String, String);
 
 fn apply_document(
@@ -246,6 +277,9 @@ pub fn apply_object(
         }
         ("iam.miloapis.com/v1alpha1", "User") => typed::<User>(store, value),
         ("iam.miloapis.com/v1alpha1", "UserInvitation") => typed::<UserInvitation>(store, value),
+        ("rbac.authorization.k8s.io/v1", "Role") => typed::<Role>(store, value),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => typed::<ClusterRole>(store, value),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => typed::<RoleBinding>(store, value),
         _ => Ok(false),
     }
 }

@@ -15,7 +15,9 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
-pub use store::{ContactView, GroupView, NamedRef, Store, SubjectView, ViewKind};
+pub use store::{ContactView, GroupView, NamedRef, Store, SubjectView, UserView, ViewKind};
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
@@ -118,6 +120,9 @@ macro_rules! viewed {
 }
 
 viewed! {
+    Role => Role, apply_role;
+    ClusterRole => ClusterRole, apply_cluster_role;
+    RoleBinding => MemberBinding, apply_role_binding;
     Contact => Contact, apply_contact;
     ContactGroup => ContactGroup, apply_group;
     ContactGroupMembership => Membership, apply_membership;

@@ -55,6 +55,8 @@ pub struct UserRecord {
     pub email: Sym,
     /// `spec.email` lower-cased.
     pub email_key: Sym,
+    /// `metadata.uid`.
+    pub uid: Sym,
 }
 
 /// A UserInvitation: what duplicate and membership checks need.

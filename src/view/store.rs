@@ -10,11 +10,13 @@ use super::records::{
 };
 use super::symbols::{Sym, Symbols};
 use crate::api::common::ObjectRef;
+use crate::api::iam::ORGANIZATION_MEMBERSHIP_LABEL;
 use crate::api::notification::Visibility;
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
     ContactGroupMembershipRemoval, User, UserInvitation,
 };
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 /// The kinds the view indexes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,11 +35,17 @@ pub enum ViewKind {
     User,
     /// `iam.miloapis.com` UserInvitation.
     Invitation,
+    /// `rbac.authorization.k8s.io` Role (names only: invitations name roles).
+    Role,
+    /// `rbac.authorization.k8s.io` ClusterRole (names only).
+    ClusterRole,
+    /// `rbac.authorization.k8s.io` RoleBinding labelled as an organization membership.
+    MemberBinding,
 }
 
 impl ViewKind {
     /// Every indexed kind, so sync tracking can wait for all of them.
-    pub const ALL: [ViewKind; 7] = [
+    pub const ALL: [ViewKind; 10] = [
         ViewKind::Contact,
         ViewKind::ContactGroup,
         ViewKind::Membership,
@@ -45,6 +53,9 @@ impl ViewKind {
         ViewKind::EnrollmentPolicy,
         ViewKind::User,
         ViewKind::Invitation,
+        ViewKind::Role,
+        ViewKind::ClusterRole,
+        ViewKind::MemberBinding,
     ];
 
     /// The Kubernetes kind name, for logs and metrics.
@@ -57,12 +68,15 @@ impl ViewKind {
             ViewKind::EnrollmentPolicy => "ContactGroupEnrollmentPolicy",
             ViewKind::User => "User",
             ViewKind::Invitation => "UserInvitation",
+            ViewKind::Role => "Role",
+            ViewKind::ClusterRole => "ClusterRole",
+            ViewKind::MemberBinding => "RoleBinding",
         }
     }
 }
 
 /// A stored object of any kind: lets updates and deletes unindex what was there before.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Row {
     Contact(ContactRecord),
     Group(GroupRecord),
@@ -71,6 +85,8 @@ enum Row {
     Policy(PolicyRecord),
     User(UserRecord),
     Invitation(InvitationRecord),
+    Role,
+    MemberBinding(Box<[Sym]>),
 }
 
 #[derive(Default)]
@@ -82,6 +98,7 @@ struct Indexes {
     removals_by_pair: MultiIndex<Pair>,
     users_by_email: MultiIndex<Sym>,
     invitations_by_email_org: MultiIndex<(Sym, Sym)>,
+    members_by_namespace_user: MultiIndex<(Sym, Sym)>,
 }
 
 impl Indexes {
@@ -93,7 +110,7 @@ impl Indexes {
                 ix.remove(&k, key)
             }
         }
-        match *row {
+        match row {
             Row::Contact(c) => {
                 apply(&mut self.contacts_by_email, c.email_key, key, add);
                 if let Some(s) = c.subject {
@@ -106,9 +123,19 @@ impl Indexes {
                 key,
                 add,
             ),
-            Row::Membership(p) => apply(&mut self.memberships_by_pair, p, key, add),
-            Row::Removal(p) => apply(&mut self.removals_by_pair, p, key, add),
-            Row::Policy(_) => {}
+            Row::Membership(p) => apply(&mut self.memberships_by_pair, *p, key, add),
+            Row::Removal(p) => apply(&mut self.removals_by_pair, *p, key, add),
+            Row::Policy(_) | Row::Role => {}
+            Row::MemberBinding(users) => {
+                for user in users {
+                    apply(
+                        &mut self.members_by_namespace_user,
+                        (key.namespace, *user),
+                        key,
+                        add,
+                    );
+                }
+            }
             Row::User(u) => apply(&mut self.users_by_email, u.email_key, key, add),
             Row::Invitation(i) => apply(
                 &mut self.invitations_by_email_org,
@@ -123,7 +150,7 @@ impl Indexes {
 impl Row {
     fn for_each_symbol(&self, f: &mut impl FnMut(Sym)) {
         let mut each = |syms: &[Sym]| syms.iter().copied().for_each(&mut *f);
-        match *self {
+        match self {
             Row::Contact(c) => {
                 each(&[c.email, c.email_key]);
                 if let Some(s) = c.subject {
@@ -138,8 +165,10 @@ impl Row {
                 p.group.name,
             ]),
             Row::Policy(p) => each(&[p.group.namespace, p.group.name]),
-            Row::User(u) => each(&[u.email, u.email_key]),
+            Row::User(u) => each(&[u.email, u.email_key, u.uid]),
             Row::Invitation(i) => each(&[i.email_key, i.organization]),
+            Row::Role => {}
+            Row::MemberBinding(users) => each(users),
         }
     }
 }
@@ -185,6 +214,17 @@ pub struct SubjectView<'a> {
     pub namespace: &'a str,
 }
 
+/// A User as lookups return it.
+#[derive(Clone, Copy, Debug)]
+pub struct UserView<'a> {
+    /// The User's name (the UID the API server authenticates it with).
+    pub name: &'a str,
+    /// `spec.email`.
+    pub email: &'a str,
+    /// `metadata.uid`, for ownerReferences.
+    pub uid: &'a str,
+}
+
 /// A ContactGroup as lookups return it.
 #[derive(Clone, Copy, Debug)]
 pub struct GroupView<'a> {
@@ -219,7 +259,7 @@ impl Store {
     }
 
     fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
-        let previous = self.tables[kind as usize].insert(key, row);
+        let previous = self.tables[kind as usize].insert(key, row.clone());
         if let Some(old) = previous {
             self.indexes.update(key, &old, false);
             self.release(key, &old);
@@ -309,11 +349,15 @@ impl Store {
     pub fn apply_user(&mut self, u: &User) {
         let key = self.key("", &u.name_any());
         let (email, email_key) = self.email_syms(&u.spec.email);
-        self.upsert(
-            ViewKind::User,
-            key,
-            Row::User(UserRecord { email, email_key }),
-        );
+        let uid = self
+            .symbols
+            .intern(u.metadata.uid.as_deref().unwrap_or_default());
+        let row = Row::User(UserRecord {
+            email,
+            email_key,
+            uid,
+        });
+        self.upsert(ViewKind::User, key, row);
     }
 
     /// Stores or replaces a UserInvitation.
@@ -329,6 +373,37 @@ impl Store {
             expires_at,
         };
         self.upsert(ViewKind::Invitation, key, Row::Invitation(row));
+    }
+
+    /// Stores or replaces an RBAC Role.
+    pub fn apply_role(&mut self, role: &Role) {
+        let key = self.key(&role.namespace().unwrap_or_default(), &role.name_any());
+        self.upsert(ViewKind::Role, key, Row::Role);
+    }
+
+    /// Stores or replaces an RBAC ClusterRole.
+    pub fn apply_cluster_role(&mut self, role: &ClusterRole) {
+        let key = self.key("", &role.name_any());
+        self.upsert(ViewKind::ClusterRole, key, Row::Role);
+    }
+
+    /// Stores a RoleBinding labelled as an organization membership (and forgets one that lost the
+    /// label); other bindings are not the view's business.
+    pub fn apply_role_binding(&mut self, binding: &RoleBinding) {
+        let (namespace, name) = (binding.namespace().unwrap_or_default(), binding.name_any());
+        if !binding.labels().contains_key(ORGANIZATION_MEMBERSHIP_LABEL) {
+            self.delete(ViewKind::MemberBinding, &namespace, &name);
+            return;
+        }
+        let key = self.key(&namespace, &name);
+        let users: Box<[Sym]> = binding
+            .subjects
+            .iter()
+            .flatten()
+            .filter(|s| s.kind == "User")
+            .map(|s| self.symbols.intern(&s.name))
+            .collect();
+        self.upsert(ViewKind::MemberBinding, key, Row::MemberBinding(users));
     }
 
     /// Forgets an object; a no-op when it is not stored.
@@ -484,11 +559,37 @@ impl Store {
         }
     }
 
-    /// The email of the User `name`, if it exists.
-    pub fn user_email(&self, name: &str) -> Option<&str> {
+    /// The User `name`: its email and uid.
+    pub fn user(&self, name: &str) -> Option<UserView<'_>> {
         match self.row(ViewKind::User, "", name)? {
-            (_, Row::User(u)) => Some(self.symbols.resolve(u.email)),
+            (_, Row::User(u)) => Some(UserView {
+                name: self.symbols.resolve(self.lookup_key("", name)?.name),
+                email: self.symbols.resolve(u.email),
+                uid: self.symbols.resolve(u.uid),
+            }),
             _ => None,
+        }
+    }
+
+    /// Whether the Role `namespace/name` exists.
+    pub fn role_exists(&self, namespace: &str, name: &str) -> bool {
+        self.row(ViewKind::Role, namespace, name).is_some()
+    }
+
+    /// Whether the ClusterRole `name` exists.
+    pub fn cluster_role_exists(&self, name: &str) -> bool {
+        self.row(ViewKind::ClusterRole, "", name).is_some()
+    }
+
+    /// Whether `user` holds an organization-membership binding in `namespace`.
+    pub fn is_member(&self, namespace: &str, user: &str) -> bool {
+        match (self.symbols.get(namespace), self.symbols.get(user)) {
+            (Some(ns), Some(u)) => !self
+                .indexes
+                .members_by_namespace_user
+                .get(&(ns, u))
+                .is_empty(),
+            _ => false,
         }
     }
 

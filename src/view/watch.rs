@@ -10,6 +10,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use super::{ClusterView, Viewed};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
+
+use crate::api::iam::ORGANIZATION_MEMBERSHIP_LABEL;
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
     ContactGroupMembershipRemoval, User, UserInvitation,
@@ -24,16 +27,28 @@ pub async fn run(client: Client, view: Arc<ClusterView>) {
         watch_kind::<ContactGroupMembershipRemoval>(client.clone(), view.clone()),
         watch_kind::<ContactGroupEnrollmentPolicy>(client.clone(), view.clone()),
         watch_kind::<User>(client.clone(), view.clone()),
-        watch_kind::<UserInvitation>(client, view),
+        watch_kind::<UserInvitation>(client.clone(), view.clone()),
+        watch_kind::<Role>(client.clone(), view.clone()),
+        watch_kind::<ClusterRole>(client.clone(), view.clone()),
+        watch_membership_bindings(client, view),
     );
 }
 
+/// Only bindings labelled as organization memberships matter; selecting them server-side keeps
+/// every other RoleBinding in the cluster out of this process.
+async fn watch_membership_bindings(client: Client, view: Arc<ClusterView>) {
+    let config = watcher::Config::default().labels(ORGANIZATION_MEMBERSHIP_LABEL);
+    watch_with::<RoleBinding>(client, view, config).await
+}
+
 async fn watch_kind<K: Viewed>(client: Client, view: Arc<ClusterView>) {
+    watch_with::<K>(client, view, watcher::Config::default()).await
+}
+
+async fn watch_with<K: Viewed>(client: Client, view: Arc<ClusterView>, config: watcher::Config) {
     let kind = K::KIND.kind_name();
     let api = Api::<K>::all(client);
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut events = watcher(api, config).default_backoff().boxed();
     let mut relist: Option<HashSet<(String, String)>> = None;
     while let Some(event) = events.next().await {
         match event {

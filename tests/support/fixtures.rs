@@ -19,6 +19,10 @@ pub struct Fixture {
     pub request: Option<Value>,
     pub review: Option<Value>,
     pub raw_body: Option<String>,
+    /// The decision time (RFC 3339); the clock when absent.
+    pub now: Option<String>,
+    /// `--invitation-ttl` (Go duration); 336h when absent.
+    pub invitation_ttl: Option<String>,
     pub expect: Expect,
     #[serde(skip)]
     pub name: String,
@@ -131,6 +135,32 @@ impl Fixture {
         Some(
             json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}),
         )
+    }
+
+    /// The settings the server decides with.
+    pub fn settings(&self) -> milo_webhook::admission::Settings {
+        let ttl =
+            milo_webhook::cmd::parse_duration(self.invitation_ttl.as_deref().unwrap_or("336h"))
+                .unwrap();
+        milo_webhook::admission::Settings {
+            invitation_ttl: (!ttl.is_zero()).then_some(ttl),
+            clock: self
+                .now
+                .as_deref()
+                .map(|t| t.parse().expect("now is RFC 3339")),
+        }
+    }
+
+    /// The same settings as `review` flags.
+    pub fn settings_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--invitation-ttl".to_owned(),
+            self.invitation_ttl.clone().unwrap_or("336h".into()),
+        ];
+        if let Some(now) = &self.now {
+            args.extend(["--now".to_owned(), now.clone()]);
+        }
+        args
     }
 
     /// The bytes sent.

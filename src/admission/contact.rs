@@ -1,0 +1,149 @@
+//! Contact: a valid email, unique across the cluster (case-insensitively); a subject that is an
+//! existing `iam.miloapis.com` User referenced by no other Contact, and that cannot change once
+//! set. The mutating webhook makes the User the Contact's owner, so deleting the User
+//! garbage-collects its Contact.
+
+use kube::core::admission::Operation;
+use serde_json::json;
+
+use super::checks::{
+    allow_with_patch, immutable, invalid_email, not_found, other_than_self, patch, verdict_for,
+};
+use super::review::Request;
+use super::status::{FieldError, FieldErrorType};
+use super::{Context, Verdict};
+use crate::api::IAM_GROUP;
+use crate::api::notification::{ContactSpec, SubjectRef};
+
+/// The validating webhook's rule.
+pub fn validate(request: &Request, ctx: &Context<'_>) -> Verdict {
+    let specs = match request.operation {
+        Operation::Create => request.spec::<ContactSpec>().map(|new| (new, None)),
+        Operation::Update => request
+            .spec_pair::<ContactSpec>()
+            .map(|(new, old)| (new, Some(old))),
+        _ => return Verdict::allow(),
+    };
+    let (new, old) = match specs {
+        Ok(specs) => specs,
+        Err(denial) => return denial.into(),
+    };
+    let mut errors = Vec::new();
+    // On UPDATE only what changed is checked again, so metadata-only updates (finalizers) pass
+    // even after the User is gone.
+    if old.as_ref().is_none_or(|old| old.email != new.email) {
+        check_email(request, ctx, &new.email, &mut errors);
+    }
+    match (
+        old.as_ref().and_then(|o| o.subject.as_ref()),
+        new.subject.as_ref(),
+    ) {
+        (Some(before), after) if Some(before) != after => {
+            errors.push(immutable("spec.subject", "subject is immutable once set"));
+        }
+        (None, Some(subject)) => check_subject(request, ctx, subject, &mut errors),
+        _ => {}
+    }
+    verdict_for(request, errors)
+}
+
+fn check_email(request: &Request, ctx: &Context<'_>, email: &str, errors: &mut Vec<FieldError>) {
+    if let Some(error) = invalid_email("spec.email", email) {
+        errors.push(error);
+        return;
+    }
+    if let Some(other) = other_than_self(request, ctx.store.contacts_by_email(email).map(|c| c.key))
+    {
+        errors.push(FieldError::new(
+            FieldErrorType::Duplicate,
+            "spec.email",
+            email,
+            format!("a Contact named {other} already has this email in the cluster"),
+        ));
+    }
+}
+
+fn check_subject(
+    request: &Request,
+    ctx: &Context<'_>,
+    subject: &SubjectRef,
+    errors: &mut Vec<FieldError>,
+) {
+    if subject.api_group != IAM_GROUP {
+        errors.push(FieldError::new(
+            FieldErrorType::NotSupported,
+            "spec.subject.apiGroup",
+            &subject.api_group,
+            format!("supported values: {IAM_GROUP:?}"),
+        ));
+    } else if subject.kind != "User" {
+        errors.push(FieldError::new(
+            FieldErrorType::Invalid,
+            "spec.subject.kind",
+            &subject.kind,
+            "kind must be User for iam.miloapis.com API group",
+        ));
+    }
+    if subject
+        .namespace
+        .as_deref()
+        .is_some_and(|ns| !ns.is_empty())
+    {
+        errors.push(FieldError::new(
+            FieldErrorType::Invalid,
+            "spec.subject.namespace",
+            subject.namespace.as_deref().unwrap_or_default(),
+            "namespace must be empty for User",
+        ));
+    }
+    if ctx.store.user(&subject.name).is_none() {
+        errors.push(not_found("spec.subject.name", "User", "", &subject.name));
+    }
+    let others = ctx.store.contacts_by_user(&subject.name).map(|c| c.key);
+    if let Some(other) = other_than_self(request, others) {
+        errors.push(FieldError::new(
+            FieldErrorType::Duplicate,
+            "spec.subject.name",
+            &subject.name,
+            format!(
+                "a Contact named {other} already references User {}",
+                subject.name
+            ),
+        ));
+    }
+}
+
+/// The mutating webhook's rule: add a non-controller ownerReference to the subject User. A
+/// missing User (or a subject that is not a User) is left to the validator's 422.
+pub fn mutate(request: &Request, ctx: &Context<'_>) -> Verdict {
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return Verdict::allow();
+    }
+    let Some(object) = request.object.as_ref() else {
+        return Verdict::allow();
+    };
+    let Ok(spec) = request.spec::<ContactSpec>() else {
+        return Verdict::allow();
+    };
+    let Some(subject) = spec
+        .subject
+        .filter(|s| s.api_group == IAM_GROUP && s.kind == "User")
+    else {
+        return Verdict::allow();
+    };
+    let Some(user) = ctx.store.user(&subject.name).filter(|u| !u.uid.is_empty()) else {
+        return Verdict::allow();
+    };
+    let owners = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(|o| o.as_array());
+    if owners.is_some_and(|refs| refs.iter().any(|r| r["uid"] == user.uid)) {
+        return Verdict::allow();
+    }
+    let owner = json!({"apiVersion": "iam.miloapis.com/v1alpha1", "kind": "User", "name": user.name, "uid": user.uid});
+    let operation = match owners {
+        Some(_) => json!({"op": "add", "path": "/metadata/ownerReferences/-", "value": owner}),
+        None => json!({"op": "add", "path": "/metadata/ownerReferences", "value": [owner]}),
+    };
+    allow_with_patch(patch(json!([operation])))
+}
