@@ -17,15 +17,9 @@ use crate::api::notification::{ContactSpec, SubjectRef};
 
 /// The validating webhook's rule.
 pub fn validate(request: &Request, ctx: &Context<'_>) -> Verdict {
-    let specs = match request.operation {
-        Operation::Create => request.spec::<ContactSpec>().map(|new| (new, None)),
-        Operation::Update => request
-            .spec_pair::<ContactSpec>()
-            .map(|(new, old)| (new, Some(old))),
-        _ => return Verdict::allow(),
-    };
-    let (new, old) = match specs {
-        Ok(specs) => specs,
+    let (new, old) = match request.new_and_old_spec::<ContactSpec>() {
+        Ok(Some(specs)) => specs,
+        Ok(None) => return Verdict::allow(),
         Err(denial) => return denial.into(),
     };
     let mut errors = Vec::new();

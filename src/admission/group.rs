@@ -1,8 +1,6 @@
 //! ContactGroup: `(namespace, displayName, visibility)` is unique, and visibility never changes
 //! (the CRD's CEL rule says so too; the webhook says it before the API server has to).
 
-use kube::core::admission::Operation;
-
 use super::checks::{immutable, other_than_self, verdict_for};
 use super::review::Request;
 use super::status::{FieldError, FieldErrorType};
@@ -11,15 +9,9 @@ use crate::api::notification::ContactGroupSpec;
 
 /// The validating webhook's rule.
 pub fn validate(request: &Request, ctx: &Context<'_>) -> Verdict {
-    let specs = match request.operation {
-        Operation::Create => request.spec::<ContactGroupSpec>().map(|new| (new, None)),
-        Operation::Update => request
-            .spec_pair::<ContactGroupSpec>()
-            .map(|(new, old)| (new, Some(old))),
-        _ => return Verdict::allow(),
-    };
-    let (new, old) = match specs {
-        Ok(specs) => specs,
+    let (new, old) = match request.new_and_old_spec::<ContactGroupSpec>() {
+        Ok(Some(specs)) => specs,
+        Ok(None) => return Verdict::allow(),
         Err(denial) => return denial.into(),
     };
     let mut errors = Vec::new();

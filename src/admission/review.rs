@@ -93,6 +93,16 @@ impl Request {
         Ok((self.spec()?, self.old_spec()?))
     }
 
+    /// The spec on CREATE (with no old one) or the new and old specs on UPDATE; `None` for other
+    /// operations, which spec rules have nothing to say about.
+    pub fn new_and_old_spec<S: DeserializeOwned>(&self) -> Result<Option<(S, Option<S>)>, Denial> {
+        match self.operation {
+            Operation::Create => Ok(Some((self.spec()?, None))),
+            Operation::Update => Ok(Some((self.spec()?, Some(self.old_spec()?)))),
+            _ => Ok(None),
+        }
+    }
+
     /// `request.oldObject.spec`, for DELETE.
     pub fn old_spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
         Self::parse(
