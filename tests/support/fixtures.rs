@@ -40,6 +40,8 @@ pub struct Expect {
     pub message: Option<String>,
     pub causes: Option<Vec<ExpectedCause>>,
     pub patch: Option<Value>,
+    /// Fragments that must each appear in one of the response's warnings.
+    pub warnings: Option<Vec<String>>,
     #[serde(default)]
     pub review_exit: i32,
 }
@@ -277,6 +279,26 @@ impl Fixture {
                 })
                 .collect();
             assert_eq!(&got, causes, "{name}: causes");
+        }
+        let warnings: Vec<&str> = response["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        match &expect.warnings {
+            Some(fragments) => {
+                for fragment in fragments {
+                    assert!(
+                        warnings.iter().any(|w| w.contains(fragment.as_str())),
+                        "{name}: no warning with {fragment:?} in {warnings:?}"
+                    );
+                }
+            }
+            None => assert!(
+                warnings.is_empty(),
+                "{name}: unexpected warnings {warnings:?}"
+            ),
         }
         match &expect.patch {
             Some(patch) => {
