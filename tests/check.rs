@@ -30,9 +30,15 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 fn sample_requests_read_like_kubectl() {
     let (code, out, err) = check(&["manifests/samples/requests/membership-ok.yaml"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "contactgroupmembership.notification.miloapis.com/user-332927065294631956-acme-billing created");
+    assert_eq!(
+        out.trim(),
+        "contactgroupmembership.notification.miloapis.com/user-332927065294631956-acme-billing created"
+    );
 
-    let (code, out, _) = check(&["manifests/samples/requests/membership-opted-out.yaml", "manifests/samples/requests/membership-ok.yaml"]);
+    let (code, out, _) = check(&[
+        "manifests/samples/requests/membership-opted-out.yaml",
+        "manifests/samples/requests/membership-ok.yaml",
+    ]);
     assert_eq!(code, 1, "anything rejected exits 1");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2);
@@ -53,10 +59,21 @@ fn admitted_objects_become_state_for_the_next_and_existing_ones_are_updates() {
              spec:\n  contactRef: {{name: user-332927065294631956, namespace: milo-system}}\n  contactGroupRef: {{name: {group}, namespace: organization-acme}}\n"
         )
     };
-    let twice = write(dir.path(), "twice.yaml", &format!("{}---\n{}", membership("first", "acme-billing"), membership("second", "acme-billing")));
+    let twice = write(
+        dir.path(),
+        "twice.yaml",
+        &format!(
+            "{}---\n{}",
+            membership("first", "acme-billing"),
+            membership("second", "acme-billing")
+        ),
+    );
     let (code, out, _) = check(&[&twice]);
     assert_eq!(code, 1);
-    assert!(out.contains("membership already exists in ContactGroupMembership first"), "{out}");
+    assert!(
+        out.contains("membership already exists in ContactGroupMembership first"),
+        "{out}"
+    );
 
     // An object that already exists in the state is sent as an UPDATE.
     let changed = write(
@@ -67,7 +84,10 @@ fn admitted_objects_become_state_for_the_next_and_existing_ones_are_updates() {
     );
     let (code, out, _) = check(&[&changed]);
     assert_eq!(code, 1);
-    assert!(out.contains("error when replacing") && out.contains("spec is immutable"), "{out}");
+    assert!(
+        out.contains("error when replacing") && out.contains("spec is immutable"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -89,16 +109,28 @@ fn user_context_and_json_output() {
     assert_eq!(first["operation"], "CREATE");
     assert_eq!(first["status"]["code"], 403);
     assert_eq!(first["status"]["reason"], "Forbidden");
-    assert!(first["message"].as_str().unwrap().contains("you do not have permission to create membership for this contact"));
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("you do not have permission to create membership for this contact")
+    );
 }
 
 #[test]
 fn unknown_kinds_and_missing_files_are_one_line_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let pod = write(dir.path(), "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n");
+    let pod = write(
+        dir.path(),
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
+    );
     let (code, out, err) = check(&[&pod]);
     assert_eq!((code, out.as_str()), (2, ""));
-    assert!(err.contains("v1 Pod is not a kind milo-webhook serves") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("v1 Pod is not a kind milo-webhook serves") && err.lines().count() == 1,
+        "{err}"
+    );
     let (code, _, err) = check(&["does-not-exist.yaml"]);
     assert_eq!(code, 2);
     assert!(err.contains("does-not-exist.yaml"), "{err}");
