@@ -132,9 +132,7 @@ fn create_errors(
             .store
             .invitations_for(&spec.email, organization)
             .into_iter()
-            .filter(|(_, i)| {
-                i.state == InvitationState::Pending && i.expires_at.is_none_or(|at| at > now)
-            })
+            .filter(|(_, i)| i.state == InvitationState::Pending && i.expires_at > now)
             .map(|(name, _)| name);
         if let Some(other) = other_than_self(request, pending) {
             errors.push(FieldError::new(

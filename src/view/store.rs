@@ -6,7 +6,8 @@ use kube::ResourceExt;
 
 use super::index::{Key, MultiIndex};
 use super::records::{
-    ContactRecord, GroupRecord, InvitationRecord, Pair, PolicyRecord, SubjectRecord, UserRecord,
+    ContactRecord, GroupRecord, InvitationRecord, NEVER, Pair, PolicyRecord, SubjectRecord,
+    UserRecord,
 };
 use super::symbols::{Sym, Symbols};
 use crate::api::common::ObjectRef;
@@ -365,7 +366,11 @@ impl Store {
         let key = self.key(&i.namespace().unwrap_or_default(), &i.name_any());
         let email_key = self.symbols.intern(&i.spec.email.to_lowercase());
         let organization = self.symbols.intern(&i.spec.organization_ref.name);
-        let expires_at = i.spec.expiration_date.as_ref().map(|t| t.0.as_second());
+        let expires_at = i
+            .spec
+            .expiration_date
+            .as_ref()
+            .map_or(NEVER, |t| t.0.as_second());
         let row = InvitationRecord {
             email_key,
             organization,
