@@ -90,6 +90,10 @@ fn check_subject(
             "namespace must be empty for User",
         ));
     }
+    // Only a User reference names a User: looking the name up otherwise would add a spurious cause.
+    if subject.api_group != IAM_GROUP || subject.kind != "User" {
+        return;
+    }
     if ctx.store.user(&subject.name).is_none() {
         errors.push(not_found("spec.subject.name", "User", "", &subject.name));
     }
