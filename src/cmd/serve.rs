@@ -72,6 +72,7 @@ async fn source(args: &ServeArgs) -> anyhow::Result<Source> {
     if !args.state.is_empty() {
         let mut store = Store::default();
         let report = load_paths(&mut store, &args.state)?;
+        crate::view::release_freed_memory();
         tracing::info!(files = report.files, objects = report.total(), stored = ?report.stored, skipped = ?report.skipped, "offline mode: state loaded");
         return Ok(Source::Offline(Box::new(store)));
     }

@@ -86,6 +86,7 @@ pub fn apply_event<K: Viewed>(
             }
             drop(store);
             view.mark_synced(K::KIND);
+            super::release_freed_memory();
             tracing::info!(
                 kind = K::KIND.kind_name(),
                 objects = seen.len(),

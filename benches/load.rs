@@ -1,0 +1,495 @@
+//! Load benchmark of `milo-webhook serve`: the real binary over generated state files of growing
+//! size, measured for resident memory, closed-loop throughput and open-loop latency at a fixed
+//! rate, over TLS on 127.0.0.1 only. A wrong verdict or a transport error fails the run; a missed
+//! target is only reported.
+//!
+//! `cargo bench --bench load -- [--objects 10000,1000000] [--concurrency 32] [--seconds 10] [--rate 1000]`
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc::UnboundedReceiver};
+use tokio_rustls::TlsConnector;
+
+const PATH: &str = "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership";
+const API: &str = "notification.miloapis.com/v1alpha1";
+const NS: &str = "milo-system";
+const GROUPS: usize = 100;
+const CASES: usize = 1000;
+const RATE_CONNECTIONS: usize = 8;
+/// Bounds every request, so a stuck server cannot hang the bench.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+const MIB: f64 = 1024.0 * 1024.0;
+
+struct Options {
+    objects: Vec<usize>,
+    concurrency: usize,
+    seconds: u64,
+    rate: u64,
+}
+
+/// Hand-parsed `--flag value` pairs; anything else (cargo's `--bench`) is ignored.
+fn options() -> Result<Options> {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |flag: &str| match args.iter().position(|a| a == flag) {
+        Some(i) => Some(args.get(i + 1).context(format!("{flag} needs a value"))).transpose(),
+        None => Ok(None),
+    };
+    let num = |flag: &str, default: u64| match get(flag)? {
+        Some(v) => v.parse().context(format!("{flag}: bad value {v:?}")),
+        None => anyhow::Ok(default),
+    };
+    let objects = match get("--objects")? {
+        Some(v) => v
+            .split(',')
+            .map(|n| n.trim().replace('_', "").parse())
+            .collect::<Result<_, _>>()
+            .context(format!("--objects: bad value {v:?}"))?,
+        None => vec![10_000, 1_000_000],
+    };
+    let concurrency = num("--concurrency", 32)? as usize;
+    let (seconds, rate) = (num("--seconds", 10)?, num("--rate", 1000)?);
+    if objects.iter().any(|&n: &usize| n < 2) || concurrency == 0 || seconds == 0 || rate == 0 {
+        bail!("--objects must each be >= 2; --concurrency, --seconds and --rate > 0");
+    }
+    let o = Options {
+        objects,
+        concurrency,
+        seconds,
+        rate,
+    };
+    Ok(o)
+}
+
+/// `n` objects plus the 100 groups (nothing when `n == 0`) as a JSON stream, one object per
+/// line, formatted by hand so a million objects take a second, not minutes.
+fn write_state(path: &Path, n: usize) -> Result<()> {
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    for i in 0..if n == 0 { 0 } else { GROUPS } {
+        let visibility = if i % 2 == 0 { "public" } else { "private" };
+        writeln!(
+            w,
+            r#"{{"apiVersion":"{API}","kind":"ContactGroup","metadata":{{"name":"group-{i}","namespace":"{NS}"}},"spec":{{"displayName":"Group {i}","visibility":"{visibility}"}}}}"#
+        )?;
+    }
+    for i in 0..n / 2 {
+        writeln!(
+            w,
+            r#"{{"apiVersion":"{API}","kind":"Contact","metadata":{{"name":"contact-{i}","namespace":"{NS}"}},"spec":{{"email":"contact-{i}@example.com","subject":{{"apiGroup":"iam.miloapis.com","kind":"User","name":"user-{i}"}}}}}}"#
+        )?;
+    }
+    for i in 0..n / 2 {
+        let g = i % GROUPS;
+        writeln!(
+            w,
+            r#"{{"apiVersion":"{API}","kind":"ContactGroupMembership","metadata":{{"name":"member-{i}","namespace":"{NS}"}},"spec":{{"contactRef":{{"name":"contact-{i}","namespace":"{NS}"}},"contactGroupRef":{{"name":"group-{g}","namespace":"{NS}"}}}}}}"#
+        )?;
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
+}
+
+/// One pre-serialized review and the verdict it must get.
+struct Case {
+    body: Bytes,
+    uid: String,
+    allowed: bool,
+}
+
+/// ~80% new pairs (contact-j with a group other than its own: allowed), ~20% a second membership
+/// of an existing pair under a new name (denied as a duplicate), spread over all contacts.
+fn cases(n: usize) -> Vec<Case> {
+    let mut cases = Vec::with_capacity(CASES);
+    for k in 0..CASES {
+        let (j, duplicate) = ((k * 7919 + k / 3) % (n / 2), k % 5 == 0);
+        let group = (j + if duplicate { 0 } else { 1 + k % 7 }) % GROUPS;
+        let uid = format!("bench-{k}");
+        let kind = json!({"group": "notification.miloapis.com", "version": "v1alpha1", "kind": "ContactGroupMembership"});
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": uid, "kind": kind, "requestKind": kind, "name": uid, "namespace": NS,
+            "resource": {"group": "notification.miloapis.com", "version": "v1alpha1", "resource": "contactgroupmemberships"},
+            "operation": "CREATE", "dryRun": false,
+            "userInfo": {"username": "admin", "uid": "admin-uid", "groups": ["system:masters", "system:authenticated"]},
+            "object": {"apiVersion": API, "kind": "ContactGroupMembership", "metadata": {"name": uid, "namespace": NS},
+                "spec": {"contactRef": {"name": format!("contact-{j}"), "namespace": NS},
+                         "contactGroupRef": {"name": format!("group-{group}"), "namespace": NS}}}}});
+        let (body, allowed) = (serde_json::to_vec(&review).unwrap().into(), !duplicate);
+        cases.push(Case { body, uid, allowed });
+    }
+    cases
+}
+
+/// The spawned server; killed on drop so an error path leaves no process behind.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    ca_pem: String,
+    ready_after: Duration,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Spawns `serve` on two ports that were free a moment ago and waits for `/readyz`.
+    async fn start(dir: &Path, state: &Path) -> Result<Server> {
+        let [a, b] = [(); 2].map(|()| StdListener::bind("127.0.0.1:0"));
+        let (a, b) = (a?, b?);
+        let (addr, admin) = (a.local_addr()?, b.local_addr()?);
+        drop((a, b));
+        let log = dir.join("server.log");
+        let listen = format!("--listen={addr} --admin-listen={admin} --shutdown-delay=0s");
+        let child = Command::new(env!("CARGO_BIN_EXE_milo-webhook"))
+            .arg("serve")
+            .args(listen.split(' '))
+            .arg("--state")
+            .arg(state)
+            .arg("--certs-dir")
+            .arg(dir.join("certs"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log)?)
+            .spawn()?;
+        let (ca_pem, ready_after) = (String::new(), Duration::ZERO);
+        let mut server = Server {
+            child,
+            addr,
+            ca_pem,
+            ready_after,
+        };
+        let started = Instant::now();
+        while readyz(admin).await != Some(200) {
+            if let Some(status) = server.child.try_wait()? {
+                let log = std::fs::read_to_string(&log)?;
+                bail!("server exited ({status}) before ready:\n{log}");
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                bail!("server not ready within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server.ready_after = started.elapsed();
+        server.ca_pem = std::fs::read_to_string(dir.join("certs/ca.crt"))?;
+        Ok(server)
+    }
+
+    /// `VmRSS` of the server, in MiB.
+    fn rss(&self) -> Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
+        let kib = line.context("no VmRSS")?.trim_end_matches("kB").trim();
+        Ok(kib.parse::<f64>()? / 1024.0)
+    }
+
+    /// SIGTERM (graceful, zero drain delay); SIGKILL if it is still running 15 s later.
+    async fn stop(mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").arg(pid).status()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                eprintln!("server ignored SIGTERM for 15 s; killing it");
+                self.child.kill()?;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Status of `GET /readyz` on the plain-HTTP admin port; `None` while it is not listening.
+async fn readyz(admin: SocketAddr) -> Option<u16> {
+    let attempt = async {
+        let stream = TcpStream::connect(admin).await.ok()?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn);
+        let request = Request::get("/readyz").header("host", "localhost");
+        let request = request.body(Full::<Bytes>::default()).ok()?;
+        Some(sender.send_request(request).await.ok()?.status().as_u16())
+    };
+    let status = tokio::time::timeout(Duration::from_secs(2), attempt).await;
+    status.ok().flatten()
+}
+
+/// A rustls client trusting only the generated CA, offering only HTTP/1.1.
+fn connector(ca_pem: &str) -> Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+type Cases = Arc<Vec<Case>>;
+
+/// One keep-alive connection; TCP_NODELAY so Nagle does not hold back small requests.
+async fn connect(addr: SocketAddr, tls: &TlsConnector) -> Result<Sender> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let stream = tls.connect(ServerName::try_from("localhost")?, tcp).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Sends one review. Outer error: transport (ends the connection); inner: a wrong answer.
+async fn review(sender: &mut Sender, case: &Case) -> Result<Result<(), String>> {
+    let request = Request::post(PATH)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(case.body.clone()))?;
+    let exchange = async {
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        anyhow::Ok((status, response.into_body().collect().await?.to_bytes()))
+    };
+    let exchange = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
+    let (status, body) = exchange.context("request timed out")??;
+    let reply: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let allowed = reply.pointer("/response/allowed").and_then(Value::as_bool);
+    let uid = reply.pointer("/response/uid").and_then(Value::as_str);
+    if status == 200 && allowed == Some(case.allowed) && uid == Some(&case.uid) {
+        return Ok(Ok(()));
+    }
+    let (uid, want, got) = (&case.uid, case.allowed, String::from_utf8_lossy(&body));
+    let mismatch = format!("MISMATCH {uid}: expected 200, allowed={want}; got {status}: {got}");
+    Ok(Err(mismatch))
+}
+
+/// What a phase saw: latencies in ns, wrong verdicts, transport errors, when it last heard back.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u64>,
+    failures: Vec<String>,
+    last: Option<Instant>,
+}
+
+impl Tally {
+    /// Sorts latencies; returns (p50, p99, max) in ms.
+    fn percentiles(&mut self) -> (f64, f64, f64) {
+        self.latencies.sort_unstable();
+        let len = self.latencies.len();
+        let at = |q: f64| {
+            let i = ((q * len as f64).ceil() as usize).clamp(1, len.max(1)) - 1;
+            let ns = self.latencies.get(i).copied();
+            ns.map_or(f64::NAN, |ns| ns as f64 / 1e6)
+        };
+        (at(0.50), at(0.99), at(1.0))
+    }
+
+    /// Prints the first few failures and their count; returns the count.
+    fn report(&self, phase: &str) -> usize {
+        let count = self.failures.len();
+        for failure in self.failures.iter().take(10) {
+            eprintln!("  {phase}: {failure}");
+        }
+        if count > 0 {
+            eprintln!("  {phase}: {count} mismatched verdicts or errors");
+        }
+        count
+    }
+}
+
+/// Where a connection's next review comes from: `(case number, time latency counts from)`.
+enum Jobs {
+    /// Closed loop: the next review as soon as the last is answered, until then.
+    Until(Instant),
+    /// Open loop: scheduled by the pacing thread; the first free connection takes the next.
+    Queue(Mutex<UnboundedReceiver<(usize, Instant)>>),
+}
+
+impl Jobs {
+    async fn next(&self, i: usize) -> Option<(usize, Instant)> {
+        match self {
+            Jobs::Until(end) => (Instant::now() < *end).then(|| (i, Instant::now())),
+            Jobs::Queue(rx) => rx.lock().await.recv().await,
+        }
+    }
+}
+
+/// `count` keep-alive connections, all up before a phase's clock starts.
+async fn connect_all(addr: SocketAddr, tls: &TlsConnector, count: usize) -> Result<Vec<Sender>> {
+    let mut senders = Vec::with_capacity(count);
+    for _ in 0..count {
+        senders.push(connect(addr, tls).await?);
+    }
+    Ok(senders)
+}
+
+/// Runs every connection off `jobs` until they run out; returns what all of them saw.
+async fn drive(senders: Vec<Sender>, cases: &Cases, jobs: Jobs) -> Result<Tally> {
+    let (jobs, connections) = (Arc::new(jobs), senders.len());
+    let mut tasks = Vec::with_capacity(connections);
+    for (c, mut sender) in senders.into_iter().enumerate() {
+        let (cases, jobs) = (cases.clone(), jobs.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut tally, mut i) = (Tally::default(), c);
+            while let Some((job, since)) = jobs.next(i).await {
+                i += connections; // closed loop: connections walk the cases in disjoint strides
+                let outcome = review(&mut sender, &cases[job * 7 % cases.len()]).await;
+                tally.last = Some(Instant::now());
+                match outcome {
+                    Ok(verdict) => {
+                        tally.latencies.push(since.elapsed().as_nanos() as u64);
+                        tally.failures.extend(verdict.err());
+                    }
+                    Err(error) => {
+                        tally.failures.push(format!("ERROR {error:#}"));
+                        break;
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    drop(jobs); // the queue closes for the pacer once every connection has given up
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await?;
+        total.latencies.extend(tally.latencies);
+        total.failures.extend(tally.failures);
+        total.last = total.last.max(tally.last);
+    }
+    Ok(total)
+}
+
+/// Open loop: a thread (precise sleeps, unlike tokio's 1 ms timer wheel) schedules one review
+/// every 1/rate s; latency counts from the scheduled time, so queueing for a connection shows.
+async fn fixed_rate(senders: Vec<Sender>, cases: &Cases, o: &Options) -> Result<(Tally, f64)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (total, period) = (o.rate * o.seconds, Duration::from_secs(1) / o.rate as u32);
+    let start = Instant::now() + Duration::from_millis(10);
+    let pacer = std::thread::spawn(move || {
+        for i in 0..total {
+            let at = start + period.mul_f64(i as f64);
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            if tx.send((i as usize, at)).is_err() {
+                break; // every connection failed
+            }
+        }
+    });
+    let tally = drive(senders, cases, Jobs::Queue(Mutex::new(rx))).await;
+    let joined = pacer.join();
+    joined.map_err(|_| anyhow::anyhow!("pacer panicked"))?;
+    let tally = tally?;
+    let elapsed = tally.last.map_or(0.0, |last| (last - start).as_secs_f64());
+    let achieved = tally.latencies.len() as f64 / elapsed.max(1e-9);
+    Ok((tally, achieved))
+}
+
+/// The table row, the targets line and the failure count of one object count.
+type Summary = (String, String, usize);
+
+/// One object count: write the state, start the server, measure, load, stop.
+async fn bench(dir: &Path, n: usize, o: &Options, baseline: f64) -> Result<Summary> {
+    let state = dir.join(format!("state-{n}.json"));
+    let written = Instant::now();
+    write_state(&state, n)?;
+    let write_s = written.elapsed().as_secs_f64();
+    let mib = std::fs::metadata(&state)?.len() as f64 / MIB;
+    println!("N={n}: wrote {mib:.0} MiB of state in {write_s:.1} s");
+    let server = Server::start(dir, &state).await?;
+    let (rss, ready_s) = (server.rss()?, server.ready_after.as_secs_f64());
+    println!("N={n}: ready after {ready_s:.1} s, RSS {rss:.1} MiB");
+    let (cases, tls) = (Arc::new(cases(n)), connector(&server.ca_pem)?);
+    let senders = connect_all(server.addr, &tls, o.concurrency).await?;
+    let start = Instant::now();
+    let deadline = Jobs::Until(start + Duration::from_secs(o.seconds));
+    let mut closed = drive(senders, &cases, deadline).await?;
+    let throughput = closed.latencies.len() as f64 / start.elapsed().as_secs_f64();
+    println!("N={n}: {throughput:.0} reviews/s in the closed loop; fixed rate next");
+    let senders = connect_all(server.addr, &tls, RATE_CONNECTIONS).await?;
+    let (mut open, rate) = fixed_rate(senders, &cases, o).await?;
+    let rss_after = server.rss()?;
+    server.stop().await?;
+    std::fs::remove_file(&state)?;
+    let failed = closed.report("closed loop") + open.report("fixed rate");
+    let per_object = (rss - baseline) * MIB / (n + GROUPS) as f64;
+    let ((p50, p99, max), (rate_p50, rate_p99, _)) = (closed.percentiles(), open.percentiles());
+    let limit = 64.0 + 300.0 * (n + GROUPS) as f64 / MIB;
+    let met = |ok: bool| if ok { "met   " } else { "MISSED" };
+    let (t1, t2) = (met(throughput >= 10_000.0), met(rate_p99 <= 2.0));
+    let t3 = met(rss < limit);
+    let row = format!(
+        "{n:<9} {ready_s:>7.1} {rss:>8.1} {rss_after:>9.1} {per_object:>12.0} {throughput:>10.0} {p50:>7.3} {p99:>7.3} {max:>7.2}  | {rate:>7.0} {rate_p50:>7.3} {rate_p99:>7.3}"
+    );
+    let targets = format!(
+        "  N={n:<8} >= 10,000 reviews/s: {t1} ({throughput:.0}/s)   p99 <= 2 ms at {}/s: {t2} ({rate_p99:.3} ms)   RSS < 64 MiB + 300 B/object = {limit:.1} MiB: {t3} ({rss:.1} MiB)",
+        o.rate
+    );
+    Ok((row, targets, failed))
+}
+
+fn main() {
+    let code = match run() {
+        Ok(0) => 0,
+        Ok(failed) => {
+            eprintln!("load bench FAILED: {failed} mismatched verdicts or errors");
+            1
+        }
+        Err(error) => {
+            eprintln!("load bench failed: {error:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The client runtime has 2 workers, so it cannot outgrow the server it measures.
+fn run() -> Result<usize> {
+    let o = options()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let runtime = runtime.worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let empty = dir.path().join("state-empty.json");
+        write_state(&empty, 0)?;
+        let server = Server::start(dir.path(), &empty).await?;
+        let baseline = server.rss()?;
+        server.stop().await?;
+        println!("empty state: RSS {baseline:.1} MiB");
+        let (mut lines, mut failed) = (Vec::new(), 0);
+        for &n in &o.objects {
+            let (row, targets, f) = bench(dir.path(), n, &o, baseline).await?;
+            lines.push((row, targets));
+            failed += f;
+        }
+        let (c, secs, rate) = (o.concurrency, o.seconds, o.rate);
+        println!("\nbaseline (empty state) RSS {baseline:.1} MiB; closed loop {c} connections x {secs} s; fixed rate {rate}/s on {RATE_CONNECTIONS} connections");
+        println!("objects   ready_s  rss_mib rss_after bytes/object  reviews/s  p50_ms  p99_ms  max_ms  |    rate  p50_ms  p99_ms");
+        lines.iter().for_each(|(row, _)| println!("{row}"));
+        println!("\ntargets (reported, not enforced):");
+        lines.iter().for_each(|(_, targets)| println!("{targets}"));
+        Ok(failed)
+    })
+}
