@@ -2,6 +2,7 @@
 //! the API server. It is fed by kube watchers in a cluster ([`watch`]) or by manifest files offline
 //! ([`manifests`]); either way, decisions never perform I/O.
 
+pub mod found;
 pub mod index;
 pub mod manifests;
 pub mod records;
