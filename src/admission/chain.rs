@@ -27,11 +27,12 @@ pub fn respond(
 ) -> Result<ReviewResponse, String> {
     let response = match parsed {
         Ok(request) => {
+            let uid = request.uid.clone();
             let verdict = match route {
                 Route::One(webhook) => decide(webhook, &request, view, settings),
-                Route::All => run_all(request.clone(), view, settings).0,
+                Route::All => run_all(request, view, settings).0,
             };
-            AdmissionResponse::from_verdict(&request.uid, verdict)
+            AdmissionResponse::from_verdict(&uid, verdict)
         }
         Err(BadReview {
             uid: Some(uid),

@@ -57,6 +57,15 @@ pub fn validate(request: &Request, ctx: &Context<'_>) -> Verdict {
     }
 }
 
+fn invalid_state(state: InvitationState, detail: &str) -> FieldError {
+    FieldError::new(
+        FieldErrorType::Invalid,
+        "spec.state",
+        format!("{state:?}"),
+        detail,
+    )
+}
+
 fn expired(spec: &UserInvitationSpec, now: Timestamp) -> Option<Timestamp> {
     spec.expiration_date
         .as_ref()
@@ -91,10 +100,8 @@ fn create_errors(
     let email_ok = email_error.is_none();
     errors.extend(email_error);
     if spec.state != InvitationState::Pending {
-        errors.push(FieldError::new(
-            FieldErrorType::Invalid,
-            "spec.state",
-            format!("{:?}", spec.state),
+        errors.push(invalid_state(
+            spec.state,
             "state must be Pending when an invitation is created",
         ));
     }
@@ -195,10 +202,8 @@ fn update(request: &Request, ctx: &Context<'_>) -> Verdict {
     };
     if new_spec.state != old_spec.state {
         if old_spec.state != InvitationState::Pending {
-            errors.push(FieldError::new(
-                FieldErrorType::Invalid,
-                "spec.state",
-                format!("{:?}", new_spec.state),
+            errors.push(invalid_state(
+                new_spec.state,
                 "state can only transition from Pending to another state and is immutable afterwards",
             ));
         } else {

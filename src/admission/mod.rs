@@ -44,11 +44,6 @@ impl Verdict {
             warnings: Vec::new(),
         }
     }
-
-    /// Whether the verdict admits the request.
-    pub fn is_allowed(&self) -> bool {
-        matches!(self, Verdict::Allow { .. })
-    }
 }
 
 impl From<Denial> for Verdict {

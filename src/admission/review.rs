@@ -70,16 +70,6 @@ impl Request {
         K::deserialize(value).map_err(|e| Denial::bad_request(format!("{field} is malformed: {e}")))
     }
 
-    /// `request.object` as `K`; a 400 denial when missing or malformed.
-    pub fn object<K: DeserializeOwned>(&self) -> Result<K, Denial> {
-        Self::parse(self.object.as_ref(), "request.object")
-    }
-
-    /// `request.oldObject` as `K`; a 400 denial when missing or malformed.
-    pub fn old_object<K: DeserializeOwned>(&self) -> Result<K, Denial> {
-        Self::parse(self.old_object.as_ref(), "request.oldObject")
-    }
-
     /// `request.object.spec` as `S`, for rules that only read the spec.
     pub fn spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
         Self::parse(

@@ -580,12 +580,4 @@ impl Store {
             })
             .collect()
     }
-
-    /// The group an enrollment policy targets.
-    pub fn policy_group(&self, name: &str) -> Option<NamedRef<'_>> {
-        match self.row(ViewKind::EnrollmentPolicy, "", name)? {
-            (_, Row::Policy(p)) => Some(self.named(p.group)),
-            _ => None,
-        }
-    }
 }
