@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod api;
 pub mod cmd;
+pub mod controllers;
 pub mod crds;
 pub mod metrics;
 pub mod server;

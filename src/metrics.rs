@@ -57,6 +57,135 @@ pub struct Metrics {
     pub certificate_reloads: Family<ReloadLabels, Counter>,
     /// Objects indexed in the view.
     pub view_objects: Family<KindLabels, Gauge>,
+    /// The embedded controllers' metrics.
+    pub controllers: ControllerMetrics,
+}
+
+/// Labels of a reconcile counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// Controller name.
+    pub controller: String,
+    /// `success` or `error`.
+    pub result: String,
+}
+
+/// Labels of a reconcile error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileErrorLabels {
+    /// Controller name.
+    pub controller: String,
+    /// `api`, `conflict`, `transport` or `invalid`.
+    pub error: String,
+}
+
+/// Labels naming a controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// Controller name.
+    pub controller: String,
+}
+
+/// Labels naming an enrollment policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// ContactGroupEnrollmentPolicy name.
+    pub policy: String,
+}
+
+/// Reconcile durations, one histogram per controller.
+pub type ControllerDurationFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
+
+/// What the controllers export: how often they run, fail and how long they take, plus what
+/// enrollment did. Cloning shares the same series.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    /// Reconciles by controller and result.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Failed reconciles by controller and kind of error.
+    pub errors: Family<ReconcileErrorLabels, Counter>,
+    /// Reconcile durations.
+    pub duration: ControllerDurationFamily,
+    /// Contacts enrolled, by policy.
+    pub enrollments: Family<PolicyLabels, Counter>,
+    /// Contacts a policy skipped because they opted out, by policy.
+    pub opt_out_skips: Family<PolicyLabels, Counter>,
+    /// 1 while this replica holds the leader lease.
+    pub leader: Gauge,
+}
+
+/// Reconcile duration buckets, 1ms to 30s: reconciles make API calls.
+pub const RECONCILE_BUCKETS: [f64; 11] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
+impl ControllerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            reconciles: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(RECONCILE_BUCKETS)),
+            enrollments: Family::default(),
+            opt_out_skips: Family::default(),
+            leader: Gauge::default(),
+        };
+        registry.register(
+            "controller_reconciles",
+            "Reconciles run",
+            metrics.reconciles.clone(),
+        );
+        registry.register(
+            "controller_reconcile_errors",
+            "Reconciles that failed",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "controller_reconcile_duration_seconds",
+            "Time one reconcile took",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "enrollments",
+            "Contacts enrolled into a group by a policy",
+            metrics.enrollments.clone(),
+        );
+        registry.register(
+            "enrollment_opt_out_skips",
+            "Contacts a policy did not enroll because they had opted out",
+            metrics.opt_out_skips.clone(),
+        );
+        registry.register(
+            "controller_leader",
+            "1 while this replica holds the leader lease and runs the controllers",
+            metrics.leader.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one reconcile and its duration.
+    pub fn record_reconcile(&self, controller: &str, result: &str, seconds: f64) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                controller: controller.into(),
+                result: result.into(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts one failed reconcile.
+    pub fn record_error(&self, controller: &str, error: &str) {
+        self.errors
+            .get_or_create(&ReconcileErrorLabels {
+                controller: controller.into(),
+                error: error.into(),
+            })
+            .inc();
+    }
 }
 
 /// Histogram buckets from 50µs to 1s.
@@ -92,8 +221,10 @@ impl Default for Metrics {
             "Objects indexed in the cluster view",
             view_objects.clone(),
         );
+        let controllers = ControllerMetrics::register(&mut registry);
         Self {
             registry,
+            controllers,
             reviews,
             review_duration,
             certificate_reloads,

@@ -15,6 +15,7 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
 
 pub use store::{ContactView, GroupView, NamedRef, Store, SubjectView, UserView, ViewKind};
 
@@ -25,11 +26,38 @@ use crate::api::{
     ContactGroupMembershipRemoval, User, UserInvitation,
 };
 
-/// The shared view: a store behind a lock, plus which kinds have finished their initial listing.
-#[derive(Default)]
+/// The shared view: a store behind a lock, which kinds have finished their initial listing, and a
+/// feed of changes for the controllers.
 pub struct ClusterView {
     store: RwLock<Store>,
     synced: Mutex<BTreeSet<ViewKind>>,
+    changes: broadcast::Sender<ViewChange>,
+}
+
+/// One change the view has applied. Controllers are woken by these rather than by watches of
+/// their own, so when a reconcile runs the view already holds the object that woke it, and two
+/// changes are seen in the order the view applied them (no race between two caches).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewChange {
+    /// An object was added or replaced.
+    Applied(ViewKind, String, String),
+    /// An object was deleted.
+    Deleted(ViewKind, String, String),
+    /// A kind was relisted (or the listener fell behind): anything of it may have changed.
+    Relisted(ViewKind),
+}
+
+/// How many changes a slow controller may fall behind before it is told to resync instead.
+const CHANGE_FEED_CAPACITY: usize = 16 * 1024;
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        Self {
+            store: RwLock::default(),
+            synced: Mutex::default(),
+            changes: broadcast::channel(CHANGE_FEED_CAPACITY).0,
+        }
+    }
 }
 
 impl ClusterView {
@@ -39,6 +67,7 @@ impl ClusterView {
         Self {
             store: RwLock::new(store),
             synced: Mutex::new(ViewKind::ALL.into_iter().collect()),
+            ..Self::default()
         }
     }
 
@@ -59,6 +88,17 @@ impl ClusterView {
         self.store
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Subscribes to the changes applied from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ViewChange> {
+        self.changes.subscribe()
+    }
+
+    /// Announces a change already applied to the store. Nobody listening is not an error: only
+    /// the leader runs controllers.
+    pub fn announce(&self, change: ViewChange) {
+        let _ = self.changes.send(change);
     }
 
     /// Records that `kind` has completed its initial listing.

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use super::{ClusterView, Viewed};
+use super::{ClusterView, ViewChange, Viewed};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::iam::ORGANIZATION_MEMBERSHIP_LABEL;
@@ -86,6 +86,7 @@ pub fn apply_event<K: Viewed>(
             }
             drop(store);
             view.mark_synced(K::KIND);
+            view.announce(ViewChange::Relisted(K::KIND));
             super::release_freed_memory();
             tracing::info!(
                 kind = K::KIND.kind_name(),
@@ -94,7 +95,15 @@ pub fn apply_event<K: Viewed>(
                 "view synced"
             );
         }
-        watcher::Event::Apply(object) => object.apply_to(&mut view.write()),
-        watcher::Event::Delete(object) => object.delete_from(&mut view.write()),
+        watcher::Event::Apply(object) => {
+            object.apply_to(&mut view.write());
+            let (namespace, name) = key(&object);
+            view.announce(ViewChange::Applied(K::KIND, namespace, name));
+        }
+        watcher::Event::Delete(object) => {
+            object.delete_from(&mut view.write());
+            let (namespace, name) = key(&object);
+            view.announce(ViewChange::Deleted(K::KIND, namespace, name));
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Shared test support: the fixture corpus and a real TLS client/server pair.
+//! Shared test support: the fixture corpus and a real TLS client/server pair, and a scripted mock API server.
 #![allow(dead_code)]
 
 pub mod fixtures;
 pub mod https;
+pub mod mock_api;

@@ -1,0 +1,132 @@
+//! The few API calls controllers make, with the outcomes they care about made explicit: a create
+//! that finds the object already there, a delete of something already gone, a webhook denial and
+//! its causes. Every write names the same field manager so `managedFields` says who wrote what.
+
+use kube::Resource;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Field manager of every write the controllers make.
+pub const FIELD_MANAGER: &str = "milo-webhook";
+
+/// What a create found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The object was created now.
+    New,
+    /// An object of that name already existed: a retry, a restart or another leader got there
+    /// first. Callers treat it as done.
+    AlreadyExisted,
+}
+
+/// Creates `object`, treating AlreadyExists as success.
+pub async fn create<K>(api: &Api<K>, object: &K) -> Result<Created, kube::Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, object).await {
+        Ok(_) => Ok(Created::New),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(Created::AlreadyExisted),
+        Err(error) => Err(error),
+    }
+}
+
+/// Deletes `name`; returns whether it was still there. Deleting what is already gone is success,
+/// so cleanup never fails on a race with someone else's delete.
+pub async fn delete<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Reads `name` from the API server (not the view): for decisions that destroy something, such
+/// as deleting a membership because its contact is gone, a lagging cache must not be trusted.
+pub async fn get<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await
+}
+
+/// JSON-merge-patches the object. Callers send only the fields they own; a merge patch of a
+/// map leaves every other key alone.
+pub async fn merge_patch<K>(api: &Api<K>, name: &str, patch: &Value) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// JSON-merge-patches the status subresource, with the same rule: only the fields the caller owns.
+pub async fn merge_patch_status<K>(
+    api: &Api<K>,
+    name: &str,
+    patch: &Value,
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The cause reasons (`FieldValueDuplicate`, `FieldValueForbidden`, …) of an admission denial,
+/// when `error` is one; empty otherwise.
+pub fn denial_causes(error: &kube::Error) -> Vec<&str> {
+    match error {
+        kube::Error::Api(status) if status.is_invalid() || status.is_forbidden() => status
+            .details
+            .iter()
+            .flat_map(|d| d.causes.iter())
+            .map(|c| c.reason.as_str())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `error` is an optimistic-concurrency conflict, which is retried at once rather than
+/// backed off.
+pub fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_conflict())
+}
+
+/// Server-side-applies `status` to the status subresource. Conditions are a list-map keyed by
+/// `type` in every CRD here, so apply merges our conditions entry by entry and leaves conditions
+/// other writers own (a provider sync's `Ready`, say) untouched, which a merge patch of the whole
+/// list would clobber.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: Value) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(&body))
+        .await
+        .map(|_| ())
+}

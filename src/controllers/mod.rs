@@ -1,0 +1,259 @@
+//! The embedded controllers, run by the elected leader only (see [`leader`]).
+//!
+//! Each controller is a kube-runtime `Controller` over its root kind. Everything else it needs to
+//! know it reads from the shared [`ClusterView`](crate::view::ClusterView), and it is woken by the
+//! view's change feed rather than by watches of its own: when a reconcile runs, the view already
+//! holds the change that caused it, and changes arrive in the order the view applied them. Each
+//! reconcile is split into a pure plan (a function of the observed state, tested directly) and the
+//! API calls that carry it out (tested against a mock API server).
+
+pub mod backoff;
+pub mod conditions;
+pub mod enrollment;
+pub mod kubeapi;
+pub mod leader;
+pub mod membership;
+pub mod names;
+pub mod removal;
+pub mod usercontact;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt, stream};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
+use crate::view::{ClusterView, ViewChange, ViewKind};
+use backoff::RetryBackoff;
+
+/// The controllers this binary can run; `--controllers` selects among them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum ControllerKind {
+    /// Enrolls new contacts into groups by ContactGroupEnrollmentPolicy.
+    Enrollment,
+    /// Deletes the memberships a ContactGroupMembershipRemoval names.
+    Removal,
+    /// Keeps `status.username` on memberships; deletes memberships whose referents are gone.
+    Membership,
+    /// Gives every User a Contact.
+    #[value(name = "usercontact")]
+    UserContact,
+}
+
+impl ControllerKind {
+    /// Every controller, the default selection.
+    pub const ALL: [ControllerKind; 4] = [
+        ControllerKind::Enrollment,
+        ControllerKind::Removal,
+        ControllerKind::Membership,
+        ControllerKind::UserContact,
+    ];
+
+    /// The name used in flags, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControllerKind::Enrollment => "enrollment",
+            ControllerKind::Removal => "removal",
+            ControllerKind::Membership => "membership",
+            ControllerKind::UserContact => "usercontact",
+        }
+    }
+}
+
+impl fmt::Display for ControllerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Settings the controllers read.
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// Namespace the usercontact controller creates Contacts in.
+    pub contact_namespace: String,
+    /// How often a healthy object is looked at again even without a change (a safety net for
+    /// anything a change feed could miss).
+    pub resync: Duration,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            contact_namespace: "milo-system".into(),
+            resync: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What every controller shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The cluster view the admission rules read too.
+    pub view: Arc<ClusterView>,
+    /// The admin port's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Controller settings.
+    pub settings: ControllerSettings,
+    /// Event publisher.
+    pub recorder: Recorder,
+    /// Per-object retry delays.
+    pub backoff: RetryBackoff,
+}
+
+impl Context {
+    /// A context whose Events are reported as coming from `instance` (the pod name).
+    pub fn new(
+        client: Client,
+        view: Arc<ClusterView>,
+        metrics: Arc<Metrics>,
+        settings: ControllerSettings,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "milo-webhook".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            view,
+            metrics,
+            settings,
+            backoff: RetryBackoff::default(),
+        }
+    }
+
+    /// Publishes a Normal Event about `regarding`. Events are best effort: a failure is logged
+    /// and never fails the reconcile that produced it.
+    pub async fn event(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(%error, reason, "cannot publish event");
+        }
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object cannot be reconciled as it stands (a missing field the schema should have
+    /// required, say); retried with backoff in case it is fixed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Short label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.is_conflict() => "conflict",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "transport",
+            Error::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Runs one reconcile with metrics, a log span carrying the object key, and the backoff reset
+/// on success. Every controller's reconcile goes through here.
+pub async fn instrumented<F>(
+    ctx: &Context,
+    controller: ControllerKind,
+    key: String,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    F: Future<Output = Result<Action, Error>>,
+{
+    let span = tracing::info_span!("reconcile", controller = controller.as_str(), object = %key);
+    let started = Instant::now();
+    let result = tracing::Instrument::instrument(reconcile, span).await;
+    let outcome = match &result {
+        Ok(_) => {
+            ctx.backoff.succeeded(&format!("{controller}/{key}"));
+            "success"
+        }
+        Err(_) => "error",
+    };
+    ctx.metrics.controllers.record_reconcile(
+        controller.as_str(),
+        outcome,
+        started.elapsed().as_secs_f64(),
+    );
+    result
+}
+
+/// The error policy every controller uses: conflicts retried at once (with a little jitter),
+/// everything else with per-object exponential backoff and jitter.
+pub fn retry_after(ctx: &Context, controller: ControllerKind, key: &str, error: &Error) -> Action {
+    ctx.metrics
+        .controllers
+        .record_error(controller.as_str(), error.metric_label());
+    if let Error::Kube(e) = error
+        && kubeapi::is_conflict(e)
+    {
+        tracing::debug!(
+            controller = controller.as_str(),
+            object = key,
+            "conflict; retrying"
+        );
+        return Action::requeue(Duration::from_millis(50 + fastrand::u64(0..200)));
+    }
+    let delay = ctx.backoff.failed(&format!("{controller}/{key}"));
+    tracing::warn!(controller = controller.as_str(), object = key, %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The view's change feed as a stream. A listener that fell behind gets a `Relisted` for every
+/// kind instead of the changes it missed, so it resyncs rather than silently skipping them.
+pub fn view_changes(view: &ClusterView) -> impl Stream<Item = ViewChange> + Send + 'static {
+    stream::unfold(view.subscribe(), |mut receiver| async move {
+        let batch = match receiver.recv().await {
+            Ok(change) => vec![change],
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "controller fell behind the view's changes; resyncing"
+                );
+                ViewKind::ALL
+                    .into_iter()
+                    .map(ViewChange::Relisted)
+                    .collect()
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((stream::iter(batch), receiver))
+    })
+    .flatten()
+}
+
+/// `object/namespace` keys for logs, metrics and backoff.
+pub fn object_key(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name.to_owned(),
+    }
+}

@@ -1,0 +1,52 @@
+//! The mock API harness itself: a scripted answer reaches the kube client, and a mismatch fails.
+mod support;
+
+use kube::Api;
+use milo_webhook::api::Contact;
+use serde_json::json;
+use support::mock_api::{self, Exchange};
+
+#[tokio::test]
+async fn scripted_answers_reach_the_client() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "get then 404",
+        vec![
+            Exchange::get("/apis/notification.miloapis.com/v1alpha1/namespaces/ns/contacts/a")
+                .respond(json!({
+                    "apiVersion": "notification.miloapis.com/v1alpha1", "kind": "Contact",
+                    "metadata": {"name": "a", "namespace": "ns"},
+                    "spec": {"email": "a@example.com"}
+                })),
+            Exchange::get("/apis/notification.miloapis.com/v1alpha1/namespaces/ns/contacts/b")
+                .not_found(),
+        ],
+    );
+    let api: Api<Contact> = Api::namespaced(client, "ns");
+    assert_eq!(api.get("a").await.unwrap().spec.email, "a@example.com");
+    assert!(api.get_opt("b").await.unwrap().is_none());
+    assert_eq!(script.await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_request_off_script_fails_the_scenario() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "wrong path",
+        vec![Exchange::get(
+            "/apis/notification.miloapis.com/v1alpha1/namespaces/ns/contacts/a",
+        )],
+    );
+    let api: Api<Contact> = Api::namespaced(client, "ns");
+    let _ = api.get("other").await;
+    let failure = script.await.unwrap_err();
+    let message = failure.into_panic();
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        text.contains("wrong path: step 0") && text.contains("/contacts/other"),
+        "{text}"
+    );
+}
