@@ -50,3 +50,59 @@ async fn a_request_off_script_fails_the_scenario() {
         "{text}"
     );
 }
+
+#[test]
+fn rbac_attributes_resolve_like_the_api_server() {
+    use support::rbac::{Attributes, attributes};
+    assert_eq!(
+        attributes(
+            "PATCH",
+            "/apis/notification.miloapis.com/v1alpha1/namespaces/ns/contactgroupmemberships/m/status",
+            ""
+        ),
+        Some(Attributes {
+            verb: "patch".into(),
+            group: "notification.miloapis.com".into(),
+            resource: "contactgroupmemberships/status".into(),
+            namespace: Some("ns".into()),
+        })
+    );
+    let list = attributes("GET", "/api/v1/namespaces", "").unwrap();
+    assert_eq!(
+        (list.verb.as_str(), list.resource.as_str()),
+        ("list", "namespaces")
+    );
+    let watch = attributes("GET", "/apis/iam.miloapis.com/v1alpha1/users", "watch=true").unwrap();
+    assert_eq!((watch.verb.as_str(), watch.namespace), ("watch", None));
+}
+
+#[test]
+fn the_deployed_rbac_grants_what_controllers_need_and_no_more() {
+    use support::rbac::denied;
+    let membership =
+        "/apis/notification.miloapis.com/v1alpha1/namespaces/ns/contactgroupmemberships";
+    assert_eq!(denied("POST", membership, ""), None);
+    assert_eq!(denied("DELETE", &format!("{membership}/m"), ""), None);
+    assert_eq!(
+        denied(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/milo-system/leases",
+            ""
+        ),
+        None
+    );
+    let elsewhere = denied(
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/other/leases",
+        "",
+    );
+    assert!(elsewhere.is_some_and(|why| why.contains("leases.coordination.k8s.io in other")));
+    assert!(
+        denied(
+            "DELETE",
+            "/apis/notification.miloapis.com/v1alpha1/namespaces/ns/contacts/c",
+            ""
+        )
+        .is_some()
+    );
+}

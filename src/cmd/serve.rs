@@ -10,6 +10,8 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use super::parse_duration;
+use crate::controllers::leader::{self, LeaseSettings};
+use crate::controllers::{self, ControllerKind, ControllerSettings};
 use crate::metrics::Metrics;
 use crate::server::tls::{self, CertPaths, ReloadingCertResolver};
 use crate::server::{ServeOptions, Server, Shutdown};
@@ -60,6 +62,103 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "MILO_WEBHOOK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// The embedded controllers (cluster mode only).
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
+}
+
+/// Flags of the embedded controllers.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Controllers the elected leader runs (comma-separated).
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_CONTROLLERS",
+        value_delimiter = ',',
+        default_values_t = ControllerKind::ALL,
+        conflicts_with = "no_controllers"
+    )]
+    pub controllers: Vec<ControllerKind>,
+    /// Serve admission only: run no controllers and take no part in leader election.
+    #[arg(long, env = "MILO_WEBHOOK_NO_CONTROLLERS")]
+    pub no_controllers: bool,
+    /// Namespace the usercontact controller creates Users' Contacts in.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_CONTACT_NAMESPACE",
+        default_value = "milo-system"
+    )]
+    pub contact_namespace: String,
+    /// How often every object is reconciled again without a change.
+    #[arg(long, env = "MILO_WEBHOOK_CONTROLLER_RESYNC", default_value = "10m", value_parser = parse_duration)]
+    pub controller_resync: Duration,
+    /// Namespace of the leader-election Lease (default: the pod's namespace when in a cluster,
+    /// else milo-system).
+    #[arg(long, env = "MILO_WEBHOOK_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_LEADER_ELECTION_LEASE",
+        default_value = "milo-webhook-controllers"
+    )]
+    pub leader_election_lease: String,
+    /// This replica's identity in the Lease (default: the hostname, which is the pod name).
+    #[arg(long, env = "MILO_WEBHOOK_LEADER_ELECTION_IDENTITY")]
+    pub leader_election_identity: Option<String>,
+    /// Seconds the Lease is valid without renewal; a dead leader is replaced after at most this.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_LEADER_ELECTION_LEASE_SECONDS",
+        default_value_t = 15
+    )]
+    pub leader_election_lease_seconds: u64,
+}
+
+impl ControllerArgs {
+    /// The controllers selected, in a stable order, none with `--no-controllers`.
+    pub fn selected(&self) -> Vec<ControllerKind> {
+        if self.no_controllers {
+            return Vec::new();
+        }
+        let mut selected = self.controllers.clone();
+        selected.sort();
+        selected.dedup();
+        selected
+    }
+
+    fn settings(&self) -> ControllerSettings {
+        ControllerSettings {
+            contact_namespace: self.contact_namespace.clone(),
+            resync: self.controller_resync,
+        }
+    }
+
+    fn lease(&self) -> LeaseSettings {
+        const IN_CLUSTER_NAMESPACE: &str =
+            "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+        let namespace = self.leader_election_namespace.clone().unwrap_or_else(|| {
+            std::fs::read_to_string(IN_CLUSTER_NAMESPACE)
+                .map(|ns| ns.trim().to_owned())
+                .unwrap_or_else(|_| "milo-system".into())
+        });
+        let identity = self.leader_election_identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host = host.trim();
+            if host.is_empty() {
+                format!("milo-webhook-{}", std::process::id())
+            } else {
+                host.to_owned()
+            }
+        });
+        LeaseSettings {
+            namespace,
+            name: self.leader_election_lease.clone(),
+            identity,
+            duration_seconds: self.leader_election_lease_seconds,
+            grace_seconds: (self.leader_election_lease_seconds / 3).max(1),
+        }
+    }
 }
 
 /// Where the view comes from.
@@ -153,7 +252,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(webhooks = %args.listen, admin = %args.admin_listen, "listening");
 
     if let Some(client) = client {
-        tokio::spawn(crate::view::watch::run(client, view));
+        tokio::spawn(crate::view::watch::run(client.clone(), view.clone()));
+        start_controllers(
+            &args.controllers,
+            client,
+            view,
+            metrics.clone(),
+            &server.shutdown,
+        )
+        .await?;
+    } else if !args.controllers.selected().is_empty() {
+        tracing::info!("offline mode: controllers need a cluster and do not run");
     }
     let reload_metrics = metrics.clone();
     let shutdown = server.shutdown.clone();
@@ -183,6 +292,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     webhooks?;
     admin?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Joins the leader election and runs the selected controllers whenever this replica leads.
+async fn start_controllers(
+    args: &ControllerArgs,
+    client: kube::Client,
+    view: Arc<ClusterView>,
+    metrics: Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let selected = args.selected();
+    if selected.is_empty() {
+        tracing::info!("controllers disabled: serving admission only");
+        return Ok(());
+    }
+    let lease = args.lease();
+    let (leadership, _election) = leader::campaign(client.clone(), &lease)
+        .await
+        .context("cannot start leader election")?;
+    tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, controllers = ?selected, "joined leader election");
+    let ctx = Arc::new(controllers::Context::new(
+        client,
+        view,
+        metrics.clone(),
+        args.settings(),
+        Some(lease.identity.clone()),
+    ));
+    let stopping = shutdown.clone();
+    tokio::spawn(leader::follow(
+        leadership,
+        metrics,
+        move || controllers::spawn(&ctx, &selected),
+        async move { stopping.stopped().await },
+    ));
     Ok(())
 }
 

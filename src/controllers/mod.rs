@@ -153,6 +153,19 @@ impl Context {
     }
 }
 
+/// Spawns the selected controllers; aborting the returned tasks stops them (leadership lost).
+pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task::JoinHandle<()>> {
+    selected
+        .iter()
+        .map(|kind| {
+            tracing::info!(controller = kind.as_str(), "starting controller");
+            // Wired in once every controller module exposes `run`.
+            let _ = ctx;
+            tokio::spawn(async {})
+        })
+        .collect()
+}
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -4,3 +4,4 @@
 pub mod fixtures;
 pub mod https;
 pub mod mock_api;
+pub mod rbac;
