@@ -14,6 +14,7 @@ pub mod kubeapi;
 pub mod leader;
 pub mod membership;
 pub mod names;
+pub mod referents;
 pub mod removal;
 pub mod usercontact;
 

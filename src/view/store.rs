@@ -502,6 +502,34 @@ impl Store {
         }
     }
 
+    /// The (contact, group) pair the membership `namespace/name` names, so a change to one
+    /// membership finds its removals without scanning.
+    pub fn membership(&self, namespace: &str, name: &str) -> Option<(ObjectRef, ObjectRef)> {
+        match self.row(ViewKind::Membership, namespace, name)? {
+            (_, Row::Membership(pair)) => Some(self.pair_refs(*pair)),
+            _ => None,
+        }
+    }
+
+    /// The (contact, group) pair the removal `namespace/name` names.
+    pub fn removal(&self, namespace: &str, name: &str) -> Option<(ObjectRef, ObjectRef)> {
+        match self.row(ViewKind::Removal, namespace, name)? {
+            (_, Row::Removal(pair)) => Some(self.pair_refs(*pair)),
+            _ => None,
+        }
+    }
+
+    fn pair_refs(&self, pair: Pair) -> (ObjectRef, ObjectRef) {
+        let owned = |key: Key| {
+            let named = self.named(key);
+            ObjectRef {
+                name: named.name.to_owned(),
+                namespace: named.namespace.to_owned(),
+            }
+        };
+        (owned(pair.contact), owned(pair.group))
+    }
+
     /// Removals (opt-outs) of `contact` from `group`, wherever they live.
     pub fn removals_of(&self, contact: &ObjectRef, group: &ObjectRef) -> Vec<NamedRef<'_>> {
         match self.lookup_pair(contact, group) {
