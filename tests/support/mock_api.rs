@@ -2,6 +2,7 @@
 //! client talks to a `tower-test` mock service, and a task answers each request from a script,
 //! checking method, path, query and body as it goes. A request the script does not expect, or one
 //! that differs from it, fails the scenario with a message saying which step and what differed.
+//! Every request is also checked against `manifests/deploy/rbac.yaml` (see [`super::rbac`]).
 
 use std::fmt::Write as _;
 
@@ -166,6 +167,9 @@ impl ApiServer {
                         parts.method,
                         parts.uri.path()
                     );
+                }
+                if let Some(why) = super::rbac::denied(parts.method.as_str(), parts.uri.path(), &query) {
+                    let _ = write!(problems, "\n  RBAC: {why}");
                 }
                 for part in &expected.query {
                     if !query.contains(part.as_str()) {
