@@ -402,11 +402,16 @@ mod tests {
     fn removal_applied_wakes_the_memberships_of_its_pair() {
         let mut store = store_with(user("u1"));
         store.apply_removal(&removal("r", "c"));
-        let roots = roots(vec![
+        let members = vec![
             membership("m1", "c", json!({})),
             membership("m2", "c", json!({})),
             membership("other", "d", json!({})),
-        ]);
+        ];
+        // The view holds the memberships, as it does in a cluster; the pair index finds them.
+        for m in &members {
+            store.apply_membership(m);
+        }
+        let roots = roots(members);
         let change = ViewChange::Applied(ViewKind::Removal, "ns".into(), "r".into());
         assert_eq!(
             names(memberships_to_wake(&change, &store, &roots)),

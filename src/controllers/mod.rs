@@ -160,9 +160,13 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
         .iter()
         .map(|kind| {
             tracing::info!(controller = kind.as_str(), "starting controller");
-            // Wired in once every controller module exposes `run`.
-            let _ = ctx;
-            tokio::spawn(async {})
+            let ctx = ctx.clone();
+            match kind {
+                ControllerKind::Enrollment => tokio::spawn(enrollment::run(ctx)),
+                ControllerKind::Removal => tokio::spawn(removal::run(ctx)),
+                ControllerKind::Membership => tokio::spawn(membership::run(ctx)),
+                ControllerKind::UserContact => tokio::spawn(usercontact::run(ctx)),
+            }
         })
         .collect()
 }

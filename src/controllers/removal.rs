@@ -442,6 +442,9 @@ mod tests {
         let mut other = removal(json!({}));
         other.metadata.name = Some("other".into());
         other.spec.contact_ref.name = "d".into();
+        // The view holds both removals, as it does in a cluster; the pair index finds the one.
+        store.apply_removal(&removal(json!({})));
+        store.apply_removal(&other);
         let roots = roots(vec![removal(json!({})), other]);
         let change = ViewChange::Applied(ViewKind::Membership, "ns".into(), "m1".into());
         assert_eq!(names(removals_to_wake(&change, &store, &roots)), ["r"]);

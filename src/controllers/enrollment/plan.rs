@@ -1,0 +1,465 @@
+//! The pure half of enrollment: which contacts a policy still has to act on, and what to do with
+//! each, as a function of the observed state (the policy, the contacts with their record
+//! annotations, and the view's memberships and removals). No I/O, so every rule is tested here.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+
+use crate::api::ObjectRef;
+use crate::api::notification::{Contact, ContactGroupEnrollmentPolicy, SubjectKind};
+use crate::controllers::names;
+use crate::view::Store;
+
+/// Prefix of the annotation a policy leaves on every contact it evaluated. One key per policy,
+/// so "evaluated by this policy" survives restarts and leader changes and lives with the contact.
+pub const RECORD_PREFIX: &str = "policy.enrollment.notification.miloapis.com/";
+/// Label on the memberships a policy creates, naming the policy (label-safe), so they can be
+/// listed per policy.
+pub const POLICY_LABEL: &str = "enrollment.notification.miloapis.com/policy";
+/// Annotation on the memberships a policy creates carrying the policy's full name, which the
+/// label may only hold hashed.
+pub const POLICY_NAME_ANNOTATION: &str = "enrollment.notification.miloapis.com/policy-name";
+
+/// The record annotation key of `policy`: the name part is label-safe, so policy names of any
+/// valid length give a valid key (Kubernetes limits the name part to 63 characters).
+pub fn record_key(policy: &str) -> String {
+    format!("{RECORD_PREFIX}{}", names::label_safe(policy))
+}
+
+/// What a policy concluded about a contact; the value of the record annotation. Any record
+/// means the contact is done for that policy: it is never enrolled again, even if it leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Record {
+    /// The policy created (or found its own) membership.
+    Enrolled,
+    /// The contact had opted out of the group; nothing was created.
+    OptedOut,
+    /// The contact was already a member (another policy, or by hand); nothing was created.
+    AlreadyMember,
+}
+
+impl Record {
+    /// The annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Record::Enrolled => "enrolled",
+            Record::OptedOut => "opted-out",
+            Record::AlreadyMember => "already-member",
+        }
+    }
+
+    /// Reads an annotation value; `None` for values this version does not know (which still
+    /// mark the contact as done, but are not counted).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "enrolled" => Some(Record::Enrolled),
+            "opted-out" => Some(Record::OptedOut),
+            "already-member" => Some(Record::AlreadyMember),
+            _ => None,
+        }
+    }
+}
+
+/// One thing to do for one contact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Create the membership, then record the outcome (normally [`Record::Enrolled`]).
+    Enroll(ObjectRef),
+    /// Nothing to create: only write this record.
+    Record(ObjectRef, Record),
+}
+
+impl Step {
+    /// The contact the step is about.
+    pub fn contact(&self) -> &ObjectRef {
+        match self {
+            Step::Enroll(contact) | Step::Record(contact, _) => contact,
+        }
+    }
+
+    /// The record the step is expected to write, which the plan's counts assume.
+    pub fn expected(&self) -> Record {
+        match self {
+            Step::Enroll(_) => Record::Enrolled,
+            Step::Record(_, record) => *record,
+        }
+    }
+}
+
+/// What one reconcile of a policy does, and the status counts once it is done.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Steps in contact order (namespace, name), so a pass is deterministic.
+    pub steps: Vec<Step>,
+    /// Contacts recorded `enrolled`, counting those the steps are about to record.
+    pub enrolled: i64,
+    /// Contacts recorded `opted-out`, counting those the steps are about to record.
+    pub skipped_opt_out: i64,
+}
+
+impl Plan {
+    /// Adjusts the counts when a step ended with `actual` instead of what it expected (a webhook
+    /// denial, a contact deleted meanwhile: `None`).
+    pub fn settle(&mut self, expected: Record, actual: Option<Record>) {
+        if actual == Some(expected) {
+            return;
+        }
+        self.count(expected, -1);
+        if let Some(actual) = actual {
+            self.count(actual, 1);
+        }
+    }
+
+    fn count(&mut self, record: Record, by: i64) {
+        match record {
+            Record::Enrolled => self.enrolled += by,
+            Record::OptedOut => self.skipped_opt_out += by,
+            Record::AlreadyMember => {}
+        }
+    }
+}
+
+/// The plan of `policy` over `contacts` (the contact store's snapshot) and the view's `store`.
+pub fn plan(
+    policy: &ContactGroupEnrollmentPolicy,
+    contacts: &[Arc<Contact>],
+    store: &Store,
+) -> Plan {
+    plan_with(policy, contacts, store, |_| None)
+}
+
+/// [`plan`], with `remembered` giving the records this process wrote that the contact store may
+/// not show yet (so a pass right after another does not redo its last contacts).
+pub(crate) fn plan_with(
+    policy: &ContactGroupEnrollmentPolicy,
+    contacts: &[Arc<Contact>],
+    store: &Store,
+    remembered: impl Fn(&ObjectRef) -> Option<Record>,
+) -> Plan {
+    let policy_name = policy.name_any();
+    let key = record_key(&policy_name);
+    let group = &policy.spec.contact_group_ref;
+    let mut plan = Plan::default();
+    for contact in contacts {
+        let contact_ref = ObjectRef {
+            name: contact.name_any(),
+            namespace: contact.namespace().unwrap_or_default(),
+        };
+        let recorded = match contact.annotations().get(&key) {
+            Some(value) => Some(Record::parse(value)),
+            None => remembered(&contact_ref).map(Some),
+        };
+        if let Some(record) = recorded {
+            if let Some(record) = record {
+                plan.count(record, 1);
+            }
+            continue;
+        }
+        if !applies(policy, contact) {
+            continue;
+        }
+        let ours = names::enrollment_membership(&policy_name, &contact_ref.name);
+        let step = match observed(store, &contact_ref, group, &ours) {
+            Some(record) => Step::Record(contact_ref, record),
+            None => Step::Enroll(contact_ref),
+        };
+        plan.count(step.expected(), 1);
+        plan.steps.push(step);
+    }
+    plan.steps.sort_by(|a, b| {
+        let (a, b) = (a.contact(), b.contact());
+        (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+    });
+    plan
+}
+
+/// What the view already says about `contact` in `group`: opted out (a removal exists, which
+/// wins over everything), enrolled (our membership, `ours`, exists: an earlier pass created it and
+/// stopped before recording), already a member (any other membership), or nothing yet.
+pub fn observed(
+    store: &Store,
+    contact: &ObjectRef,
+    group: &ObjectRef,
+    ours: &str,
+) -> Option<Record> {
+    if !store.removals_of(contact, group).is_empty() {
+        return Some(Record::OptedOut);
+    }
+    let members = store.memberships_of(contact, group);
+    if members
+        .iter()
+        .any(|m| m.namespace == contact.namespace && m.name == ours)
+    {
+        Some(Record::Enrolled)
+    } else {
+        (!members.is_empty()).then_some(Record::AlreadyMember)
+    }
+}
+
+/// Whether `policy` applies to `contact` at all: the selector matches, the contact is not being
+/// deleted, and it is new enough (created at or after the policy) unless the policy backfills.
+/// A missing timestamp (on either side) counts as new: better one enrollment too many, which the
+/// record then stops, than a silently skipped contact.
+pub fn applies(policy: &ContactGroupEnrollmentPolicy, contact: &Contact) -> bool {
+    if contact.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let selected = match policy
+        .spec
+        .contact_selector
+        .as_ref()
+        .and_then(|s| s.subject_kind)
+    {
+        None => true,
+        Some(SubjectKind::User) => contact
+            .spec
+            .subject
+            .as_ref()
+            .is_some_and(|s| s.kind == "User"),
+    };
+    let new_enough = match (contact.creation_timestamp(), policy.creation_timestamp()) {
+        (Some(contact), Some(policy)) => contact.0 >= policy.0,
+        _ => true,
+    };
+    selected && (policy.spec.backfill || new_enough)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::notification::{
+        ContactGroupEnrollmentPolicySpec, ContactGroupMembership, ContactGroupMembershipRemoval,
+        ContactGroupMembershipRemovalSpec, ContactGroupMembershipSpec, ContactSelector,
+        ContactSpec, SubjectRef,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const POLICY: &str = "newsletter";
+
+    fn at(ts: &str) -> Option<Time> {
+        Some(Time(ts.parse().unwrap()))
+    }
+
+    fn group() -> ObjectRef {
+        ObjectRef {
+            name: "news".into(),
+            namespace: "groups".into(),
+        }
+    }
+
+    fn policy(backfill: bool, users_only: bool) -> ContactGroupEnrollmentPolicy {
+        let mut p = ContactGroupEnrollmentPolicy::new(
+            POLICY,
+            ContactGroupEnrollmentPolicySpec {
+                contact_group_ref: group(),
+                contact_selector: users_only.then_some(ContactSelector {
+                    subject_kind: Some(SubjectKind::User),
+                }),
+                backfill,
+                ..Default::default()
+            },
+        );
+        p.metadata.creation_timestamp = at("2026-05-01T00:00:00Z");
+        p
+    }
+
+    fn contact(name: &str, created: &str, kind: Option<&str>) -> Contact {
+        let mut c = Contact::new(
+            name,
+            ContactSpec {
+                email: format!("{name}@example.com"),
+                subject: kind.map(|k| SubjectRef {
+                    api_group: "iam.miloapis.com".into(),
+                    kind: k.into(),
+                    name: name.into(),
+                    namespace: None,
+                }),
+                ..Default::default()
+            },
+        );
+        c.metadata.namespace = Some("ns".into());
+        c.metadata.creation_timestamp = at(created);
+        c
+    }
+
+    fn recorded(mut c: Contact, policy: &str, value: &str) -> Contact {
+        c.annotations_mut().insert(record_key(policy), value.into());
+        c
+    }
+
+    fn cref(name: &str) -> ObjectRef {
+        ObjectRef {
+            name: name.into(),
+            namespace: "ns".into(),
+        }
+    }
+
+    fn spec(contact: &str) -> ContactGroupMembershipSpec {
+        ContactGroupMembershipSpec {
+            contact_ref: cref(contact),
+            contact_group_ref: group(),
+        }
+    }
+
+    fn with_membership(store: &mut Store, name: &str, contact: &str) {
+        let mut m = ContactGroupMembership::new(name, spec(contact));
+        m.metadata.namespace = Some("ns".into());
+        store.apply_membership(&m);
+    }
+
+    fn with_removal(store: &mut Store, contact: &str) {
+        let s = spec(contact);
+        let mut r = ContactGroupMembershipRemoval::new(
+            &format!("{contact}-out"),
+            ContactGroupMembershipRemovalSpec {
+                contact_ref: s.contact_ref,
+                contact_group_ref: s.contact_group_ref,
+            },
+        );
+        r.metadata.namespace = Some("ns".into());
+        store.apply_removal(&r);
+    }
+
+    fn arcs(contacts: Vec<Contact>) -> Vec<Arc<Contact>> {
+        contacts.into_iter().map(Arc::new).collect()
+    }
+
+    const NEW: &str = "2026-06-01T00:00:00Z";
+    const OLD: &str = "2026-01-01T00:00:00Z";
+
+    #[test]
+    fn new_contacts_are_enrolled_in_name_order_and_counted() {
+        let contacts = arcs(vec![contact("bob", NEW, None), contact("alice", NEW, None)]);
+        let plan = plan(&policy(false, false), &contacts, &Store::default());
+        assert_eq!(
+            plan.steps,
+            [Step::Enroll(cref("alice")), Step::Enroll(cref("bob"))]
+        );
+        assert_eq!((plan.enrolled, plan.skipped_opt_out), (2, 0));
+    }
+
+    #[test]
+    fn the_selector_matches_only_user_subjects_and_no_selector_matches_all() {
+        let contacts = arcs(vec![
+            contact("user", NEW, Some("User")),
+            contact("robot", NEW, Some("ServiceAccount")),
+            contact("nobody", NEW, None),
+        ]);
+        let users = plan(&policy(false, true), &contacts, &Store::default());
+        assert_eq!(users.steps, [Step::Enroll(cref("user"))]);
+        let all = plan(&policy(false, false), &contacts, &Store::default());
+        assert_eq!(all.steps.len(), 3);
+    }
+
+    #[test]
+    fn contacts_older_than_the_policy_need_backfill() {
+        let mut undated = contact("undated", OLD, None);
+        undated.metadata.creation_timestamp = None;
+        let same_second = contact("same", "2026-05-01T00:00:00Z", None);
+        let contacts = arcs(vec![contact("old", OLD, None), undated, same_second]);
+        let plain = plan(&policy(false, false), &contacts, &Store::default());
+        assert_eq!(
+            plain.steps,
+            [Step::Enroll(cref("same")), Step::Enroll(cref("undated"))]
+        );
+        let backfill = plan(&policy(true, false), &contacts, &Store::default());
+        assert_eq!(backfill.steps.len(), 3);
+    }
+
+    #[test]
+    fn contacts_being_deleted_are_left_alone() {
+        let mut leaving = contact("leaving", NEW, None);
+        leaving.metadata.deletion_timestamp = at(NEW);
+        let plan = plan(
+            &policy(true, false),
+            &arcs(vec![leaving]),
+            &Store::default(),
+        );
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn a_recorded_contact_is_done_even_without_its_membership_and_is_counted() {
+        let contacts = arcs(vec![
+            recorded(contact("a", NEW, None), POLICY, "enrolled"),
+            recorded(contact("b", NEW, None), POLICY, "opted-out"),
+            recorded(contact("c", NEW, None), POLICY, "already-member"),
+            recorded(contact("d", NEW, None), POLICY, "something-newer"),
+            recorded(contact("e", NEW, None), "another-policy", "enrolled"),
+        ]);
+        let plan = plan(&policy(false, false), &contacts, &Store::default());
+        assert_eq!(plan.steps, [Step::Enroll(cref("e"))]);
+        assert_eq!((plan.enrolled, plan.skipped_opt_out), (2, 1));
+    }
+
+    #[test]
+    fn records_remembered_in_process_count_as_recorded() {
+        let contacts = arcs(vec![contact("a", NEW, None), contact("b", NEW, None)]);
+        let plan = plan_with(&policy(false, false), &contacts, &Store::default(), |c| {
+            (c.name == "a").then_some(Record::OptedOut)
+        });
+        assert_eq!(plan.steps, [Step::Enroll(cref("b"))]);
+        assert_eq!((plan.enrolled, plan.skipped_opt_out), (1, 1));
+    }
+
+    #[test]
+    fn opt_outs_win_over_everything_else() {
+        let mut store = Store::default();
+        with_removal(&mut store, "a");
+        let ours = names::enrollment_membership(POLICY, "a");
+        with_membership(&mut store, &ours, "a");
+        let plan = plan(
+            &policy(false, false),
+            &arcs(vec![contact("a", NEW, None)]),
+            &store,
+        );
+        assert_eq!(plan.steps, [Step::Record(cref("a"), Record::OptedOut)]);
+        assert_eq!((plan.enrolled, plan.skipped_opt_out), (0, 1));
+    }
+
+    #[test]
+    fn an_existing_membership_is_recorded_not_duplicated() {
+        let mut store = Store::default();
+        with_membership(&mut store, "by-hand", "a");
+        with_membership(&mut store, &names::enrollment_membership(POLICY, "b"), "b");
+        let contacts = arcs(vec![contact("a", NEW, None), contact("b", NEW, None)]);
+        let plan = plan(&policy(false, false), &contacts, &store);
+        assert_eq!(
+            plan.steps,
+            [
+                Step::Record(cref("a"), Record::AlreadyMember),
+                Step::Record(cref("b"), Record::Enrolled),
+            ]
+        );
+        assert_eq!((plan.enrolled, plan.skipped_opt_out), (1, 0));
+    }
+
+    #[test]
+    fn settling_moves_counts_to_the_actual_outcome() {
+        let mut plan = Plan {
+            enrolled: 3,
+            ..Plan::default()
+        };
+        plan.settle(Record::Enrolled, Some(Record::Enrolled));
+        plan.settle(Record::Enrolled, Some(Record::OptedOut));
+        plan.settle(Record::Enrolled, Some(Record::AlreadyMember));
+        assert_eq!((plan.enrolled, plan.skipped_opt_out), (1, 1));
+        plan.settle(Record::OptedOut, None);
+        assert_eq!((plan.enrolled, plan.skipped_opt_out), (1, 0));
+    }
+
+    #[test]
+    fn record_keys_fit_for_any_policy_name() {
+        assert_eq!(
+            record_key("newsletter"),
+            "policy.enrollment.notification.miloapis.com/newsletter"
+        );
+        let long = record_key(&"p".repeat(253));
+        let name_part = long.strip_prefix(RECORD_PREFIX).unwrap();
+        assert!(name_part.len() <= names::MAX_LABEL, "{long}");
+        for record in [Record::Enrolled, Record::OptedOut, Record::AlreadyMember] {
+            assert_eq!(Record::parse(record.as_str()), Some(record));
+        }
+    }
+}

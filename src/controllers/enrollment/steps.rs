@@ -1,0 +1,230 @@
+//! Carrying out a plan's steps: the membership create, the record annotation, the Event and the
+//! metrics for each contact, and the in-process checks that keep two policies for one group from
+//! both creating.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{
+    EVENTS_PER_PASS, EnrollmentContext, POLICY_LABEL, POLICY_NAME_ANNOTATION, Record, Step, locked,
+    observed,
+};
+use crate::api::ObjectRef;
+use crate::api::notification::{
+    Contact, ContactGroupEnrollmentPolicy, ContactGroupMembership, ContactGroupMembershipSpec,
+};
+use crate::controllers::{Error, kubeapi, names, object_key};
+use crate::metrics::PolicyLabels;
+
+/// Whether the API refused this one request for a reason of its own (a webhook denial, a bad
+/// object), so the pass can go on with the next contact; not when it is unwell (5xx, throttling,
+/// conflicts, transport), when the next request would most likely fail too.
+pub(super) fn is_refusal(error: &kube::Error) -> bool {
+    matches!(refusal_code(error), Some(400..=499))
+        && !matches!(refusal_code(error), Some(408 | 409 | 429))
+}
+
+pub(super) fn refusal_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// What one pass recorded, for its log line and its Event budget.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) enrolled: usize,
+    pub(super) opted_out: usize,
+    pub(super) already_member: usize,
+}
+
+/// Carries out one step; the record written, or `None` when the contact vanished meanwhile.
+pub(super) async fn carry_out(
+    ctx: &EnrollmentContext,
+    policy: &ContactGroupEnrollmentPolicy,
+    key: &str,
+    step: &Step,
+    done: &mut Tally,
+) -> Result<Option<Record>, Error> {
+    let record = match step {
+        Step::Record(_, record) => *record,
+        Step::Enroll(contact) => enroll(ctx, policy, contact).await?,
+    };
+    let contact = step.contact();
+    if !write_record(ctx, contact, key, record).await? {
+        return Ok(None);
+    }
+    let policy_name = policy.name_any();
+    ctx.remember(&policy_name, contact, record);
+    let group = &policy.spec.contact_group_ref;
+    let (contact_key, group_key) = (
+        object_key(Some(&contact.namespace), &contact.name),
+        object_key(Some(&group.namespace), &group.name),
+    );
+    let labels = PolicyLabels {
+        policy: policy_name,
+    };
+    let metrics = &ctx.shared.metrics.controllers;
+    let (reason, action, note, count) = match record {
+        Record::Enrolled => {
+            metrics.enrollments.get_or_create(&labels).inc();
+            done.enrolled += 1;
+            let note = format!("enrolled contact {contact_key} into group {group_key}");
+            ("Enrolled", "Enroll", note, done.enrolled)
+        }
+        Record::OptedOut => {
+            metrics.opt_out_skips.get_or_create(&labels).inc();
+            done.opted_out += 1;
+            let note =
+                format!("contact {contact_key} opted out of group {group_key}; not enrolled");
+            ("SkippedOptOut", "Skip", note, done.opted_out)
+        }
+        Record::AlreadyMember => {
+            done.already_member += 1;
+            tracing::debug!(contact = %contact_key, "contact already a member; recorded");
+            return Ok(Some(record));
+        }
+    };
+    tracing::debug!(contact = %contact_key, record = record.as_str(), "contact recorded");
+    if count <= EVENTS_PER_PASS {
+        let related = contact_reference(contact);
+        publish(ctx, &policy.object_ref(&()), reason, action, note, related).await;
+    }
+    Ok(Some(record))
+}
+
+/// Creates the membership unless the view, or this process's memory of what it created (which the
+/// view may not show yet), already shows the contact opted out or a member; the outcome to record.
+async fn enroll(
+    ctx: &EnrollmentContext,
+    policy: &ContactGroupEnrollmentPolicy,
+    contact: &ObjectRef,
+) -> Result<Record, Error> {
+    let group = &policy.spec.contact_group_ref;
+    let policy_name = policy.name_any();
+    let ours = names::enrollment_membership(&policy_name, &contact.name);
+    let pair = (contact.clone(), group.clone());
+    let seen = {
+        let store = ctx.shared.view.read();
+        observed(&store, contact, group, &ours).or_else(|| {
+            let created = locked(&ctx.memory.created);
+            created.get(&pair).map(|name| {
+                if *name == ours {
+                    Record::Enrolled
+                } else {
+                    Record::AlreadyMember
+                }
+            })
+        })
+    };
+    if let Some(record) = seen {
+        return Ok(record);
+    }
+    let api =
+        Api::<ContactGroupMembership>::namespaced(ctx.shared.client.clone(), &contact.namespace);
+    match kubeapi::create(&api, &membership(policy, contact, &ours)).await {
+        Ok(created) => {
+            tracing::debug!(membership = %object_key(Some(&contact.namespace), &ours), ?created, "membership created");
+            locked(&ctx.memory.created).insert(pair, ours);
+            Ok(Record::Enrolled)
+        }
+        Err(error) => {
+            let causes = kubeapi::denial_causes(&error);
+            if causes.contains(&"FieldValueForbidden") {
+                Ok(Record::OptedOut)
+            } else if causes.contains(&"FieldValueDuplicate") {
+                Ok(Record::AlreadyMember)
+            } else {
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// The membership `policy` creates for `contact`: in the contact's namespace, labelled and
+/// annotated with the policy. No ownerReferences: they cannot cross namespaces, and the
+/// membership controller deletes memberships whose contact or group is gone.
+pub fn membership(
+    policy: &ContactGroupEnrollmentPolicy,
+    contact: &ObjectRef,
+    name: &str,
+) -> ContactGroupMembership {
+    let policy_name = policy.name_any();
+    let mut membership = ContactGroupMembership::new(
+        name,
+        ContactGroupMembershipSpec {
+            contact_ref: contact.clone(),
+            contact_group_ref: policy.spec.contact_group_ref.clone(),
+        },
+    );
+    let meta = &mut membership.metadata;
+    meta.namespace = Some(contact.namespace.clone());
+    meta.labels = Some(BTreeMap::from([(
+        POLICY_LABEL.to_owned(),
+        names::label_safe(&policy_name),
+    )]));
+    meta.annotations = Some(BTreeMap::from([(
+        POLICY_NAME_ANNOTATION.to_owned(),
+        policy_name,
+    )]));
+    membership
+}
+
+/// Writes the record annotation; false when the contact is gone (nothing left to record).
+async fn write_record(
+    ctx: &EnrollmentContext,
+    contact: &ObjectRef,
+    key: &str,
+    record: Record,
+) -> Result<bool, Error> {
+    let api = Api::<Contact>::namespaced(ctx.shared.client.clone(), &contact.namespace);
+    let patch = json!({"metadata": {"annotations": {key: record.as_str()}}});
+    match kubeapi::merge_patch(&api, &contact.name, &patch).await {
+        Ok(()) => Ok(true),
+        Err(kube::Error::Api(status)) if status.is_not_found() => {
+            tracing::debug!(contact = %object_key(Some(&contact.namespace), &contact.name), "contact deleted before its record was written");
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn contact_reference(contact: &ObjectRef) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Contact::api_version(&()).into_owned()),
+        kind: Some(Contact::kind(&()).into_owned()),
+        name: Some(contact.name.clone()),
+        namespace: Some(contact.namespace.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Publishes an Event about the policy with the contact as its related object. The related
+/// object matters beyond display: kube's recorder folds Events with the same regarding, reason
+/// and related object into one series (keeping the first note), so without it every enrollment
+/// after the first would only bump a counter on an Event naming the first contact. Cluster-scoped
+/// policies have no namespace, so their Events go to `default`.
+async fn publish(
+    ctx: &EnrollmentContext,
+    regarding: &ObjectReference,
+    reason: &str,
+    action: &str,
+    note: String,
+    related: ObjectReference,
+) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: Some(related),
+    };
+    if let Err(error) = ctx.shared.recorder.publish(&event, regarding).await {
+        tracing::warn!(%error, reason, "cannot publish event");
+    }
+}

@@ -1,0 +1,867 @@
+//! The enrollment controller against a scripted mock API: each scenario states the observed state
+//! (the view, the contact store, the policy) and every request the reconcile must make, in order,
+//! with its method, path and body.
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use milo_webhook::api::{
+    Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
+    ContactGroupMembershipRemoval,
+};
+use milo_webhook::controllers::enrollment::{
+    self, EnrollmentContext, GROUP_MISSING_RETRY, POLICY_LABEL, POLICY_NAME_ANNOTATION, record_key,
+};
+use milo_webhook::controllers::{Context, ControllerSettings, Error, names};
+use milo_webhook::metrics::{Metrics, PolicyLabels, ReconcileErrorLabels};
+use milo_webhook::view::{ClusterView, Store};
+use serde_json::{Value, json};
+use support::mock_api::{self, Exchange};
+
+const API: &str = "/apis/notification.miloapis.com/v1alpha1";
+const API_VERSION: &str = "notification.miloapis.com/v1alpha1";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const GROUPS_NS: &str = "groups";
+const NS: &str = "people";
+const POLICY_CREATED: &str = "2026-05-01T00:00:00Z";
+const OLD: &str = "2026-01-01T00:00:00Z";
+const NEW: &str = "2026-06-01T00:00:00Z";
+const RESYNC: Duration = Duration::from_secs(600);
+
+// ---- observed state ----
+
+fn group(name: &str) -> ContactGroup {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": GROUPS_NS},
+        "spec": {"displayName": name, "visibility": "public"}
+    }))
+    .unwrap()
+}
+
+fn policy(name: &str, group: &str, backfill: bool) -> ContactGroupEnrollmentPolicy {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "uid": format!("uid-{name}"), "generation": 1,
+            "creationTimestamp": POLICY_CREATED},
+        "spec": {"contactGroupRef": {"name": group, "namespace": GROUPS_NS},
+            "trigger": {"type": "ContactCreated"},
+            "contactSelector": {"subjectKind": "User"},
+            "backfill": backfill}
+    }))
+    .unwrap()
+}
+
+/// `policy` as it reads after a pass wrote this status.
+fn with_status(
+    mut p: ContactGroupEnrollmentPolicy,
+    enrolled: i64,
+    skipped: i64,
+) -> ContactGroupEnrollmentPolicy {
+    let group = p.spec.contact_group_ref.clone();
+    p.status = Some(
+        serde_json::from_value(json!({
+            "observedGeneration": 1,
+            "contactsEnrolled": enrolled,
+            "contactsSkippedOptOut": skipped,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Active",
+                "message": format!("enrolling contacts into {}/{}", group.namespace, group.name),
+                "lastTransitionTime": POLICY_CREATED, "observedGeneration": 1}]
+        }))
+        .unwrap(),
+    );
+    p
+}
+
+fn contact(name: &str, created: &str, records: &[(&str, &str)]) -> Contact {
+    let annotations: serde_json::Map<String, Value> = records
+        .iter()
+        .map(|(policy, value)| (record_key(policy), json!(value)))
+        .chain([("kubectl.kubernetes.io/last-applied".to_owned(), json!("{}"))])
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS, "creationTimestamp": created,
+            "annotations": annotations},
+        "spec": {"email": format!("{name}@example.com"),
+            "subject": {"apiGroup": "iam.miloapis.com", "kind": "User", "name": name}}
+    }))
+    .unwrap()
+}
+
+fn machine_contact(name: &str) -> Contact {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS, "creationTimestamp": NEW},
+        "spec": {"email": format!("{name}@example.com")}
+    }))
+    .unwrap()
+}
+
+fn pair(contact: &str, group: &str) -> Value {
+    json!({"contactRef": {"name": contact, "namespace": NS},
+        "contactGroupRef": {"name": group, "namespace": GROUPS_NS}})
+}
+
+fn existing_membership(name: &str, contact: &str, group: &str) -> ContactGroupMembership {
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "namespace": NS}, "spec": pair(contact, group)}),
+    )
+    .unwrap()
+}
+
+fn removal(contact: &str, group: &str) -> ContactGroupMembershipRemoval {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{contact}-leaves-{group}"), "namespace": NS},
+        "spec": pair(contact, group)
+    }))
+    .unwrap()
+}
+
+struct Harness {
+    ctx: Arc<EnrollmentContext>,
+    metrics: Arc<Metrics>,
+    _contacts: Writer<Contact>,
+}
+
+/// A leader's enrollment context: the view holds `store`, the contact store has listed
+/// `contacts` (slimmed as the real reflector does), and nothing is remembered yet.
+fn leader(client: Client, store: Store, contacts: Vec<Contact>) -> Harness {
+    let metrics = Arc::new(Metrics::default());
+    let settings = ControllerSettings {
+        resync: RESYNC,
+        ..ControllerSettings::default()
+    };
+    let view = Arc::new(ClusterView::offline(store));
+    let shared = Arc::new(Context::new(
+        client,
+        view,
+        metrics.clone(),
+        settings,
+        Some("milo-webhook-0".into()),
+    ));
+    let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for mut contact in contacts {
+        enrollment::slim_contact(&mut contact);
+        writer.apply_watcher_event(&watcher::Event::InitApply(contact));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    Harness {
+        ctx: Arc::new(EnrollmentContext::new(shared, reader)),
+        metrics,
+        _contacts: writer,
+    }
+}
+
+fn store_with(groups: &[&str]) -> Store {
+    let mut store = Store::default();
+    for name in groups {
+        store.apply_group(&group(name));
+    }
+    store
+}
+
+impl Harness {
+    async fn reconcile(&self, policy: &ContactGroupEnrollmentPolicy) -> Result<Action, Error> {
+        enrollment::reconcile(Arc::new(policy.clone()), self.ctx.clone()).await
+    }
+    fn enrollments(&self, policy: &str) -> u64 {
+        let labels = PolicyLabels {
+            policy: policy.into(),
+        };
+        self.metrics
+            .controllers
+            .enrollments
+            .get_or_create(&labels)
+            .get()
+    }
+    fn opt_out_skips(&self, policy: &str) -> u64 {
+        let labels = PolicyLabels {
+            policy: policy.into(),
+        };
+        self.metrics
+            .controllers
+            .opt_out_skips
+            .get_or_create(&labels)
+            .get()
+    }
+}
+
+// ---- expected requests ----
+
+fn create_membership(policy: &str, contact: &str, group: &str) -> Exchange {
+    let name = names::enrollment_membership(policy, contact);
+    let object = json!({
+        "apiVersion": API_VERSION, "kind": "ContactGroupMembership",
+        "metadata": {"name": name, "namespace": NS,
+            "labels": {POLICY_LABEL: names::label_safe(policy)},
+            "annotations": {POLICY_NAME_ANNOTATION: policy}},
+        "spec": pair(contact, group)
+    });
+    Exchange::post(&format!("{API}/namespaces/{NS}/contactgroupmemberships"))
+        .query("fieldManager=milo-webhook")
+        .body(object.clone())
+        .without("metadata.ownerReferences")
+        .without("status")
+        .respond(object)
+}
+
+fn record(policy: &str, contact: &str, value: &str) -> Exchange {
+    Exchange::patch(&format!("{API}/namespaces/{NS}/contacts/{contact}"))
+        .query("fieldManager=milo-webhook")
+        .body(json!({"metadata": {"annotations": {record_key(policy): value}}}))
+        .without("spec")
+        .respond(json!({
+            "apiVersion": API_VERSION, "kind": "Contact",
+            "metadata": {"name": contact, "namespace": NS,
+                "annotations": {record_key(policy): value}},
+            "spec": {"email": format!("{contact}@example.com")}
+        }))
+}
+
+fn event(reason: &str, policy: &str, contact: &str, note: String) -> Exchange {
+    Exchange::post(EVENTS)
+        .body(json!({
+            "reason": reason, "type": "Normal", "note": note,
+            "reportingController": "milo-webhook", "reportingInstance": "milo-webhook-0",
+            "regarding": {"kind": "ContactGroupEnrollmentPolicy", "apiVersion": API_VERSION,
+                "name": policy, "uid": format!("uid-{policy}")},
+            "related": {"kind": "Contact", "name": contact, "namespace": NS}
+        }))
+        .respond(json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": format!("{policy}.1"), "namespace": "default"},
+            "eventTime": "2026-06-01T00:00:00.000000Z"
+        }))
+}
+
+fn enrolled_event(policy: &str, contact: &str, group: &str) -> Exchange {
+    let note = format!("enrolled contact {NS}/{contact} into group {GROUPS_NS}/{group}");
+    event("Enrolled", policy, contact, note)
+}
+
+fn skipped_event(policy: &str, contact: &str, group: &str) -> Exchange {
+    let note =
+        format!("contact {NS}/{contact} opted out of group {GROUPS_NS}/{group}; not enrolled");
+    event("SkippedOptOut", policy, contact, note)
+}
+
+fn status(
+    policy: &str,
+    ready: bool,
+    reason: &str,
+    message: String,
+    counts: (i64, i64),
+) -> Exchange {
+    let condition = json!({"type": "Ready", "status": if ready { "True" } else { "False" },
+        "reason": reason, "message": message, "observedGeneration": 1});
+    Exchange::patch(&format!(
+        "{API}/contactgroupenrollmentpolicies/{policy}/status"
+    ))
+    .query("fieldManager=milo-webhook")
+    .query("force=true")
+    .body(json!({
+        "apiVersion": API_VERSION, "kind": "ContactGroupEnrollmentPolicy",
+        "status": {"observedGeneration": 1, "conditions": [condition],
+            "contactsEnrolled": counts.0, "contactsSkippedOptOut": counts.1}
+    }))
+    .without("spec")
+    .respond(json!({
+        "apiVersion": API_VERSION, "kind": "ContactGroupEnrollmentPolicy",
+        "metadata": {"name": policy},
+        "spec": {"contactGroupRef": {"name": "g", "namespace": GROUPS_NS},
+            "trigger": {"type": "ContactCreated"}}
+    }))
+}
+
+fn active(policy: &str, group: &str, counts: (i64, i64)) -> Exchange {
+    let message = format!("enrolling contacts into {GROUPS_NS}/{group}");
+    status(policy, true, "Active", message, counts)
+}
+
+fn requeue_resync() -> Action {
+    Action::requeue(RESYNC)
+}
+
+// ---- scenarios ----
+
+#[tokio::test]
+async fn new_contact_enrolled_by_two_policies() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "new contact enrolled by two policies",
+        vec![
+            create_membership("all-users", "alice", "everyone"),
+            record("all-users", "alice", "enrolled"),
+            enrolled_event("all-users", "alice", "everyone"),
+            active("all-users", "everyone", (1, 0)),
+            create_membership("newsletter", "alice", "news"),
+            record("newsletter", "alice", "enrolled"),
+            enrolled_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (1, 0)),
+        ],
+    );
+    // `robot` has no User subject, so neither policy's selector matches it.
+    let contacts = vec![contact("alice", NEW, &[]), machine_contact("robot")];
+    let h = leader(client, store_with(&["everyone", "news"]), contacts);
+    let all_users = policy("all-users", "everyone", false);
+    let newsletter = policy("newsletter", "news", false);
+    assert_eq!(h.reconcile(&all_users).await.unwrap(), requeue_resync());
+    assert_eq!(h.reconcile(&newsletter).await.unwrap(), requeue_resync());
+    let seen = script.await.unwrap();
+    assert_eq!(seen.len(), 8);
+    assert!(
+        seen.iter()
+            .all(|s| !s.body.to_string().contains("@example.com")),
+        "no request carries an address"
+    );
+    assert_eq!(
+        (h.enrollments("all-users"), h.enrollments("newsletter")),
+        (1, 1)
+    );
+
+    // A pass right after, before the contact store shows the records: nothing more is sent (the
+    // script is over, so any request would fail the reconcile).
+    let all_users = with_status(all_users, 1, 0);
+    assert_eq!(h.reconcile(&all_users).await.unwrap(), requeue_resync());
+    assert_eq!(h.enrollments("all-users"), 1);
+}
+
+#[tokio::test]
+async fn two_policies_for_the_same_group_create_one_membership() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "two policies, one group",
+        vec![
+            create_membership("signup", "alice", "everyone"),
+            record("signup", "alice", "enrolled"),
+            enrolled_event("signup", "alice", "everyone"),
+            active("signup", "everyone", (1, 0)),
+            // The view has not seen the first membership yet; the second policy still does not
+            // create one, and records that the contact was already a member.
+            record("signup-copy", "alice", "already-member"),
+            active("signup-copy", "everyone", (0, 0)),
+        ],
+    );
+    let h = leader(
+        client,
+        store_with(&["everyone"]),
+        vec![contact("alice", NEW, &[])],
+    );
+    // Run side by side: passes of policies for the same group take turns.
+    let (signup, copy) = (
+        policy("signup", "everyone", false),
+        policy("signup-copy", "everyone", false),
+    );
+    let (first, second) = tokio::join!(h.reconcile(&signup), h.reconcile(&copy));
+    assert_eq!(first.unwrap(), requeue_resync());
+    assert_eq!(second.unwrap(), requeue_resync());
+    let seen = script.await.unwrap();
+    let posts = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/contactgroupmemberships"));
+    assert_eq!(posts.count(), 1);
+    assert_eq!(
+        (h.enrollments("signup"), h.enrollments("signup-copy")),
+        (1, 0)
+    );
+}
+
+#[tokio::test]
+async fn opted_out_contact_is_skipped() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "opted-out contact skipped",
+        vec![
+            record("newsletter", "alice", "opted-out"),
+            skipped_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (0, 1)),
+        ],
+    );
+    let mut store = store_with(&["news"]);
+    store.apply_removal(&removal("alice", "news"));
+    let h = leader(client, store, vec![contact("alice", NEW, &[])]);
+    let result = h.reconcile(&policy("newsletter", "news", false)).await;
+    assert_eq!(result.unwrap(), requeue_resync());
+    script.await.unwrap();
+    assert_eq!(h.opt_out_skips("newsletter"), 1);
+    assert_eq!(h.enrollments("newsletter"), 0);
+}
+
+#[tokio::test]
+async fn membership_deleted_then_not_re_added() {
+    // The contact was enrolled and recorded; the membership has since been deleted.
+    let contacts = || vec![contact("alice", NEW, &[("newsletter", "enrolled")])];
+    let newsletter = policy("newsletter", "news", false);
+
+    // Status already says so: not a single request.
+    let (client, server) = mock_api::client();
+    let script = server.run("membership deleted, status current", vec![]);
+    let h = leader(client, store_with(&["news"]), contacts());
+    let result = h.reconcile(&with_status(newsletter.clone(), 1, 0)).await;
+    assert_eq!(result.unwrap(), requeue_resync());
+    assert!(script.await.unwrap().is_empty());
+
+    // Status not written yet: only the status, which counts the recorded enrollment.
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "membership deleted, status stale",
+        vec![active("newsletter", "news", (1, 0))],
+    );
+    let h = leader(client, store_with(&["news"]), contacts());
+    assert_eq!(h.reconcile(&newsletter).await.unwrap(), requeue_resync());
+    script.await.unwrap();
+    assert_eq!(h.enrollments("newsletter"), 0);
+}
+
+#[tokio::test]
+async fn policy_created_after_contacts_with_backfill() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "backfill enrolls old contacts",
+        vec![
+            create_membership("all-users", "new-carol", "everyone"),
+            record("all-users", "new-carol", "enrolled"),
+            enrolled_event("all-users", "new-carol", "everyone"),
+            create_membership("all-users", "old-alice", "everyone"),
+            record("all-users", "old-alice", "enrolled"),
+            enrolled_event("all-users", "old-alice", "everyone"),
+            create_membership("all-users", "old-bob", "everyone"),
+            record("all-users", "old-bob", "enrolled"),
+            enrolled_event("all-users", "old-bob", "everyone"),
+            active("all-users", "everyone", (3, 0)),
+        ],
+    );
+    let contacts = vec![
+        contact("old-bob", OLD, &[]),
+        contact("new-carol", NEW, &[]),
+        contact("old-alice", OLD, &[]),
+    ];
+    let h = leader(client, store_with(&["everyone"]), contacts);
+    let result = h.reconcile(&policy("all-users", "everyone", true)).await;
+    assert_eq!(result.unwrap(), requeue_resync());
+    script.await.unwrap();
+    assert_eq!(h.enrollments("all-users"), 3);
+}
+
+#[tokio::test]
+async fn policy_created_after_contacts_without_backfill() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "no backfill: old contacts untouched",
+        vec![
+            create_membership("all-users", "new-carol", "everyone"),
+            record("all-users", "new-carol", "enrolled"),
+            enrolled_event("all-users", "new-carol", "everyone"),
+            active("all-users", "everyone", (1, 0)),
+        ],
+    );
+    let contacts = vec![
+        contact("old-bob", OLD, &[]),
+        contact("new-carol", NEW, &[]),
+        contact("old-alice", OLD, &[]),
+    ];
+    let h = leader(client, store_with(&["everyone"]), contacts);
+    let result = h.reconcile(&policy("all-users", "everyone", false)).await;
+    assert_eq!(result.unwrap(), requeue_resync());
+    script.await.unwrap();
+    assert_eq!(h.enrollments("all-users"), 1);
+}
+
+#[tokio::test]
+async fn group_missing_then_created() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "group missing then created",
+        vec![
+            Exchange::get(&format!("{API}/namespaces/{GROUPS_NS}/contactgroups/news")).not_found(),
+            status(
+                "newsletter",
+                false,
+                "ContactGroupNotFound",
+                format!("contact group {GROUPS_NS}/news does not exist"),
+                (0, 0),
+            ),
+            // The group appeared in the view: enrollment resumes.
+            create_membership("newsletter", "alice", "news"),
+            record("newsletter", "alice", "enrolled"),
+            enrolled_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (1, 0)),
+        ],
+    );
+    let h = leader(client, Store::default(), vec![contact("alice", NEW, &[])]);
+    let newsletter = policy("newsletter", "news", false);
+    let waiting = h.reconcile(&newsletter).await.unwrap();
+    assert_eq!(waiting, Action::requeue(GROUP_MISSING_RETRY));
+    assert_eq!(h.enrollments("newsletter"), 0);
+    h.ctx.shared.view.write().apply_group(&group("news"));
+    assert_eq!(h.reconcile(&newsletter).await.unwrap(), requeue_resync());
+    script.await.unwrap();
+    assert_eq!(h.enrollments("newsletter"), 1);
+}
+
+#[tokio::test]
+async fn group_missing_from_a_lagging_view_is_confirmed_by_the_api() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "view lags the group",
+        vec![
+            Exchange::get(&format!("{API}/namespaces/{GROUPS_NS}/contactgroups/news")).respond(
+                json!({"apiVersion": API_VERSION, "kind": "ContactGroup",
+                    "metadata": {"name": "news", "namespace": GROUPS_NS},
+                    "spec": {"displayName": "News", "visibility": "public"}}),
+            ),
+            create_membership("newsletter", "alice", "news"),
+            record("newsletter", "alice", "enrolled"),
+            enrolled_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (1, 0)),
+        ],
+    );
+    let h = leader(client, Store::default(), vec![contact("alice", NEW, &[])]);
+    let result = h.reconcile(&policy("newsletter", "news", false)).await;
+    assert_eq!(result.unwrap(), requeue_resync());
+    script.await.unwrap();
+}
+
+#[tokio::test]
+async fn crash_between_create_and_record() {
+    let newsletter = policy("newsletter", "news", false);
+    // The first leader creates the membership, then fails to record it (and is gone).
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "crash before the record",
+        vec![
+            create_membership("newsletter", "alice", "news"),
+            record("newsletter", "alice", "enrolled").fail(500, "InternalError", "etcd timeout"),
+        ],
+    );
+    let first = leader(
+        client,
+        store_with(&["news"]),
+        vec![contact("alice", NEW, &[])],
+    );
+    let error = first.reconcile(&newsletter).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Kube(kube::Error::Api(ref s)) if s.code == 500),
+        "{error}"
+    );
+    script.await.unwrap();
+    assert_eq!(first.enrollments("newsletter"), 0);
+    let errors = ReconcileErrorLabels {
+        controller: "enrollment".into(),
+        error: "api".into(),
+    };
+    let retry = enrollment::error_policy(Arc::new(newsletter.clone()), &error, first.ctx.clone());
+    assert_ne!(retry, Action::await_change());
+    assert_eq!(
+        first
+            .metrics
+            .controllers
+            .errors
+            .get_or_create(&errors)
+            .get(),
+        1
+    );
+
+    // Replay by a restarted process whose view has not seen the membership: the create finds it
+    // already there, which counts as done, and only the record follows.
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "replay after the crash",
+        vec![
+            create_membership("newsletter", "alice", "news").already_exists(),
+            record("newsletter", "alice", "enrolled"),
+            enrolled_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (1, 0)),
+        ],
+    );
+    let replay = leader(
+        client,
+        store_with(&["news"]),
+        vec![contact("alice", NEW, &[])],
+    );
+    assert_eq!(
+        replay.reconcile(&newsletter).await.unwrap(),
+        requeue_resync()
+    );
+    script.await.unwrap();
+    assert_eq!(replay.enrollments("newsletter"), 1);
+
+    // Replay whose view already has the membership: no create at all.
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "replay with the membership in view",
+        vec![
+            record("newsletter", "alice", "enrolled"),
+            enrolled_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (1, 0)),
+        ],
+    );
+    let mut store = store_with(&["news"]);
+    let ours = names::enrollment_membership("newsletter", "alice");
+    store.apply_membership(&existing_membership(&ours, "alice", "news"));
+    let replay = leader(client, store, vec![contact("alice", NEW, &[])]);
+    assert_eq!(
+        replay.reconcile(&newsletter).await.unwrap(),
+        requeue_resync()
+    );
+    script.await.unwrap();
+}
+
+#[tokio::test]
+async fn webhook_denials_count_as_done() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "duplicate and opt-out denials",
+        vec![
+            create_membership("newsletter", "alice", "news").deny(
+                422,
+                "Invalid",
+                "alice is already a member of news",
+                &["FieldValueDuplicate"],
+            ),
+            record("newsletter", "alice", "already-member"),
+            create_membership("newsletter", "bob", "news").deny(
+                422,
+                "Invalid",
+                "bob opted out of news",
+                &["FieldValueForbidden"],
+            ),
+            record("newsletter", "bob", "opted-out"),
+            skipped_event("newsletter", "bob", "news"),
+            active("newsletter", "news", (0, 1)),
+        ],
+    );
+    let contacts = vec![contact("alice", NEW, &[]), contact("bob", NEW, &[])];
+    let h = leader(client, store_with(&["news"]), contacts);
+    let result = h.reconcile(&policy("newsletter", "news", false)).await;
+    assert_eq!(result.unwrap(), requeue_resync());
+    script.await.unwrap();
+    assert_eq!(
+        (h.enrollments("newsletter"), h.opt_out_skips("newsletter")),
+        (0, 1)
+    );
+}
+
+#[tokio::test]
+async fn other_failures_back_off_without_recording() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "create fails",
+        vec![create_membership("newsletter", "alice", "news").fail(
+            500,
+            "InternalError",
+            "try again",
+        )],
+    );
+    let h = leader(
+        client,
+        store_with(&["news"]),
+        vec![contact("alice", NEW, &[])],
+    );
+    let error = h
+        .reconcile(&policy("newsletter", "news", false))
+        .await
+        .unwrap_err();
+    assert_eq!(error.metric_label(), "api");
+    script.await.unwrap();
+    assert_eq!(h.enrollments("newsletter"), 0);
+}
+
+#[tokio::test]
+async fn a_refused_contact_does_not_hold_up_the_others() {
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "one contact refused",
+        vec![
+            create_membership("newsletter", "alice", "news").deny(
+                422,
+                "Invalid",
+                "something else is wrong with alice",
+                &["FieldValueInvalid"],
+            ),
+            create_membership("newsletter", "bob", "news"),
+            record("newsletter", "bob", "enrolled"),
+            enrolled_event("newsletter", "bob", "news"),
+            active("newsletter", "news", (1, 0)),
+        ],
+    );
+    let contacts = vec![contact("alice", NEW, &[]), contact("bob", NEW, &[])];
+    let h = leader(client, store_with(&["news"]), contacts);
+    let error = h
+        .reconcile(&policy("newsletter", "news", false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Kube(kube::Error::Api(ref s)) if s.code == 422),
+        "the pass fails at the end, so it is retried with backoff: {error}"
+    );
+    script.await.unwrap();
+    assert_eq!(h.enrollments("newsletter"), 1);
+}
+
+#[tokio::test]
+async fn leader_handover_makes_no_duplicate() {
+    let signup = policy("signup", "everyone", false);
+    let copy = policy("signup-copy", "everyone", false);
+    // The old leader enrolls through the first policy, then loses the lease.
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "old leader",
+        vec![
+            create_membership("signup", "alice", "everyone"),
+            record("signup", "alice", "enrolled"),
+            enrolled_event("signup", "alice", "everyone"),
+            active("signup", "everyone", (1, 0)),
+        ],
+    );
+    let old = leader(
+        client,
+        store_with(&["everyone"]),
+        vec![contact("alice", NEW, &[])],
+    );
+    assert_eq!(old.reconcile(&signup).await.unwrap(), requeue_resync());
+    script.await.unwrap();
+
+    // The new leader starts with nothing in memory and fresh lists: the record, the membership
+    // and the status the old leader wrote. The first policy has nothing to do; the second sees
+    // the membership and only records it.
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "new leader",
+        vec![
+            record("signup-copy", "alice", "already-member"),
+            active("signup-copy", "everyone", (0, 0)),
+        ],
+    );
+    let mut store = store_with(&["everyone"]);
+    let ours = names::enrollment_membership("signup", "alice");
+    store.apply_membership(&existing_membership(&ours, "alice", "everyone"));
+    let new = leader(
+        client,
+        store,
+        vec![contact("alice", NEW, &[("signup", "enrolled")])],
+    );
+    let signup = with_status(signup, 1, 0);
+    assert_eq!(new.reconcile(&signup).await.unwrap(), requeue_resync());
+    assert_eq!(new.reconcile(&copy).await.unwrap(), requeue_resync());
+    let seen = script.await.unwrap();
+    assert!(
+        seen.iter()
+            .all(|s| s.method != http::Method::POST || s.path == EVENTS)
+    );
+    assert_eq!(
+        (new.enrollments("signup"), new.enrollments("signup-copy")),
+        (0, 0)
+    );
+}
+
+/// The wiring of [`enrollment::run`]: its contact reflector and the policy controller list from
+/// the API, the first pass waits for the contact list and enrolls the listed contact. Watches are
+/// held open unanswered; writes are echoed.
+#[tokio::test]
+async fn run_lists_contacts_and_policies_then_enrolls() {
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (writes_tx, mut writes) = tokio::sync::mpsc::unbounded_channel();
+    let responder = tokio::spawn(async move {
+        let mut watches = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let query = parts.uri.query().unwrap_or_default().to_owned();
+            if query.contains("watch=true") {
+                watches.push(send);
+                continue;
+            }
+            let path = parts.uri.path().to_owned();
+            let body: Value =
+                serde_json::from_slice(&body.collect_bytes().await.unwrap()).unwrap_or(Value::Null);
+            let list = |kind: &str, item: Value| {
+                json!({"apiVersion": API_VERSION, "kind": kind,
+                    "metadata": {"resourceVersion": "1"}, "items": [item]})
+            };
+            let (code, answer) = match (&parts.method, path.as_str()) {
+                (&Method::GET, p) if p == format!("{API}/contacts") => (
+                    200,
+                    list(
+                        "ContactList",
+                        serde_json::to_value(contact("alice", NEW, &[])).unwrap(),
+                    ),
+                ),
+                (&Method::GET, p) if p == format!("{API}/contactgroupenrollmentpolicies") => (
+                    200,
+                    list(
+                        "ContactGroupEnrollmentPolicyList",
+                        serde_json::to_value(policy("newsletter", "news", false)).unwrap(),
+                    ),
+                ),
+                (&Method::PATCH, p) if p.ends_with("/status") => (
+                    200,
+                    serde_json::to_value(policy("newsletter", "news", false)).unwrap(),
+                ),
+                (&Method::PATCH, _) => (
+                    200,
+                    serde_json::to_value(contact("alice", NEW, &[])).unwrap(),
+                ),
+                (&Method::POST, _) => (201, body.clone()),
+                (method, p) => panic!("unexpected {method} {p}"),
+            };
+            if parts.method != Method::GET {
+                writes_tx.send((parts.method.clone(), path, body)).unwrap();
+            }
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+        drop(watches);
+    });
+    let view = Arc::new(ClusterView::offline(store_with(&["news"])));
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context::new(
+        client,
+        view,
+        metrics.clone(),
+        ControllerSettings::default(),
+        None,
+    ));
+    let controller = tokio::spawn(enrollment::run(ctx));
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|(_, path, _): &(Method, String, Value)| path.ends_with("/status"))
+    {
+        let write = tokio::time::timeout(Duration::from_secs(10), writes.recv())
+            .await
+            .expect("a pass within 10s")
+            .unwrap();
+        seen.push(write);
+    }
+    controller.abort();
+    let steps: Vec<_> = seen.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    assert_eq!(
+        steps,
+        [
+            format!("POST {API}/namespaces/{NS}/contactgroupmemberships"),
+            format!("PATCH {API}/namespaces/{NS}/contacts/alice"),
+            format!("POST {EVENTS}"),
+            format!("PATCH {API}/contactgroupenrollmentpolicies/newsletter/status"),
+        ]
+    );
+    assert_eq!(seen[3].2["status"]["contactsEnrolled"], 1);
+    let labels = PolicyLabels {
+        policy: "newsletter".into(),
+    };
+    assert_eq!(
+        metrics.controllers.enrollments.get_or_create(&labels).get(),
+        1
+    );
+    responder.abort();
+}
