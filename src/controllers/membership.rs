@@ -97,49 +97,13 @@ pub fn username_patch(username: Option<&str>) -> Value {
     json!({"status": {"username": username}})
 }
 
-/// The memberships a change in the view concerns, among the controller's own (`memberships`):
-/// - a removal applied: the memberships of its pair (they must go);
-/// - a contact applied: memberships naming it whose `status.username` no longer matches;
-/// - a contact or group deleted: memberships naming it (they are deleted in turn).
-///
-/// The removal case scans the memberships (the view cannot yet say which pair a removal names
-/// by its name), costing one index lookup per membership.
+/// The memberships a change in the view concerns (see [`referents::to_wake`]).
 pub fn memberships_to_wake(
     change: &ViewChange,
     view: &Store,
     memberships: &reflector::Store<Membership>,
 ) -> Vec<reflector::ObjectRef<Membership>> {
-    match change {
-        ViewChange::Applied(ViewKind::Removal, ns, name) => {
-            // The changed object's pair, then the other kind's index for that pair: a lookup,
-            // not a scan under the view's read lock.
-            let Some((contact, group)) = view.removal(ns, name) else {
-                return Vec::new();
-            };
-            view.memberships_of(&contact, &group)
-                .into_iter()
-                .map(|r| reflector::ObjectRef::<Membership>::new(r.name).within(r.namespace))
-                .collect()
-        }
-        ViewChange::Applied(ViewKind::Contact, ns, name) => {
-            // Not in the view any more: the Deleted that follows does the waking.
-            let Some(contact) = view.contact(ns, name) else {
-                return Vec::new();
-            };
-            let username = referents::username_in_view(&contact);
-            referents::refs_where(memberships, |m| {
-                referents::names_contact(&m.spec, ns, name)
-                    && m.status.as_ref().and_then(|s| s.username.as_deref()) != username
-            })
-        }
-        ViewChange::Deleted(ViewKind::Contact, ns, name) => {
-            referents::refs_where(memberships, |m| referents::names_contact(&m.spec, ns, name))
-        }
-        ViewChange::Deleted(ViewKind::ContactGroup, ns, name) => {
-            referents::refs_where(memberships, |m| referents::names_group(&m.spec, ns, name))
-        }
-        _ => Vec::new(),
-    }
+    referents::to_wake(change, view, memberships)
 }
 
 /// Reconciles one membership (see the module docs). Healthy memberships are looked at again

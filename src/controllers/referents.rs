@@ -172,13 +172,6 @@ pub fn names_group(pair: &impl ContactGroupPair, namespace: &str, name: &str) ->
     g.namespace == namespace && g.name == name
 }
 
-/// Whether the view holds the object `namespace/name` among `found` (lookups' results).
-pub fn contains(found: &[crate::view::NamedRef<'_>], namespace: &str, name: &str) -> bool {
-    found
-        .iter()
-        .any(|r| r.namespace == namespace && r.name == name)
-}
-
 /// The reconciler's own objects matching `predicate`, as the references `reconcile_on` wants.
 pub fn refs_where<K>(
     roots: &reflector::Store<K>,
@@ -228,6 +221,134 @@ where
         stream::iter(woken)
     });
     (targeted, relist_rx)
+}
+
+/// What memberships and removals share for being woken by the view: both name a (contact, group)
+/// pair, carry `status.username`, and must react to the other kind's arrival for that pair.
+pub trait PairObject: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
+    /// The kind whose arrival concerns this one (removals for memberships and vice versa).
+    const COUNTERPART: ViewKind;
+    /// The (contact, group) pair.
+    fn pair(&self) -> &dyn PairRefs;
+    /// `status.username`, as last written.
+    fn username(&self) -> Option<&str>;
+    /// The pair the counterpart `namespace/name` names, from the view.
+    fn counterpart_pair(
+        view: &Store,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(ObjectRef, ObjectRef)>;
+    /// Objects of this kind for `contact` in `group`, from the view.
+    fn of_pair<'a>(
+        view: &'a Store,
+        contact: &ObjectRef,
+        group: &ObjectRef,
+    ) -> Vec<crate::view::NamedRef<'a>>;
+}
+
+/// Object-safe access to a pair's references.
+pub trait PairRefs {
+    /// The contact.
+    fn contact(&self) -> &ObjectRef;
+    /// The group.
+    fn group(&self) -> &ObjectRef;
+}
+
+impl<T: ContactGroupPair> PairRefs for T {
+    fn contact(&self) -> &ObjectRef {
+        self.contact_ref()
+    }
+    fn group(&self) -> &ObjectRef {
+        self.contact_group_ref()
+    }
+}
+
+impl PairObject for crate::api::ContactGroupMembership {
+    const COUNTERPART: ViewKind = ViewKind::Removal;
+    fn pair(&self) -> &dyn PairRefs {
+        &self.spec
+    }
+    fn username(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.username.as_deref())
+    }
+    fn counterpart_pair(
+        view: &Store,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(ObjectRef, ObjectRef)> {
+        view.removal(namespace, name)
+    }
+    fn of_pair<'a>(
+        view: &'a Store,
+        contact: &ObjectRef,
+        group: &ObjectRef,
+    ) -> Vec<crate::view::NamedRef<'a>> {
+        view.memberships_of(contact, group)
+    }
+}
+
+impl PairObject for crate::api::ContactGroupMembershipRemoval {
+    const COUNTERPART: ViewKind = ViewKind::Membership;
+    fn pair(&self) -> &dyn PairRefs {
+        &self.spec
+    }
+    fn username(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.username.as_deref())
+    }
+    fn counterpart_pair(
+        view: &Store,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(ObjectRef, ObjectRef)> {
+        view.membership(namespace, name)
+    }
+    fn of_pair<'a>(
+        view: &'a Store,
+        contact: &ObjectRef,
+        group: &ObjectRef,
+    ) -> Vec<crate::view::NamedRef<'a>> {
+        view.removals_of(contact, group)
+    }
+}
+
+/// The objects of kind `K` a change in the view concerns, among the controller's own (`roots`):
+/// - the counterpart applied: the objects of its pair, found through the view's pair index;
+/// - a contact applied: objects naming it whose `status.username` no longer matches;
+/// - a contact or group deleted: objects naming it (they are deleted in turn).
+pub fn to_wake<K: PairObject>(
+    change: &ViewChange,
+    view: &Store,
+    roots: &reflector::Store<K>,
+) -> Vec<reflector::ObjectRef<K>> {
+    let names = |r: &ObjectRef, ns: &str, name: &str| r.namespace == ns && r.name == name;
+    match change {
+        ViewChange::Applied(kind, ns, name) if *kind == K::COUNTERPART => {
+            let Some((contact, group)) = K::counterpart_pair(view, ns, name) else {
+                return Vec::new();
+            };
+            K::of_pair(view, &contact, &group)
+                .into_iter()
+                .map(|r| reflector::ObjectRef::<K>::new(r.name).within(r.namespace))
+                .collect()
+        }
+        ViewChange::Applied(ViewKind::Contact, ns, name) => {
+            // Not in the view any more: the Deleted that follows does the waking.
+            let Some(contact) = view.contact(ns, name) else {
+                return Vec::new();
+            };
+            let username = username_in_view(&contact);
+            refs_where(roots, |o| {
+                names(o.pair().contact(), ns, name) && o.username() != username
+            })
+        }
+        ViewChange::Deleted(ViewKind::Contact, ns, name) => {
+            refs_where(roots, |o| names(o.pair().contact(), ns, name))
+        }
+        ViewChange::Deleted(ViewKind::ContactGroup, ns, name) => {
+            refs_where(roots, |o| names(o.pair().group(), ns, name))
+        }
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

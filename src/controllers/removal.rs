@@ -116,49 +116,13 @@ pub fn status_write(removal: &Removal, username: Option<&str>) -> Option<StatusW
     })
 }
 
-/// The removals a change in the view concerns, among the controller's own (`removals`):
-/// - a membership applied: the removals of its pair (it must go);
-/// - a contact applied: removals naming it whose `status.username` no longer matches;
-/// - a contact or group deleted: removals naming it (they are deleted in turn).
-///
-/// The membership case scans the removals (the view cannot yet say which pair a membership
-/// names by its name), costing one index lookup per removal.
+/// The removals a change in the view concerns (see [`referents::to_wake`]).
 pub fn removals_to_wake(
     change: &ViewChange,
     view: &Store,
     removals: &reflector::Store<Removal>,
 ) -> Vec<reflector::ObjectRef<Removal>> {
-    match change {
-        ViewChange::Applied(ViewKind::Membership, ns, name) => {
-            // The changed object's pair, then the other kind's index for that pair: a lookup,
-            // not a scan under the view's read lock.
-            let Some((contact, group)) = view.membership(ns, name) else {
-                return Vec::new();
-            };
-            view.removals_of(&contact, &group)
-                .into_iter()
-                .map(|r| reflector::ObjectRef::<Removal>::new(r.name).within(r.namespace))
-                .collect()
-        }
-        ViewChange::Applied(ViewKind::Contact, ns, name) => {
-            // Not in the view any more: the Deleted that follows does the waking.
-            let Some(contact) = view.contact(ns, name) else {
-                return Vec::new();
-            };
-            let username = referents::username_in_view(&contact);
-            referents::refs_where(removals, |r| {
-                referents::names_contact(&r.spec, ns, name)
-                    && r.status.as_ref().and_then(|s| s.username.as_deref()) != username
-            })
-        }
-        ViewChange::Deleted(ViewKind::Contact, ns, name) => {
-            referents::refs_where(removals, |r| referents::names_contact(&r.spec, ns, name))
-        }
-        ViewChange::Deleted(ViewKind::ContactGroup, ns, name) => {
-            referents::refs_where(removals, |r| referents::names_group(&r.spec, ns, name))
-        }
-        _ => Vec::new(),
-    }
+    referents::to_wake(change, view, removals)
 }
 
 /// Reconciles one removal (see the module docs). Healthy removals are looked at again after the

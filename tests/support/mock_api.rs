@@ -168,7 +168,9 @@ impl ApiServer {
                         parts.uri.path()
                     );
                 }
-                if let Some(why) = super::rbac::denied(parts.method.as_str(), parts.uri.path(), &query) {
+                if let Some(why) =
+                    super::rbac::denied(parts.method.as_str(), parts.uri.path(), &query)
+                {
                     let _ = write!(problems, "\n  RBAC: {why}");
                 }
                 for part in &expected.query {
