@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::controllers::invitation::metrics::InvitationMetrics;
 use crate::view::{ClusterView, ViewKind};
 
 /// Labels of a review counter.
@@ -59,6 +60,8 @@ pub struct Metrics {
     pub view_objects: Family<KindLabels, Gauge>,
     /// The embedded controllers' metrics.
     pub controllers: ControllerMetrics,
+    /// The invitation controller's metrics.
+    pub invitations: InvitationMetrics,
 }
 
 /// Labels of a reconcile counter.
@@ -222,7 +225,9 @@ impl Default for Metrics {
             view_objects.clone(),
         );
         let controllers = ControllerMetrics::register(&mut registry);
+        let invitations = InvitationMetrics::register(&mut registry);
         Self {
+            invitations,
             registry,
             controllers,
             reviews,

@@ -5,6 +5,7 @@
 //! these types, so a change here is a change to the cluster's schema.
 
 pub mod common;
+pub mod external;
 pub mod iam;
 pub mod notification;
 

@@ -10,6 +10,8 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use super::parse_duration;
+use crate::controllers::invitation::InvitationSettings;
+use crate::controllers::invitation::access::AccessBackendKind;
 use crate::controllers::leader::{self, LeaseSettings};
 use crate::controllers::{self, ControllerKind, ControllerSettings};
 use crate::metrics::Metrics;
@@ -113,6 +115,76 @@ pub struct ControllerArgs {
         default_value_t = 15
     )]
     pub leader_election_lease_seconds: u64,
+    /// The invitation controller.
+    #[command(flatten)]
+    pub invitations: InvitationArgs,
+}
+
+/// Flags of the invitation controller.
+#[derive(Debug, Args)]
+pub struct InvitationArgs {
+    /// How invitees get access to their invitation and roles on acceptance: plain Kubernetes
+    /// RBAC (any cluster) or Milo IAM PolicyBindings and OrganizationMemberships.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_ACCESS_BACKEND",
+        value_enum,
+        default_value = "rbac"
+    )]
+    pub access_backend: AccessBackendKind,
+    /// EmailTemplate invitation Emails are rendered from.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_INVITATION_EMAIL_TEMPLATE",
+        default_value = "userinvitation-email"
+    )]
+    pub invitation_email_template: String,
+    /// Link sent in the invitation Email; `{organization}`, `{namespace}` and `{invitation}`
+    /// are replaced.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_INVITATION_URL_TEMPLATE",
+        default_value = "https://cloud.datum.net/invitations/{organization}/{invitation}"
+    )]
+    pub invitation_url_template: String,
+    /// How long an accepted invitation is kept (for administrators to see) before deletion.
+    #[arg(long, env = "MILO_WEBHOOK_ACCEPTED_RETENTION", default_value = "168h", value_parser = parse_duration)]
+    pub accepted_retention: Duration,
+    /// `milo` backend: the Role letting the invitee read their invitation.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_INVITATION_GET_ROLE",
+        default_value = "iam.miloapis.com-getinvitation"
+    )]
+    pub invitation_get_role: String,
+    /// `milo` backend: the Role letting the invitee accept or decline their invitation.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_INVITATION_ACCEPT_ROLE",
+        default_value = "iam.miloapis.com-acceptinvitation"
+    )]
+    pub invitation_accept_role: String,
+    /// `milo` backend: the namespace of those two roles.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_INVITATION_ROLE_NAMESPACE",
+        default_value = "milo-system"
+    )]
+    pub invitation_role_namespace: String,
+}
+
+impl InvitationArgs {
+    fn settings(&self) -> InvitationSettings {
+        InvitationSettings {
+            access_backend: self.access_backend,
+            email_template: self.invitation_email_template.clone(),
+            url_template: self.invitation_url_template.clone(),
+            accepted_retention: self.accepted_retention,
+            get_role: self.invitation_get_role.clone(),
+            accept_role: self.invitation_accept_role.clone(),
+            role_namespace: self.invitation_role_namespace.clone(),
+        }
+    }
 }
 
 impl ControllerArgs {
@@ -131,6 +203,7 @@ impl ControllerArgs {
         ControllerSettings {
             contact_namespace: self.contact_namespace.clone(),
             resync: self.controller_resync,
+            invitation: self.invitations.settings(),
         }
     }
 

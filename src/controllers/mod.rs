@@ -10,6 +10,7 @@
 pub mod backoff;
 pub mod conditions;
 pub mod enrollment;
+pub mod invitation;
 pub mod kubeapi;
 pub mod leader;
 pub mod membership;
@@ -46,15 +47,18 @@ pub enum ControllerKind {
     /// Gives every User a Contact.
     #[value(name = "usercontact")]
     UserContact,
+    /// Runs the UserInvitation lifecycle: Email, access grants, role assignment, expiry.
+    Invitation,
 }
 
 impl ControllerKind {
     /// Every controller, the default selection.
-    pub const ALL: [ControllerKind; 4] = [
+    pub const ALL: [ControllerKind; 5] = [
         ControllerKind::Enrollment,
         ControllerKind::Removal,
         ControllerKind::Membership,
         ControllerKind::UserContact,
+        ControllerKind::Invitation,
     ];
 
     /// The name used in flags, metrics and logs.
@@ -64,6 +68,7 @@ impl ControllerKind {
             ControllerKind::Removal => "removal",
             ControllerKind::Membership => "membership",
             ControllerKind::UserContact => "usercontact",
+            ControllerKind::Invitation => "invitation",
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct ControllerSettings {
     /// How often a healthy object is looked at again even without a change (a safety net for
     /// anything a change feed could miss).
     pub resync: Duration,
+    /// What the invitation controller needs to know.
+    pub invitation: invitation::InvitationSettings,
 }
 
 impl Default for ControllerSettings {
@@ -89,6 +96,7 @@ impl Default for ControllerSettings {
         Self {
             contact_namespace: "milo-system".into(),
             resync: Duration::from_secs(600),
+            invitation: invitation::InvitationSettings::default(),
         }
     }
 }
@@ -166,6 +174,12 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
                 ControllerKind::Removal => tokio::spawn(removal::run(ctx)),
                 ControllerKind::Membership => tokio::spawn(membership::run(ctx)),
                 ControllerKind::UserContact => tokio::spawn(usercontact::run(ctx)),
+                ControllerKind::Invitation => {
+                    let settings = ctx.settings.invitation.clone();
+                    tokio::spawn(invitation::run(Arc::new(
+                        invitation::InvitationContext::new(ctx, settings),
+                    )))
+                }
             }
         })
         .collect()

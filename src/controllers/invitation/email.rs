@@ -1,0 +1,229 @@
+//! The invitation Email: one `notification.miloapis.com` Email per invitation, ever. Its name is
+//! derived from the invitation (name, namespace and uid), so the create is idempotent: a retry, a
+//! restart or a new leader gets AlreadyExists and treats it as sent. It lives in the invitation's
+//! namespace and is owned by it, so it goes when the invitation does.
+//!
+//! Template variables: `OrganizationDisplayName`, `InviterDisplayName`, `InviterEmail` (when the
+//! inviter is a User with an address), `RecipientName` (the invitation's given and family names,
+//! else the address), `Roles` (role names, comma-separated), `ExpirationDate` (RFC 3339, when the
+//! invitation expires), `UserInvitationName`, and `InvitationLink`, the URL template with
+//! `{organization}`, `{namespace}` and `{invitation}` replaced by the organization's name, the
+//! invitation's namespace and its name.
+
+use kube::{Resource, ResourceExt};
+
+use super::InvitationSettings;
+use super::access::{invitation_object_meta, invitation_object_name};
+use crate::api::common::NameRef;
+use crate::api::iam::{InviterUser, UserInvitation};
+use crate::api::notification::{Email, EmailRecipient, EmailSpec, EmailVariable};
+
+/// Longest value an Email variable may hold (the CRD's limit).
+const MAX_VALUE: usize = 4096;
+
+/// The name of the invitation's Email: `userinvitation-<name>-<hash>`.
+pub fn email_name(invitation: &UserInvitation) -> String {
+    invitation_object_name(invitation, None)
+}
+
+/// The link the invitee follows: `template` with `{organization}`, `{namespace}` and
+/// `{invitation}` replaced. Names are DNS labels or subdomains, so they need no URL escaping.
+pub fn invitation_link(template: &str, invitation: &UserInvitation) -> String {
+    template
+        .replace("{organization}", &invitation.spec.organization_ref.name)
+        .replace(
+            "{namespace}",
+            invitation.meta().namespace.as_deref().unwrap_or_default(),
+        )
+        .replace("{invitation}", &invitation.name_any())
+}
+
+/// The invitee's name as the Email greets them: given and family names when the invitation has
+/// them, else the address.
+pub fn recipient_name(invitation: &UserInvitation) -> String {
+    let parts: Vec<&str> = [&invitation.spec.given_name, &invitation.spec.family_name]
+        .into_iter()
+        .flatten()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if parts.is_empty() {
+        invitation.spec.email.clone()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn clamp(mut value: String) -> String {
+    if value.len() > MAX_VALUE {
+        let mut end = MAX_VALUE;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+    value
+}
+
+/// The Email for `invitation`, given the organization's display name and what is known of the
+/// inviter (their display name falls back to `spec.invitedBy.name`, which the mutating webhook
+/// always sets).
+pub fn build(
+    invitation: &UserInvitation,
+    settings: &InvitationSettings,
+    organization: &str,
+    inviter: Option<&InviterUser>,
+) -> Email {
+    let inviter_name = inviter
+        .and_then(|i| i.display_name.clone())
+        .or_else(|| invitation.spec.invited_by.as_ref().map(|r| r.name.clone()))
+        .unwrap_or_default();
+    let roles: Vec<&str> = invitation
+        .spec
+        .roles
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut variables = vec![
+        ("OrganizationDisplayName", organization.to_owned()),
+        ("InviterDisplayName", inviter_name),
+    ];
+    if let Some(address) = inviter.and_then(|i| i.email_address.clone()) {
+        variables.push(("InviterEmail", address));
+    }
+    variables.push(("RecipientName", recipient_name(invitation)));
+    variables.push(("Roles", roles.join(", ")));
+    if let Some(expires) = &invitation.spec.expiration_date {
+        variables.push(("ExpirationDate", expires.0.to_string()));
+    }
+    variables.push(("UserInvitationName", invitation.name_any()));
+    variables.push((
+        "InvitationLink",
+        invitation_link(&settings.url_template, invitation),
+    ));
+    Email {
+        metadata: invitation_object_meta(invitation, email_name(invitation)),
+        spec: EmailSpec {
+            template_ref: NameRef {
+                name: settings.email_template.clone(),
+            },
+            recipient: EmailRecipient {
+                user_ref: None,
+                email_address: Some(invitation.spec.email.clone()),
+            },
+            variables: variables
+                .into_iter()
+                .map(|(name, value)| EmailVariable {
+                    name: name.into(),
+                    value: clamp(value),
+                })
+                .collect(),
+            ..EmailSpec::default()
+        },
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::iam::{RoleRef, UserInvitationSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn invitation() -> UserInvitation {
+        let mut invitation = UserInvitation::new(
+            "welcome-bob",
+            UserInvitationSpec {
+                organization_ref: NameRef {
+                    name: "acme".into(),
+                },
+                email: "Bob@Example.com".into(),
+                given_name: Some("Bob".into()),
+                roles: vec![
+                    RoleRef {
+                        name: "editor".into(),
+                        namespace: None,
+                    },
+                    RoleRef {
+                        name: "viewer".into(),
+                        namespace: None,
+                    },
+                ],
+                invited_by: Some(NameRef {
+                    name: "alice".into(),
+                }),
+                expiration_date: Some(Time("2026-12-01T00:00:00Z".parse().unwrap())),
+                ..UserInvitationSpec::default()
+            },
+        );
+        invitation.metadata.namespace = Some("organization-acme".into());
+        invitation.metadata.uid = Some("uid-1".into());
+        invitation
+    }
+
+    #[test]
+    fn the_email_carries_every_variable_and_is_owned_by_the_invitation() {
+        let settings = InvitationSettings {
+            url_template: "https://portal/{organization}/{namespace}/{invitation}".into(),
+            ..InvitationSettings::default()
+        };
+        let inviter = InviterUser {
+            display_name: Some("Alice Admin".into()),
+            email_address: Some("alice@example.com".into()),
+        };
+        let email = build(&invitation(), &settings, "Acme Inc", Some(&inviter));
+        assert_eq!(email.metadata.name, Some(email_name(&invitation())));
+        assert!(email_name(&invitation()).starts_with("userinvitation-welcome-bob-"));
+        assert_eq!(email.spec.template_ref.name, settings.email_template);
+        assert_eq!(
+            email.spec.recipient.email_address.as_deref(),
+            Some("Bob@Example.com")
+        );
+        let vars: Vec<(&str, &str)> = email
+            .spec
+            .variables
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.as_str()))
+            .collect();
+        assert_eq!(
+            vars,
+            [
+                ("OrganizationDisplayName", "Acme Inc"),
+                ("InviterDisplayName", "Alice Admin"),
+                ("InviterEmail", "alice@example.com"),
+                ("RecipientName", "Bob"),
+                ("Roles", "editor, viewer"),
+                ("ExpirationDate", "2026-12-01T00:00:00Z"),
+                ("UserInvitationName", "welcome-bob"),
+                (
+                    "InvitationLink",
+                    "https://portal/acme/organization-acme/welcome-bob"
+                ),
+            ]
+        );
+        let owner = &email.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("UserInvitation", "uid-1")
+        );
+    }
+
+    #[test]
+    fn an_unknown_inviter_falls_back_to_invited_by_and_names_to_the_address() {
+        let mut bare = invitation();
+        bare.spec.given_name = None;
+        let email = build(&bare, &InvitationSettings::default(), "acme", None);
+        let get = |name: &str| {
+            email
+                .spec
+                .variables
+                .iter()
+                .find(|v| v.name == name)
+                .map(|v| v.value.clone())
+        };
+        assert_eq!(get("InviterDisplayName").as_deref(), Some("alice"));
+        assert_eq!(get("InviterEmail"), None);
+        assert_eq!(get("RecipientName").as_deref(), Some("Bob@Example.com"));
+        assert_eq!(clamp("é".repeat(3000)).len(), 4096);
+    }
+}
