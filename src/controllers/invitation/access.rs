@@ -168,6 +168,27 @@ where
         .map(|_| ())
 }
 
+/// The display name of the organization `organization`, read from the cluster-scoped object
+/// `name` of kind `K` (a Namespace for `rbac`, an Organization for `milo`): its
+/// `kubernetes.io/display-name` annotation, else the organization's name; `None` when the object
+/// does not exist.
+pub async fn organization_display_name<K>(
+    client: &kube::Client,
+    name: &str,
+    organization: &str,
+) -> Result<Option<String>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let found = crate::controllers::kubeapi::get(&api, name).await?;
+    Ok(found.map(|o| {
+        crate::api::external::display_name(o.meta().annotations.as_ref())
+            .unwrap_or(organization)
+            .to_owned()
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

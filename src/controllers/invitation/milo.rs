@@ -14,6 +14,7 @@
 //! - Organizations are `resourcemanager.miloapis.com` Organizations; the display name is their
 //!   `kubernetes.io/display-name` annotation, else the organization's name.
 
+use crate::controllers::invitation::access::organization_display_name;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -30,7 +31,7 @@ use crate::api::common::NameRef;
 use crate::api::external::{
     MembershipRole, Organization, OrganizationMembership, OrganizationMembershipSpec,
     PolicyBinding, PolicyBindingSpec, PolicyRoleRef, PolicySubject, ResourceRef, ResourceSelector,
-    display_name, membership_name,
+    membership_name,
 };
 use crate::api::iam::{UserInvitation, organization_namespace};
 use crate::controllers::Error;
@@ -196,16 +197,7 @@ impl AccessBackend for MiloBackend {
         &'a self,
         organization: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, Error>> {
-        async move {
-            let api: Api<Organization> = Api::all(self.client.clone());
-            let found = kubeapi::get(&api, organization).await?;
-            Ok(found.map(|o| {
-                display_name(o.metadata.annotations.as_ref())
-                    .unwrap_or(organization)
-                    .to_owned()
-            }))
-        }
-        .boxed()
+        organization_display_name::<Organization>(&self.client, organization, organization).boxed()
     }
 
     fn missing_roles(&self, _invitation: &UserInvitation) -> Vec<String> {

@@ -11,6 +11,7 @@
 //! - Organizations are the namespaces `organization-<org>`; the display name is the namespace's
 //!   `kubernetes.io/display-name` annotation, else the organization's name.
 
+use crate::controllers::invitation::access::organization_display_name;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -27,7 +28,6 @@ use super::access::{
     invitation_object_name,
 };
 use crate::api::IAM_GROUP;
-use crate::api::external::display_name;
 use crate::api::iam::{ORGANIZATION_MEMBERSHIP_LABEL, UserInvitation, organization_namespace};
 use crate::controllers::Error;
 use crate::controllers::kubeapi::{self, Created};
@@ -184,13 +184,8 @@ impl AccessBackend for RbacBackend {
         organization: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, Error>> {
         async move {
-            let api: Api<Namespace> = Api::all(self.client.clone());
-            let found = kubeapi::get(&api, &organization_namespace(organization)).await?;
-            Ok(found.map(|namespace| {
-                display_name(namespace.metadata.annotations.as_ref())
-                    .unwrap_or(organization)
-                    .to_owned()
-            }))
+            let namespace = organization_namespace(organization);
+            organization_display_name::<Namespace>(&self.client, &namespace, organization).await
         }
         .boxed()
     }
