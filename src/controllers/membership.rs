@@ -8,14 +8,13 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{reflector, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::referents::{self, Confirmed, Missing};
-use super::{Context, ControllerKind, Error, instrumented, kubeapi, object_key, retry_after};
+use super::{Context, ControllerKind, Error, instrumented, kubeapi, object_key};
 use crate::api::{ContactGroupMembership, ContactGroupMembershipRemoval};
 use crate::view::{Store, ViewChange, ViewKind};
 
@@ -209,32 +208,16 @@ async fn keep(membership: &Membership, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-fn error_policy(membership: Arc<Membership>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = object_key(membership.namespace().as_deref(), &membership.name_any());
-    retry_after(&ctx, ControllerKind::Membership, &key, error)
-}
-
 /// Runs the membership controller until its task is aborted (leadership lost). It starts once
 /// the view has synced, so no decision is made on a half-filled view.
 pub async fn run(ctx: Arc<Context>) {
-    referents::until_synced(&ctx.view).await;
-    let api: Api<Membership> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
-    let roots = controller.store();
-    let (targeted, relists) = referents::wake_streams(&ctx.view, &RELISTS, move |change, view| {
-        memberships_to_wake(change, view, &roots)
-    });
-    tracing::info!(controller = "membership", "controller started");
-    controller
-        .reconcile_on(targeted)
-        .reconcile_all_on(relists)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                referents::log_controller_error(ControllerKind::Membership, &error);
-            }
-        })
-        .await;
+    referents::run_pair_controller::<Membership, _, _>(
+        ctx,
+        ControllerKind::Membership,
+        &RELISTS,
+        reconcile,
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -300,7 +283,7 @@ mod tests {
     fn roots(objects: Vec<Membership>) -> reflector::Store<Membership> {
         let (reader, mut writer) = reflector::store();
         for object in objects {
-            writer.apply_watcher_event(&watcher::Event::Apply(object));
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
         }
         reader
     }

@@ -351,6 +351,50 @@ pub fn to_wake<K: PairObject>(
     }
 }
 
+/// Runs a membership or removal controller until its task is aborted (leadership lost): its
+/// root watch, woken also by the view's changes through [`to_wake`] and by relists of
+/// `relists`. It starts once the view has synced, so no decision is made on a half-filled view.
+pub async fn run_pair_controller<K, R, Fut>(
+    ctx: std::sync::Arc<super::Context>,
+    kind: ControllerKind,
+    relists: &'static [ViewKind],
+    reconcile: R,
+) where
+    K: PairObject + serde::de::DeserializeOwned + fmt::Debug,
+    R: FnMut(std::sync::Arc<K>, std::sync::Arc<super::Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, super::Error>>
+        + Send
+        + 'static,
+{
+    until_synced(&ctx.view).await;
+    let api: Api<K> = Api::all(ctx.client.clone());
+    let controller = kube::runtime::Controller::new(api, watcher::Config::default());
+    let roots = controller.store();
+    let (targeted, relisted) = wake_streams(&ctx.view, relists, move |change, view| {
+        to_wake(change, view, &roots)
+    });
+    let error_policy = move |object: std::sync::Arc<K>,
+                             error: &super::Error,
+                             ctx: std::sync::Arc<super::Context>| {
+        let key = super::object_key(
+            object.meta().namespace.as_deref(),
+            object.meta().name.as_deref().unwrap_or_default(),
+        );
+        super::retry_after(&ctx, kind, &key, error)
+    };
+    tracing::info!(controller = kind.as_str(), "controller started");
+    controller
+        .reconcile_on(targeted)
+        .reconcile_all_on(relisted)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                log_controller_error(kind, &error);
+            }
+        })
+        .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

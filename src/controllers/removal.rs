@@ -10,15 +10,14 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{reflector, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use super::conditions::{self, Desired, READY};
 use super::referents::{self, Confirmed, Missing};
-use super::{Context, ControllerKind, Error, instrumented, kubeapi, object_key, retry_after};
+use super::{Context, ControllerKind, Error, instrumented, kubeapi, object_key};
 use crate::api::{ContactGroupMembership, ContactGroupMembershipRemoval};
 use crate::view::{Store, ViewChange, ViewKind};
 
@@ -212,32 +211,16 @@ async fn enforce(removal: &Removal, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-fn error_policy(removal: Arc<Removal>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = object_key(removal.namespace().as_deref(), &removal.name_any());
-    retry_after(&ctx, ControllerKind::Removal, &key, error)
-}
-
-/// Runs the removal controller until its task is aborted (leadership lost). It starts once the
-/// view has synced, so no decision is made on a half-filled view.
+/// Runs the removal controller until its task is aborted (leadership lost). It starts once
+/// the view has synced, so no decision is made on a half-filled view.
 pub async fn run(ctx: Arc<Context>) {
-    referents::until_synced(&ctx.view).await;
-    let api: Api<Removal> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
-    let roots = controller.store();
-    let (targeted, relists) = referents::wake_streams(&ctx.view, &RELISTS, move |change, view| {
-        removals_to_wake(change, view, &roots)
-    });
-    tracing::info!(controller = "removal", "controller started");
-    controller
-        .reconcile_on(targeted)
-        .reconcile_all_on(relists)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                referents::log_controller_error(ControllerKind::Removal, &error);
-            }
-        })
-        .await;
+    referents::run_pair_controller::<Removal, _, _>(
+        ctx,
+        ControllerKind::Removal,
+        &RELISTS,
+        reconcile,
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -314,7 +297,7 @@ mod tests {
     fn roots(objects: Vec<Removal>) -> reflector::Store<Removal> {
         let (reader, mut writer) = reflector::store();
         for object in objects {
-            writer.apply_watcher_event(&watcher::Event::Apply(object));
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
         }
         reader
     }
