@@ -208,7 +208,9 @@ fn create_membership(policy: &str, contact: &str, group: &str) -> Exchange {
         .respond(object)
 }
 
-fn record(policy: &str, contact: &str, value: &str) -> Exchange {
+/// The record a policy fixture writes: the outcome and the policy's uid (`uid-<policy>`).
+fn record(policy: &str, contact: &str, outcome: &str) -> Exchange {
+    let value = format!("{outcome}/uid-{policy}");
     Exchange::patch(&format!("{API}/namespaces/{NS}/contacts/{contact}"))
         .query("fieldManager=milo-webhook")
         .body(json!({"metadata": {"annotations": {record_key(policy): value}}}))
@@ -388,6 +390,32 @@ async fn opted_out_contact_is_skipped() {
     script.await.unwrap();
     assert_eq!(h.opt_out_skips("newsletter"), 1);
     assert_eq!(h.enrollments("newsletter"), 0);
+}
+
+#[tokio::test]
+async fn a_recreated_policy_evaluates_contacts_afresh() {
+    // alice carries a record from an earlier policy of the same name (another uid), which was
+    // deleted and recreated to point at another group: the new policy enrolls her.
+    let contacts = vec![contact(
+        "alice",
+        NEW,
+        &[("newsletter", "enrolled/uid-of-the-deleted-policy")],
+    )];
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "recreated policy",
+        vec![
+            create_membership("newsletter", "alice", "news"),
+            record("newsletter", "alice", "enrolled"),
+            enrolled_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (1, 0)),
+        ],
+    );
+    let h = leader(client, store_with(&["news"]), contacts);
+    let result = h.reconcile(&policy("newsletter", "news", false)).await;
+    assert_eq!(result.unwrap(), requeue_resync());
+    script.await.unwrap();
+    assert_eq!(h.enrollments("newsletter"), 1);
 }
 
 #[tokio::test]

@@ -49,8 +49,32 @@ impl Record {
         }
     }
 
-    /// Reads an annotation value; `None` for values this version does not know (which still
-    /// mark the contact as done, but are not counted).
+    /// The annotation value for the policy with `uid`: `<outcome>/<uid>`, so that a policy
+    /// deleted and recreated under the same name (the only way to change its group) evaluates
+    /// every contact afresh instead of inheriting its predecessor's records.
+    pub fn value(self, uid: Option<&str>) -> String {
+        match uid {
+            Some(uid) => format!("{}/{uid}", self.as_str()),
+            None => self.as_str().to_owned(),
+        }
+    }
+
+    /// Reads an annotation value written for some policy of this name: `None` when it was
+    /// written for another policy (a different uid), else `Some` of what [`Record::parse`] makes
+    /// of the outcome. Values without a uid count for any policy of the name.
+    pub fn recorded_for(value: &str, uid: Option<&str>) -> Option<Option<Self>> {
+        let (outcome, written_for) = match value.split_once('/') {
+            Some((outcome, written_for)) => (outcome, Some(written_for)),
+            None => (value, None),
+        };
+        match (written_for, uid) {
+            (Some(written_for), Some(uid)) if written_for != uid => None,
+            _ => Some(Self::parse(outcome)),
+        }
+    }
+
+    /// Reads an annotation value's outcome; `None` for values this version does not know (which
+    /// still mark the contact as done, but are not counted).
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "enrolled" => Some(Record::Enrolled),
@@ -146,8 +170,12 @@ pub(crate) fn plan_with(
             name: contact.name_any(),
             namespace: contact.namespace().unwrap_or_default(),
         };
-        let recorded = match contact.annotations().get(&key) {
-            Some(value) => Some(Record::parse(value)),
+        let written = contact
+            .annotations()
+            .get(&key)
+            .and_then(|value| Record::recorded_for(value, policy.uid().as_deref()));
+        let recorded = match written {
+            Some(record) => Some(record),
             None => remembered(&contact_ref).map(Some),
         };
         if let Some(record) = recorded {
@@ -460,6 +488,20 @@ mod tests {
         assert!(name_part.len() <= names::MAX_LABEL, "{long}");
         for record in [Record::Enrolled, Record::OptedOut, Record::AlreadyMember] {
             assert_eq!(Record::parse(record.as_str()), Some(record));
+            let value = record.value(Some("uid-1"));
+            assert_eq!(
+                Record::recorded_for(&value, Some("uid-1")),
+                Some(Some(record))
+            );
+            assert_eq!(
+                Record::recorded_for(&value, Some("uid-2")),
+                None,
+                "another policy's"
+            );
+            assert_eq!(
+                Record::recorded_for(record.as_str(), Some("uid-2")),
+                Some(Some(record))
+            );
         }
     }
 }

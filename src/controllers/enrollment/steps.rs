@@ -56,7 +56,8 @@ pub(super) async fn carry_out(
         Step::Enroll(contact) => enroll(ctx, policy, contact).await?,
     };
     let contact = step.contact();
-    if !write_record(ctx, contact, key, record).await? {
+    let value = record.value(policy.uid().as_deref());
+    if !write_record(ctx, contact, key, &value).await? {
         return Ok(None);
     }
     let policy_name = policy.name_any();
@@ -180,10 +181,10 @@ async fn write_record(
     ctx: &EnrollmentContext,
     contact: &ObjectRef,
     key: &str,
-    record: Record,
+    value: &str,
 ) -> Result<bool, Error> {
     let api = Api::<Contact>::namespaced(ctx.shared.client.clone(), &contact.namespace);
-    let patch = json!({"metadata": {"annotations": {key: record.as_str()}}});
+    let patch = json!({"metadata": {"annotations": {key: value}}});
     match kubeapi::merge_patch(&api, &contact.name, &patch).await {
         Ok(()) => Ok(true),
         Err(kube::Error::Api(status)) if status.is_not_found() => {
