@@ -282,6 +282,41 @@ pub fn view_changes(view: &ClusterView) -> impl Stream<Item = ViewChange> + Send
     .flatten()
 }
 
+/// What a kube-runtime controller's run stream yields for each reconcile.
+pub type RunResult<K> = Result<
+    (kube::runtime::reflector::ObjectRef<K>, Action),
+    kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>,
+>;
+
+/// Waits until every kind of the view has finished its initial listing: a controller deciding on
+/// a half-filled view would take every object it has not seen yet for missing.
+pub async fn until_synced(view: &ClusterView) {
+    let mut waited = false;
+    while !view.is_synced() {
+        if !waited {
+            tracing::info!(kinds = ?view.unsynced_kinds(), "controller waiting for the view to sync");
+            waited = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Logs what a controller's run stream reports. Failed reconciles are not logged again (the
+/// error policy did); a wake-up for an object the controller has not listed yet is routine.
+pub fn log_run_result<K: kube::Resource>(controller: ControllerKind, result: RunResult<K>) {
+    use kube::runtime::controller::Error as RunError;
+    let Err(error) = result else { return };
+    match error {
+        RunError::ReconcilerFailed(..) => {}
+        RunError::ObjectNotFound(object) => {
+            tracing::debug!(controller = controller.as_str(), %object, "woken for an object not listed yet")
+        }
+        other => {
+            tracing::warn!(controller = controller.as_str(), error = %other, "controller error")
+        }
+    }
+}
+
 /// `object/namespace` keys for logs, metrics and backoff.
 pub fn object_key(namespace: Option<&str>, name: &str) -> String {
     match namespace {

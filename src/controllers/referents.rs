@@ -7,7 +7,6 @@
 //! may lag a contact created a moment ago).
 
 use std::fmt;
-use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt, stream};
@@ -122,37 +121,6 @@ pub async fn confirm(
         }
     }
     Ok(Confirmed::Present { contact })
-}
-
-/// Waits until every kind of the view has finished its initial listing: a controller deciding on
-/// a half-filled view would take every object it has not seen yet for missing.
-pub async fn until_synced(view: &ClusterView) {
-    let mut waited = false;
-    while !view.is_synced() {
-        if !waited {
-            tracing::info!(kinds = ?view.unsynced_kinds(), "controller waiting for the view to sync");
-            waited = true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Logs what a controller's run stream reports. Failed reconciles are not logged again (the
-/// error policy did); a wake-up for an object the controller has not listed yet is routine.
-pub fn log_controller_error(
-    controller: ControllerKind,
-    error: &kube::runtime::controller::Error<super::Error, watcher::Error>,
-) {
-    use kube::runtime::controller::Error as RunError;
-    match error {
-        RunError::ReconcilerFailed(..) => {}
-        RunError::ObjectNotFound(object) => {
-            tracing::debug!(controller = controller.as_str(), %object, "woken for an object not listed yet")
-        }
-        other => {
-            tracing::warn!(controller = controller.as_str(), error = %other, "controller error")
-        }
-    }
 }
 
 /// `namespace/name` of a reference, for messages and logs.
@@ -366,7 +334,7 @@ pub async fn run_pair_controller<K, R, Fut>(
         + Send
         + 'static,
 {
-    until_synced(&ctx.view).await;
+    super::until_synced(&ctx.view).await;
     let api: Api<K> = Api::all(ctx.client.clone());
     let controller = kube::runtime::Controller::new(api, watcher::Config::default());
     let roots = controller.store();
@@ -387,11 +355,7 @@ pub async fn run_pair_controller<K, R, Fut>(
         .reconcile_on(targeted)
         .reconcile_all_on(relisted)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                log_controller_error(kind, &error);
-            }
-        })
+        .for_each(|result| async move { super::log_run_result(kind, result) })
         .await;
 }
 

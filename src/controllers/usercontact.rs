@@ -11,6 +11,7 @@
 //! resync covers what the feed cannot attribute, such as the deletion of a Contact with a name
 //! not derived from its User. Logs carry object keys only: email addresses stay out of them.
 
+use crate::controllers::log_run_result;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,13 +208,7 @@ pub async fn run(ctx: Arc<Context>) {
             ctx.clone(),
         )
         .for_each(|result| {
-            match result {
-                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
-                Err(controller::Error::ObjectNotFound(object)) => {
-                    tracing::debug!(%object, "user gone before its reconcile");
-                }
-                Err(error) => tracing::warn!(%error, "usercontact controller"),
-            }
+            log_run_result(ControllerKind::UserContact, result);
             future::ready(())
         })
         .await;

@@ -25,6 +25,7 @@ pub use plan::{
 };
 pub use steps::membership;
 
+use crate::controllers::{log_run_result, until_synced};
 use std::collections::HashMap;
 use std::future::ready;
 use std::sync::{Arc, Mutex};
@@ -322,8 +323,10 @@ fn wakes_enrollment(change: &ViewChange) -> bool {
     }
 }
 
-/// Runs the enrollment controller until its task is aborted (on losing the lease).
+/// Runs the enrollment controller until its task is aborted (on losing the lease). It starts
+/// once the view has synced: a half-filled view would miss removals, and opt-outs are sacred.
 pub async fn run(ctx: Arc<Context>) {
+    until_synced(&ctx.view).await;
     let (contacts, writer) = reflector::store();
     let contact_changes = watcher(
         Api::<Contact>::all(ctx.client.clone()),
@@ -352,13 +355,7 @@ pub async fn run(ctx: Arc<Context>) {
         .reconcile_all_on(view_triggers)
         .run(reconcile, error_policy, ectx)
         .for_each(|result| {
-            match result {
-                Err(controller::Error::QueueError(error)) => {
-                    tracing::warn!(%error, "policy watch failed; retrying with backoff")
-                }
-                Err(error) => tracing::debug!(%error, "enrollment reconcile not run"),
-                Ok(_) => {}
-            }
+            log_run_result(ControllerKind::Enrollment, result);
             ready(())
         })
         .await;

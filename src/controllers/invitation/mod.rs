@@ -181,9 +181,7 @@ pub async fn run(ctx: Arc<InvitationContext>) {
         .reconcile_all_on(relists)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "invitation controller");
-            }
+            crate::controllers::log_run_result(ControllerKind::Invitation, result)
         })
         .await;
 }
