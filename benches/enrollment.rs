@@ -1,7 +1,8 @@
 //! Enrollment throughput: one backfilling policy enrolling N listed contacts in one pass, against
 //! a mock API server that answers every request at once (201 echoing the body for creates, 200
 //! with a minimal object for patches). What is measured is the controller's own cost per contact
-//! (planning, the kube client, JSON in and out, two requests per contact), not a real API
+//! (planning, the kube client, JSON in and out, two requests per contact, up to
+//! `--enrollment-concurrency` of them in flight), not a real API
 //! server's latency; criterion's `thrpt` is contacts enrolled per second for one policy.
 //!
 //! `cargo bench --bench enrollment`
@@ -15,8 +16,6 @@ use criterion::{
 use http::{Method, Request, Response};
 use kube::Client;
 use kube::client::Body;
-use kube::runtime::reflector::{self, Store as ContactStore};
-use kube::runtime::watcher;
 use milo_webhook::api::{Contact, ContactGroup, ContactGroupEnrollmentPolicy};
 use milo_webhook::controllers::enrollment::{self, EnrollmentContext};
 use milo_webhook::controllers::{Context, ControllerSettings};
@@ -74,28 +73,9 @@ fn policy_json() -> Value {
     })
 }
 
-/// N user contacts, listed into a contact store once and shared by every iteration (nothing
+/// The leader's view with the group and N user contacts, shared by every iteration (nothing
 /// feeds the records back, so every pass finds all N still to enroll).
-fn contacts(n: usize) -> ContactStore<Contact> {
-    let (reader, mut writer) = reflector::store();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for i in 0..n {
-        let mut contact: Contact = serde_json::from_value(json!({
-            "metadata": {"name": format!("user-{i:06}"), "namespace": "people",
-                "uid": format!("uid-{i}"), "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"email": format!("user{i}@example.com"),
-                "subject": {"apiGroup": "iam.miloapis.com", "kind": "User",
-                    "name": format!("user-{i:06}")}}
-        }))
-        .unwrap();
-        enrollment::slim_contact(&mut contact);
-        writer.apply_watcher_event(&watcher::Event::InitApply(contact));
-    }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    reader
-}
-
-fn view() -> Arc<ClusterView> {
+fn view(n: usize) -> Arc<ClusterView> {
     let group: ContactGroup = serde_json::from_value(json!({
         "metadata": {"name": "everyone", "namespace": "groups"},
         "spec": {"displayName": "Everyone", "visibility": "private"}
@@ -103,12 +83,22 @@ fn view() -> Arc<ClusterView> {
     .unwrap();
     let mut store = Store::default();
     store.apply_group(&group);
+    for i in 0..n {
+        let contact: Contact = serde_json::from_value(json!({
+            "metadata": {"name": format!("user-{i:06}"), "namespace": "people",
+                "uid": format!("uid-{i}"), "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"email": format!("user{i}@example.com"),
+                "subject": {"apiGroup": "iam.miloapis.com", "kind": "User",
+                    "name": format!("user-{i:06}")}}
+        }))
+        .unwrap();
+        store.apply_contact(&contact);
+    }
     Arc::new(ClusterView::offline(store))
 }
 
 /// One pass by a fresh leader (empty in-process memory), timed.
 async fn one_pass(
-    contacts: &ContactStore<Contact>,
     view: &Arc<ClusterView>,
     policy: &Arc<ContactGroupEnrollmentPolicy>,
     expect: usize,
@@ -121,7 +111,7 @@ async fn one_pass(
         ControllerSettings::default(),
         None,
     ));
-    let ctx = Arc::new(EnrollmentContext::new(shared, contacts.clone()));
+    let ctx = Arc::new(EnrollmentContext::new(shared));
     let started = Instant::now();
     enrollment::reconcile(policy.clone(), ctx)
         .await
@@ -142,7 +132,6 @@ fn enrollment_throughput(c: &mut Criterion) {
         .unwrap();
     let policy: Arc<ContactGroupEnrollmentPolicy> =
         Arc::new(serde_json::from_value(policy_json()).unwrap());
-    let view = view();
     let mut group = c.benchmark_group("enrollment");
     group
         .sampling_mode(SamplingMode::Flat)
@@ -150,14 +139,14 @@ fn enrollment_throughput(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
     for n in SIZES {
-        let contacts = contacts(n);
+        let view = view(n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("contacts", n), &n, |b, &n| {
             b.iter_custom(|iters| {
                 runtime.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        total += one_pass(&contacts, &view, &policy, n).await;
+                        total += one_pass(&view, &policy, n).await;
                     }
                     total
                 })

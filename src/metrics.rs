@@ -115,6 +115,10 @@ pub struct ControllerMetrics {
     pub opt_out_skips: Family<PolicyLabels, Counter>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Objects waiting to be reconciled, by controller.
+    pub queue_depth: Family<ControllerLabels, Gauge>,
+    /// Events not published because the Event budget was spent.
+    pub events_dropped: Counter,
 }
 
 /// Reconcile duration buckets, 1ms to 30s: reconciles make API calls.
@@ -131,6 +135,8 @@ impl ControllerMetrics {
             enrollments: Family::default(),
             opt_out_skips: Family::default(),
             leader: Gauge::default(),
+            queue_depth: Family::default(),
+            events_dropped: Counter::default(),
         };
         registry.register(
             "controller_reconciles",
@@ -161,6 +167,16 @@ impl ControllerMetrics {
             "controller_leader",
             "1 while this replica holds the leader lease and runs the controllers",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "controller_queue_depth",
+            "Objects waiting to be reconciled (now or after a delay)",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "controller_events_dropped",
+            "Kubernetes Events not published because the per-process Event budget was spent",
+            metrics.events_dropped.clone(),
         );
         metrics
     }

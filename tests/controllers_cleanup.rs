@@ -6,11 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::controller::Action;
-use kube::runtime::{reflector, watcher};
 use milo_webhook::api::{
     Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval,
 };
+use milo_webhook::controllers::Action;
 use milo_webhook::controllers::{
     Context, ControllerKind, ControllerSettings, Error, membership, removal, retry_after,
 };
@@ -20,7 +19,8 @@ use serde_json::{Value, json};
 use support::mock_api::{self, Exchange, Seen};
 
 const API: &str = "/apis/notification.miloapis.com/v1alpha1/namespaces";
-const RESYNC: Action = Action::requeue(Duration::from_secs(600));
+/// What a reconcile that left the object settled returns: nothing until a change or a sweep.
+const SETTLED: Action = Action::await_change();
 const READY_MESSAGE: &str = "removed contact people/c from group groups/g";
 
 // ---- objects ----
@@ -272,24 +272,11 @@ async fn reconcile_membership(
     .await
 }
 
-/// The delay of a requeue, read from its Debug form (Action keeps it private).
+/// The delay of a requeue.
 fn requeue_delay(action: &Action) -> Duration {
-    let text = format!("{action:?}");
-    let inner = text
-        .split("Some(")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap_or_else(|| panic!("no requeue in {text}"));
-    let (number, scale) = if let Some(ms) = inner.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else if let Some(us) = inner.strip_suffix("µs") {
-        (us, 1e-6)
-    } else if let Some(s) = inner.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        panic!("unreadable duration {inner}")
-    };
-    Duration::from_secs_f64(number.parse::<f64>().unwrap() * scale)
+    action
+        .requeue_after()
+        .unwrap_or_else(|| panic!("no requeue in {action:?}"))
 }
 
 fn errors_counted(ctx: &Context, controller: &str, error: &Error) -> u64 {
@@ -323,7 +310,7 @@ async fn removal_deletes_the_membership_and_reports_ready() {
         ],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
     assert_eq!(
         out.seen[1].body["note"],
         "deleted ContactGroupMembership people/m"
@@ -341,7 +328,7 @@ async fn removal_without_memberships_only_sets_status() {
         vec![removal_status_apply(Some("u1"))],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
 }
 
 #[tokio::test]
@@ -355,7 +342,7 @@ async fn removal_of_a_contact_without_a_user_has_no_username() {
         vec![removal_status_apply(None)],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
 }
 
 #[tokio::test]
@@ -368,7 +355,7 @@ async fn removal_already_current_makes_no_request() {
         vec![],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
     assert!(out.seen.is_empty());
 }
 
@@ -409,7 +396,7 @@ async fn removal_whose_contact_lags_the_view_uses_the_contact_read() {
         ],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
 }
 
 #[tokio::test]
@@ -429,7 +416,7 @@ async fn a_delete_answered_404_counts_as_done() {
         ],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
 }
 
 #[tokio::test]
@@ -530,7 +517,7 @@ async fn membership_is_kept_when_the_views_removal_is_already_gone() {
         vec![Exchange::get(&removal_path()).not_found()],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
 }
 
 #[tokio::test]
@@ -552,7 +539,7 @@ async fn membership_is_kept_while_its_removal_is_being_withdrawn() {
         ],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
 }
 
 #[tokio::test]
@@ -564,10 +551,10 @@ async fn membership_gets_its_username_when_the_contact_gains_a_user() {
         "lastTransitionTime": "2026-01-01T00:00:00Z",
     }]}));
     let seed = Seed::full(user_subject("u1"));
-    let (roots, mut writer) = reflector::store();
-    writer.apply_watcher_event(&watcher::Event::Apply(m.clone()));
+    let mut view = seed.store();
+    view.apply_membership(&m);
     let change = ViewChange::Applied(ViewKind::Contact, "people".into(), "c".into());
-    let woken = membership::memberships_to_wake(&change, &seed.store(), &roots);
+    let woken = membership::memberships_to_wake(&change, &view);
     assert_eq!(woken.len(), 1);
     assert_eq!(woken[0].name, "m");
 
@@ -578,7 +565,7 @@ async fn membership_gets_its_username_when_the_contact_gains_a_user() {
         vec![username_patch(json!("u1"))],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
 }
 
 #[tokio::test]
@@ -591,7 +578,7 @@ async fn membership_username_is_cleared_when_the_contact_has_no_user() {
         vec![username_patch(Value::Null)],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
 }
 
 #[tokio::test]
@@ -603,7 +590,7 @@ async fn membership_already_right_makes_no_request() {
         vec![],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
     assert!(out.seen.is_empty());
 }
 
@@ -648,7 +635,7 @@ async fn membership_whose_contact_only_lags_the_view_is_kept() {
         ],
     )
     .await;
-    assert_eq!(out.result.unwrap(), RESYNC);
+    assert_eq!(out.result.unwrap(), SETTLED);
     assert!(out.seen.iter().all(|s| s.method != http::Method::DELETE));
 }
 

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, store::Writer};
-use kube::runtime::watcher;
 use milo_webhook::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
     ContactGroupMembershipRemoval,
 };
+use milo_webhook::controllers::Action;
 use milo_webhook::controllers::enrollment::{
     self, EnrollmentContext, GROUP_MISSING_RETRY, POLICY_LABEL, POLICY_NAME_ANNOTATION, record_key,
 };
@@ -122,15 +120,19 @@ fn removal(contact: &str, group: &str) -> ContactGroupMembershipRemoval {
 struct Harness {
     ctx: Arc<EnrollmentContext>,
     metrics: Arc<Metrics>,
-    _contacts: Writer<Contact>,
 }
 
-/// A leader's enrollment context: the view holds `store`, the contact store has listed
-/// `contacts` (slimmed as the real reflector does), and nothing is remembered yet.
-fn leader(client: Client, store: Store, contacts: Vec<Contact>) -> Harness {
+/// A leader's enrollment context: the view holds `store` and `contacts` (with the controllers'
+/// fields, as the leader's view does), and nothing is remembered yet.
+fn leader(client: Client, mut store: Store, contacts: Vec<Contact>) -> Harness {
+    for contact in &contacts {
+        store.apply_contact(contact);
+    }
     let metrics = Arc::new(Metrics::default());
+    // One write at a time, so the script can state their order; the window is tested apart.
     let settings = ControllerSettings {
         resync: RESYNC,
+        enrollment_concurrency: 1,
         ..ControllerSettings::default()
     };
     let view = Arc::new(ClusterView::offline(store));
@@ -141,17 +143,9 @@ fn leader(client: Client, store: Store, contacts: Vec<Contact>) -> Harness {
         settings,
         Some("milo-webhook-0".into()),
     ));
-    let (reader, mut writer) = reflector::store();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for mut contact in contacts {
-        enrollment::slim_contact(&mut contact);
-        writer.apply_watcher_event(&watcher::Event::InitApply(contact));
-    }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
     Harness {
-        ctx: Arc::new(EnrollmentContext::new(shared, reader)),
+        ctx: Arc::new(EnrollmentContext::new(shared)),
         metrics,
-        _contacts: writer,
     }
 }
 
@@ -283,8 +277,9 @@ fn active(policy: &str, group: &str, counts: (i64, i64)) -> Exchange {
     status(policy, true, "Active", message, counts)
 }
 
-fn requeue_resync() -> Action {
-    Action::requeue(RESYNC)
+/// A pass that finished: nothing until a change or a sweep.
+fn settled() -> Action {
+    Action::await_change()
 }
 
 // ---- scenarios ----
@@ -310,8 +305,8 @@ async fn new_contact_enrolled_by_two_policies() {
     let h = leader(client, store_with(&["everyone", "news"]), contacts);
     let all_users = policy("all-users", "everyone", false);
     let newsletter = policy("newsletter", "news", false);
-    assert_eq!(h.reconcile(&all_users).await.unwrap(), requeue_resync());
-    assert_eq!(h.reconcile(&newsletter).await.unwrap(), requeue_resync());
+    assert_eq!(h.reconcile(&all_users).await.unwrap(), settled());
+    assert_eq!(h.reconcile(&newsletter).await.unwrap(), settled());
     let seen = script.await.unwrap();
     assert_eq!(seen.len(), 8);
     assert!(
@@ -327,7 +322,7 @@ async fn new_contact_enrolled_by_two_policies() {
     // A pass right after, before the contact store shows the records: nothing more is sent (the
     // script is over, so any request would fail the reconcile).
     let all_users = with_status(all_users, 1, 0);
-    assert_eq!(h.reconcile(&all_users).await.unwrap(), requeue_resync());
+    assert_eq!(h.reconcile(&all_users).await.unwrap(), settled());
     assert_eq!(h.enrollments("all-users"), 1);
 }
 
@@ -358,8 +353,8 @@ async fn two_policies_for_the_same_group_create_one_membership() {
         policy("signup-copy", "everyone", false),
     );
     let (first, second) = tokio::join!(h.reconcile(&signup), h.reconcile(&copy));
-    assert_eq!(first.unwrap(), requeue_resync());
-    assert_eq!(second.unwrap(), requeue_resync());
+    assert_eq!(first.unwrap(), settled());
+    assert_eq!(second.unwrap(), settled());
     let seen = script.await.unwrap();
     let posts = seen
         .iter()
@@ -386,7 +381,7 @@ async fn opted_out_contact_is_skipped() {
     store.apply_removal(&removal("alice", "news"));
     let h = leader(client, store, vec![contact("alice", NEW, &[])]);
     let result = h.reconcile(&policy("newsletter", "news", false)).await;
-    assert_eq!(result.unwrap(), requeue_resync());
+    assert_eq!(result.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(h.opt_out_skips("newsletter"), 1);
     assert_eq!(h.enrollments("newsletter"), 0);
@@ -413,7 +408,7 @@ async fn a_recreated_policy_evaluates_contacts_afresh() {
     );
     let h = leader(client, store_with(&["news"]), contacts);
     let result = h.reconcile(&policy("newsletter", "news", false)).await;
-    assert_eq!(result.unwrap(), requeue_resync());
+    assert_eq!(result.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(h.enrollments("newsletter"), 1);
 }
@@ -429,7 +424,7 @@ async fn membership_deleted_then_not_re_added() {
     let script = server.run("membership deleted, status current", vec![]);
     let h = leader(client, store_with(&["news"]), contacts());
     let result = h.reconcile(&with_status(newsletter.clone(), 1, 0)).await;
-    assert_eq!(result.unwrap(), requeue_resync());
+    assert_eq!(result.unwrap(), settled());
     assert!(script.await.unwrap().is_empty());
 
     // Status not written yet: only the status, which counts the recorded enrollment.
@@ -439,7 +434,7 @@ async fn membership_deleted_then_not_re_added() {
         vec![active("newsletter", "news", (1, 0))],
     );
     let h = leader(client, store_with(&["news"]), contacts());
-    assert_eq!(h.reconcile(&newsletter).await.unwrap(), requeue_resync());
+    assert_eq!(h.reconcile(&newsletter).await.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(h.enrollments("newsletter"), 0);
 }
@@ -469,7 +464,7 @@ async fn policy_created_after_contacts_with_backfill() {
     ];
     let h = leader(client, store_with(&["everyone"]), contacts);
     let result = h.reconcile(&policy("all-users", "everyone", true)).await;
-    assert_eq!(result.unwrap(), requeue_resync());
+    assert_eq!(result.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(h.enrollments("all-users"), 3);
 }
@@ -493,7 +488,7 @@ async fn policy_created_after_contacts_without_backfill() {
     ];
     let h = leader(client, store_with(&["everyone"]), contacts);
     let result = h.reconcile(&policy("all-users", "everyone", false)).await;
-    assert_eq!(result.unwrap(), requeue_resync());
+    assert_eq!(result.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(h.enrollments("all-users"), 1);
 }
@@ -525,7 +520,7 @@ async fn group_missing_then_created() {
     assert_eq!(waiting, Action::requeue(GROUP_MISSING_RETRY));
     assert_eq!(h.enrollments("newsletter"), 0);
     h.ctx.shared.view.write().apply_group(&group("news"));
-    assert_eq!(h.reconcile(&newsletter).await.unwrap(), requeue_resync());
+    assert_eq!(h.reconcile(&newsletter).await.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(h.enrollments("newsletter"), 1);
 }
@@ -549,7 +544,7 @@ async fn group_missing_from_a_lagging_view_is_confirmed_by_the_api() {
     );
     let h = leader(client, Store::default(), vec![contact("alice", NEW, &[])]);
     let result = h.reconcile(&policy("newsletter", "news", false)).await;
-    assert_eq!(result.unwrap(), requeue_resync());
+    assert_eq!(result.unwrap(), settled());
     script.await.unwrap();
 }
 
@@ -610,10 +605,7 @@ async fn crash_between_create_and_record() {
         store_with(&["news"]),
         vec![contact("alice", NEW, &[])],
     );
-    assert_eq!(
-        replay.reconcile(&newsletter).await.unwrap(),
-        requeue_resync()
-    );
+    assert_eq!(replay.reconcile(&newsletter).await.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(replay.enrollments("newsletter"), 1);
 
@@ -631,10 +623,7 @@ async fn crash_between_create_and_record() {
     let ours = names::enrollment_membership("newsletter", "alice");
     store.apply_membership(&existing_membership(&ours, "alice", "news"));
     let replay = leader(client, store, vec![contact("alice", NEW, &[])]);
-    assert_eq!(
-        replay.reconcile(&newsletter).await.unwrap(),
-        requeue_resync()
-    );
+    assert_eq!(replay.reconcile(&newsletter).await.unwrap(), settled());
     script.await.unwrap();
 }
 
@@ -665,7 +654,7 @@ async fn webhook_denials_count_as_done() {
     let contacts = vec![contact("alice", NEW, &[]), contact("bob", NEW, &[])];
     let h = leader(client, store_with(&["news"]), contacts);
     let result = h.reconcile(&policy("newsletter", "news", false)).await;
-    assert_eq!(result.unwrap(), requeue_resync());
+    assert_eq!(result.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(
         (h.enrollments("newsletter"), h.opt_out_skips("newsletter")),
@@ -750,7 +739,7 @@ async fn leader_handover_makes_no_duplicate() {
         store_with(&["everyone"]),
         vec![contact("alice", NEW, &[])],
     );
-    assert_eq!(old.reconcile(&signup).await.unwrap(), requeue_resync());
+    assert_eq!(old.reconcile(&signup).await.unwrap(), settled());
     script.await.unwrap();
 
     // The new leader starts with nothing in memory and fresh lists: the record, the membership
@@ -773,8 +762,8 @@ async fn leader_handover_makes_no_duplicate() {
         vec![contact("alice", NEW, &[("signup", "enrolled")])],
     );
     let signup = with_status(signup, 1, 0);
-    assert_eq!(new.reconcile(&signup).await.unwrap(), requeue_resync());
-    assert_eq!(new.reconcile(&copy).await.unwrap(), requeue_resync());
+    assert_eq!(new.reconcile(&signup).await.unwrap(), settled());
+    assert_eq!(new.reconcile(&copy).await.unwrap(), settled());
     let seen = script.await.unwrap();
     assert!(
         seen.iter()
@@ -786,11 +775,11 @@ async fn leader_handover_makes_no_duplicate() {
     );
 }
 
-/// The wiring of [`enrollment::run`]: its contact reflector and the policy controller list from
-/// the API, the first pass waits for the contact list and enrolls the listed contact. Watches are
-/// held open unanswered; writes are echoed.
+/// The wiring of [`enrollment::run`]: it lists and watches nothing of its own; the start-up
+/// sweep finds the policy in the view and its first pass enrolls the contact the view holds.
+/// Writes are echoed; any read fails the test.
 #[tokio::test]
-async fn run_lists_contacts_and_policies_then_enrolls() {
+async fn run_reads_the_view_then_enrolls() {
     use http::{Method, Request, Response};
     use kube::client::Body;
 
@@ -809,25 +798,7 @@ async fn run_lists_contacts_and_policies_then_enrolls() {
             let path = parts.uri.path().to_owned();
             let body: Value =
                 serde_json::from_slice(&body.collect_bytes().await.unwrap()).unwrap_or(Value::Null);
-            let list = |kind: &str, item: Value| {
-                json!({"apiVersion": API_VERSION, "kind": kind,
-                    "metadata": {"resourceVersion": "1"}, "items": [item]})
-            };
             let (code, answer) = match (&parts.method, path.as_str()) {
-                (&Method::GET, p) if p == format!("{API}/contacts") => (
-                    200,
-                    list(
-                        "ContactList",
-                        serde_json::to_value(contact("alice", NEW, &[])).unwrap(),
-                    ),
-                ),
-                (&Method::GET, p) if p == format!("{API}/contactgroupenrollmentpolicies") => (
-                    200,
-                    list(
-                        "ContactGroupEnrollmentPolicyList",
-                        serde_json::to_value(policy("newsletter", "news", false)).unwrap(),
-                    ),
-                ),
                 (&Method::PATCH, p) if p.ends_with("/status") => (
                     200,
                     serde_json::to_value(policy("newsletter", "news", false)).unwrap(),
@@ -851,7 +822,10 @@ async fn run_lists_contacts_and_policies_then_enrolls() {
         }
         drop(watches);
     });
-    let view = Arc::new(ClusterView::offline(store_with(&["news"])));
+    let mut store = store_with(&["news"]);
+    store.apply_contact(&contact("alice", NEW, &[]));
+    store.apply_policy(&policy("newsletter", "news", false));
+    let view = Arc::new(ClusterView::offline(store));
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context::new(
         client,

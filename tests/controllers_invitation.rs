@@ -8,10 +8,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::Client;
-use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use milo_webhook::api::iam::ORGANIZATION_MEMBERSHIP_LABEL;
 use milo_webhook::api::{User, UserInvitation};
+use milo_webhook::controllers::Action;
+use milo_webhook::controllers::ObjectKey;
 use milo_webhook::controllers::invitation::access::{
     AccessBackendKind, INVITATION_LABEL, invitation_object_name,
 };
@@ -556,7 +556,13 @@ async fn invitee_signs_up_later() {
         let mut view = store(false);
         add_bob(&mut view);
         let woken = invitations_for_user(&view, &[Arc::new(waiting.clone())], "bob");
-        assert_eq!(woken, [ObjectRef::from_obj(&waiting)]);
+        assert_eq!(
+            woken,
+            [ObjectKey::new(
+                waiting.metadata.namespace.as_deref().unwrap_or_default(),
+                waiting.metadata.name.as_deref().unwrap_or_default()
+            )]
+        );
         let steps = script(vec![
             grant(backend, &waiting),
             vec![status(&waiting, pending_with_bob()), event("AccessGranted")],

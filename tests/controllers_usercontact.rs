@@ -4,10 +4,10 @@ mod support;
 
 use std::sync::Arc;
 
-use kube::runtime::controller::Action;
 use milo_webhook::api::iam::UserSpec;
 use milo_webhook::api::notification::{ContactSpec, SubjectRef};
 use milo_webhook::api::{Contact, User};
+use milo_webhook::controllers::Action;
 use milo_webhook::controllers::usercontact::{reconcile, users_to_wake};
 use milo_webhook::controllers::{
     Context, ControllerKind, ControllerSettings, Error, names, retry_after,
@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use support::mock_api::{self, ApiServer, Exchange, Seen};
 
 const NS: &str = "milo-system";
-const RESYNC: Action = Action::requeue(std::time::Duration::from_secs(600));
+/// What a reconcile that left the User settled returns: nothing until a change or a sweep.
+const RESYNC: Action = Action::await_change();
 
 fn contacts_path(ns: &str) -> String {
     format!("/apis/notification.miloapis.com/v1alpha1/namespaces/{ns}/contacts")
@@ -119,12 +120,11 @@ async fn scenario(
         view: used.view.clone(),
         metrics: used.metrics.clone(),
         settings: used.settings.clone(),
-        recorder: kube::runtime::events::Recorder::new(
+        events: milo_webhook::controllers::events::EventPublisher::new(
             fake_client(),
-            kube::runtime::events::Reporter {
-                controller: "test".into(),
-                instance: None,
-            },
+            "test",
+            None,
+            Default::default(),
         ),
         backoff: Default::default(),
     });
@@ -429,10 +429,12 @@ fn the_change_feed_wakes_the_right_users() {
     let mut store = Store::default();
     store.apply_user(&ada);
     store.apply_user(&eve);
-    store.apply_contact(&contact(NS, "user-ada", "ada@example.com", Some("ada")));
+    // Ada's contact still has her old address: she needs work, so changes concerning her wake
+    // her. A User whose contact is current is not woken at all (see below).
+    store.apply_contact(&contact(NS, "user-ada", "ada@old.example.com", Some("ada")));
     store.apply_contact(&contact("team", "eve", "eve@example.com", None));
     let wake = |change: ViewChange| -> Vec<String> {
-        users_to_wake(&change, &store)
+        users_to_wake(&change, &store, NS)
             .into_iter()
             .map(|r| r.name)
             .collect()
@@ -466,4 +468,16 @@ fn the_change_feed_wakes_the_right_users() {
         ["ada"]
     );
     assert!(wake(ViewChange::Relisted(ViewKind::Contact)).is_empty());
+
+    let mut current = Store::default();
+    current.apply_user(&ada);
+    current.apply_contact(&contact(NS, "user-ada", "ada@example.com", Some("ada")));
+    let user_changed = ViewChange::Applied(ViewKind::User, String::new(), "ada".into());
+    assert!(
+        users_to_wake(&user_changed, &current, NS).is_empty(),
+        "her contact already carries her email and names"
+    );
+    let renamed = user("ada", "ada@example.com", Some("Augusta"), Some("Lovelace"));
+    current.apply_user(&renamed);
+    assert_eq!(users_to_wake(&user_changed, &current, NS).len(), 1);
 }

@@ -91,7 +91,25 @@ pub struct ControllerArgs {
         default_value = "milo-system"
     )]
     pub contact_namespace: String,
-    /// How often every object is reconciled again without a change.
+    /// Reconciles each controller runs at once (the API server's write load from this process
+    /// is bounded by this times the number of controllers).
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_CONTROLLER_CONCURRENCY",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub controller_concurrency: u16,
+    /// Writes an enrollment pass keeps in flight (membership creates and record annotations).
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_ENROLLMENT_CONCURRENCY",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub enrollment_concurrency: u16,
+    /// How often every controller compares desired and observed state in memory and queues what
+    /// differs (a safety net for anything a change could have missed).
     #[arg(long, env = "MILO_WEBHOOK_CONTROLLER_RESYNC", default_value = "10m", value_parser = parse_duration)]
     pub controller_resync: Duration,
     /// Namespace of the leader-election Lease (default: the pod's namespace when in a cluster,
@@ -203,6 +221,8 @@ impl ControllerArgs {
         ControllerSettings {
             contact_namespace: self.contact_namespace.clone(),
             resync: self.controller_resync,
+            concurrency: usize::from(self.controller_concurrency),
+            enrollment_concurrency: usize::from(self.enrollment_concurrency),
             invitation: self.invitations.settings(),
         }
     }
@@ -242,7 +262,7 @@ enum Source {
 
 async fn source(args: &ServeArgs) -> anyhow::Result<Source> {
     if !args.state.is_empty() {
-        let mut store = Store::default();
+        let mut store = Store::admission_only();
         let report = load_paths(&mut store, &args.state)?;
         crate::view::release_freed_memory();
         tracing::info!(files = report.files, objects = report.total(), stored = ?report.stored, skipped = ?report.skipped, "offline mode: state loaded");

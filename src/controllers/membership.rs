@@ -8,13 +8,11 @@
 
 use std::sync::Arc;
 
-use kube::runtime::controller::Action;
-use kube::runtime::reflector;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::referents::{self, Confirmed, Missing};
-use super::{Context, ControllerKind, Error, instrumented, kubeapi, object_key};
+use super::{Action, Context, ControllerKind, Error, ObjectKey, instrumented, kubeapi, object_key};
 use crate::api::{ContactGroupMembership, ContactGroupMembershipRemoval};
 use crate::view::{Store, ViewChange, ViewKind};
 
@@ -96,17 +94,19 @@ pub fn username_patch(username: Option<&str>) -> Value {
     json!({"status": {"username": username}})
 }
 
-/// The memberships a change in the view concerns (see [`referents::to_wake`]).
-pub fn memberships_to_wake(
-    change: &ViewChange,
-    view: &Store,
-    memberships: &reflector::Store<Membership>,
-) -> Vec<reflector::ObjectRef<Membership>> {
-    referents::to_wake(change, view, memberships)
+/// Whether reconciling `membership` would do anything, from the view alone: what the sweep and
+/// the wake-ups filter on, so a healthy membership costs no reconcile.
+pub fn needs_work(membership: &Membership, store: &Store) -> bool {
+    !matches!(plan(membership, store), Plan::Skip | Plan::UpToDate)
 }
 
-/// Reconciles one membership (see the module docs). Healthy memberships are looked at again
-/// after the resync interval.
+/// The memberships a change in the view concerns (see [`referents::to_wake`]).
+pub fn memberships_to_wake(change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
+    referents::to_wake::<Membership>(change, view)
+}
+
+/// Reconciles one membership (see the module docs). Healthy memberships wait for a change (or
+/// a sweep that finds them differing).
 pub async fn reconcile(membership: Arc<Membership>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = object_key(membership.namespace().as_deref(), &membership.name_any());
     instrumented(
@@ -205,7 +205,7 @@ async fn keep(membership: &Membership, ctx: &Context) -> Result<Action, Error> {
     if let Plan::Username(username) = &decided {
         kubeapi::merge_patch_status(&api, &name, &username_patch(username.as_deref())).await?;
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    Ok(Action::await_change())
 }
 
 /// Runs the membership controller until its task is aborted (leadership lost). It starts once
@@ -280,15 +280,24 @@ mod tests {
         store
     }
 
-    fn roots(objects: Vec<Membership>) -> reflector::Store<Membership> {
-        let (reader, mut writer) = reflector::store();
-        for object in objects {
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
-        }
-        reader
+    fn roots(objects: Vec<Membership>) -> Vec<Membership> {
+        objects
     }
 
-    fn names(refs: Vec<reflector::ObjectRef<Membership>>) -> Vec<String> {
+    /// The objects woken, with `roots` (the controller's own objects) in the view too.
+    fn memberships_to_wake(
+        change: &ViewChange,
+        store: &Store,
+        roots: &[Membership],
+    ) -> Vec<ObjectKey> {
+        let mut store = store.clone();
+        for root in roots {
+            store.apply_membership(root);
+        }
+        super::memberships_to_wake(change, &store)
+    }
+
+    fn names(refs: Vec<ObjectKey>) -> Vec<String> {
         let mut names: Vec<_> = refs.into_iter().map(|r| r.name).collect();
         names.sort();
         names
@@ -408,7 +417,6 @@ mod tests {
         for change in [
             ViewChange::Applied(ViewKind::ContactGroup, "groups".into(), "g".into()),
             ViewChange::Deleted(ViewKind::Removal, "ns".into(), "r".into()),
-            ViewChange::Applied(ViewKind::Membership, "ns".into(), "m1".into()),
             ViewChange::Relisted(ViewKind::Removal),
         ] {
             assert!(
@@ -416,5 +424,24 @@ mod tests {
                 "{change:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_membership_applied_wakes_itself_only_when_it_needs_work() {
+        let store = store_with(user("u1"));
+        let change = ViewChange::Applied(ViewKind::Membership, "ns".into(), "m".into());
+        let stale = [membership("m", "c", json!({}))];
+        assert_eq!(names(memberships_to_wake(&change, &store, &stale)), ["m"]);
+        let current = [membership("m", "c", json!({"username": "u1"}))];
+        assert!(
+            memberships_to_wake(&change, &store, &current).is_empty(),
+            "its username is current: nothing to do"
+        );
+        let mut opted_out = store_with(user("u1"));
+        opted_out.apply_removal(&removal("r", "c"));
+        assert_eq!(
+            names(memberships_to_wake(&change, &opted_out, &current)),
+            ["m"]
+        );
     }
 }

@@ -1,15 +1,18 @@
 //! The embedded controllers, run by the elected leader only (see [`leader`]).
 //!
-//! Each controller is a kube-runtime `Controller` over its root kind. Everything else it needs to
-//! know it reads from the shared [`ClusterView`](crate::view::ClusterView), and it is woken by the
-//! view's change feed rather than by watches of its own: when a reconcile runs, the view already
-//! holds the change that caused it, and changes arrive in the order the view applied them. Each
-//! reconcile is split into a pure plan (a function of the observed state, tested directly) and the
-//! API calls that carry it out (tested against a mock API server).
+//! No controller watches or caches anything of its own. On gaining leadership the shared
+//! [`ClusterView`](crate::view::ClusterView) starts keeping the few fields controllers read
+//! beyond admission (see [`crate::view::extras`]); each controller runs on a [`runner`] work
+//! queue of object keys, with a concurrency bound, fed by the view's change feed and by a sweep
+//! that compares desired and observed state in memory, so only objects that differ are
+//! reconciled. When a reconcile runs, the view already holds the change that caused it. Each
+//! reconcile is split into a pure plan (a function of the observed state, tested directly) and
+//! the API calls that carry it out (tested against a mock API server).
 
 pub mod backoff;
 pub mod conditions;
 pub mod enrollment;
+pub mod events;
 pub mod invitation;
 pub mod kubeapi;
 pub mod leader;
@@ -17,7 +20,10 @@ pub mod membership;
 pub mod names;
 pub mod referents;
 pub mod removal;
+pub mod runner;
 pub mod usercontact;
+
+pub use runner::{Action, ObjectKey};
 
 use std::fmt;
 use std::future::Future;
@@ -27,8 +33,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use tokio::sync::broadcast;
 
 use crate::metrics::Metrics;
@@ -87,6 +92,10 @@ pub struct ControllerSettings {
     /// How often a healthy object is looked at again even without a change (a safety net for
     /// anything a change feed could miss).
     pub resync: Duration,
+    /// Reconciles each controller runs at once.
+    pub concurrency: usize,
+    /// Writes an enrollment pass keeps in flight.
+    pub enrollment_concurrency: usize,
     /// What the invitation controller needs to know.
     pub invitation: invitation::InvitationSettings,
 }
@@ -96,6 +105,8 @@ impl Default for ControllerSettings {
         Self {
             contact_namespace: "milo-system".into(),
             resync: Duration::from_secs(600),
+            concurrency: 16,
+            enrollment_concurrency: 16,
             invitation: invitation::InvitationSettings::default(),
         }
     }
@@ -112,7 +123,7 @@ pub struct Context {
     /// Controller settings.
     pub settings: ControllerSettings,
     /// Event publisher.
-    pub recorder: Recorder,
+    pub events: events::EventPublisher,
     /// Per-object retry delays.
     pub backoff: RetryBackoff,
 }
@@ -126,12 +137,9 @@ impl Context {
         settings: ControllerSettings,
         instance: Option<String>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "milo-webhook".into(),
-            instance,
-        };
+        let dropped = metrics.controllers.events_dropped.clone();
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::EventPublisher::new(client.clone(), "milo-webhook", instance, dropped),
             client,
             view,
             metrics,
@@ -156,14 +164,16 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, regarding).await {
+        if let Err(error) = self.events.publish(&event, regarding).await {
             tracing::warn!(%error, reason, "cannot publish event");
         }
     }
 }
 
 /// Spawns the selected controllers; aborting the returned tasks stops them (leadership lost).
+/// The view starts keeping the controllers' fields first (a relist; the controllers wait for it).
 pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task::JoinHandle<()>> {
+    ctx.view.enable_controller_fields();
     selected
         .iter()
         .map(|kind| {
@@ -282,38 +292,17 @@ pub fn view_changes(view: &ClusterView) -> impl Stream<Item = ViewChange> + Send
     .flatten()
 }
 
-/// What a kube-runtime controller's run stream yields for each reconcile.
-pub type RunResult<K> = Result<
-    (kube::runtime::reflector::ObjectRef<K>, Action),
-    kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>,
->;
-
-/// Waits until every kind of the view has finished its initial listing: a controller deciding on
-/// a half-filled view would take every object it has not seen yet for missing.
+/// Waits until every kind of the view has finished its initial listing with the controllers'
+/// fields kept: a controller deciding on a half-filled view would take every object it has not
+/// seen yet for missing.
 pub async fn until_synced(view: &ClusterView) {
     let mut waited = false;
-    while !view.is_synced() {
+    while !(view.is_synced() && view.controller_fields_synced()) {
         if !waited {
             tracing::info!(kinds = ?view.unsynced_kinds(), "controller waiting for the view to sync");
             waited = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Logs what a controller's run stream reports. Failed reconciles are not logged again (the
-/// error policy did); a wake-up for an object the controller has not listed yet is routine.
-pub fn log_run_result<K: kube::Resource>(controller: ControllerKind, result: RunResult<K>) {
-    use kube::runtime::controller::Error as RunError;
-    let Err(error) = result else { return };
-    match error {
-        RunError::ReconcilerFailed(..) => {}
-        RunError::ObjectNotFound(object) => {
-            tracing::debug!(controller = controller.as_str(), %object, "woken for an object not listed yet")
-        }
-        other => {
-            tracing::warn!(controller = controller.as_str(), error = %other, "controller error")
-        }
     }
 }
 

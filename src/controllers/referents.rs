@@ -8,16 +8,14 @@
 
 use std::fmt;
 
-use futures::channel::mpsc;
-use futures::{Stream, StreamExt, stream};
-use kube::runtime::{reflector, watcher};
 use kube::{Api, Client, Resource};
 
+use super::runner::{self, Driver, ObjectKey};
 use super::{ControllerKind, kubeapi};
 use crate::api::common::ObjectRef;
 use crate::api::notification::ContactGroupPair;
 use crate::api::{Contact, ContactGroup};
-use crate::view::{ClusterView, ContactView, Store, ViewChange, ViewKind};
+use crate::view::{ContactView, Store, ViewChange, ViewKind};
 
 /// The subject kind whose name becomes `status.username`.
 pub const USER_KIND: &str = "User";
@@ -140,60 +138,11 @@ pub fn names_group(pair: &impl ContactGroupPair, namespace: &str, name: &str) ->
     g.namespace == namespace && g.name == name
 }
 
-/// The reconciler's own objects matching `predicate`, as the references `reconcile_on` wants.
-pub fn refs_where<K>(
-    roots: &reflector::Store<K>,
-    predicate: impl Fn(&K) -> bool,
-) -> Vec<reflector::ObjectRef<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    roots
-        .state_filter(|k| predicate(k))
-        .iter()
-        .map(|k| reflector::ObjectRef::from_obj(k.as_ref()))
-        .collect()
-}
-
-/// The view's change feed split into the two trigger streams a controller takes: the objects
-/// `wake` maps each change to (for `reconcile_on`), and a tick for every relist of a kind in
-/// `relists` (for `reconcile_all_on`). One subscription feeds both, so a listener that falls
-/// behind turns into relists instead of silently missed changes; the relist stream is driven by
-/// the controller polling the first.
-pub fn wake_streams<K, W>(
-    view: &std::sync::Arc<ClusterView>,
-    relists: &'static [ViewKind],
-    wake: W,
-) -> (
-    impl Stream<Item = reflector::ObjectRef<K>> + Send + 'static,
-    impl Stream<Item = ()> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()> + 'static,
-    W: Fn(&ViewChange, &Store) -> Vec<reflector::ObjectRef<K>> + Send + 'static,
-{
-    let (relist_tx, relist_rx) = mpsc::unbounded();
-    let changes = super::view_changes(view);
-    let view = view.clone();
-    let targeted = changes.flat_map(move |change| {
-        let woken = match &change {
-            ViewChange::Relisted(kind) => {
-                if relists.contains(kind) {
-                    // The receiver lives as long as the controller; a send error means it stopped.
-                    let _ = relist_tx.unbounded_send(());
-                }
-                Vec::new()
-            }
-            _ => wake(&change, &view.read()),
-        };
-        stream::iter(woken)
-    });
-    (targeted, relist_rx)
-}
-
 /// What memberships and removals share for being woken by the view: both name a (contact, group)
 /// pair, carry `status.username`, and must react to the other kind's arrival for that pair.
 pub trait PairObject: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
+    /// This kind's table in the view.
+    const KIND: ViewKind;
     /// The kind whose arrival concerns this one (removals for memberships and vice versa).
     const COUNTERPART: ViewKind;
     /// The (contact, group) pair.
@@ -212,6 +161,16 @@ pub trait PairObject: Resource<DynamicType = ()> + Clone + Send + Sync + 'static
         contact: &ObjectRef,
         group: &ObjectRef,
     ) -> Vec<crate::view::NamedRef<'a>>;
+    /// Objects of this kind naming the contact `namespace/name`, from the view.
+    fn of_contact<'a>(
+        view: &'a Store,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<crate::view::NamedRef<'a>>;
+    /// The object `namespace/name` as its controller reads it, rebuilt from the view.
+    fn materialize(view: &Store, namespace: &str, name: &str) -> Option<Self>;
+    /// Whether reconciling it would do anything, decided from the view alone.
+    fn needs_work(&self, view: &Store) -> bool;
 }
 
 /// Object-safe access to a pair's references.
@@ -232,6 +191,7 @@ impl<T: ContactGroupPair> PairRefs for T {
 }
 
 impl PairObject for crate::api::ContactGroupMembership {
+    const KIND: ViewKind = ViewKind::Membership;
     const COUNTERPART: ViewKind = ViewKind::Removal;
     fn pair(&self) -> &dyn PairRefs {
         &self.spec
@@ -253,9 +213,23 @@ impl PairObject for crate::api::ContactGroupMembership {
     ) -> Vec<crate::view::NamedRef<'a>> {
         view.memberships_of(contact, group)
     }
+    fn of_contact<'a>(
+        view: &'a Store,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<crate::view::NamedRef<'a>> {
+        view.memberships_of_contact(namespace, name)
+    }
+    fn materialize(view: &Store, namespace: &str, name: &str) -> Option<Self> {
+        view.membership_object(namespace, name)
+    }
+    fn needs_work(&self, view: &Store) -> bool {
+        super::membership::needs_work(self, view)
+    }
 }
 
 impl PairObject for crate::api::ContactGroupMembershipRemoval {
+    const KIND: ViewKind = ViewKind::Removal;
     const COUNTERPART: ViewKind = ViewKind::Membership;
     fn pair(&self) -> &dyn PairRefs {
         &self.spec
@@ -277,27 +251,43 @@ impl PairObject for crate::api::ContactGroupMembershipRemoval {
     ) -> Vec<crate::view::NamedRef<'a>> {
         view.removals_of(contact, group)
     }
+    fn of_contact<'a>(
+        view: &'a Store,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<crate::view::NamedRef<'a>> {
+        view.removals_of_contact(namespace, name)
+    }
+    fn materialize(view: &Store, namespace: &str, name: &str) -> Option<Self> {
+        view.removal_object(namespace, name)
+    }
+    fn needs_work(&self, view: &Store) -> bool {
+        super::removal::needs_work(self, view)
+    }
 }
 
-/// The objects of kind `K` a change in the view concerns, among the controller's own (`roots`):
+fn keys(refs: Vec<crate::view::NamedRef<'_>>) -> Vec<ObjectKey> {
+    refs.into_iter()
+        .map(|r| ObjectKey::new(r.namespace, r.name))
+        .collect()
+}
+
+/// The objects of kind `K` a change in the view concerns:
+/// - the object itself applied, when reconciling it would do anything;
 /// - the counterpart applied: the objects of its pair, found through the view's pair index;
 /// - a contact applied: objects naming it whose `status.username` no longer matches;
 /// - a contact or group deleted: objects naming it (they are deleted in turn).
-pub fn to_wake<K: PairObject>(
-    change: &ViewChange,
-    view: &Store,
-    roots: &reflector::Store<K>,
-) -> Vec<reflector::ObjectRef<K>> {
-    let names = |r: &ObjectRef, ns: &str, name: &str| r.namespace == ns && r.name == name;
+pub fn to_wake<K: PairObject>(change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
     match change {
+        ViewChange::Applied(kind, ns, name) if *kind == K::KIND => K::materialize(view, ns, name)
+            .filter(|object| object.needs_work(view))
+            .map(|_| vec![ObjectKey::new(ns, name)])
+            .unwrap_or_default(),
         ViewChange::Applied(kind, ns, name) if *kind == K::COUNTERPART => {
             let Some((contact, group)) = K::counterpart_pair(view, ns, name) else {
                 return Vec::new();
             };
-            K::of_pair(view, &contact, &group)
-                .into_iter()
-                .map(|r| reflector::ObjectRef::<K>::new(r.name).within(r.namespace))
-                .collect()
+            keys(K::of_pair(view, &contact, &group))
         }
         ViewChange::Applied(ViewKind::Contact, ns, name) => {
             // Not in the view any more: the Deleted that follows does the waking.
@@ -305,58 +295,66 @@ pub fn to_wake<K: PairObject>(
                 return Vec::new();
             };
             let username = username_in_view(&contact);
-            refs_where(roots, |o| {
-                names(o.pair().contact(), ns, name) && o.username() != username
-            })
+            K::of_contact(view, ns, name)
+                .into_iter()
+                .filter(|r| {
+                    K::materialize(view, r.namespace, r.name)
+                        .is_some_and(|o| o.username() != username)
+                })
+                .map(|r| ObjectKey::new(r.namespace, r.name))
+                .collect()
         }
-        ViewChange::Deleted(ViewKind::Contact, ns, name) => {
-            refs_where(roots, |o| names(o.pair().contact(), ns, name))
-        }
+        ViewChange::Deleted(ViewKind::Contact, ns, name) => keys(K::of_contact(view, ns, name)),
         ViewChange::Deleted(ViewKind::ContactGroup, ns, name) => {
-            refs_where(roots, |o| names(o.pair().group(), ns, name))
+            keys(view.naming_group(K::KIND, ns, name))
         }
         _ => Vec::new(),
     }
 }
 
-/// Runs a membership or removal controller until its task is aborted (leadership lost): its
-/// root watch, woken also by the view's changes through [`to_wake`] and by relists of
-/// `relists`. It starts once the view has synced, so no decision is made on a half-filled view.
+/// The objects of kind `K` whose reconcile would do anything, decided in memory.
+pub fn sweep<K: PairObject>(view: &Store) -> Vec<ObjectKey> {
+    view.names(K::KIND)
+        .into_iter()
+        .filter(|(ns, name)| K::materialize(view, ns, name).is_some_and(|o| o.needs_work(view)))
+        .map(|(namespace, name)| ObjectKey { namespace, name })
+        .collect()
+}
+
+/// Runs a membership or removal controller until its task is aborted (leadership lost): woken
+/// by the view's changes through [`to_wake`], swept by [`sweep`] at start, on relists of
+/// `relists` and every resync. Each reconcile reads its object rebuilt from the view.
 pub async fn run_pair_controller<K, R, Fut>(
     ctx: std::sync::Arc<super::Context>,
     kind: ControllerKind,
     relists: &'static [ViewKind],
     reconcile: R,
 ) where
-    K: PairObject + serde::de::DeserializeOwned + fmt::Debug,
-    R: FnMut(std::sync::Arc<K>, std::sync::Arc<super::Context>) -> Fut,
-    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, super::Error>>
-        + Send
-        + 'static,
+    K: PairObject,
+    R: Fn(std::sync::Arc<K>, std::sync::Arc<super::Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<super::Action, super::Error>>,
 {
-    super::until_synced(&ctx.view).await;
-    let api: Api<K> = Api::all(ctx.client.clone());
-    let controller = kube::runtime::Controller::new(api, watcher::Config::default());
-    let roots = controller.store();
-    let (targeted, relisted) = wake_streams(&ctx.view, relists, move |change, view| {
-        to_wake(change, view, &roots)
-    });
-    let error_policy = move |object: std::sync::Arc<K>,
-                             error: &super::Error,
-                             ctx: std::sync::Arc<super::Context>| {
-        let key = super::object_key(
-            object.meta().namespace.as_deref(),
-            object.meta().name.as_deref().unwrap_or_default(),
-        );
-        super::retry_after(&ctx, kind, &key, error)
+    let driver = Driver {
+        kind,
+        concurrency: ctx.settings.concurrency,
+        resync: ctx.settings.resync,
+        relists,
+        wake_delay: std::time::Duration::ZERO,
+        sweep: sweep::<K>,
+        wake: to_wake::<K>,
     };
-    tracing::info!(controller = kind.as_str(), "controller started");
-    controller
-        .reconcile_on(targeted)
-        .reconcile_all_on(relisted)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move { super::log_run_result(kind, result) })
-        .await;
+    let reconcile = &reconcile;
+    let ctx = &ctx;
+    runner::drive(&ctx.view, driver, |key| async move {
+        let Some(object) = K::materialize(&ctx.view.read(), &key.namespace, &key.name) else {
+            return super::Action::await_change();
+        };
+        match reconcile(std::sync::Arc::new(object), ctx.clone()).await {
+            Ok(action) => action,
+            Err(error) => super::retry_after(ctx, kind, &key.to_string(), &error),
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -390,53 +388,6 @@ mod tests {
         store.apply_contact(&contact(Some(("User", "u1"))));
         let view = store.contact("ns", "c").unwrap();
         assert_eq!(username_in_view(&view), Some("u1"));
-    }
-
-    #[tokio::test]
-    async fn one_subscription_feeds_targeted_wakes_and_relevant_relists() {
-        use crate::api::ContactGroupMembership;
-        use futures::FutureExt;
-        let view = std::sync::Arc::new(ClusterView::offline(Store::default()));
-        let (targeted, relists) =
-            wake_streams::<ContactGroupMembership, _>(&view, &[ViewKind::Contact], |change, _| {
-                match change {
-                    ViewChange::Applied(ViewKind::Contact, ns, name) => {
-                        vec![reflector::ObjectRef::new(name).within(ns)]
-                    }
-                    _ => Vec::new(),
-                }
-            });
-        let (mut targeted, mut relists) = (Box::pin(targeted), Box::pin(relists));
-        view.announce(ViewChange::Relisted(ViewKind::User));
-        view.announce(ViewChange::Relisted(ViewKind::Contact));
-        view.announce(ViewChange::Applied(
-            ViewKind::Contact,
-            "ns".into(),
-            "a".into(),
-        ));
-        let woken = targeted.next().await.unwrap();
-        assert_eq!(
-            (woken.namespace.as_deref(), woken.name.as_str()),
-            (Some("ns"), "a")
-        );
-        assert_eq!(relists.next().now_or_never(), Some(Some(())));
-        assert_eq!(
-            relists.next().now_or_never(),
-            None,
-            "a User relist is not ours"
-        );
-
-        // Falling behind the feed becomes a relist of every kind, of which ours wakes everything.
-        for i in 0..20_000 {
-            view.announce(ViewChange::Deleted(
-                ViewKind::Membership,
-                "ns".into(),
-                i.to_string(),
-            ));
-        }
-        assert!(targeted.next().now_or_never().is_none());
-        assert_eq!(relists.next().now_or_never(), Some(Some(())));
-        assert_eq!(relists.next().now_or_never(), None);
     }
 
     #[test]

@@ -10,14 +10,12 @@
 
 use std::sync::Arc;
 
-use kube::runtime::controller::Action;
-use kube::runtime::reflector;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use super::conditions::{self, Desired, READY};
 use super::referents::{self, Confirmed, Missing};
-use super::{Context, ControllerKind, Error, instrumented, kubeapi, object_key};
+use super::{Action, Context, ControllerKind, Error, ObjectKey, instrumented, kubeapi, object_key};
 use crate::api::{ContactGroupMembership, ContactGroupMembershipRemoval};
 use crate::view::{Store, ViewChange, ViewKind};
 
@@ -115,13 +113,22 @@ pub fn status_write(removal: &Removal, username: Option<&str>) -> Option<StatusW
     })
 }
 
+/// Whether reconciling `removal` would do anything, from the view alone: memberships of its
+/// pair to delete, a referent to confirm, or a status to write.
+pub fn needs_work(removal: &Removal, store: &Store) -> bool {
+    match plan(removal, store) {
+        Plan::Skip => false,
+        Plan::Enforce {
+            memberships,
+            missing,
+            status,
+        } => !memberships.is_empty() || missing.any() || status.is_some(),
+    }
+}
+
 /// The removals a change in the view concerns (see [`referents::to_wake`]).
-pub fn removals_to_wake(
-    change: &ViewChange,
-    view: &Store,
-    removals: &reflector::Store<Removal>,
-) -> Vec<reflector::ObjectRef<Removal>> {
-    referents::to_wake(change, view, removals)
+pub fn removals_to_wake(change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
+    referents::to_wake::<Removal>(change, view)
 }
 
 /// Reconciles one removal (see the module docs). Healthy removals are looked at again after the
@@ -208,7 +215,7 @@ async fn enforce(removal: &Removal, ctx: &Context) -> Result<Action, Error> {
         let api: Api<Removal> = Api::namespaced(ctx.client.clone(), &namespace);
         kubeapi::apply_status(&api, &name, Value::Object(body)).await?;
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    Ok(Action::await_change())
 }
 
 /// Runs the removal controller until its task is aborted (leadership lost). It starts once
@@ -294,16 +301,23 @@ mod tests {
         store
     }
 
-    fn roots(objects: Vec<Removal>) -> reflector::Store<Removal> {
-        let (reader, mut writer) = reflector::store();
-        for object in objects {
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
-        }
-        reader
+    fn roots(objects: Vec<Removal>) -> Vec<Removal> {
+        objects
     }
 
-    fn names(refs: Vec<reflector::ObjectRef<Removal>>) -> Vec<String> {
-        refs.into_iter().map(|r| r.name).collect()
+    /// The objects woken, with `roots` (the controller's own objects) in the view too.
+    fn removals_to_wake(change: &ViewChange, store: &Store, roots: &[Removal]) -> Vec<ObjectKey> {
+        let mut store = store.clone();
+        for root in roots {
+            store.apply_removal(root);
+        }
+        super::removals_to_wake(change, &store)
+    }
+
+    fn names(refs: Vec<ObjectKey>) -> Vec<String> {
+        let mut names: Vec<_> = refs.into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub struct Key {
 }
 
 /// Objects sharing one index key.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Keys {
     One(Key),
     // Boxed so the common one-key case keeps the value at 16 bytes.
@@ -26,7 +26,7 @@ enum Keys {
 }
 
 /// A multi-valued index from `K` to object keys, with O(1) insert, remove and lookup.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct MultiIndex<K> {
     map: HashMap<K, Keys>,
 }

@@ -2,8 +2,10 @@
 //! the API server. It is fed by kube watchers in a cluster ([`watch`]) or by manifest files offline
 //! ([`manifests`]); either way, decisions never perform I/O.
 
+pub mod extras;
 pub mod found;
 pub mod index;
+pub mod lookups;
 pub mod manifests;
 pub mod records;
 pub mod store;
@@ -17,6 +19,7 @@ use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
+pub use extras::{ContactFacts, RECORD_PREFIX};
 pub use store::{ContactView, GroupView, NamedRef, Store, SubjectView, UserView, ViewKind};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
@@ -31,6 +34,10 @@ use crate::api::{
 pub struct ClusterView {
     store: RwLock<Store>,
     synced: Mutex<BTreeSet<ViewKind>>,
+    /// Kinds relisted since the controllers' fields were enabled: only these hold them all.
+    controller_synced: Mutex<BTreeSet<ViewKind>>,
+    /// Whether the controllers' fields are kept; watchers relist when it turns on.
+    controller_fields: tokio::sync::watch::Sender<bool>,
     changes: broadcast::Sender<ViewChange>,
 }
 
@@ -50,30 +57,79 @@ pub enum ViewChange {
 /// How many changes a slow controller may fall behind before it is told to resync instead.
 const CHANGE_FEED_CAPACITY: usize = 16 * 1024;
 
-impl Default for ClusterView {
-    fn default() -> Self {
+impl ClusterView {
+    fn with(store: Store, synced: BTreeSet<ViewKind>) -> Self {
+        let fields = store.has_controller_fields();
+        let controller_synced = if fields {
+            synced.clone()
+        } else {
+            BTreeSet::new()
+        };
         Self {
-            store: RwLock::default(),
-            synced: Mutex::default(),
+            store: RwLock::new(store),
+            synced: Mutex::new(synced),
+            controller_synced: Mutex::new(controller_synced),
+            controller_fields: tokio::sync::watch::channel(fields).0,
             changes: broadcast::channel(CHANGE_FEED_CAPACITY).0,
         }
     }
-}
 
-impl ClusterView {
-    /// An empty view that reports synced at once: the offline mode, where the manifests loaded
-    /// before serving are the whole truth.
+    /// A view of `store` that reports synced at once: the offline mode, where the manifests
+    /// loaded before serving are the whole truth.
     pub fn offline(store: Store) -> Self {
-        Self {
-            store: RwLock::new(store),
-            synced: Mutex::new(ViewKind::ALL.into_iter().collect()),
-            ..Self::default()
-        }
+        Self::with(store, ViewKind::ALL.into_iter().collect())
     }
 
-    /// An empty view that is not synced until every watcher reports its initial list.
+    /// An empty view keeping only what admission reads, not synced until every watcher reports
+    /// its initial list: what every replica starts with in a cluster.
     pub fn unsynced() -> Self {
-        Self::default()
+        Self::with(Store::admission_only(), BTreeSet::new())
+    }
+
+    /// Starts keeping the controllers' fields (on gaining leadership): the watchers of the kinds
+    /// that have any relist, and [`ClusterView::controller_fields_synced`] turns true once all
+    /// of them have. Enabling twice is a no-op.
+    pub fn enable_controller_fields(&self) {
+        if self.read().has_controller_fields() {
+            return;
+        }
+        self.write().enable_controller_fields();
+        let synced = self
+            .synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *self
+            .controller_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = synced
+            .into_iter()
+            .filter(|k| !k.has_controller_fields())
+            .collect();
+        tracing::info!("keeping the controllers' fields from now on; relisting");
+        self.controller_fields.send_replace(true);
+    }
+
+    /// Follows whether the controllers' fields are kept (watchers relist when it turns on).
+    pub fn controller_fields(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.controller_fields.subscribe()
+    }
+
+    /// Records that `kind` was relisted with the controllers' fields kept.
+    pub fn mark_controller_synced(&self, kind: ViewKind) {
+        self.controller_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind);
+    }
+
+    /// Whether every kind holds the controllers' fields of every object.
+    pub fn controller_fields_synced(&self) -> bool {
+        self.controller_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            == ViewKind::ALL.len()
     }
 
     /// Reads the store. Held only for the length of one decision.

@@ -4,6 +4,7 @@
 use hashbrown::HashMap;
 use kube::ResourceExt;
 
+use super::extras::Extras;
 pub use super::found::{ContactView, GroupView, NamedRef, SubjectView, UserView};
 use super::index::{Key, MultiIndex};
 use super::records::{
@@ -60,6 +61,20 @@ impl ViewKind {
         ViewKind::MemberBinding,
     ];
 
+    /// Whether the leader keeps fields of this kind that admission does not read, so that
+    /// gaining leadership relists it.
+    pub fn has_controller_fields(self) -> bool {
+        matches!(
+            self,
+            ViewKind::Contact
+                | ViewKind::Membership
+                | ViewKind::Removal
+                | ViewKind::EnrollmentPolicy
+                | ViewKind::User
+                | ViewKind::Invitation
+        )
+    }
+
     /// The Kubernetes kind name, for logs and metrics.
     pub fn kind_name(self) -> &'static str {
         match self {
@@ -79,7 +94,7 @@ impl ViewKind {
 
 /// A stored object of any kind: lets updates and deletes unindex what was there before.
 #[derive(Clone, Debug)]
-enum Row {
+pub(super) enum Row {
     Contact(ContactRecord),
     Group(GroupRecord),
     Membership(Pair),
@@ -91,16 +106,16 @@ enum Row {
     MemberBinding(Box<[Sym]>),
 }
 
-#[derive(Default)]
-struct Indexes {
-    contacts_by_email: MultiIndex<Sym>,
-    contacts_by_user: MultiIndex<Sym>,
-    groups_by_identity: MultiIndex<(Sym, Sym, Visibility)>,
-    memberships_by_pair: MultiIndex<Pair>,
-    removals_by_pair: MultiIndex<Pair>,
-    users_by_email: MultiIndex<Sym>,
-    invitations_by_email_org: MultiIndex<(Sym, Sym)>,
-    members_by_namespace_user: MultiIndex<(Sym, Sym)>,
+#[derive(Clone, Default)]
+pub(super) struct Indexes {
+    pub(super) contacts_by_email: MultiIndex<Sym>,
+    pub(super) contacts_by_user: MultiIndex<Sym>,
+    pub(super) groups_by_identity: MultiIndex<(Sym, Sym, Visibility)>,
+    pub(super) memberships_by_pair: MultiIndex<Pair>,
+    pub(super) removals_by_pair: MultiIndex<Pair>,
+    pub(super) users_by_email: MultiIndex<Sym>,
+    pub(super) invitations_by_email_org: MultiIndex<(Sym, Sym)>,
+    pub(super) members_by_namespace_user: MultiIndex<(Sym, Sym)>,
 }
 
 impl Indexes {
@@ -150,6 +165,22 @@ impl Indexes {
 }
 
 impl Row {
+    /// The (contact, group) pair of a membership or removal.
+    pub(super) fn pair(&self) -> Option<Pair> {
+        match self {
+            Row::Membership(p) | Row::Removal(p) => Some(*p),
+            _ => None,
+        }
+    }
+
+    /// A contact's subject kind: `None` for other rows, `Some(None)` for a contact without one.
+    pub(super) fn contact_subject_kind(&self) -> Option<Option<Sym>> {
+        match self {
+            Row::Contact(c) => Some(c.subject.map(|s| s.kind)),
+            _ => None,
+        }
+    }
+
     fn for_each_symbol(&self, f: &mut impl FnMut(Sym)) {
         let mut each = |syms: &[Sym]| syms.iter().copied().for_each(&mut *f);
         match self {
@@ -175,15 +206,37 @@ impl Row {
     }
 }
 
-/// The objects of the cluster, as admission rules see them.
-#[derive(Default)]
+/// The objects of the cluster, as admission rules see them, and (on the leader) as controllers
+/// see them.
+#[derive(Clone)]
 pub struct Store {
-    symbols: Symbols,
-    tables: [HashMap<Key, Row>; ViewKind::ALL.len()],
-    indexes: Indexes,
+    pub(super) symbols: Symbols,
+    pub(super) tables: [HashMap<Key, Row>; ViewKind::ALL.len()],
+    pub(super) indexes: Indexes,
+    /// The controllers' fields, kept only when enabled (see [`Store::enable_controller_fields`]).
+    pub(super) extras: Option<Box<Extras>>,
+}
+
+/// A store with the controllers' fields: what tests and the offline commands use.
+impl Default for Store {
+    fn default() -> Self {
+        let mut store = Self::admission_only();
+        store.enable_controller_fields();
+        store
+    }
 }
 
 impl Store {
+    /// A store keeping only what admission reads: what every replica keeps until it leads.
+    pub fn admission_only() -> Self {
+        Self {
+            symbols: Symbols::default(),
+            tables: Default::default(),
+            indexes: Indexes::default(),
+            extras: None,
+        }
+    }
+
     fn key(&mut self, namespace: &str, name: &str) -> Key {
         Key {
             namespace: self.symbols.intern(namespace),
@@ -191,7 +244,7 @@ impl Store {
         }
     }
 
-    fn lookup_key(&self, namespace: &str, name: &str) -> Option<Key> {
+    pub(super) fn lookup_key(&self, namespace: &str, name: &str) -> Option<Key> {
         Some(Key {
             namespace: self.symbols.get(namespace)?,
             name: self.symbols.get(name)?,
@@ -206,12 +259,19 @@ impl Store {
     }
 
     fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
+        let new_pair = row.pair();
         let previous = self.tables[kind as usize].insert(key, row.clone());
         if let Some(old) = previous {
             self.indexes.update(key, &old, false);
+            if let (Some(extras), Some(pair)) = (self.extras.as_mut(), old.pair()) {
+                extras.index_pair(kind, key, pair, false);
+            }
             self.release(key, &old);
         }
         self.indexes.update(key, &row, true);
+        if let (Some(extras), Some(pair)) = (self.extras.as_mut(), new_pair) {
+            extras.index_pair(kind, key, pair, true);
+        }
     }
 
     fn release(&mut self, key: Key, row: &Row) {
@@ -244,6 +304,9 @@ impl Store {
                 subject,
             }),
         );
+        if let Some(extras) = self.extras.as_mut() {
+            extras.apply_contact(key, contact, &mut self.symbols);
+        }
     }
 
     /// Stores or replaces a ContactGroup.
@@ -269,6 +332,11 @@ impl Store {
         let key = self.key(&m.namespace().unwrap_or_default(), &m.name_any());
         let pair = self.pair(&m.spec.contact_ref, &m.spec.contact_group_ref);
         self.upsert(ViewKind::Membership, key, Row::Membership(pair));
+        if let Some(extras) = self.extras.as_mut() {
+            let username = m.status.as_ref().and_then(|s| s.username.as_deref());
+            let kind = ViewKind::Membership;
+            extras.apply_pair(kind, key, &m.metadata, username, None, &mut self.symbols);
+        }
     }
 
     /// Stores or replaces a ContactGroupMembershipRemoval.
@@ -276,6 +344,13 @@ impl Store {
         let key = self.key(&r.namespace().unwrap_or_default(), &r.name_any());
         let pair = self.pair(&r.spec.contact_ref, &r.spec.contact_group_ref);
         self.upsert(ViewKind::Removal, key, Row::Removal(pair));
+        if let Some(extras) = self.extras.as_mut() {
+            let status = r.status.as_ref();
+            let username = status.and_then(|s| s.username.as_deref());
+            let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+            let kind = ViewKind::Removal;
+            extras.apply_pair(kind, key, &r.metadata, username, ready, &mut self.symbols);
+        }
     }
 
     /// Stores or replaces a ContactGroupEnrollmentPolicy.
@@ -290,6 +365,9 @@ impl Store {
             key,
             Row::Policy(PolicyRecord { group }),
         );
+        if let Some(extras) = self.extras.as_mut() {
+            extras.apply_policy(key, p);
+        }
     }
 
     /// Stores or replaces a User.
@@ -305,6 +383,9 @@ impl Store {
             uid,
         });
         self.upsert(ViewKind::User, key, row);
+        if let Some(extras) = self.extras.as_mut() {
+            extras.apply_user(key, u, &mut self.symbols);
+        }
     }
 
     /// Stores or replaces a UserInvitation.
@@ -324,6 +405,9 @@ impl Store {
             expires_at,
         };
         self.upsert(ViewKind::Invitation, key, Row::Invitation(row));
+        if let Some(extras) = self.extras.as_mut() {
+            extras.apply_invitation(key, i);
+        }
     }
 
     /// Stores or replaces an RBAC Role.
@@ -366,6 +450,12 @@ impl Store {
             return;
         };
         self.indexes.update(key, &row, false);
+        if let Some(extras) = self.extras.as_mut() {
+            if let Some(pair) = row.pair() {
+                extras.index_pair(kind, key, pair, false);
+            }
+            extras.forget(kind, key, &mut self.symbols);
+        }
         self.release(key, &row);
     }
 
@@ -390,222 +480,15 @@ impl Store {
         self.symbols.len()
     }
 
-    fn named(&self, key: Key) -> NamedRef<'_> {
+    pub(super) fn named(&self, key: Key) -> NamedRef<'_> {
         NamedRef {
             namespace: self.symbols.resolve(key.namespace),
             name: self.symbols.resolve(key.name),
         }
     }
 
-    fn row(&self, kind: ViewKind, namespace: &str, name: &str) -> Option<(Key, &Row)> {
+    pub(super) fn row(&self, kind: ViewKind, namespace: &str, name: &str) -> Option<(Key, &Row)> {
         let key = self.lookup_key(namespace, name)?;
         self.tables[kind as usize].get(&key).map(|row| (key, row))
-    }
-
-    fn contact_view(&self, key: Key, c: &ContactRecord) -> ContactView<'_> {
-        let s = &self.symbols;
-        ContactView {
-            key: self.named(key),
-            email: s.resolve(c.email),
-            subject: c.subject.map(|sub| SubjectView {
-                api_group: s.resolve(sub.api_group),
-                kind: s.resolve(sub.kind),
-                name: s.resolve(sub.name),
-                namespace: s.resolve(sub.namespace),
-            }),
-        }
-    }
-
-    /// The Contact `namespace/name`.
-    pub fn contact(&self, namespace: &str, name: &str) -> Option<ContactView<'_>> {
-        match self.row(ViewKind::Contact, namespace, name)? {
-            (key, Row::Contact(c)) => Some(self.contact_view(key, c)),
-            _ => None,
-        }
-    }
-
-    fn contacts_at<'a>(&'a self, keys: &'a [Key]) -> impl Iterator<Item = ContactView<'a>> + 'a {
-        let table = &self.tables[ViewKind::Contact as usize];
-        keys.iter().filter_map(move |k| match table.get(k)? {
-            Row::Contact(c) => Some(self.contact_view(*k, c)),
-            _ => None,
-        })
-    }
-
-    /// Contacts whose email equals `email`, compared case-insensitively.
-    pub fn contacts_by_email<'a>(
-        &'a self,
-        email: &str,
-    ) -> impl Iterator<Item = ContactView<'a>> + 'a {
-        let keys = match self.symbols.get(&email.to_lowercase()) {
-            Some(sym) => self.indexes.contacts_by_email.get(&sym),
-            None => &[],
-        };
-        self.contacts_at(keys)
-    }
-
-    /// Contacts whose subject names the User `user`.
-    pub fn contacts_by_user<'a>(
-        &'a self,
-        user: &str,
-    ) -> impl Iterator<Item = ContactView<'a>> + 'a {
-        let keys = match self.symbols.get(user) {
-            Some(sym) => self.indexes.contacts_by_user.get(&sym),
-            None => &[],
-        };
-        self.contacts_at(keys)
-            .filter(move |c| c.subject.is_some_and(|s| s.kind == "User"))
-    }
-
-    /// The ContactGroup `namespace/name`.
-    pub fn group(&self, namespace: &str, name: &str) -> Option<GroupView<'_>> {
-        match self.row(ViewKind::ContactGroup, namespace, name)? {
-            (key, Row::Group(g)) => Some(GroupView {
-                key: self.named(key),
-                display_name: self.symbols.resolve(g.display_name),
-                visibility: g.visibility,
-            }),
-            _ => None,
-        }
-    }
-
-    /// Groups in `namespace` with this display name and visibility.
-    pub fn groups_by_identity(
-        &self,
-        namespace: &str,
-        display_name: &str,
-        visibility: Visibility,
-    ) -> Vec<NamedRef<'_>> {
-        let (Some(ns), Some(dn)) = (self.symbols.get(namespace), self.symbols.get(display_name))
-        else {
-            return Vec::new();
-        };
-        self.resolve_all(self.indexes.groups_by_identity.get(&(ns, dn, visibility)))
-    }
-
-    fn lookup_pair(&self, contact: &ObjectRef, group: &ObjectRef) -> Option<Pair> {
-        Some(Pair {
-            contact: self.lookup_key(&contact.namespace, &contact.name)?,
-            group: self.lookup_key(&group.namespace, &group.name)?,
-        })
-    }
-
-    fn resolve_all(&self, keys: &[Key]) -> Vec<NamedRef<'_>> {
-        keys.iter().map(|k| self.named(*k)).collect()
-    }
-
-    /// Memberships of `contact` in `group`, wherever they live.
-    pub fn memberships_of(&self, contact: &ObjectRef, group: &ObjectRef) -> Vec<NamedRef<'_>> {
-        match self.lookup_pair(contact, group) {
-            Some(pair) => self.resolve_all(self.indexes.memberships_by_pair.get(&pair)),
-            None => Vec::new(),
-        }
-    }
-
-    /// The (contact, group) pair the membership `namespace/name` names, so a change to one
-    /// membership finds its removals without scanning.
-    pub fn membership(&self, namespace: &str, name: &str) -> Option<(ObjectRef, ObjectRef)> {
-        match self.row(ViewKind::Membership, namespace, name)? {
-            (_, Row::Membership(pair)) => Some(self.pair_refs(*pair)),
-            _ => None,
-        }
-    }
-
-    /// The (contact, group) pair the removal `namespace/name` names.
-    pub fn removal(&self, namespace: &str, name: &str) -> Option<(ObjectRef, ObjectRef)> {
-        match self.row(ViewKind::Removal, namespace, name)? {
-            (_, Row::Removal(pair)) => Some(self.pair_refs(*pair)),
-            _ => None,
-        }
-    }
-
-    fn pair_refs(&self, pair: Pair) -> (ObjectRef, ObjectRef) {
-        let owned = |key: Key| {
-            let named = self.named(key);
-            ObjectRef {
-                name: named.name.to_owned(),
-                namespace: named.namespace.to_owned(),
-            }
-        };
-        (owned(pair.contact), owned(pair.group))
-    }
-
-    /// Removals (opt-outs) of `contact` from `group`, wherever they live.
-    pub fn removals_of(&self, contact: &ObjectRef, group: &ObjectRef) -> Vec<NamedRef<'_>> {
-        match self.lookup_pair(contact, group) {
-            Some(pair) => self.resolve_all(self.indexes.removals_by_pair.get(&pair)),
-            None => Vec::new(),
-        }
-    }
-
-    /// The User `name`: its email and uid.
-    pub fn user(&self, name: &str) -> Option<UserView<'_>> {
-        match self.row(ViewKind::User, "", name)? {
-            (_, Row::User(u)) => Some(UserView {
-                name: self.symbols.resolve(self.lookup_key("", name)?.name),
-                email: self.symbols.resolve(u.email),
-                uid: self.symbols.resolve(u.uid),
-            }),
-            _ => None,
-        }
-    }
-
-    /// Whether the Role `namespace/name` exists.
-    pub fn role_exists(&self, namespace: &str, name: &str) -> bool {
-        self.row(ViewKind::Role, namespace, name).is_some()
-    }
-
-    /// Whether the ClusterRole `name` exists.
-    pub fn cluster_role_exists(&self, name: &str) -> bool {
-        self.row(ViewKind::ClusterRole, "", name).is_some()
-    }
-
-    /// Whether `user` holds an organization-membership binding in `namespace`.
-    pub fn is_member(&self, namespace: &str, user: &str) -> bool {
-        match (self.symbols.get(namespace), self.symbols.get(user)) {
-            (Some(ns), Some(u)) => !self
-                .indexes
-                .members_by_namespace_user
-                .get(&(ns, u))
-                .is_empty(),
-            _ => false,
-        }
-    }
-
-    /// Users whose email equals `email`, compared case-insensitively.
-    pub fn users_by_email(&self, email: &str) -> Vec<&str> {
-        let Some(sym) = self.symbols.get(&email.to_lowercase()) else {
-            return Vec::new();
-        };
-        self.indexes
-            .users_by_email
-            .get(&sym)
-            .iter()
-            .map(|k| self.symbols.resolve(k.name))
-            .collect()
-    }
-
-    /// Invitations for `email` (case-insensitive) to `organization`, with their records.
-    pub fn invitations_for(
-        &self,
-        email: &str,
-        organization: &str,
-    ) -> Vec<(NamedRef<'_>, InvitationRecord)> {
-        let (Some(e), Some(o)) = (
-            self.symbols.get(&email.to_lowercase()),
-            self.symbols.get(organization),
-        ) else {
-            return Vec::new();
-        };
-        let table = &self.tables[ViewKind::Invitation as usize];
-        self.indexes
-            .invitations_by_email_org
-            .get(&(e, o))
-            .iter()
-            .filter_map(|k| match table.get(k)? {
-                Row::Invitation(i) => Some((self.named(*k), *i)),
-                _ => None,
-            })
-            .collect()
     }
 }

@@ -10,13 +10,14 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sym(u32);
 
+#[derive(Clone)]
 struct Entry {
     text: Box<str>,
     refs: u32,
 }
 
 /// The table of interned strings.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Symbols {
     entries: Vec<Entry>,
     free: Vec<u32>,

@@ -45,15 +45,41 @@ async fn watch_kind<K: Viewed>(client: Client, view: Arc<ClusterView>) {
     watch_with::<K>(client, view, watcher::Config::default()).await
 }
 
+/// Watches one kind. When the controllers' fields are switched on (this replica became the
+/// leader) the watch starts over, so every object is applied again with them; the relist
+/// replaces the kind's contents atomically, so admission keeps deciding meanwhile.
 async fn watch_with<K: Viewed>(client: Client, view: Arc<ClusterView>, config: watcher::Config) {
     let kind = K::KIND.kind_name();
     let api = Api::<K>::all(client);
-    let mut events = watcher(api, config).default_backoff().boxed();
-    let mut relist: Option<HashSet<(String, String)>> = None;
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => apply_event(&view, event, &mut relist),
-            Err(error) => tracing::warn!(kind, %error, "watch failed; retrying with backoff"),
+    let mut fields = view.controller_fields();
+    loop {
+        let with_fields = *fields.borrow_and_update() || !K::KIND.has_controller_fields();
+        let mut events = watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed();
+        let mut relist: Option<HashSet<(String, String)>> = None;
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(event)) => {
+                        let done = matches!(event, watcher::Event::InitDone);
+                        apply_event(&view, event, &mut relist);
+                        if done && with_fields {
+                            view.mark_controller_synced(K::KIND);
+                        }
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(kind, %error, "watch failed; retrying with backoff")
+                    }
+                    None => return,
+                },
+                changed = fields.changed(), if !with_fields => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            }
         }
     }
 }

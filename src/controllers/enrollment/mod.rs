@@ -2,10 +2,12 @@
 //! once. The root kind is the policy; a pass looks at every contact and acts on those the policy
 //! has not recorded yet ([`plan`]), then carries the steps out here.
 //!
-//! Contacts come from a reflector of this controller's own (leader only), because the view keeps
-//! neither annotations nor creation timestamps; the reflector keeps only what enrollment reads
-//! (see [`slim_contact`]). Every contact event, and the view's group, membership and removal
-//! changes, re-run every policy (policies are few; a pass with nothing to do makes no request).
+//! Contacts, their creation times and record annotations come from the shared view's controller
+//! fields (the leader's); this controller keeps no objects of its own. Every contact change, and
+//! the view's group, membership and removal changes, re-run every policy after a debounce
+//! (policies are few; a pass with nothing to do makes no request). A pass carries its steps out
+//! through a window of `--enrollment-concurrency` writes in flight, reporting progress in the
+//! policy's status and the log while it runs.
 //!
 //! Exactly-once, across retries, restarts, leader changes and several policies per group:
 //! - memberships have deterministic names, so a replay gets AlreadyExists instead of a twin;
@@ -25,25 +27,22 @@ pub use plan::{
 };
 pub use steps::membership;
 
-use crate::controllers::{log_run_result, until_synced};
 use std::collections::HashMap;
-use std::future::ready;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use futures::{StreamExt, stream};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::conditions::{self, Desired, READY};
+use super::runner::{self, Driver, ObjectKey};
 use super::{
-    Context, ControllerKind, Error, instrumented, kubeapi, object_key, retry_after, view_changes,
+    Action, Context, ControllerKind, Error, instrumented, kubeapi, object_key, retry_after,
 };
 use crate::api::ObjectRef;
-use crate::api::notification::{Contact, ContactGroup, ContactGroupEnrollmentPolicy};
-use crate::view::{ViewChange, ViewKind};
+use crate::api::notification::{ContactGroup, ContactGroupEnrollmentPolicy};
+use crate::view::{Store, ViewChange, ViewKind};
 use steps::{Tally, carry_out, is_refusal, refusal_code};
 
 /// Quiet time before a triggered pass runs, so a burst of contact or membership events (a
@@ -51,6 +50,8 @@ use steps::{Tally, carry_out, is_refusal, refusal_code};
 pub const DEBOUNCE: Duration = Duration::from_secs(1);
 /// How soon a policy whose group is missing looks again; the group's creation also wakes it.
 pub const GROUP_MISSING_RETRY: Duration = Duration::from_secs(60);
+/// How often a running pass reports progress (status counts and a log line).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Events per reason per pass: a backfill of many contacts reports its first ones as Events and
 /// the rest only in status and metrics, rather than flooding the namespace with Events.
 pub const EVENTS_PER_PASS: usize = 100;
@@ -59,18 +60,16 @@ pub const EVENTS_PER_PASS: usize = 100;
 pub struct EnrollmentContext {
     /// What every controller shares.
     pub shared: Arc<Context>,
-    /// Every Contact, slimmed to what enrollment reads (see [`slim_contact`]).
-    pub contacts: reflector::Store<Contact>,
     memory: Memory,
 }
 
-/// What this process did that the caches may not show yet. A new leader starts empty, which is
+/// What this process did that the view may not show yet. A new leader starts empty, which is
 /// safe: by then the caches hold everything the old leader wrote.
 #[derive(Default)]
 struct Memory {
     /// (contact, group) → name of the membership this process created (or found existing).
     created: Mutex<HashMap<(ObjectRef, ObjectRef), String>>,
-    /// policy → contact → record written, until the contact store shows the annotation.
+    /// policy → contact → record written, until the view shows the annotation.
     recorded: Mutex<HashMap<String, HashMap<ObjectRef, Record>>>,
     /// One lock per group: passes of policies for the same group run one at a time.
     groups: Mutex<HashMap<ObjectRef, Arc<tokio::sync::Mutex<()>>>>,
@@ -81,11 +80,10 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl EnrollmentContext {
-    /// A context over `contacts`, with no memory of earlier passes (a fresh leader).
-    pub fn new(shared: Arc<Context>, contacts: reflector::Store<Contact>) -> Self {
+    /// A context with no memory of earlier passes (a fresh leader).
+    pub fn new(shared: Arc<Context>) -> Self {
         Self {
             shared,
-            contacts,
             memory: Memory::default(),
         }
     }
@@ -112,15 +110,16 @@ impl EnrollmentContext {
         });
     }
 
-    /// Forgets the records of `policy` the contact store now shows (or whose contact is gone).
+    /// Forgets the records of `policy` the view now shows (or whose contact is gone).
     fn forget_shown(&self, policy: &str, key: &str) {
+        let store = self.shared.view.read();
         let mut recorded = locked(&self.memory.recorded);
         if let Some(mine) = recorded.get_mut(policy) {
             mine.retain(|contact, _| {
-                let at = reflector::ObjectRef::new(&contact.name).within(&contact.namespace);
-                self.contacts
-                    .get(&at)
-                    .is_some_and(|c| !c.annotations().contains_key(key))
+                store.contact(&contact.namespace, &contact.name).is_some()
+                    && store
+                        .contact_record(&contact.namespace, &contact.name, key)
+                        .is_none()
             });
         }
     }
@@ -162,10 +161,6 @@ async fn pass(
     if policy.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    ctx.contacts
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::Invalid("the contact watch stopped before its first list".into()))?;
     let group = &policy.spec.contact_group_ref;
     let group_key = object_key(Some(&group.namespace), &group.name);
     if !group_exists(ctx, group).await? {
@@ -187,59 +182,139 @@ async fn pass(
     ctx.forget_created(group);
     let name = policy.name_any();
     let key = record_key(&name);
-    let contacts = ctx.contacts.state();
     let mut planned = {
         let recorded = locked(&ctx.memory.recorded);
         let mine = recorded.get(&name);
         let store = ctx.shared.view.read();
-        plan::plan_with(policy, &contacts, &store, |c| mine?.get(c).copied())
+        plan::plan_with(policy, &store, |c| mine?.get(c).copied())
     };
-    drop(contacts);
     ctx.forget_shown(&name, &key);
 
-    let mut done = Tally::default();
-    let mut refused = None;
-    let steps = std::mem::take(&mut planned.steps);
-    for step in &steps {
-        match carry_out(ctx, policy, &key, step, &mut done).await {
-            Ok(outcome) => planned.settle(step.expected(), outcome),
-            // One contact the API refuses must not hold up every contact after it: go on, and
-            // fail the pass at the end so it is retried with backoff.
-            Err(Error::Kube(error)) if is_refusal(&error) => {
-                let contact = step.contact();
-                tracing::warn!(
-                    contact = %object_key(Some(&contact.namespace), &contact.name),
-                    causes = ?kubeapi::denial_causes(&error),
-                    code = refusal_code(&error),
-                    "cannot enroll contact; going on with the others"
-                );
-                planned.settle(step.expected(), None);
-                refused.get_or_insert(Error::Kube(error));
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    if !steps.is_empty() {
-        tracing::info!(
-            group = %group_key,
-            enrolled = done.enrolled,
-            skipped_opt_out = done.opted_out,
-            already_member = done.already_member,
-            refused = refused.is_some(),
-            "enrollment pass done"
-        );
-    }
     let ready = Desired {
         type_: READY,
         status: true,
         reason: "Active",
         message: format!("enrolling contacts into {group_key}"),
     };
+    let steps = std::mem::take(&mut planned.steps);
+    let done = Tally::default();
+    let mut progress = Progress::new(&steps);
+    let mut refused = None;
+    let mut failed = None;
+    let window = ctx.shared.settings.enrollment_concurrency.max(1);
+    let (key, done) = (&key, &done);
+    let steps = &steps;
+    let mut results = stream::iter(0..steps.len())
+        .map(|i| async move {
+            let step = &steps[i];
+            let outcome = carry_out(ctx, policy, key, step, done).await;
+            (step, outcome)
+        })
+        .buffer_unordered(window);
+    let mut report = tokio::time::interval(PROGRESS_EVERY);
+    report.tick().await;
+    loop {
+        tokio::select! {
+            next = results.next() => {
+                let Some((step, outcome)) = next else { break };
+                progress.finished(step);
+                match outcome {
+                    Ok(outcome) => planned.settle(step.expected(), outcome),
+                    // One contact the API refuses must not hold up every contact after it: go
+                    // on, and fail the pass at the end so it is retried with backoff.
+                    Err(Error::Kube(error)) if is_refusal(&error) => {
+                        let contact = step.contact();
+                        tracing::warn!(
+                            contact = %object_key(Some(&contact.namespace), &contact.name),
+                            causes = ?kubeapi::denial_causes(&error),
+                            code = refusal_code(&error),
+                            "cannot enroll contact; going on with the others"
+                        );
+                        planned.settle(step.expected(), None);
+                        refused.get_or_insert(Error::Kube(error));
+                    }
+                    // The API is unwell: stop starting writes (those in flight are dropped, as
+                    // a crash would; every step is safe to replay) and retry with backoff.
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+            }
+            _ = report.tick() => {
+                let (enrolled, skipped) = progress.counts(&planned);
+                tracing::info!(
+                    group = %group_key,
+                    done = progress.done,
+                    of = steps.len(),
+                    enrolled,
+                    skipped_opt_out = skipped,
+                    "enrollment pass in progress"
+                );
+                if let Err(error) = write_status(ctx, policy, &ready, (enrolled, skipped)).await {
+                    tracing::warn!(%error, "cannot report enrollment progress");
+                }
+            }
+        }
+    }
+    drop(results);
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    if !steps.is_empty() {
+        tracing::info!(
+            group = %group_key,
+            enrolled = done.enrolled(),
+            skipped_opt_out = done.opted_out(),
+            already_member = done.already_member(),
+            refused = refused.is_some(),
+            seconds = progress.started.elapsed().as_secs_f64(),
+            "enrollment pass done"
+        );
+    }
     let counts = (planned.enrolled, planned.skipped_opt_out);
     write_status(ctx, policy, &ready, counts).await?;
     match refused {
         Some(error) => Err(error),
-        None => Ok(Action::requeue(ctx.shared.settings.resync)),
+        None => Ok(Action::await_change()),
+    }
+}
+
+/// How far a pass has come: the plan's counts assume every step done, so while it runs the
+/// steps still pending are taken off.
+struct Progress {
+    started: Instant,
+    done: usize,
+    pending_enrolled: i64,
+    pending_opted_out: i64,
+}
+
+impl Progress {
+    fn new(steps: &[Step]) -> Self {
+        let pending = |record| steps.iter().filter(|s| s.expected() == record).count() as i64;
+        Self {
+            started: Instant::now(),
+            done: 0,
+            pending_enrolled: pending(Record::Enrolled),
+            pending_opted_out: pending(Record::OptedOut),
+        }
+    }
+
+    fn finished(&mut self, step: &Step) {
+        self.done += 1;
+        match step.expected() {
+            Record::Enrolled => self.pending_enrolled -= 1,
+            Record::OptedOut => self.pending_opted_out -= 1,
+            Record::AlreadyMember => {}
+        }
+    }
+
+    /// (enrolled, skipped) as of now.
+    fn counts(&self, planned: &Plan) -> (i64, i64) {
+        (
+            planned.enrolled - self.pending_enrolled,
+            planned.skipped_opt_out - self.pending_opted_out,
+        )
     }
 }
 
@@ -291,125 +366,100 @@ async fn write_status(
     Ok(())
 }
 
-/// Keeps in the contact reflector only what enrollment reads: names, uid, timestamps, our own
-/// record annotations and the subject. Everything else (managedFields, other annotations, labels,
-/// status, and the names and addresses, which this second cache has no use for) is dropped.
-pub fn slim_contact(contact: &mut Contact) {
-    let meta = &mut contact.metadata;
-    meta.managed_fields = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| key.starts_with(RECORD_PREFIX));
-        if annotations.is_empty() {
-            meta.annotations = None;
+/// The policies a change in the view concerns: the policy itself when it changed, every policy
+/// when a contact, group, membership or removal did (policies are few, and a pass with nothing
+/// to do makes no request).
+pub fn policies_to_wake(change: &ViewChange, store: &Store) -> Vec<ObjectKey> {
+    match change {
+        ViewChange::Applied(ViewKind::EnrollmentPolicy, _, name) => vec![ObjectKey::new("", name)],
+        ViewChange::Applied(kind, ..) | ViewChange::Deleted(kind, ..)
+            if matches!(
+                kind,
+                ViewKind::Contact
+                    | ViewKind::ContactGroup
+                    | ViewKind::Membership
+                    | ViewKind::Removal
+            ) =>
+        {
+            all_policies(store)
         }
+        _ => Vec::new(),
     }
-    contact.spec.email = String::new();
-    contact.spec.given_name = None;
-    contact.spec.family_name = None;
-    contact.status = None;
 }
 
-/// Whether a view change can make a policy's pass do something new.
-fn wakes_enrollment(change: &ViewChange) -> bool {
-    match change {
-        ViewChange::Applied(kind, ..) | ViewChange::Deleted(kind, ..) => matches!(
-            kind,
-            ViewKind::ContactGroup | ViewKind::Membership | ViewKind::Removal
-        ),
-        ViewChange::Relisted(_) => true,
-    }
+fn all_policies(store: &Store) -> Vec<ObjectKey> {
+    store
+        .policies()
+        .iter()
+        .map(|p| ObjectKey::new("", &p.name_any()))
+        .collect()
 }
 
 /// Runs the enrollment controller until its task is aborted (on losing the lease). It starts
-/// once the view has synced: a half-filled view would miss removals, and opt-outs are sacred.
+/// once the view holds every kind with the controllers' fields: a half-filled view would miss
+/// removals, and opt-outs are sacred.
 pub async fn run(ctx: Arc<Context>) {
-    until_synced(&ctx.view).await;
-    let (contacts, writer) = reflector::store();
-    let contact_changes = watcher(
-        Api::<Contact>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(slim_contact)
-    .reflect(writer)
-    .filter_map(|event| {
-        ready(match event {
-            Ok(_) => Some(()),
-            Err(error) => {
-                tracing::warn!(%error, "contact watch failed; retrying with backoff");
-                None
+    let ectx = Arc::new(EnrollmentContext::new(ctx.clone()));
+    let driver = Driver {
+        kind: ControllerKind::Enrollment,
+        concurrency: ctx.settings.concurrency,
+        resync: ctx.settings.resync,
+        relists: &ViewKind::ALL,
+        wake_delay: DEBOUNCE,
+        sweep: all_policies,
+        wake: policies_to_wake,
+    };
+    runner::drive(&ctx.view, driver, |key| {
+        let ectx = ectx.clone();
+        async move {
+            let Some(policy) = ectx.shared.view.read().policy(&key.name) else {
+                return Action::await_change();
+            };
+            match reconcile(policy.clone(), ectx.clone()).await {
+                Ok(action) => action,
+                Err(error) => error_policy(policy, &error, ectx),
             }
-        })
-    });
-    let view_triggers =
-        view_changes(&ctx.view).filter_map(|change| ready(wakes_enrollment(&change).then_some(())));
-    let policies = Api::<ContactGroupEnrollmentPolicy>::all(ctx.client.clone());
-    let ectx = Arc::new(EnrollmentContext::new(ctx, contacts));
-    tracing::info!("enrollment controller starting");
-    Controller::new(policies, watcher::Config::default())
-        .with_config(controller::Config::default().debounce(DEBOUNCE))
-        .reconcile_all_on(contact_changes)
-        .reconcile_all_on(view_triggers)
-        .run(reconcile, error_policy, ectx)
-        .for_each(|result| {
-            log_run_result(ControllerKind::Enrollment, result);
-            ready(())
-        })
-        .await;
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::notification::ContactSpec;
     use crate::controllers::names;
-    use std::collections::BTreeMap;
 
     #[test]
-    fn the_contact_store_keeps_only_what_enrollment_reads() {
-        let mut contact: Contact = serde_json::from_value(json!({
-            "metadata": {"name": "alice", "namespace": "ns", "uid": "u1",
-                "creationTimestamp": "2026-06-01T00:00:00Z",
-                "labels": {"a": "b"},
-                "managedFields": [{"manager": "kubectl"}],
-                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}",
-                    "policy.enrollment.notification.miloapis.com/newsletter": "enrolled"}},
-            "spec": {"email": "alice@example.com", "givenName": "Alice",
-                "subject": {"apiGroup": "iam.miloapis.com", "kind": "User", "name": "alice"}}
-        }))
-        .unwrap();
-        slim_contact(&mut contact);
-        assert_eq!(
-            contact.annotations().keys().collect::<Vec<_>>(),
-            [&record_key("newsletter")]
-        );
-        assert!(contact.metadata.managed_fields.is_none() && contact.metadata.labels.is_none());
-        assert!(contact.creation_timestamp().is_some() && contact.uid().is_some());
-        assert_eq!(contact.spec.email, "");
-        assert_eq!(contact.spec.given_name, None);
-        assert_eq!(contact.spec.subject.as_ref().unwrap().kind, "User");
-        let mut bare = Contact::new("bob", ContactSpec::default());
-        bare.metadata.annotations = Some(BTreeMap::from([("x".into(), "y".into())]));
-        slim_contact(&mut bare);
-        assert!(bare.metadata.annotations.is_none());
-    }
-
-    #[test]
-    fn groups_memberships_removals_and_relists_wake_policies() {
+    fn contacts_groups_memberships_removals_and_the_policy_itself_wake_policies() {
+        let mut store = Store::default();
+        for name in ["a", "b"] {
+            let policy: ContactGroupEnrollmentPolicy = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"contactGroupRef": {"name": "news", "namespace": "groups"},
+                    "trigger": {"type": "ContactCreated"}}
+            }))
+            .unwrap();
+            store.apply_policy(&policy);
+        }
         let applied = |kind| ViewChange::Applied(kind, "ns".into(), "x".into());
-        assert!(wakes_enrollment(&applied(ViewKind::ContactGroup)));
-        assert!(wakes_enrollment(&applied(ViewKind::Removal)));
-        assert!(wakes_enrollment(&ViewChange::Deleted(
+        let mut all = policies_to_wake(&applied(ViewKind::Contact), &store);
+        all.sort();
+        assert_eq!(all, [ObjectKey::new("", "a"), ObjectKey::new("", "b")]);
+        for kind in [
+            ViewKind::ContactGroup,
             ViewKind::Membership,
-            "ns".into(),
-            "m".into()
-        )));
-        assert!(wakes_enrollment(&ViewChange::Relisted(ViewKind::User)));
-        assert!(!wakes_enrollment(&applied(ViewKind::User)));
-        assert!(!wakes_enrollment(&applied(ViewKind::Contact)));
+            ViewKind::Removal,
+        ] {
+            assert_eq!(
+                policies_to_wake(&applied(kind), &store).len(),
+                2,
+                "{kind:?}"
+            );
+        }
+        let one = ViewChange::Applied(ViewKind::EnrollmentPolicy, String::new(), "a".into());
+        assert_eq!(policies_to_wake(&one, &store), [ObjectKey::new("", "a")]);
+        assert!(policies_to_wake(&applied(ViewKind::User), &store).is_empty());
+        assert!(policies_to_wake(&ViewChange::Relisted(ViewKind::User), &store).is_empty());
     }
 
     #[test]

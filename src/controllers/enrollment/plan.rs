@@ -2,18 +2,16 @@
 //! each, as a function of the observed state (the policy, the contacts with their record
 //! annotations, and the view's memberships and removals). No I/O, so every rule is tested here.
 
-use std::sync::Arc;
-
 use kube::ResourceExt;
 
 use crate::api::ObjectRef;
-use crate::api::notification::{Contact, ContactGroupEnrollmentPolicy, SubjectKind};
+use crate::api::notification::{ContactGroupEnrollmentPolicy, SubjectKind};
 use crate::controllers::names;
-use crate::view::Store;
+use crate::view::{ContactFacts, Store};
 
 /// Prefix of the annotation a policy leaves on every contact it evaluated. One key per policy,
 /// so "evaluated by this policy" survives restarts and leader changes and lives with the contact.
-pub const RECORD_PREFIX: &str = "policy.enrollment.notification.miloapis.com/";
+pub const RECORD_PREFIX: &str = crate::view::RECORD_PREFIX;
 /// Label on the memberships a policy creates, naming the policy (label-safe), so they can be
 /// listed per policy.
 pub const POLICY_LABEL: &str = "enrollment.notification.miloapis.com/policy";
@@ -144,36 +142,31 @@ impl Plan {
     }
 }
 
-/// The plan of `policy` over `contacts` (the contact store's snapshot) and the view's `store`.
-pub fn plan(
-    policy: &ContactGroupEnrollmentPolicy,
-    contacts: &[Arc<Contact>],
-    store: &Store,
-) -> Plan {
-    plan_with(policy, contacts, store, |_| None)
+/// The plan of `policy` over the contacts in the view's `store`.
+pub fn plan(policy: &ContactGroupEnrollmentPolicy, store: &Store) -> Plan {
+    plan_with(policy, store, |_| None)
 }
 
-/// [`plan`], with `remembered` giving the records this process wrote that the contact store may
-/// not show yet (so a pass right after another does not redo its last contacts).
+/// [`plan`], with `remembered` giving the records this process wrote that the view may not
+/// show yet (so a pass right after another does not redo its last contacts).
 pub(crate) fn plan_with(
     policy: &ContactGroupEnrollmentPolicy,
-    contacts: &[Arc<Contact>],
     store: &Store,
     remembered: impl Fn(&ObjectRef) -> Option<Record>,
 ) -> Plan {
     let policy_name = policy.name_any();
     let key = record_key(&policy_name);
+    let uid = policy.uid();
     let group = &policy.spec.contact_group_ref;
     let mut plan = Plan::default();
-    for contact in contacts {
-        let contact_ref = ObjectRef {
-            name: contact.name_any(),
-            namespace: contact.namespace().unwrap_or_default(),
-        };
+    for contact in store.enrollment_facts(&key) {
         let written = contact
-            .annotations()
-            .get(&key)
-            .and_then(|value| Record::recorded_for(value, policy.uid().as_deref()));
+            .record
+            .and_then(|value| Record::recorded_for(value, uid.as_deref()));
+        let contact_ref = ObjectRef {
+            name: contact.key.name.to_owned(),
+            namespace: contact.key.namespace.to_owned(),
+        };
         let recorded = match written {
             Some(record) => Some(record),
             None => remembered(&contact_ref).map(Some),
@@ -184,7 +177,7 @@ pub(crate) fn plan_with(
             }
             continue;
         }
-        if !applies(policy, contact) {
+        if !applies(policy, &contact) {
             continue;
         }
         let ours = names::enrollment_membership(&policy_name, &contact_ref.name);
@@ -229,8 +222,8 @@ pub fn observed(
 /// deleted, and it is new enough (created at or after the policy) unless the policy backfills.
 /// A missing timestamp (on either side) counts as new: better one enrollment too many, which the
 /// record then stops, than a silently skipped contact.
-pub fn applies(policy: &ContactGroupEnrollmentPolicy, contact: &Contact) -> bool {
-    if contact.metadata.deletion_timestamp.is_some() {
+pub fn applies(policy: &ContactGroupEnrollmentPolicy, contact: &ContactFacts<'_>) -> bool {
+    if contact.deleting {
         return false;
     }
     let selected = match policy
@@ -240,14 +233,10 @@ pub fn applies(policy: &ContactGroupEnrollmentPolicy, contact: &Contact) -> bool
         .and_then(|s| s.subject_kind)
     {
         None => true,
-        Some(SubjectKind::User) => contact
-            .spec
-            .subject
-            .as_ref()
-            .is_some_and(|s| s.kind == "User"),
+        Some(SubjectKind::User) => contact.user_subject,
     };
-    let new_enough = match (contact.creation_timestamp(), policy.creation_timestamp()) {
-        (Some(contact), Some(policy)) => contact.0 >= policy.0,
+    let new_enough = match (contact.created, policy.creation_timestamp()) {
+        (Some(contact), Some(policy)) => contact >= policy.0.as_second(),
         _ => true,
     };
     selected && (policy.spec.backfill || new_enough)
@@ -256,6 +245,7 @@ pub fn applies(policy: &ContactGroupEnrollmentPolicy, contact: &Contact) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::notification::Contact;
     use crate::api::notification::{
         ContactGroupEnrollmentPolicySpec, ContactGroupMembership, ContactGroupMembershipRemoval,
         ContactGroupMembershipRemovalSpec, ContactGroupMembershipSpec, ContactSelector,
@@ -349,8 +339,23 @@ mod tests {
         store.apply_removal(&r);
     }
 
-    fn arcs(contacts: Vec<Contact>) -> Vec<Arc<Contact>> {
-        contacts.into_iter().map(Arc::new).collect()
+    fn arcs(contacts: Vec<Contact>) -> Vec<Contact> {
+        contacts
+    }
+
+    /// The plan over `store` with `contacts` added: the view enrollment plans from.
+    fn plan(policy: &ContactGroupEnrollmentPolicy, contacts: &[Contact], store: Store) -> Plan {
+        plan_with(policy, contacts, store, |_| None)
+    }
+
+    fn plan_with(
+        policy: &ContactGroupEnrollmentPolicy,
+        contacts: &[Contact],
+        mut store: Store,
+        remembered: impl Fn(&ObjectRef) -> Option<Record>,
+    ) -> Plan {
+        contacts.iter().for_each(|c| store.apply_contact(c));
+        super::plan_with(policy, &store, remembered)
     }
 
     const NEW: &str = "2026-06-01T00:00:00Z";
@@ -359,7 +364,7 @@ mod tests {
     #[test]
     fn new_contacts_are_enrolled_in_name_order_and_counted() {
         let contacts = arcs(vec![contact("bob", NEW, None), contact("alice", NEW, None)]);
-        let plan = plan(&policy(false, false), &contacts, &Store::default());
+        let plan = plan(&policy(false, false), &contacts, Store::default());
         assert_eq!(
             plan.steps,
             [Step::Enroll(cref("alice")), Step::Enroll(cref("bob"))]
@@ -374,9 +379,9 @@ mod tests {
             contact("robot", NEW, Some("ServiceAccount")),
             contact("nobody", NEW, None),
         ]);
-        let users = plan(&policy(false, true), &contacts, &Store::default());
+        let users = plan(&policy(false, true), &contacts, Store::default());
         assert_eq!(users.steps, [Step::Enroll(cref("user"))]);
-        let all = plan(&policy(false, false), &contacts, &Store::default());
+        let all = plan(&policy(false, false), &contacts, Store::default());
         assert_eq!(all.steps.len(), 3);
     }
 
@@ -386,12 +391,12 @@ mod tests {
         undated.metadata.creation_timestamp = None;
         let same_second = contact("same", "2026-05-01T00:00:00Z", None);
         let contacts = arcs(vec![contact("old", OLD, None), undated, same_second]);
-        let plain = plan(&policy(false, false), &contacts, &Store::default());
+        let plain = plan(&policy(false, false), &contacts, Store::default());
         assert_eq!(
             plain.steps,
             [Step::Enroll(cref("same")), Step::Enroll(cref("undated"))]
         );
-        let backfill = plan(&policy(true, false), &contacts, &Store::default());
+        let backfill = plan(&policy(true, false), &contacts, Store::default());
         assert_eq!(backfill.steps.len(), 3);
     }
 
@@ -399,11 +404,7 @@ mod tests {
     fn contacts_being_deleted_are_left_alone() {
         let mut leaving = contact("leaving", NEW, None);
         leaving.metadata.deletion_timestamp = at(NEW);
-        let plan = plan(
-            &policy(true, false),
-            &arcs(vec![leaving]),
-            &Store::default(),
-        );
+        let plan = plan(&policy(true, false), &arcs(vec![leaving]), Store::default());
         assert_eq!(plan, Plan::default());
     }
 
@@ -416,7 +417,7 @@ mod tests {
             recorded(contact("d", NEW, None), POLICY, "something-newer"),
             recorded(contact("e", NEW, None), "another-policy", "enrolled"),
         ]);
-        let plan = plan(&policy(false, false), &contacts, &Store::default());
+        let plan = plan(&policy(false, false), &contacts, Store::default());
         assert_eq!(plan.steps, [Step::Enroll(cref("e"))]);
         assert_eq!((plan.enrolled, plan.skipped_opt_out), (2, 1));
     }
@@ -424,7 +425,7 @@ mod tests {
     #[test]
     fn records_remembered_in_process_count_as_recorded() {
         let contacts = arcs(vec![contact("a", NEW, None), contact("b", NEW, None)]);
-        let plan = plan_with(&policy(false, false), &contacts, &Store::default(), |c| {
+        let plan = plan_with(&policy(false, false), &contacts, Store::default(), |c| {
             (c.name == "a").then_some(Record::OptedOut)
         });
         assert_eq!(plan.steps, [Step::Enroll(cref("b"))]);
@@ -440,7 +441,7 @@ mod tests {
         let plan = plan(
             &policy(false, false),
             &arcs(vec![contact("a", NEW, None)]),
-            &store,
+            store,
         );
         assert_eq!(plan.steps, [Step::Record(cref("a"), Record::OptedOut)]);
         assert_eq!((plan.enrolled, plan.skipped_opt_out), (0, 1));
@@ -452,7 +453,7 @@ mod tests {
         with_membership(&mut store, "by-hand", "a");
         with_membership(&mut store, &names::enrollment_membership(POLICY, "b"), "b");
         let contacts = arcs(vec![contact("a", NEW, None), contact("b", NEW, None)]);
-        let plan = plan(&policy(false, false), &contacts, &store);
+        let plan = plan(&policy(false, false), &contacts, store);
         assert_eq!(
             plan.steps,
             [

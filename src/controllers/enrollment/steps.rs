@@ -3,6 +3,7 @@
 //! both creating.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType};
@@ -38,9 +39,26 @@ pub(super) fn refusal_code(error: &kube::Error) -> Option<u16> {
 /// What one pass recorded, for its log line and its Event budget.
 #[derive(Default)]
 pub(super) struct Tally {
-    pub(super) enrolled: usize,
-    pub(super) opted_out: usize,
-    pub(super) already_member: usize,
+    enrolled: AtomicUsize,
+    opted_out: AtomicUsize,
+    already_member: AtomicUsize,
+}
+
+impl Tally {
+    pub(super) fn enrolled(&self) -> usize {
+        self.enrolled.load(Ordering::Relaxed)
+    }
+    pub(super) fn opted_out(&self) -> usize {
+        self.opted_out.load(Ordering::Relaxed)
+    }
+    pub(super) fn already_member(&self) -> usize {
+        self.already_member.load(Ordering::Relaxed)
+    }
+}
+
+/// Adds one to `counter`; the count including this one.
+fn bump(counter: &AtomicUsize) -> usize {
+    counter.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 /// Carries out one step; the record written, or `None` when the contact vanished meanwhile.
@@ -49,7 +67,7 @@ pub(super) async fn carry_out(
     policy: &ContactGroupEnrollmentPolicy,
     key: &str,
     step: &Step,
-    done: &mut Tally,
+    done: &Tally,
 ) -> Result<Option<Record>, Error> {
     let record = match step {
         Step::Record(_, record) => *record,
@@ -74,19 +92,19 @@ pub(super) async fn carry_out(
     let (reason, action, note, count) = match record {
         Record::Enrolled => {
             metrics.enrollments.get_or_create(&labels).inc();
-            done.enrolled += 1;
+            let count = bump(&done.enrolled);
             let note = format!("enrolled contact {contact_key} into group {group_key}");
-            ("Enrolled", "Enroll", note, done.enrolled)
+            ("Enrolled", "Enroll", note, count)
         }
         Record::OptedOut => {
             metrics.opt_out_skips.get_or_create(&labels).inc();
-            done.opted_out += 1;
+            let count = bump(&done.opted_out);
             let note =
                 format!("contact {contact_key} opted out of group {group_key}; not enrolled");
-            ("SkippedOptOut", "Skip", note, done.opted_out)
+            ("SkippedOptOut", "Skip", note, count)
         }
         Record::AlreadyMember => {
-            done.already_member += 1;
+            bump(&done.already_member);
             tracing::debug!(contact = %contact_key, "contact already a member; recorded");
             return Ok(Some(record));
         }
@@ -225,7 +243,7 @@ async fn publish(
         action: action.into(),
         secondary: Some(related),
     };
-    if let Err(error) = ctx.shared.recorder.publish(&event, regarding).await {
+    if let Err(error) = ctx.shared.events.publish(&event, regarding).await {
         tracing::warn!(%error, reason, "cannot publish event");
     }
 }

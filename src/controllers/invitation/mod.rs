@@ -3,9 +3,11 @@
 //! the roles on acceptance, revokes access on acceptance, decline, expiry and deletion, expires
 //! invitations at their expiration instant, and deletes accepted ones after a retention period.
 //!
-//! Rooted at UserInvitation (its own watch), and woken by the view's change feed for Users: a
-//! User created, or whose email changed, wakes the invitations for its address (and those it was
-//! the invitee of); a relist of Users or roles wakes every invitation. The decisions are in
+//! Invitations are read from the shared view (the leader keeps them slimmed), and the controller
+//! is woken by the view's change feed: an invitation changed wakes itself; a User created, or
+//! whose email changed, wakes the invitations for its address (and those it was the invitee of);
+//! a relist of invitations, Users or roles wakes every invitation. Invitations are few and each
+//! carries its own timer (expiry, retention), so the sweep queues all of them. The decisions are in
 //! [`plan`]; grants and role assignments go through an [`AccessBackend`] (`rbac` or `milo`).
 
 pub mod access;
@@ -20,11 +22,8 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, stream};
 use jiff::Timestamp;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -33,10 +32,11 @@ use self::metrics::InvitationMetrics;
 pub use self::observe::{invitations_for_user, invitee};
 use self::plan::{DesiredStatus, FINALIZER, Plan, Step, Transition, failed_status, transitions};
 use super::kubeapi::{self, Created};
-use super::{Context, ControllerKind, Error, instrumented, object_key, retry_after, view_changes};
+use super::runner::{self, Driver, ObjectKey};
+use super::{Action, Context, ControllerKind, Error, instrumented, object_key, retry_after};
 use crate::api::iam::UserInvitation;
 use crate::api::notification::Email;
-use crate::view::{ViewChange, ViewKind};
+use crate::view::{Store, ViewChange, ViewKind};
 
 /// How soon to look again while the view has not finished its initial listing.
 const VIEW_LAG_RETRY: Duration = Duration::from_secs(2);
@@ -147,43 +147,62 @@ impl InvitationContext {
     }
 }
 
+/// Every invitation in the view.
+fn all_invitations(store: &Store) -> Vec<ObjectKey> {
+    store
+        .invitations()
+        .iter()
+        .map(|i| ObjectKey::new(&i.namespace().unwrap_or_default(), &i.name_any()))
+        .collect()
+}
+
+/// The invitations a change in the view concerns: the invitation itself, or those a User change
+/// concerns (see [`invitations_for_user`]).
+pub fn invitations_to_wake(change: &ViewChange, store: &Store) -> Vec<ObjectKey> {
+    match change {
+        ViewChange::Applied(ViewKind::Invitation, ns, name) => vec![ObjectKey::new(ns, name)],
+        ViewChange::Applied(ViewKind::User, _, user)
+        | ViewChange::Deleted(ViewKind::User, _, user) => {
+            invitations_for_user(store, &store.invitations(), user)
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Runs the controller until the task is aborted (leadership lost).
 pub async fn run(ctx: Arc<InvitationContext>) {
     tracing::info!(
         backend = ctx.backend.name(),
         "starting the invitation controller"
     );
-    let api: Api<UserInvitation> = Api::all(ctx.shared.client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
-    let invitations = controller.store();
-    let view = ctx.shared.view.clone();
-    let users = view_changes(&ctx.shared.view).flat_map(move |change| {
-        let targets = match change {
-            ViewChange::Applied(ViewKind::User, _, user)
-            | ViewChange::Deleted(ViewKind::User, _, user) => {
-                invitations_for_user(&view.read(), &invitations.state(), &user)
-            }
-            _ => Vec::new(),
-        };
-        stream::iter(targets)
-    });
-    let relists = view_changes(&ctx.shared.view).filter_map(|change| async move {
-        matches!(
-            change,
-            ViewChange::Relisted(ViewKind::User | ViewKind::Role | ViewKind::ClusterRole)
-        )
-        .then_some(())
-    });
     // Aborting this task (leadership lost) drops the guard: another replica counts from now on.
     let _pending = ClearPendingOnDrop(ctx.metrics().clone());
-    controller
-        .reconcile_on(users)
-        .reconcile_all_on(relists)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            crate::controllers::log_run_result(ControllerKind::Invitation, result)
-        })
-        .await;
+    let driver = Driver {
+        kind: ControllerKind::Invitation,
+        concurrency: ctx.shared.settings.concurrency,
+        resync: ctx.shared.settings.resync,
+        relists: &[
+            ViewKind::Invitation,
+            ViewKind::User,
+            ViewKind::Role,
+            ViewKind::ClusterRole,
+        ],
+        wake_delay: Duration::ZERO,
+        sweep: all_invitations,
+        wake: invitations_to_wake,
+    };
+    let ctx = &ctx;
+    runner::drive(&ctx.shared.view, driver, |key| async move {
+        let found = ctx.shared.view.read().invitation(&key.namespace, &key.name);
+        let Some(invitation) = found else {
+            return Action::await_change();
+        };
+        match reconcile(invitation.clone(), ctx.clone()).await {
+            Ok(action) => action,
+            Err(error) => error_policy(invitation, &error, ctx.clone()),
+        }
+    })
+    .await;
 }
 
 struct ClearPendingOnDrop(InvitationMetrics);

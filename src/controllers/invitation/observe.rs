@@ -5,17 +5,16 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use kube::Resource;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
 use super::InvitationContext;
 use super::access::Invitee;
 use super::plan::{Introduction, Observed, answered_at, needs_introduction};
 use crate::api::iam::{InvitationState, InviterUser, User, UserInvitation};
 use crate::api::notification::EmailTemplate;
-use crate::controllers::Error;
 use crate::controllers::kubeapi;
+use crate::controllers::{Error, ObjectKey};
 use crate::view::Store;
 
 /// The invitations a change to the User `user` may concern: those for its email address (it may
@@ -25,7 +24,7 @@ pub fn invitations_for_user(
     view: &Store,
     invitations: &[Arc<UserInvitation>],
     user: &str,
-) -> Vec<ObjectRef<UserInvitation>> {
+) -> Vec<ObjectKey> {
     let email = view.user(user).map(|u| u.email.to_lowercase());
     invitations
         .iter()
@@ -38,7 +37,7 @@ pub fn invitations_for_user(
                     .and_then(|s| s.invitee_user.as_ref())
                     .is_some_and(|r| r.name == user)
         })
-        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .map(|i| ObjectKey::new(&i.namespace().unwrap_or_default(), &i.name_any()))
         .collect()
 }
 

@@ -11,23 +11,17 @@
 //! resync covers what the feed cannot attribute, such as the deletion of a Contact with a name
 //! not derived from its User. Logs carry object keys only: email addresses stay out of them.
 
-use crate::controllers::log_run_result;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, future, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta};
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::kubeapi::{self, Created};
-use super::{
-    Context, ControllerKind, Error, instrumented, names, object_key, retry_after, view_changes,
-};
+use super::runner::{self, Driver, ObjectKey};
+use super::{Action, Context, ControllerKind, Error, instrumented, names, object_key, retry_after};
 use crate::api::IAM_GROUP;
 use crate::api::notification::{ContactSpec, SubjectRef};
 use crate::api::{Contact, User};
@@ -36,8 +30,6 @@ use crate::view::{ContactView, Store, ViewChange, ViewKind};
 /// How soon to look again when the view is behind the API server (not yet synced, or it still
 /// lists a Contact the API server no longer has).
 const VIEW_LAG_RETRY: Duration = Duration::from_secs(2);
-/// How many Users are reconciled at once; a relist wakes every User, and each may cost a GET.
-const CONCURRENCY: u16 = 16;
 /// Prefix of the Contact names this controller creates, for mapping a deleted Contact back.
 const NAME_PREFIX: &str = "user-";
 
@@ -140,10 +132,35 @@ pub fn plan(user: &User, store: &Store, contact_namespace: &str) -> Plan {
     }
 }
 
-/// Which Users a change in the view concerns, for the controller's `reconcile_on` feed. Relists
-/// are handled apart (they wake every User), and so are changes this controller cannot
-/// attribute, which the periodic resync covers.
-pub fn users_to_wake(change: &ViewChange, store: &Store) -> Vec<ObjectRef<User>> {
+/// Whether reconciling `user` would do anything, decided from the view alone: a Contact to
+/// create or adopt, or a linked Contact whose email or names differ from the User's. What the
+/// sweep and the wake-ups filter on, so a User whose Contact is current costs no reconcile.
+pub fn needs_work(user: &User, store: &Store, contact_namespace: &str) -> bool {
+    match plan(user, store, contact_namespace) {
+        Plan::Skip => false,
+        Plan::Sync { contact, .. } => {
+            let Some(found) = store.contact(&contact.namespace, &contact.name) else {
+                return true;
+            };
+            let wanted = (
+                present(&user.spec.given_name),
+                present(&user.spec.family_name),
+            );
+            found.email != user.spec.email
+                || store.contact_names(&contact.namespace, &contact.name) != Some(wanted)
+        }
+        Plan::Adopt { .. } | Plan::Create { .. } | Plan::Conflict { .. } => true,
+    }
+}
+
+/// Which Users a change in the view concerns, among those whose reconcile would do anything.
+/// Relists are handled apart (they run the sweep), and so are changes this controller cannot
+/// attribute, which the periodic sweep covers.
+pub fn users_to_wake(
+    change: &ViewChange,
+    store: &Store,
+    contact_namespace: &str,
+) -> Vec<ObjectKey> {
     let names: Vec<String> = match change {
         ViewChange::Applied(ViewKind::User, _, name) => vec![name.clone()],
         ViewChange::Applied(ViewKind::Contact, namespace, name) => {
@@ -169,11 +186,33 @@ pub fn users_to_wake(change: &ViewChange, store: &Store) -> Vec<ObjectRef<User>>
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    names.iter().map(|n| ObjectRef::new(n)).collect()
+    names
+        .iter()
+        .filter(|n| {
+            store
+                .user_object(n)
+                .is_some_and(|u| needs_work(&u, store, contact_namespace))
+        })
+        .map(|n| ObjectKey::new("", n))
+        .collect()
+}
+
+/// The Users whose reconcile would do anything, decided in memory.
+pub fn sweep(store: &Store, contact_namespace: &str) -> Vec<ObjectKey> {
+    store
+        .names(ViewKind::User)
+        .into_iter()
+        .filter(|(_, name)| {
+            store
+                .user_object(name)
+                .is_some_and(|u| needs_work(&u, store, contact_namespace))
+        })
+        .map(|(_, name)| ObjectKey::new("", &name))
+        .collect()
 }
 
 /// Reconciles one User: ensures it has its Contact and that the Contact carries its email and
-/// names. Healthy Users are looked at again after the resync period.
+/// names. Healthy Users wait for a change.
 pub async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = object_key(None, &user.name_any());
     instrumented(&ctx, ControllerKind::UserContact, key, apply(&user, &ctx)).await
@@ -181,37 +220,30 @@ pub async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Action, Err
 
 /// Runs the controller until its task is aborted (when leadership is lost).
 pub async fn run(ctx: Arc<Context>) {
-    let users = Api::<User>::all(ctx.client.clone());
-    let view = ctx.view.clone();
-    let wake = view_changes(&ctx.view).flat_map(move |change| {
-        let users = users_to_wake(&change, &view.read());
-        stream::iter(users)
-    });
-    let relisted = view_changes(&ctx.view).filter_map(|change| {
-        future::ready(
-            matches!(
-                change,
-                ViewChange::Relisted(ViewKind::User | ViewKind::Contact)
-            )
-            .then_some(()),
-        )
-    });
-    Controller::new(users, watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(CONCURRENCY))
-        .reconcile_on(wake)
-        .reconcile_all_on(relisted)
-        .run(
-            reconcile,
-            |user, error, ctx| {
-                retry_after(&ctx, ControllerKind::UserContact, &user.name_any(), error)
-            },
-            ctx.clone(),
-        )
-        .for_each(|result| {
-            log_run_result(ControllerKind::UserContact, result);
-            future::ready(())
-        })
-        .await;
+    let namespace = ctx.settings.contact_namespace.clone();
+    let wake_namespace = namespace.clone();
+    let driver = Driver {
+        kind: ControllerKind::UserContact,
+        concurrency: ctx.settings.concurrency,
+        resync: ctx.settings.resync,
+        relists: &[ViewKind::User, ViewKind::Contact],
+        wake_delay: Duration::ZERO,
+        sweep: move |store: &Store| sweep(store, &namespace),
+        wake: move |change: &ViewChange, store: &Store| {
+            users_to_wake(change, store, &wake_namespace)
+        },
+    };
+    let ctx = &ctx;
+    runner::drive(&ctx.view, driver, |key| async move {
+        let Some(user) = ctx.view.read().user_object(&key.name) else {
+            return Action::await_change();
+        };
+        match reconcile(Arc::new(user), ctx.clone()).await {
+            Ok(action) => action,
+            Err(error) => retry_after(ctx, ControllerKind::UserContact, &key.name, &error),
+        }
+    })
+    .await;
 }
 
 /// Whether a reconcile finished, or found the view behind the API server.
@@ -251,7 +283,7 @@ async fn apply(user: &User, ctx: &Context) -> Result<Action, Error> {
         }
     };
     Ok(match outcome {
-        Outcome::Done => Action::requeue(ctx.settings.resync),
+        Outcome::Done => Action::await_change(),
         Outcome::ViewLagging => Action::requeue(VIEW_LAG_RETRY),
     })
 }
@@ -445,170 +477,4 @@ fn write_error(error: kube::Error, what: &str, key: &ContactKey) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::iam::UserSpec;
-
-    fn user(name: &str, email: &str) -> User {
-        let mut user = User::new(
-            name,
-            UserSpec {
-                email: email.into(),
-                given_name: Some("Ada".into()),
-                family_name: Some("Lovelace".into()),
-            },
-        );
-        user.metadata.uid = Some(format!("uid-{name}"));
-        user
-    }
-
-    fn contact(ns: &str, name: &str, email: &str, subject: Option<&str>) -> Contact {
-        let mut contact = Contact::new(
-            name,
-            ContactSpec {
-                email: email.into(),
-                subject: subject.map(|user| SubjectRef {
-                    api_group: IAM_GROUP.into(),
-                    kind: "User".into(),
-                    name: user.into(),
-                    namespace: None,
-                }),
-                ..ContactSpec::default()
-            },
-        );
-        contact.metadata.namespace = Some(ns.into());
-        contact
-    }
-
-    fn key(ns: &str, name: &str) -> ContactKey {
-        ContactKey {
-            namespace: ns.into(),
-            name: name.into(),
-        }
-    }
-
-    fn store(users: &[&User], contacts: &[Contact]) -> Store {
-        let mut store = Store::default();
-        users.iter().for_each(|u| store.apply_user(u));
-        contacts.iter().for_each(|c| store.apply_contact(c));
-        store
-    }
-
-    #[test]
-    fn a_user_without_contacts_gets_its_own() {
-        let alice = user("alice", "alice@example.com");
-        let plan = plan(&alice, &store(&[&alice], &[]), "milo-system");
-        assert_eq!(
-            plan,
-            Plan::Create {
-                contact: key("milo-system", "user-alice")
-            }
-        );
-    }
-
-    #[test]
-    fn the_own_contact_is_preferred_and_duplicates_reported() {
-        let alice = user("alice", "alice@example.com");
-        let contacts = [
-            contact("a", "zzz", "x@example.com", Some("alice")),
-            contact(
-                "milo-system",
-                "user-alice",
-                "alice@example.com",
-                Some("alice"),
-            ),
-            contact("a", "aaa", "y@example.com", Some("alice")),
-        ];
-        let plan = plan(&alice, &store(&[&alice], &contacts), "milo-system");
-        assert_eq!(
-            plan,
-            Plan::Sync {
-                contact: key("milo-system", "user-alice"),
-                duplicates: vec![key("a", "aaa"), key("a", "zzz")],
-            }
-        );
-        let others = [contacts[0].clone(), contacts[2].clone()];
-        let plan = super::plan(&alice, &store(&[&alice], &others), "milo-system");
-        assert!(matches!(plan, Plan::Sync { contact, .. } if contact == key("a", "aaa")));
-    }
-
-    #[test]
-    fn an_unlinked_contact_with_the_email_is_adopted_whatever_the_case() {
-        let alice = user("alice", "Alice@Example.com");
-        let contacts = [
-            contact("b", "c2", "alice@example.COM", None),
-            contact("a", "c9", "ALICE@example.com", None),
-        ];
-        let plan = plan(&alice, &store(&[&alice], &contacts), "milo-system");
-        assert_eq!(
-            plan,
-            Plan::Adopt {
-                contact: key("a", "c9")
-            }
-        );
-    }
-
-    #[test]
-    fn an_email_held_by_someone_elses_contact_is_a_conflict() {
-        let alice = user("alice", "shared@example.com");
-        let bob = user("bob", "shared@example.com");
-        let contacts = [contact("x", "bobs", "shared@example.com", Some("bob"))];
-        let plan = plan(&alice, &store(&[&alice, &bob], &contacts), "ns");
-        assert_eq!(
-            plan,
-            Plan::Conflict {
-                contact: key("x", "bobs")
-            }
-        );
-    }
-
-    #[test]
-    fn sync_patches_only_what_differs_and_never_the_subject() {
-        let mut alice = user("alice", "alice@example.com");
-        let mut spec = desired(&alice, &key("ns", "user-alice")).spec;
-        assert_eq!(sync_patch(&alice, &spec), None);
-        spec.given_name = Some(String::new());
-        alice.spec.given_name = None;
-        assert_eq!(sync_patch(&alice, &spec), None, "empty counts as none");
-        alice.spec.email = "new@example.com".into();
-        alice.spec.family_name = None;
-        assert_eq!(
-            sync_patch(&alice, &spec),
-            Some(json!({"spec": {"email": "new@example.com", "familyName": null}}))
-        );
-    }
-
-    #[test]
-    fn changes_wake_the_users_they_concern() {
-        let alice = user("alice", "alice@example.com");
-        let carol = user("carol", "Carol@example.com");
-        let contacts = [
-            contact("ns", "linked", "a@example.com", Some("alice")),
-            contact("ns", "loose", "carol@EXAMPLE.com", None),
-        ];
-        let store = store(&[&alice, &carol], &contacts);
-        let wake = |change: ViewChange| -> Vec<String> {
-            users_to_wake(&change, &store)
-                .into_iter()
-                .map(|r| r.name)
-                .collect()
-        };
-        let applied =
-            |kind, ns: &str, name: &str| ViewChange::Applied(kind, ns.into(), name.into());
-        let deleted =
-            |kind, ns: &str, name: &str| ViewChange::Deleted(kind, ns.into(), name.into());
-        assert_eq!(wake(applied(ViewKind::User, "", "bob")), ["bob"]);
-        assert_eq!(wake(applied(ViewKind::Contact, "ns", "linked")), ["alice"]);
-        assert_eq!(wake(applied(ViewKind::Contact, "ns", "loose")), ["carol"]);
-        assert!(wake(applied(ViewKind::Contact, "ns", "gone")).is_empty());
-        assert_eq!(
-            wake(deleted(ViewKind::Contact, "ns", "user-alice")),
-            ["alice"]
-        );
-        assert!(wake(deleted(ViewKind::Contact, "ns", "user-nobody")).is_empty());
-        assert!(wake(deleted(ViewKind::Contact, "ns", "linked")).is_empty());
-        assert!(wake(deleted(ViewKind::User, "", "alice")).is_empty());
-        assert!(wake(applied(ViewKind::ContactGroup, "ns", "g")).is_empty());
-        assert!(wake(ViewChange::Relisted(ViewKind::User)).is_empty());
-    }
-}
+mod tests;
