@@ -104,27 +104,44 @@ fn controllers_read_their_objects_rebuilt_from_the_view() {
 
     let p = store.policy("p").unwrap();
     assert!(p.metadata.managed_fields.is_none(), "managedFields dropped");
-    assert!(p.metadata.annotations.is_none(), "unread annotations dropped");
+    assert!(
+        p.metadata.annotations.is_none(),
+        "unread annotations dropped"
+    );
 
     let u = store.user_object("c").unwrap();
     assert_eq!(u.metadata.uid.as_deref(), Some("uid-c"));
     assert_eq!(u.spec.family_name.as_deref(), Some("Lovelace"));
     assert_eq!(store.contact_names("ns", "c"), Some((Some("Ada"), None)));
     assert_eq!(store.contact_record("ns", "c", key), Some("enrolled/uid-p"));
-    assert_eq!(store.contact_record("ns", "c", "other"), None, "only records");
+    assert_eq!(
+        store.contact_record("ns", "c", "other"),
+        None,
+        "only records"
+    );
     let facts: Vec<_> = store.enrollment_facts(key).collect();
     assert_eq!(facts.len(), 1);
     assert!(facts[0].user_subject && !facts[0].deleting);
     assert_eq!(facts[0].record, Some("enrolled/uid-p"));
     assert_eq!(
         facts[0].created,
-        Some("2026-06-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second())
+        Some(
+            "2026-06-01T00:00:00Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_second()
+        )
     );
 
     let by_contact: Vec<_> = store.memberships_of_contact("ns", "c");
     assert_eq!(by_contact.len(), 1);
     assert_eq!(store.removals_of_contact("ns", "c").len(), 1);
-    assert_eq!(store.naming_group(ViewKind::Membership, "groups", "g").len(), 1);
+    assert_eq!(
+        store
+            .naming_group(ViewKind::Membership, "groups", "g")
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -163,7 +180,10 @@ fn gaining_leadership_relists_and_then_the_fields_are_synced() {
     let mut fields = view.controller_fields();
     assert!(!*fields.borrow_and_update());
     view.enable_controller_fields();
-    assert!(fields.has_changed().unwrap(), "the watchers are told to relist");
+    assert!(
+        fields.has_changed().unwrap(),
+        "the watchers are told to relist"
+    );
     assert!(*fields.borrow_and_update());
     assert!(!view.controller_fields_synced());
     assert_eq!(
@@ -188,5 +208,8 @@ fn gaining_leadership_relists_and_then_the_fields_are_synced() {
     }
     assert!(view.controller_fields_synced());
     view.enable_controller_fields();
-    assert!(view.controller_fields_synced(), "enabling again changes nothing");
+    assert!(
+        view.controller_fields_synced(),
+        "enabling again changes nothing"
+    );
 }

@@ -5,3 +5,4 @@ pub mod fixtures;
 pub mod https;
 pub mod mock_api;
 pub mod rbac;
+pub mod sim_api;

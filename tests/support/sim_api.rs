@@ -1,0 +1,248 @@
+//! A small stateful API server for property tests: it stores Contacts, ContactGroupMemberships
+//! and ContactGroupMembershipRemovals, answers the requests the enrollment, removal and
+//! membership controllers make (create, get, merge and apply patches, delete, Events), and
+//! admits membership creates the way the webhook does, from a view that may lag behind it. It
+//! counts every membership a policy created, per contact, over its whole life.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use milo_webhook::api::{
+    Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval,
+};
+use milo_webhook::view::{ClusterView, Store};
+use serde_json::{Value, json};
+
+const API: &str = "/apis/notification.miloapis.com/v1alpha1/namespaces/";
+const POLICY_LABEL: &str = "enrollment.notification.miloapis.com/policy";
+
+/// What the server holds, keyed by (namespace, name).
+#[derive(Default)]
+pub struct SimState {
+    pub contacts: BTreeMap<(String, String), Value>,
+    pub groups: BTreeMap<(String, String), Value>,
+    pub memberships: BTreeMap<(String, String), Value>,
+    pub removals: BTreeMap<(String, String), Value>,
+    /// (policy label, contact name) → memberships that policy created for the contact.
+    pub created_by_policy: HashMap<(String, String), usize>,
+    next_version: u64,
+}
+
+fn status(code: u16, reason: &str, message: &str, cause: Option<&str>) -> (u16, Value) {
+    let mut body = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "code": code, "reason": reason, "message": message});
+    if let Some(cause) = cause {
+        body["details"] =
+            json!({"causes": [{"reason": cause, "message": message, "field": "spec"}]});
+    }
+    (code, body)
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn pair_of(object: &Value) -> (String, String) {
+    let spec = &object["spec"];
+    (
+        format!(
+            "{}/{}",
+            spec["contactRef"]["namespace"].as_str().unwrap_or_default(),
+            spec["contactRef"]["name"].as_str().unwrap_or_default()
+        ),
+        format!(
+            "{}/{}",
+            spec["contactGroupRef"]["namespace"]
+                .as_str()
+                .unwrap_or_default(),
+            spec["contactGroupRef"]["name"].as_str().unwrap_or_default()
+        ),
+    )
+}
+
+impl SimState {
+    fn stamp(&mut self, object: &mut Value) {
+        self.next_version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.next_version.to_string());
+    }
+
+    /// A view built from everything the server holds now (what a relist gives).
+    pub fn store(&self) -> Store {
+        let mut store = Store::default();
+        for c in self.contacts.values() {
+            store.apply_contact(&serde_json::from_value::<Contact>(c.clone()).unwrap());
+        }
+        for g in self.groups.values() {
+            store.apply_group(&serde_json::from_value::<ContactGroup>(g.clone()).unwrap());
+        }
+        for m in self.memberships.values() {
+            store.apply_membership(
+                &serde_json::from_value::<ContactGroupMembership>(m.clone()).unwrap(),
+            );
+        }
+        for r in self.removals.values() {
+            store.apply_removal(
+                &serde_json::from_value::<ContactGroupMembershipRemoval>(r.clone()).unwrap(),
+            );
+        }
+        store
+    }
+
+    fn table(&mut self, plural: &str) -> Option<&mut BTreeMap<(String, String), Value>> {
+        match plural {
+            "contacts" => Some(&mut self.contacts),
+            "contactgroups" => Some(&mut self.groups),
+            "contactgroupmemberships" => Some(&mut self.memberships),
+            "contactgroupmembershipremovals" => Some(&mut self.removals),
+            _ => None,
+        }
+    }
+
+    /// Answers one request; `view` is what the membership webhook decides from.
+    fn handle(&mut self, method: &Method, path: &str, body: Value, view: &Store) -> (u16, Value) {
+        if path.starts_with("/apis/events.k8s.io/") {
+            return (201, body);
+        }
+        if path.contains("/contactgroupenrollmentpolicies/") {
+            return (
+                200,
+                json!({"apiVersion": "notification.miloapis.com/v1alpha1",
+                "kind": "ContactGroupEnrollmentPolicy", "metadata": {"name": "newsletter"},
+                "spec": {"contactGroupRef": {"name": "news", "namespace": "groups"},
+                    "trigger": {"type": "ContactCreated"}}}),
+            );
+        }
+        let Some(rest) = path.strip_prefix(API) else {
+            return status(404, "NotFound", "unknown path", None);
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (ns, plural) = (
+            parts[0].to_owned(),
+            parts.get(1).copied().unwrap_or_default(),
+        );
+        let name = parts.get(2).map(|n| (*n).to_owned());
+        let subresource = parts.get(3).copied();
+        if *method == Method::POST && plural == "contactgroupmemberships" {
+            return self.create_membership(ns, body, view);
+        }
+        let Some(name) = name else {
+            return status(405, "MethodNotAllowed", "lists are not served", None);
+        };
+        let key = (ns, name);
+        let Some(table) = self.table(plural) else {
+            return status(404, "NotFound", "unknown kind", None);
+        };
+        match *method {
+            Method::GET => match table.get(&key) {
+                Some(object) => (200, object.clone()),
+                None => status(404, "NotFound", "not found", None),
+            },
+            Method::DELETE => match table.remove(&key) {
+                Some(_) => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
+                ),
+                None => status(404, "NotFound", "not found", None),
+            },
+            Method::PATCH => {
+                let Some(object) = table.get_mut(&key) else {
+                    return status(404, "NotFound", "not found", None);
+                };
+                let patch = match subresource {
+                    // Status patches (merge or apply) touch status only.
+                    Some("status") => json!({"status": body["status"].clone()}),
+                    _ => body,
+                };
+                merge(object, &patch);
+                let mut object = object.clone();
+                self.stamp(&mut object);
+                (200, object)
+            }
+            _ => status(405, "MethodNotAllowed", "not served", None),
+        }
+    }
+
+    fn create_membership(&mut self, ns: String, body: Value, view: &Store) -> (u16, Value) {
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let key = (ns.clone(), name);
+        if self.memberships.contains_key(&key) {
+            return status(409, "AlreadyExists", "already exists", None);
+        }
+        let membership: ContactGroupMembership = serde_json::from_value(body.clone()).unwrap();
+        let (contact, group) = (
+            &membership.spec.contact_ref,
+            &membership.spec.contact_group_ref,
+        );
+        // The webhook decides from its view, which may not show the newest removal yet.
+        if !view.removals_of(contact, group).is_empty() {
+            return status(422, "Invalid", "opted out", Some("FieldValueForbidden"));
+        }
+        if !view.memberships_of(contact, group).is_empty() {
+            return status(422, "Invalid", "duplicate", Some("FieldValueDuplicate"));
+        }
+        if let Some(policy) = body["metadata"]["labels"][POLICY_LABEL].as_str() {
+            *self
+                .created_by_policy
+                .entry((policy.to_owned(), contact.name.clone()))
+                .or_default() += 1;
+        }
+        let mut object = body;
+        object["metadata"]["namespace"] = json!(ns);
+        self.stamp(&mut object);
+        self.memberships.insert(key, object.clone());
+        (201, object)
+    }
+
+    /// Memberships beside a removal of their pair: what consent forbids at rest.
+    pub fn memberships_beside_removals(&self) -> Vec<String> {
+        let removed: Vec<_> = self.removals.values().map(pair_of).collect();
+        self.memberships
+            .iter()
+            .filter(|(_, m)| removed.contains(&pair_of(m)))
+            .map(|((ns, name), _)| format!("{ns}/{name}"))
+            .collect()
+    }
+}
+
+/// A kube client served by `state`, whose membership webhook reads `view`.
+pub fn client(state: Arc<Mutex<SimState>>, view: Arc<ClusterView>) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (code, answer) = {
+                let store = view.read();
+                state
+                    .lock()
+                    .unwrap()
+                    .handle(&parts.method, parts.uri.path(), body, &store)
+            };
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    Client::new(service, "default")
+}
