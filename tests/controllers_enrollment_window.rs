@@ -1,0 +1,138 @@
+//! Enrollment keeps a window of writes in flight: a backfill pass never has more than
+//! `--enrollment-concurrency` requests outstanding, keeps the window full while work remains,
+//! and still writes each contact's record only after its membership exists.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use milo_webhook::api::{Contact, ContactGroup, ContactGroupEnrollmentPolicy};
+use milo_webhook::controllers::enrollment::{self, EnrollmentContext};
+use milo_webhook::controllers::{Context, ControllerSettings};
+use milo_webhook::metrics::{Metrics, PolicyLabels};
+use milo_webhook::view::{ClusterView, Store};
+use serde_json::{Value, json};
+
+const WINDOW: usize = 8;
+const CONTACTS: usize = 40;
+
+/// What the slow API saw: the most requests outstanding at once, and per contact the order of
+/// its membership create and record patch.
+#[derive(Default)]
+struct Seen {
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    order: Mutex<HashMap<String, Vec<&'static str>>>,
+}
+
+fn slow_client(seen: Arc<Seen>) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                seen.most.fetch_max(now, Ordering::SeqCst);
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let path = parts.uri.path().to_owned();
+                let (code, answer) = if parts.method == Method::POST {
+                    if let Some(contact) = body["spec"]["contactRef"]["name"].as_str() {
+                        let mut order = seen.order.lock().unwrap();
+                        order.entry(contact.to_owned()).or_default().push("create");
+                    }
+                    (201, body)
+                } else if path.ends_with("/status") {
+                    (200, policy_json())
+                } else {
+                    let contact = path.rsplit('/').next().unwrap_or_default().to_owned();
+                    seen.order
+                        .lock()
+                        .unwrap()
+                        .entry(contact.clone())
+                        .or_default()
+                        .push("record");
+                    let object = json!({"apiVersion": "notification.miloapis.com/v1alpha1",
+                        "kind": "Contact", "metadata": {"name": contact, "namespace": "people"},
+                        "spec": {"email": "x@example.com"}});
+                    (200, object)
+                };
+                seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let response = Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap();
+                send.send_response(response);
+            });
+        }
+    });
+    Client::new(service, "default")
+}
+
+fn policy_json() -> Value {
+    json!({"apiVersion": "notification.miloapis.com/v1alpha1",
+        "kind": "ContactGroupEnrollmentPolicy",
+        "metadata": {"name": "all", "uid": "uid-all", "generation": 1,
+            "creationTimestamp": "2026-05-01T00:00:00Z"},
+        "spec": {"contactGroupRef": {"name": "everyone", "namespace": "groups"},
+            "trigger": {"type": "ContactCreated"}, "backfill": true}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_keeps_the_window_full_and_records_after_each_create() {
+    let mut store = Store::default();
+    let group: ContactGroup = serde_json::from_value(json!({
+        "metadata": {"name": "everyone", "namespace": "groups"},
+        "spec": {"displayName": "Everyone", "visibility": "private"}}))
+    .unwrap();
+    store.apply_group(&group);
+    for i in 0..CONTACTS {
+        let contact: Contact = serde_json::from_value(json!({
+            "metadata": {"name": format!("c{i:02}"), "namespace": "people",
+                "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"email": format!("c{i}@example.com")}}))
+        .unwrap();
+        store.apply_contact(&contact);
+    }
+    let seen = Arc::new(Seen::default());
+    let metrics = Arc::new(Metrics::default());
+    let settings = ControllerSettings {
+        enrollment_concurrency: WINDOW,
+        ..ControllerSettings::default()
+    };
+    let shared = Arc::new(Context::new(
+        slow_client(seen.clone()),
+        Arc::new(ClusterView::offline(store)),
+        metrics.clone(),
+        settings,
+        None,
+    ));
+    let policy: ContactGroupEnrollmentPolicy = serde_json::from_value(policy_json()).unwrap();
+    let ctx = Arc::new(EnrollmentContext::new(shared));
+    enrollment::reconcile(Arc::new(policy), ctx)
+        .await
+        .expect("the pass succeeds");
+
+    let labels = PolicyLabels {
+        policy: "all".into(),
+    };
+    assert_eq!(
+        metrics.controllers.enrollments.get_or_create(&labels).get(),
+        CONTACTS as u64
+    );
+    // Each step makes one request at a time (create, record, Event), so the window of steps
+    // is the window of requests: full, and never more.
+    assert_eq!(seen.most.load(Ordering::SeqCst), WINDOW);
+    let order = seen.order.lock().unwrap();
+    assert_eq!(order.len(), CONTACTS);
+    for (contact, steps) in order.iter() {
+        assert_eq!(steps, &["create", "record"], "{contact}");
+    }
+}
