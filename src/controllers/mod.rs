@@ -306,6 +306,22 @@ pub async fn until_synced(view: &ClusterView) {
     }
 }
 
+impl Context {
+    /// The queue-depth gauge of `controller`.
+    pub fn queue_depth(
+        &self,
+        controller: ControllerKind,
+    ) -> prometheus_client::metrics::gauge::Gauge {
+        self.metrics
+            .controllers
+            .queue_depth
+            .get_or_create(&crate::metrics::ControllerLabels {
+                controller: controller.as_str().into(),
+            })
+            .clone()
+    }
+}
+
 /// `object/namespace` keys for logs, metrics and backoff.
 pub fn object_key(namespace: Option<&str>, name: &str) -> String {
     match namespace {

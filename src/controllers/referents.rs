@@ -342,6 +342,7 @@ pub async fn run_pair_controller<K, R, Fut>(
         wake_delay: std::time::Duration::ZERO,
         sweep: sweep::<K>,
         wake: to_wake::<K>,
+        depth: ctx.queue_depth(kind),
     };
     let reconcile = &reconcile;
     let ctx = &ctx;

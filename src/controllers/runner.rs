@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -219,6 +220,8 @@ pub struct Driver<S, W> {
     pub sweep: S,
     /// The keys a change concerns.
     pub wake: W,
+    /// Set to the number of keys waiting, for `milo_webhook_controller_queue_depth`.
+    pub depth: Gauge,
 }
 
 /// Runs a controller until its task is aborted (leadership lost, which also cancels the
@@ -284,6 +287,9 @@ pub async fn drive_queue<S, W, R, Fut>(
             }
             Some((key, action)) = in_flight.next() => queue.done(key, action),
         }
+        driver
+            .depth
+            .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -362,6 +368,7 @@ mod tests {
             relists: &[],
             wake_delay: Duration::ZERO,
             sweep: |_: &Store| (0..6).map(|i| key(&i.to_string())).collect(),
+            depth: Gauge::default(),
             wake: |change: &ViewChange, _: &Store| match change {
                 ViewChange::Applied(_, ns, name) => vec![ObjectKey::new(ns, name)],
                 _ => Vec::new(),

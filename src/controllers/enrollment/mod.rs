@@ -408,6 +408,7 @@ pub async fn run(ctx: Arc<Context>) {
         wake_delay: DEBOUNCE,
         sweep: all_policies,
         wake: policies_to_wake,
+        depth: ctx.queue_depth(ControllerKind::Enrollment),
     };
     runner::drive(&ctx.view, driver, |key| {
         let ectx = ectx.clone();

@@ -190,6 +190,7 @@ pub async fn run(ctx: Arc<InvitationContext>) {
         wake_delay: Duration::ZERO,
         sweep: all_invitations,
         wake: invitations_to_wake,
+        depth: ctx.shared.queue_depth(ControllerKind::Invitation),
     };
     let ctx = &ctx;
     runner::drive(&ctx.shared.view, driver, |key| async move {

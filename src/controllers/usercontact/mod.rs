@@ -232,6 +232,7 @@ pub async fn run(ctx: Arc<Context>) {
         wake: move |change: &ViewChange, store: &Store| {
             users_to_wake(change, store, &wake_namespace)
         },
+        depth: ctx.queue_depth(ControllerKind::UserContact),
     };
     let ctx = &ctx;
     runner::drive(&ctx.view, driver, |key| async move {
