@@ -344,9 +344,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     tracing::info!(webhooks = %args.listen, admin = %args.admin_listen, "listening");
 
+    let mut leading = None;
     if let Some(client) = client {
         tokio::spawn(crate::view::watch::run(client.clone(), view.clone()));
-        start_controllers(
+        leading = start_controllers(
             &args.controllers,
             client,
             view,
@@ -382,6 +383,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { server.serve_admin(admin_listener).await })
     };
     let (webhooks, admin) = tokio::join!(webhooks, admin);
+    if let Some(leading) = leading {
+        // Released during the drain already, unless the API server was slow; bounded anyway.
+        let _ = tokio::time::timeout(leader::RELEASE_TIMEOUT, leading).await;
+    }
     webhooks?;
     admin?;
     tracing::info!("stopped");
@@ -389,20 +394,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Joins the leader election and runs the selected controllers whenever this replica leads.
+/// The returned task ends once shutdown has begun, the controllers have stopped and the lease
+/// has been released (within the drain, so the next leader need not wait for expiry).
 async fn start_controllers(
     args: &ControllerArgs,
     client: kube::Client,
     view: Arc<ClusterView>,
     metrics: Arc<Metrics>,
     shutdown: &Shutdown,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let selected = args.selected();
     if selected.is_empty() {
         tracing::info!("controllers disabled: serving admission only");
-        return Ok(());
+        return Ok(None);
     }
     let lease = args.lease();
-    let (leadership, _election) = leader::campaign(client.clone(), &lease)
+    let election = leader::campaign(client.clone(), &lease)
         .await
         .context("cannot start leader election")?;
     tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, controllers = ?selected, "joined leader election");
@@ -413,14 +420,13 @@ async fn start_controllers(
         args.settings(),
         Some(lease.identity.clone()),
     ));
-    let stopping = shutdown.clone();
-    tokio::spawn(leader::follow(
-        leadership,
+    let draining = shutdown.clone();
+    Ok(Some(tokio::spawn(leader::lead_until(
+        election,
         metrics,
         move || controllers::spawn(&ctx, &selected),
-        async move { stopping.stopped().await },
-    ));
-    Ok(())
+        async move { draining.draining().await },
+    ))))
 }
 
 async fn wait_for_signal() {

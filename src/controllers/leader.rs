@@ -1,16 +1,19 @@
 //! Leader election: every replica serves admission, only the holder of a `coordination.k8s.io`
-//! Lease runs the controllers. Losing the lease stops them at once (their tasks are aborted), so
+//! Lease (taken as [`lease`] describes) runs the controllers. Losing the lease stops them at once (their tasks are aborted), so
 //! two replicas never reconcile side by side for longer than the lease's grace period; a new
 //! leader starts from fresh lists, and every reconcile is idempotent, so the handover needs no
 //! state of its own.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::lease::{self, LeaseLock};
 
 use crate::metrics::Metrics;
 
@@ -29,29 +32,102 @@ pub struct LeaseSettings {
     pub grace_seconds: u64,
 }
 
-/// Starts competing for the lease. The returned channel says whether we hold it; dropping it
-/// releases the lease (on shutdown, so the next leader need not wait for expiry).
-pub async fn campaign(
-    client: Client,
-    settings: &LeaseSettings,
-) -> anyhow::Result<(watch::Receiver<bool>, JoinHandle<()>)> {
-    let manager = LeaseManagerBuilder::new(client, &settings.name)
-        .with_namespace(&settings.namespace)
-        .with_identity(&settings.identity)
-        .with_duration(settings.duration_seconds)
-        .with_grace(settings.grace_seconds)
-        .with_field_manager(super::kubeapi::FIELD_MANAGER)
-        .build()
-        .await?;
-    let (leadership, task) = manager.watch().await;
+/// How long shutdown waits for the lease to be released before giving up (the next leader then
+/// waits for it to expire).
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// This replica's part in the election.
+pub struct Election {
+    /// Whether this replica holds the lease.
+    pub leadership: watch::Receiver<bool>,
+    /// Ends the campaign: the task releases the lease (if held) and finishes.
+    pub stop: oneshot::Sender<()>,
+    /// The election task.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts competing for the lease: the holder renews it every `grace_seconds`, followers look
+/// every [`lease::RETRY_PERIOD`]. A holder that cannot renew for two thirds of the lease's
+/// duration steps down before anyone else may take it over.
+pub async fn campaign(client: Client, settings: &LeaseSettings) -> anyhow::Result<Election> {
+    let duration = Duration::from_secs(settings.duration_seconds.max(1));
+    let renew_every = Duration::from_secs(settings.grace_seconds.max(1));
+    let renew_deadline = duration * 2 / 3;
+    let mut lock = LeaseLock::new(
+        client,
+        &settings.namespace,
+        &settings.name,
+        &settings.identity,
+        duration,
+    );
+    let (tx, leadership) = watch::channel(false);
+    let (stop, mut stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        match task.await {
-            Ok(Ok(_)) => tracing::info!("leader lease released"),
-            Ok(Err(error)) => tracing::error!(%error, "leader election stopped"),
-            Err(error) => tracing::error!(%error, "leader election task failed"),
+        let mut renewed: Option<Instant> = None;
+        loop {
+            let leading = *tx.borrow();
+            let now_leading = match lock.try_acquire_or_renew().await {
+                Ok(true) => {
+                    renewed = Some(Instant::now());
+                    true
+                }
+                Ok(false) => false,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read or write the leader lease");
+                    leading && renewed.is_some_and(|at| at.elapsed() < renew_deadline)
+                }
+            };
+            if now_leading != leading {
+                if now_leading {
+                    tracing::info!("acquired the leader lease");
+                } else {
+                    tracing::warn!("lost the leader lease");
+                }
+                tx.send_replace(now_leading);
+            }
+            let wait = if now_leading {
+                renew_every
+            } else {
+                lease::RETRY_PERIOD
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut stopped => break,
+            }
+        }
+        tx.send_replace(false);
+        match lock.release().await {
+            Ok(()) => tracing::info!("leader lease released"),
+            Err(error) => tracing::warn!(%error, "cannot release the leader lease"),
         }
     });
-    Ok((leadership, task))
+    Ok(Election {
+        leadership,
+        stop,
+        task,
+    })
+}
+
+/// Follows `election` as [`follow`] does until `stopping` completes, then releases the lease
+/// (waiting at most [`RELEASE_TIMEOUT`]), so the next leader takes over at once instead of
+/// waiting for the lease to expire.
+pub async fn lead_until<S, F>(election: Election, metrics: Arc<Metrics>, start: S, stopping: F)
+where
+    S: FnMut() -> Vec<JoinHandle<()>>,
+    F: Future<Output = ()>,
+{
+    follow(election.leadership, metrics, start, stopping).await;
+    tracing::info!("releasing the leader lease");
+    let _ = election.stop.send(());
+    if tokio::time::timeout(RELEASE_TIMEOUT, election.task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?RELEASE_TIMEOUT,
+            "the leader lease was not released in time; the next leader waits for it to expire"
+        );
+    }
 }
 
 /// Runs what `start` spawns while `leadership` is true and aborts it when it turns false, until
@@ -101,7 +177,6 @@ fn stop(running: &mut Vec<JoinHandle<()>>, metrics: &Metrics) {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     #[tokio::test]
     async fn controllers_run_only_while_leading() {

@@ -16,6 +16,7 @@ pub mod events;
 pub mod invitation;
 pub mod kubeapi;
 pub mod leader;
+pub mod lease;
 pub mod membership;
 pub mod names;
 pub mod referents;

@@ -62,6 +62,7 @@ impl Default for ServeOptions {
 pub struct Shutdown {
     /// Read by `/readyz`.
     pub shutting_down: Arc<AtomicBool>,
+    draining: watch::Sender<bool>,
     stop: watch::Sender<bool>,
 }
 
@@ -69,6 +70,7 @@ impl Default for Shutdown {
     fn default() -> Self {
         Self {
             shutting_down: Arc::new(AtomicBool::new(false)),
+            draining: watch::channel(false).0,
             stop: watch::channel(false).0,
         }
     }
@@ -78,12 +80,20 @@ impl Shutdown {
     /// Fails readiness at once, waits `delay` so load balancers notice, then closes listeners.
     pub async fn begin(&self, delay: Duration) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.draining.send_replace(true);
         tracing::info!(
             delay_seconds = delay.as_secs_f64(),
             "shutdown requested; draining"
         );
         tokio::time::sleep(delay).await;
         self.stop.send_replace(true);
+    }
+
+    /// Resolves as soon as shutdown begins (before the drain), so work that should end first,
+    /// such as leading the controllers, can hand over while requests are still served.
+    pub async fn draining(&self) {
+        let mut rx = self.draining.subscribe();
+        let _ = rx.wait_for(|draining| *draining).await;
     }
 
     /// Resolves once the listeners should stop accepting.

@@ -3,6 +3,7 @@
 
 pub mod fixtures;
 pub mod https;
+pub mod lease_api;
 pub mod mock_api;
 pub mod rbac;
 pub mod sim_api;
