@@ -250,8 +250,11 @@ pub async fn drive_queue<S, W, R, Fut>(
     Fut: Future<Output = Action>,
 {
     let controller = driver.kind.as_str();
-    let mut changes = Box::pin(view_changes(view));
     super::until_synced(view).await;
+    // Subscribed before the first sweep reads the view: every change after it is delivered,
+    // everything before it is in what the sweep sees (and the relists that led up to the sync
+    // are not replayed as sweeps of their own).
+    let mut changes = Box::pin(view_changes(view));
     let sweep = |why: &str| {
         let keys = (driver.sweep)(&view.read());
         if !keys.is_empty() {
