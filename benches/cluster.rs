@@ -103,9 +103,11 @@ async fn run(options: &Options) -> Report {
         }
     }
     if options.runs("signup") {
-        eprintln!("signup: {} users", options.signup_users);
-        if let Err(error) = scenarios::signup(options, path, &mut report).await {
-            report.add("signup", "run", format!("failed: {error:#}"));
+        for &signup_rate in &options.signup_rates {
+            eprintln!("signup: {} users at {signup_rate}/s", options.signup_users);
+            if let Err(error) = scenarios::signup(options, path, signup_rate, &mut report).await {
+                report.add("signup", "run", format!("failed: {error:#}"));
+            }
         }
     }
     report

@@ -121,7 +121,9 @@ async fn creates_gets_pages_and_selects_like_an_api_server() {
         .await
         .unwrap();
     assert_eq!(selected.items.len(), 1);
-    assert_eq!(fake.count("create", "contacts"), 6);
+    assert_eq!(fake.count("create", "contacts"), 5);
+    assert_eq!(fake.count("create:409", "contacts"), 1);
+    assert_eq!(fake.count("get:404", "contacts"), 2);
     assert_eq!(fake.count("list", "rolebindings"), 1);
 }
 

@@ -149,7 +149,7 @@ pub fn requests_between(before: &Counters, after: &Counters) -> Vec<(String, u64
 }
 
 pub fn is_write(verb_resource: &str) -> bool {
-    let verb = verb_resource.split(' ').next().unwrap_or_default();
+    let verb = verb_resource.split([' ', ':']).next().unwrap_or_default();
     matches!(verb, "create" | "update" | "patch" | "apply" | "delete")
 }
 

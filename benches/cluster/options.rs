@@ -10,7 +10,7 @@ cargo bench --bench cluster -- [FLAGS]
   --objects LIST          view sizes for the memory scenario (default: 10000,100000)
   --enroll-contacts N     contacts a backfilling policy enrolls (default: 10000)
   --signup-users N        Users created in the signup scenario (default: 10000)
-  --signup-rate N         Users created per second (default: 500)
+  --signup-rate LIST      Users created per second, one wave per rate (default: 500,2000)
   --latency-ms N          fake API write latency (default: 5)
   --max-writes N          fake API concurrent writes (default: 64)
   --clients N             concurrent clients of the raw-create baseline (default: 16)
@@ -25,7 +25,7 @@ pub struct Options {
     pub objects: Vec<usize>,
     pub enroll_contacts: usize,
     pub signup_users: usize,
-    pub signup_rate: f64,
+    pub signup_rates: Vec<f64>,
     pub latency: Duration,
     pub max_writes: usize,
     pub clients: usize,
@@ -44,7 +44,7 @@ impl Default for Options {
             objects: vec![10_000, 100_000],
             enroll_contacts: 10_000,
             signup_users: 10_000,
-            signup_rate: 500.0,
+            signup_rates: vec![500.0, 2000.0],
             latency: Duration::from_millis(5),
             max_writes: 64,
             clients: 16,
@@ -88,7 +88,12 @@ impl Options {
                 }
                 "--enroll-contacts" => o.enroll_contacts = number(&value()?)?,
                 "--signup-users" => o.signup_users = number(&value()?)?,
-                "--signup-rate" => o.signup_rate = value()?.parse().context("--signup-rate")?,
+                "--signup-rate" => {
+                    o.signup_rates = list(&value()?)
+                        .iter()
+                        .map(|r| r.parse::<f64>().context("--signup-rate"))
+                        .collect::<anyhow::Result<_>>()?
+                }
                 "--latency-ms" => o.latency = Duration::from_millis(number(&value()?)? as u64),
                 "--max-writes" => o.max_writes = number(&value()?)?,
                 "--clients" => o.clients = number(&value()?)?.max(1),
@@ -104,8 +109,8 @@ impl Options {
                 bail!("unknown scenario {s}\n{USAGE}");
             }
         }
-        if o.signup_rate <= 0.0 {
-            bail!("--signup-rate must be positive");
+        if o.signup_rates.iter().any(|r| *r <= 0.0 || !r.is_finite()) {
+            bail!("--signup-rate takes positive rates");
         }
         Ok(o)
     }

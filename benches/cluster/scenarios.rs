@@ -305,10 +305,15 @@ pub async fn enrollment(
 }
 
 /// `n` Users signing up at a steady rate; Contacts made per second and the lag of the last.
-pub async fn signup(options: &Options, workdir: &Path, report: &mut Report) -> anyhow::Result<()> {
+pub async fn signup(
+    options: &Options,
+    workdir: &Path,
+    signup_rate: f64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let n = options.signup_users;
-    let scenario = format!("signup {n}");
-    let cluster = Cluster::start(options, workdir, "signup").await?;
+    let scenario = format!("signup {n} @{signup_rate:.0}/s");
+    let cluster = Cluster::start(options, workdir, &format!("signup-{signup_rate:.0}")).await?;
     let mut server = cluster.launch(options, "bench-1")?;
     env::ready(&mut server, options.timeout).await?;
     env::leading(&mut server, options.timeout).await?;
@@ -328,7 +333,7 @@ pub async fn signup(options: &Options, workdir: &Path, report: &mut Report) -> a
             Instant::now() < deadline,
             "signup pacing overran the timeout"
         );
-        let due = ((started.elapsed().as_secs_f64() * options.signup_rate) as usize + 1).min(n);
+        let due = ((started.elapsed().as_secs_f64() * signup_rate) as usize + 1).min(n);
         while sent < due {
             let permit = in_flight.clone().acquire_owned().await?;
             let client = client.clone();
@@ -354,7 +359,7 @@ pub async fn signup(options: &Options, workdir: &Path, report: &mut Report) -> a
         format!(
             "{} ({:.0})",
             rate(n as f64, last_user - first_user),
-            options.signup_rate
+            signup_rate
         ),
     );
     let contacts_before = counter(&before, "create", "contacts").map_or(0, |c| c.count);

@@ -134,28 +134,27 @@ pub async fn handle(
         None => rt.plural.to_owned(),
     };
     let verb = verb(&method, &target, &query, &headers);
-    // Reads are counted as they arrive, writes once done (after the latency), so a counter's
-    // `last` says when the last object of a kind was stored.
+    if verb == "watch" {
+        shared.count(verb, &resource_label);
+        return watch(shared, &target, &query);
+    }
     let result = match verb {
-        "list" | "watch" | "get" => {
-            shared.count(verb, &resource_label);
-            match verb {
-                "list" => list(&shared, &target, &query),
-                "watch" => return watch(shared, &target, &query),
-                _ => get(&shared, &target),
-            }
-        }
+        "list" => list(&shared, &target, &query),
+        "get" => get(&shared, &target),
         _ => {
-            let slot = shared.writes.acquire().await;
+            let _slot = shared.writes.acquire().await;
             if !shared.config.write_latency.is_zero() {
                 tokio::time::sleep(shared.config.write_latency).await;
             }
-            let result = write(&shared, verb, &target, &query, &headers, &body);
-            drop(slot);
-            shared.count(verb, &resource_label);
-            result
+            write(&shared, verb, &target, &query, &headers, &body)
         }
     };
+    // Counted once answered, failures apart (`create:409`), so the count and `last` of a
+    // write verb say how many objects were stored and when the last one was.
+    match &result {
+        Ok(_) => shared.count(verb, &resource_label),
+        Err(error) => shared.count(&format!("{verb}:{}", error.code), &resource_label),
+    }
     match result {
         Ok((code, body)) => bytes_response(code, body),
         Err(error) => json_response(error.code, &error.body),

@@ -60,7 +60,10 @@ pub struct Counter {
     pub last: Instant,
 }
 
-/// Counters by `(verb, resource)`; the resource is `plural` or `plural/status`.
+/// Counters by `(verb, resource)`: the verb is `get`, `list`, `watch`, `create`, `update`,
+/// `patch`, `apply` or `delete`, with `:CODE` for requests that failed (`create:409`); the
+/// resource is `plural` or `plural/status`. Watches count as they start, everything else as it
+/// is answered.
 pub type Counters = BTreeMap<(String, String), Counter>;
 
 /// What every handler shares.
