@@ -282,7 +282,8 @@ async fn watchers_see_every_change_after_their_list() {
 }
 
 #[tokio::test]
-async fn kube_lease_manager_takes_over_an_expired_foreign_lease() {
+async fn the_elector_takes_over_an_expired_foreign_lease_and_releases_it() {
+    use milo_webhook::controllers::leader::{self, LeaseSettings};
     let (_fake, client) = start().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "milo-system");
     let now = fake::objects::now_micro();
@@ -295,16 +296,15 @@ async fn kube_lease_manager_takes_over_an_expired_foreign_lease() {
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap();
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, "lock")
-        .with_namespace("milo-system")
-        .with_identity("bench-1")
-        .with_duration(3)
-        .with_grace(1)
-        .with_field_manager("milo-webhook")
-        .build()
-        .await
-        .unwrap();
-    let (mut leading, task) = manager.watch().await;
+    let settings = LeaseSettings {
+        namespace: "milo-system".into(),
+        name: "lock".into(),
+        identity: "bench-1".into(),
+        duration_seconds: 3,
+        grace_seconds: 1,
+    };
+    let election = leader::campaign(client, &settings).await.unwrap();
+    let mut leading = election.leadership.clone();
     tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
         .await
         .expect("leading within 10 s")
@@ -314,8 +314,15 @@ async fn kube_lease_manager_takes_over_an_expired_foreign_lease() {
         lease.spec.unwrap().holder_identity.as_deref(),
         Some("bench-1")
     );
-    drop(leading);
-    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    let metrics = std::sync::Arc::new(milo_webhook::metrics::Metrics::default());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        leader::lead_until(election, metrics, Vec::new, async {}),
+    )
+    .await
+    .expect("released within 10 s");
+    let lease = leases.get("lock").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None, "released");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The patch flavours, as far as the controllers and kube-lease-manager use them: JSON merge
+//! The patch flavours, as far as the controllers and the lease elector use them: JSON merge
 //! patch (RFC 7386), strategic merge patch (approximated by a merge patch: no list merge keys or
 //! `$patch` directives, which none of the clients here send), JSON patch (RFC 6902), and
 //! server-side apply (the sent object merged in, with a conflict when a non-forced apply would
