@@ -12,9 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use super::index::{Key, MultiIndex};
-use super::records::Pair;
-use super::store::{NamedRef, Store, ViewKind};
+use super::records::{Pair, PairStatus};
+use super::store::{NamedRef, Row, Store, ViewKind};
 use super::symbols::{Sym, Symbols};
+use crate::api::iam::UserSpec;
 use crate::api::notification::{
     ContactGroupMembershipRemovalSpec, ContactGroupMembershipRemovalStatus,
     ContactGroupMembershipSpec, ContactGroupMembershipStatus,
@@ -23,7 +24,6 @@ use crate::api::{
     Contact, ContactGroupEnrollmentPolicy, ContactGroupMembership, ContactGroupMembershipRemoval,
     User, UserInvitation,
 };
-use crate::api::{ObjectRef, iam::UserSpec};
 
 /// Prefix of the annotations enrollment records on contacts; the only annotations kept.
 pub const RECORD_PREFIX: &str = "policy.enrollment.notification.miloapis.com/";
@@ -41,33 +41,23 @@ struct ContactExtra {
 /// A timestamp that is not set.
 const NO_TIME: i64 = i64::MIN;
 
-/// What the leader knows of a membership or removal beyond its pair.
+/// What the leader knows of a removal beyond its row: what its `Ready` condition says.
 #[derive(Clone, Debug)]
-struct PairExtra {
-    username: Option<Sym>,
-    deleting: bool,
+struct RemovalExtra {
     generation: Option<i64>,
-    /// The `Ready` condition (removals only; memberships' conditions belong to provider sync).
     ready: Option<Box<Condition>>,
-}
-
-/// What the leader knows of a User beyond its admission record.
-#[derive(Clone, Copy, Debug)]
-struct UserExtra {
-    given_name: Option<Sym>,
-    family_name: Option<Sym>,
-    deleting: bool,
 }
 
 /// The controller fields of every kind, and the by-contact indexes controllers wake through.
 #[derive(Clone, Default)]
 pub(super) struct Extras {
     contacts: HashMap<Key, ContactExtra>,
-    /// Enrollment records of contacts that have any: (annotation key, value) pairs.
-    records: HashMap<Key, Box<[(Sym, Sym)]>>,
-    memberships: HashMap<Key, PairExtra>,
-    removals: HashMap<Key, PairExtra>,
-    users: HashMap<Key, UserExtra>,
+    /// Enrollment records: (contact, annotation key) → value.
+    records: HashMap<(Key, Sym), Sym>,
+    /// The annotation keys records use (one per policy), with how many records use each, so a
+    /// deleted contact's records are found without a scan.
+    record_keys: HashMap<Sym, u32>,
+    removals: HashMap<Key, RemovalExtra>,
     policies: HashMap<Key, Arc<ContactGroupEnrollmentPolicy>>,
     invitations: HashMap<Key, Arc<UserInvitation>>,
     memberships_by_contact: MultiIndex<Key>,
@@ -120,28 +110,17 @@ impl Extras {
                     release_opt(symbols, old.given_name);
                     release_opt(symbols, old.family_name);
                 }
-                if let Some(records) = self.records.remove(&key) {
-                    for (k, v) in records.iter() {
-                        symbols.release(*k);
-                        symbols.release(*v);
+                let keys: Vec<Sym> = self.record_keys.keys().copied().collect();
+                for record_key in keys {
+                    if let Some(value) = self.records.remove(&(key, record_key)) {
+                        symbols.release(value);
+                        symbols.release(record_key);
+                        self.unuse_record_key(record_key);
                     }
                 }
             }
-            ViewKind::Membership | ViewKind::Removal => {
-                let table = if kind == ViewKind::Membership {
-                    &mut self.memberships
-                } else {
-                    &mut self.removals
-                };
-                if let Some(old) = table.remove(&key) {
-                    release_opt(symbols, old.username);
-                }
-            }
-            ViewKind::User => {
-                if let Some(old) = self.users.remove(&key) {
-                    release_opt(symbols, old.given_name);
-                    release_opt(symbols, old.family_name);
-                }
+            ViewKind::Removal => {
+                self.removals.remove(&key);
             }
             ViewKind::EnrollmentPolicy => {
                 self.policies.remove(&key);
@@ -150,6 +129,15 @@ impl Extras {
                 self.invitations.remove(&key);
             }
             _ => {}
+        }
+    }
+
+    fn unuse_record_key(&mut self, record_key: Sym) {
+        if let Some(count) = self.record_keys.get_mut(&record_key) {
+            *count -= 1;
+            if *count == 0 {
+                self.record_keys.remove(&record_key);
+            }
         }
     }
 
@@ -176,47 +164,27 @@ impl Extras {
             deleting: deleting(&contact.metadata),
         };
         self.contacts.insert(key, extra);
-        let records: Box<[(Sym, Sym)]> = contact
-            .annotations()
-            .iter()
-            .filter(|(k, _)| k.starts_with(RECORD_PREFIX))
-            .map(|(k, v)| (symbols.intern(k), symbols.intern(v)))
-            .collect();
-        if !records.is_empty() {
-            self.records.insert(key, records);
+        for (k, v) in contact.annotations() {
+            if k.starts_with(RECORD_PREFIX) {
+                let record_key = symbols.intern(k);
+                let value = symbols.intern(v);
+                self.records.insert((key, record_key), value);
+                *self.record_keys.entry(record_key).or_default() += 1;
+            }
         }
     }
 
-    pub(super) fn apply_pair(
+    pub(super) fn apply_removal(
         &mut self,
-        kind: ViewKind,
         key: Key,
         meta: &kube::api::ObjectMeta,
-        username: Option<&str>,
         ready: Option<&Condition>,
-        symbols: &mut Symbols,
     ) {
-        self.forget(kind, key, symbols);
-        let extra = PairExtra {
-            username: intern_opt(symbols, username),
-            deleting: deleting(meta),
+        let extra = RemovalExtra {
             generation: meta.generation,
             ready: ready.map(|c| Box::new(c.clone())),
         };
-        match kind {
-            ViewKind::Membership => self.memberships.insert(key, extra),
-            _ => self.removals.insert(key, extra),
-        };
-    }
-
-    pub(super) fn apply_user(&mut self, key: Key, user: &User, symbols: &mut Symbols) {
-        self.forget(ViewKind::User, key, symbols);
-        let extra = UserExtra {
-            given_name: intern_opt(symbols, user.spec.given_name.as_deref()),
-            family_name: intern_opt(symbols, user.spec.family_name.as_deref()),
-            deleting: deleting(&user.metadata),
-        };
-        self.users.insert(key, extra);
+        self.removals.insert(key, extra);
     }
 
     pub(super) fn apply_policy(&mut self, key: Key, policy: &ContactGroupEnrollmentPolicy) {
@@ -276,30 +244,28 @@ impl Store {
         self.extras.as_deref()
     }
 
-    fn pair_object_parts(
+    /// The pair and the controllers' status of the membership or removal `namespace/name`,
+    /// when the controllers' fields are kept.
+    fn pair_row(
         &self,
         kind: ViewKind,
         namespace: &str,
         name: &str,
-    ) -> Option<(ObjectRef, ObjectRef, &PairExtra)> {
-        let (key, row) = self.row(kind, namespace, name)?;
-        let pair = row.pair()?;
-        let extras = self.extras()?;
-        let table = match kind {
-            ViewKind::Membership => &extras.memberships,
-            _ => &extras.removals,
-        };
-        let extra = table.get(&key)?;
-        let (contact, group) = self.pair_refs(pair);
-        Some((contact, group, extra))
+    ) -> Option<(Key, Pair, PairStatus)> {
+        self.extras()?;
+        match self.row(kind, namespace, name)? {
+            (key, Row::Membership(pair, status)) | (key, Row::Removal(pair, status)) => {
+                Some((key, *pair, *status))
+            }
+            _ => None,
+        }
     }
 
-    fn object_meta(&self, namespace: &str, name: &str, extra: &PairExtra) -> kube::api::ObjectMeta {
+    fn object_meta(namespace: &str, name: &str, deleting: bool) -> kube::api::ObjectMeta {
         kube::api::ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
-            generation: extra.generation,
-            deletion_timestamp: deletion_mark(extra.deleting),
+            deletion_timestamp: deletion_mark(deleting),
             ..Default::default()
         }
     }
@@ -311,8 +277,8 @@ impl Store {
     /// The membership `namespace/name` as its controller reads it: names, pair, deletion,
     /// `status.username`. `None` when it is not stored (or controller fields are off).
     pub fn membership_object(&self, namespace: &str, name: &str) -> Option<ContactGroupMembership> {
-        let (contact_ref, contact_group_ref, extra) =
-            self.pair_object_parts(ViewKind::Membership, namespace, name)?;
+        let (_, pair, status) = self.pair_row(ViewKind::Membership, namespace, name)?;
+        let (contact_ref, contact_group_ref) = self.pair_refs(pair);
         let mut object = ContactGroupMembership::new(
             name,
             ContactGroupMembershipSpec {
@@ -320,9 +286,9 @@ impl Store {
                 contact_group_ref,
             },
         );
-        object.metadata = self.object_meta(namespace, name, extra);
+        object.metadata = Self::object_meta(namespace, name, status.deleting);
         object.status = Some(ContactGroupMembershipStatus {
-            username: self.resolve_opt(extra.username).map(str::to_owned),
+            username: self.resolve_opt(status.username).map(str::to_owned),
             ..Default::default()
         });
         Some(object)
@@ -335,8 +301,9 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Option<ContactGroupMembershipRemoval> {
-        let (contact_ref, contact_group_ref, extra) =
-            self.pair_object_parts(ViewKind::Removal, namespace, name)?;
+        let (key, pair, status) = self.pair_row(ViewKind::Removal, namespace, name)?;
+        let extra = self.extras()?.removals.get(&key)?;
+        let (contact_ref, contact_group_ref) = self.pair_refs(pair);
         let mut object = ContactGroupMembershipRemoval::new(
             name,
             ContactGroupMembershipRemovalSpec {
@@ -344,9 +311,10 @@ impl Store {
                 contact_group_ref,
             },
         );
-        object.metadata = self.object_meta(namespace, name, extra);
+        object.metadata = Self::object_meta(namespace, name, status.deleting);
+        object.metadata.generation = extra.generation;
         object.status = Some(ContactGroupMembershipRemovalStatus {
-            username: self.resolve_opt(extra.username).map(str::to_owned),
+            username: self.resolve_opt(status.username).map(str::to_owned),
             conditions: extra.ready.iter().map(|c| (**c).clone()).collect(),
         });
         Some(object)
@@ -354,19 +322,21 @@ impl Store {
 
     /// The User `name` as the usercontact controller reads it: name, uid, email, names, deletion.
     pub fn user_object(&self, name: &str) -> Option<User> {
-        let found = self.user(name)?;
-        let key = self.lookup_key("", name)?;
-        let extra = self.extras()?.users.get(&key)?;
+        self.extras()?;
+        let Row::User(record) = self.row(ViewKind::User, "", name)?.1 else {
+            return None;
+        };
         let mut user = User::new(
             name,
             UserSpec {
-                email: found.email.to_owned(),
-                given_name: self.resolve_opt(extra.given_name).map(str::to_owned),
-                family_name: self.resolve_opt(extra.family_name).map(str::to_owned),
+                email: self.symbols.resolve(record.email).to_owned(),
+                given_name: self.resolve_opt(record.given_name).map(str::to_owned),
+                family_name: self.resolve_opt(record.family_name).map(str::to_owned),
             },
         );
-        user.metadata.uid = Some(found.uid.to_owned()).filter(|u| !u.is_empty());
-        user.metadata.deletion_timestamp = deletion_mark(extra.deleting);
+        let uid = self.symbols.resolve(record.uid);
+        user.metadata.uid = (!uid.is_empty()).then(|| uid.to_owned());
+        user.metadata.deletion_timestamp = deletion_mark(record.deleting);
         Some(user)
     }
 
@@ -462,12 +432,8 @@ impl Store {
                 let subject_kind = row.contact_subject_kind()?;
                 let extra = extras.and_then(|e| e.contacts.get(key));
                 let record = record_sym.and_then(|wanted| {
-                    extras?
-                        .records
-                        .get(key)?
-                        .iter()
-                        .find(|(k, _)| *k == wanted)
-                        .map(|(_, v)| self.symbols.resolve(*v))
+                    let value = extras?.records.get(&(*key, wanted))?;
+                    Some(self.symbols.resolve(*value))
                 });
                 Some(ContactFacts {
                     key: self.named(*key),
@@ -483,11 +449,7 @@ impl Store {
     pub fn contact_record(&self, namespace: &str, name: &str, record_key: &str) -> Option<&str> {
         let key = self.lookup_key(namespace, name)?;
         let wanted = self.symbols.get(record_key)?;
-        self.extras()?
-            .records
-            .get(&key)?
-            .iter()
-            .find(|(k, _)| *k == wanted)
-            .map(|(_, v)| self.symbols.resolve(*v))
+        let value = self.extras()?.records.get(&(key, wanted))?;
+        Some(self.symbols.resolve(*value))
     }
 }

@@ -113,7 +113,7 @@ impl Store {
     /// membership finds its removals without scanning.
     pub fn membership(&self, namespace: &str, name: &str) -> Option<(ObjectRef, ObjectRef)> {
         match self.row(ViewKind::Membership, namespace, name)? {
-            (_, Row::Membership(pair)) => Some(self.pair_refs(*pair)),
+            (_, Row::Membership(pair, _)) => Some(self.pair_refs(*pair)),
             _ => None,
         }
     }
@@ -121,7 +121,7 @@ impl Store {
     /// The (contact, group) pair the removal `namespace/name` names.
     pub fn removal(&self, namespace: &str, name: &str) -> Option<(ObjectRef, ObjectRef)> {
         match self.row(ViewKind::Removal, namespace, name)? {
-            (_, Row::Removal(pair)) => Some(self.pair_refs(*pair)),
+            (_, Row::Removal(pair, _)) => Some(self.pair_refs(*pair)),
             _ => None,
         }
     }

@@ -48,7 +48,9 @@ pub struct Pair {
     pub group: Key,
 }
 
-/// A User: the address invitations and contacts are matched on.
+/// A User: the address invitations and contacts are matched on, and (on the leader) what the
+/// usercontact controller copies to the User's Contact. Those fit in the row's padding: a
+/// follower's rows are no larger for them.
 #[derive(Clone, Copy, Debug)]
 pub struct UserRecord {
     /// `spec.email` as written.
@@ -57,6 +59,22 @@ pub struct UserRecord {
     pub email_key: Sym,
     /// `metadata.uid`.
     pub uid: Sym,
+    /// `spec.givenName` (leader only).
+    pub given_name: Option<Sym>,
+    /// `spec.familyName` (leader only).
+    pub family_name: Option<Sym>,
+    /// Whether it is being deleted (leader only).
+    pub deleting: bool,
+}
+
+/// What the leader's controllers read of a membership or removal beyond its pair; left empty on
+/// followers. It fits in the row's padding, so it costs no bytes per object.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PairStatus {
+    /// `status.username`.
+    pub username: Option<Sym>,
+    /// Whether it is being deleted.
+    pub deleting: bool,
 }
 
 /// `expires_at` of an invitation that never expires.

@@ -8,8 +8,8 @@ use super::extras::Extras;
 pub use super::found::{ContactView, GroupView, NamedRef, SubjectView, UserView};
 use super::index::{Key, MultiIndex};
 use super::records::{
-    ContactRecord, GroupRecord, InvitationRecord, NEVER, Pair, PolicyRecord, SubjectRecord,
-    UserRecord,
+    ContactRecord, GroupRecord, InvitationRecord, NEVER, Pair, PairStatus, PolicyRecord,
+    SubjectRecord, UserRecord,
 };
 use super::symbols::{Sym, Symbols};
 use crate::api::common::ObjectRef;
@@ -97,8 +97,8 @@ impl ViewKind {
 pub(super) enum Row {
     Contact(ContactRecord),
     Group(GroupRecord),
-    Membership(Pair),
-    Removal(Pair),
+    Membership(Pair, PairStatus),
+    Removal(Pair, PairStatus),
     Policy(PolicyRecord),
     User(UserRecord),
     Invitation(InvitationRecord),
@@ -140,8 +140,8 @@ impl Indexes {
                 key,
                 add,
             ),
-            Row::Membership(p) => apply(&mut self.memberships_by_pair, *p, key, add),
-            Row::Removal(p) => apply(&mut self.removals_by_pair, *p, key, add),
+            Row::Membership(p, _) => apply(&mut self.memberships_by_pair, *p, key, add),
+            Row::Removal(p, _) => apply(&mut self.removals_by_pair, *p, key, add),
             Row::Policy(_) | Row::Role => {}
             Row::MemberBinding(users) => {
                 for user in users {
@@ -168,7 +168,7 @@ impl Row {
     /// The (contact, group) pair of a membership or removal.
     pub(super) fn pair(&self) -> Option<Pair> {
         match self {
-            Row::Membership(p) | Row::Removal(p) => Some(*p),
+            Row::Membership(p, _) | Row::Removal(p, _) => Some(*p),
             _ => None,
         }
     }
@@ -191,14 +191,21 @@ impl Row {
                 }
             }
             Row::Group(g) => each(&[g.display_name]),
-            Row::Membership(p) | Row::Removal(p) => each(&[
-                p.contact.namespace,
-                p.contact.name,
-                p.group.namespace,
-                p.group.name,
-            ]),
+            Row::Membership(p, status) | Row::Removal(p, status) => {
+                each(&[
+                    p.contact.namespace,
+                    p.contact.name,
+                    p.group.namespace,
+                    p.group.name,
+                ]);
+                each(status.username.as_slice());
+            }
             Row::Policy(p) => each(&[p.group.namespace, p.group.name]),
-            Row::User(u) => each(&[u.email, u.email_key, u.uid]),
+            Row::User(u) => {
+                each(&[u.email, u.email_key, u.uid]);
+                each(u.given_name.as_slice());
+                each(u.family_name.as_slice());
+            }
             Row::Invitation(i) => each(&[i.email_key, i.organization]),
             Row::Role => {}
             Row::MemberBinding(users) => each(users),
@@ -331,26 +338,40 @@ impl Store {
     pub fn apply_membership(&mut self, m: &ContactGroupMembership) {
         let key = self.key(&m.namespace().unwrap_or_default(), &m.name_any());
         let pair = self.pair(&m.spec.contact_ref, &m.spec.contact_group_ref);
-        self.upsert(ViewKind::Membership, key, Row::Membership(pair));
-        if let Some(extras) = self.extras.as_mut() {
-            let username = m.status.as_ref().and_then(|s| s.username.as_deref());
-            let kind = ViewKind::Membership;
-            extras.apply_pair(kind, key, &m.metadata, username, None, &mut self.symbols);
-        }
+        let username = m.status.as_ref().and_then(|s| s.username.as_deref());
+        let status = self.pair_status(&m.metadata, username);
+        self.upsert(ViewKind::Membership, key, Row::Membership(pair, status));
     }
 
     /// Stores or replaces a ContactGroupMembershipRemoval.
     pub fn apply_removal(&mut self, r: &ContactGroupMembershipRemoval) {
         let key = self.key(&r.namespace().unwrap_or_default(), &r.name_any());
         let pair = self.pair(&r.spec.contact_ref, &r.spec.contact_group_ref);
-        self.upsert(ViewKind::Removal, key, Row::Removal(pair));
+        let status = r.status.as_ref();
+        let username = status.and_then(|s| s.username.as_deref());
+        let pair_status = self.pair_status(&r.metadata, username);
+        self.upsert(ViewKind::Removal, key, Row::Removal(pair, pair_status));
         if let Some(extras) = self.extras.as_mut() {
-            let status = r.status.as_ref();
-            let username = status.and_then(|s| s.username.as_deref());
             let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-            let kind = ViewKind::Removal;
-            extras.apply_pair(kind, key, &r.metadata, username, ready, &mut self.symbols);
+            extras.apply_removal(key, &r.metadata, ready);
         }
+    }
+
+    /// The controllers' part of a membership or removal row: empty unless they are kept.
+    fn pair_status(&mut self, meta: &kube::api::ObjectMeta, username: Option<&str>) -> PairStatus {
+        if self.extras.is_none() {
+            return PairStatus::default();
+        }
+        PairStatus {
+            username: self.intern_present(username),
+            deleting: meta.deletion_timestamp.is_some(),
+        }
+    }
+
+    /// Interns `text` unless it is absent or empty.
+    pub(super) fn intern_present(&mut self, text: Option<&str>) -> Option<Sym> {
+        text.filter(|t| !t.is_empty())
+            .map(|t| self.symbols.intern(t))
     }
 
     /// Stores or replaces a ContactGroupEnrollmentPolicy.
@@ -377,15 +398,16 @@ impl Store {
         let uid = self
             .symbols
             .intern(u.metadata.uid.as_deref().unwrap_or_default());
+        let leader = self.extras.is_some();
         let row = Row::User(UserRecord {
             email,
             email_key,
             uid,
+            given_name: self.intern_present(u.spec.given_name.as_deref().filter(|_| leader)),
+            family_name: self.intern_present(u.spec.family_name.as_deref().filter(|_| leader)),
+            deleting: leader && u.metadata.deletion_timestamp.is_some(),
         });
         self.upsert(ViewKind::User, key, row);
-        if let Some(extras) = self.extras.as_mut() {
-            extras.apply_user(key, u, &mut self.symbols);
-        }
     }
 
     /// Stores or replaces a UserInvitation.

@@ -3,12 +3,24 @@
 //! each. Symbols are reference-counted so deleted objects give their strings back.
 
 use std::hash::BuildHasher;
+use std::num::NonZeroU32;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-/// An interned string. Only meaningful with the [`Symbols`] table that issued it.
+/// An interned string. Only meaningful with the [`Symbols`] table that issued it. Never zero, so
+/// an `Option<Sym>` is as small as a `Sym`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sym(u32);
+pub struct Sym(NonZeroU32);
+
+impl Sym {
+    fn new(index: u32) -> Self {
+        Sym(NonZeroU32::new(index + 1).expect("fewer than 2^32 - 1 distinct strings"))
+    }
+
+    fn index(self) -> usize {
+        (self.0.get() - 1) as usize
+    }
+}
 
 #[derive(Clone)]
 struct Entry {
@@ -35,7 +47,7 @@ impl Symbols {
             .find(hash, |&id| &*entries[id as usize].text == text)
         {
             self.entries[id as usize].refs += 1;
-            return Sym(id);
+            return Sym::new(id);
         }
         let entry = Entry {
             text: text.into(),
@@ -54,7 +66,7 @@ impl Symbols {
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.table
             .insert_unique(hash, id, |&id| hasher.hash_one(&*entries[id as usize].text));
-        Sym(id)
+        Sym::new(id)
     }
 
     /// The symbol for `text` if any stored object uses it; takes no reference. A string that was
@@ -63,27 +75,28 @@ impl Symbols {
         let hash = self.hasher.hash_one(text);
         self.table
             .find(hash, |&id| &*self.entries[id as usize].text == text)
-            .map(|&id| Sym(id))
+            .map(|&id| Sym::new(id))
     }
 
     /// The text of a symbol.
     pub fn resolve(&self, sym: Sym) -> &str {
-        &self.entries[sym.0 as usize].text
+        &self.entries[sym.index()].text
     }
 
     /// Gives back one reference; the string is dropped when the last one goes.
     pub fn release(&mut self, sym: Sym) {
-        let entry = &mut self.entries[sym.0 as usize];
+        let entry = &mut self.entries[sym.index()];
         entry.refs -= 1;
         if entry.refs > 0 {
             return;
         }
         let hash = self.hasher.hash_one(&*entry.text);
         entry.text = Box::default();
-        if let Ok(found) = self.table.find_entry(hash, |&id| id == sym.0) {
+        let id = sym.index() as u32;
+        if let Ok(found) = self.table.find_entry(hash, |&slot| slot == id) {
             found.remove();
         }
-        self.free.push(sym.0);
+        self.free.push(id);
     }
 
     /// How many distinct strings are live, for metrics and tests.
