@@ -62,6 +62,13 @@ fn read_input(file: Option<&PathBuf>) -> Result<String, String> {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display())),
         None => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                // Otherwise a newcomer who forgot the file sees a command that silently hangs.
+                eprintln!(
+                    "milo-webhook: reading the AdmissionReview from standard input (end it with Ctrl-D, or pass a FILE)"
+                );
+            }
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)

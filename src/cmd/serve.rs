@@ -61,7 +61,7 @@ pub struct ServeArgs {
     /// Settings the rules read.
     #[command(flatten)]
     pub rules: super::RuleArgs,
-    /// Log format.
+    /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
     #[arg(long, env = "MILO_WEBHOOK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
     /// The embedded controllers (cluster mode only).
@@ -243,7 +243,8 @@ enum Source {
 async fn source(args: &ServeArgs) -> anyhow::Result<Source> {
     if !args.state.is_empty() {
         let mut store = Store::default();
-        let report = load_paths(&mut store, &args.state)?;
+        let report = load_paths(&mut store, &args.state)
+            .map_err(|e| anyhow::anyhow!("cannot load state: {e}"))?;
         crate::view::release_freed_memory();
         tracing::info!(files = report.files, objects = report.total(), stored = ?report.stored, skipped = ?report.skipped, "offline mode: state loaded");
         return Ok(Source::Offline(Box::new(store)));
@@ -273,20 +274,35 @@ fn certificates(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingCertResolver>> 
             key: key.clone(),
         },
         _ => {
-            let dev = tls::ensure_dev_certificates(&args.certs_dir)?;
+            let dev = tls::ensure_dev_certificates(&args.certs_dir)
+                .map_err(|e| anyhow::anyhow!("--certs-dir: {e}"))?;
             tracing::info!(ca = %dev.ca.display(), "serving a generated development certificate; trust it with --cacert {}", dev.ca.display());
             dev.paths
         }
     };
-    Ok(ReloadingCertResolver::load(paths)?)
+    ReloadingCertResolver::load(paths.clone()).map_err(|e| {
+        // Name the flag the operator has to fix, not just the file.
+        let flag = match e.path() {
+            Some(path) if path == paths.cert => "--tls-cert-file",
+            Some(path) if path == paths.key => "--tls-key-file",
+            _ => "--tls-cert-file/--tls-key-file",
+        };
+        anyhow::anyhow!("{flag}: {e}")
+    })
 }
 
-/// Initialises logging: `RUST_LOG` filters, default `info`.
+/// Initialises logging on standard error: `RUST_LOG` filters, default `info`. Text is coloured
+/// only when standard error is a terminal (and `NO_COLOR` is unset), so log files and collectors
+/// never get escape codes.
 pub fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -297,12 +313,14 @@ pub fn init_logging(format: &str) {
 
 /// Runs the server until SIGTERM or SIGINT, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let resolver = certificates(&args)?;
-    let tls_config = tls::server_config(resolver.clone())?;
+    // The state first: a broken state file should fail before anything is generated or logged
+    // about certificates.
     let (view, client) = match source(&args).await? {
         Source::Offline(store) => (Arc::new(ClusterView::offline(*store)), None),
         Source::Cluster(client) => (Arc::new(ClusterView::unsynced()), Some(client)),
     };
+    let resolver = certificates(&args)?;
+    let tls_config = tls::server_config(resolver.clone())?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
