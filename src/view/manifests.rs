@@ -126,16 +126,18 @@ fn load_file(store: &mut Store, path: &Path, report: &mut LoadReport) -> Result<
             message,
         })
     };
-    for (index, document) in read_documents(path)?.enumerate() {
-        apply(index + 1, document?)?;
+    for document in read_documents(path)? {
+        let (number, value) = document?;
+        apply(number, value)?;
     }
     Ok(())
 }
 
-/// The documents of one file, parsed lazily for JSON streams.
-pub fn read_documents(
-    path: &Path,
-) -> Result<Box<dyn Iterator<Item = Result<Value, LoadError>>>, LoadError> {
+/// The documents of a file, each with its 1-based number.
+pub type Documents = Box<dyn Iterator<Item = Result<(usize, Value), LoadError>>>;
+
+/// The documents of one file with their 1-based numbers, parsed lazily for JSON streams.
+pub fn read_documents(path: &Path) -> Result<Documents, LoadError> {
     let io = |source| LoadError::Io {
         path: path.to_owned(),
         source,
@@ -145,12 +147,13 @@ pub fn read_documents(
         let reader = BufReader::new(File::open(path).map_err(io)?);
         let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
         return Ok(Box::new(stream.enumerate().map(move |(i, r)| {
-            r.map_err(|e| LoadError::Syntax {
-                path: owned.clone(),
-                document: i + 1,
-                format: "JSON",
-                message: e.to_string(),
-            })
+            r.map(|value| (i + 1, value))
+                .map_err(|e| LoadError::Syntax {
+                    path: owned.clone(),
+                    document: i + 1,
+                    format: "JSON",
+                    message: e.to_string(),
+                })
         })));
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
@@ -164,7 +167,7 @@ pub fn read_documents(
         };
         let value = Value::deserialize(document).map_err(syntax)?;
         if !value.is_null() {
-            documents.push(Ok(value));
+            documents.push(Ok((i + 1, value)));
         }
     }
     Ok(Box::new(documents.into_iter()))
@@ -172,8 +175,8 @@ pub fn read_documents(
 
 /// Every object under `paths`, with `kind: List` items expanded, for commands that need the
 /// objects themselves (not just the view's records). Meant for human-sized inputs.
-pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Value)>, LoadError> {
-    fn expand(file: &Path, value: Value, out: &mut Vec<(PathBuf, Value)>) {
+pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(PathBuf, usize, Value)>, LoadError> {
+    fn expand(file: &Path, document: usize, value: Value, out: &mut Vec<(PathBuf, usize, Value)>) {
         match value.get("items").and_then(Value::as_array) {
             Some(items)
                 if value
@@ -182,17 +185,18 @@ pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Value)>, LoadErro
                     .is_some_and(|k| k.ends_with("List")) =>
             {
                 for item in items.clone() {
-                    expand(file, item, out);
+                    expand(file, document, item, out);
                 }
             }
-            _ => out.push((file.to_owned(), value)),
+            _ => out.push((file.to_owned(), document, value)),
         }
     }
     let mut out = Vec::new();
     for path in paths {
         for file in manifest_files(path)? {
             for document in read_documents(&file)? {
-                expand(&file, document?, &mut out);
+                let (number, value) = document?;
+                expand(&file, number, value, &mut out);
             }
         }
     }
