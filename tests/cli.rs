@@ -206,3 +206,94 @@ fn review_says_it_reads_standard_input_when_that_is_a_terminal() {
     assert!(!err.contains("standard input ("), "{err}");
     assert!(err.contains("the AdmissionReview is empty"), "{err}");
 }
+
+fn serve_args(args: &[&str]) -> milo_webhook::cmd::serve::ServeArgs {
+    use clap::Parser;
+    use milo_webhook::cmd::{Cli, Command};
+    let argv = ["milo-webhook", "serve"].iter().chain(args);
+    match Cli::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .command
+    {
+        Command::Serve(args) => args,
+        other => panic!("parsed {other:?}"),
+    }
+}
+
+/// Operators replace Milo's controllers with this server without editing their objects or their
+/// Deployment's flags: Milo's defaults, and Milo's flag names as aliases.
+#[test]
+fn milo_controller_manager_defaults_and_flag_names_are_accepted() {
+    let defaults = serve_args(&[]).controllers.settings();
+    assert_eq!(
+        defaults.invitation.email_template,
+        "emailtemplates.notification.miloapis.com-userinvitationemailtemplate"
+    );
+    assert_eq!(
+        defaults.invitation.get_role,
+        "iam.miloapis.com-getinvitation"
+    );
+    assert_eq!(
+        defaults.invitation.accept_role,
+        "iam.miloapis.com-acceptinvitation"
+    );
+    assert_eq!(defaults.invitation.role_namespace, "milo-system");
+    assert_eq!(defaults.contact_namespace, "milo-system");
+
+    let milo = serve_args(&[
+        "--user-invitation-email-template",
+        "custom-template",
+        "--get-invitation-role-name",
+        "get-role",
+        "--accept-invitation-role-name",
+        "accept-role",
+        "--system-namespace",
+        "datum-system",
+        "--leader-elect-resource-namespace",
+        "lease-ns",
+        "--leader-elect-resource-name",
+        "lease",
+        "--leader-elect-lease-duration",
+        "30s",
+        "--tls-cert-file",
+        "tls.crt",
+        "--tls-private-key-file",
+        "tls.key",
+        "--cert-dir",
+        "/var/run/certs",
+    ]);
+    let settings = milo.controllers.settings();
+    assert_eq!(settings.invitation.email_template, "custom-template");
+    assert_eq!(settings.invitation.get_role, "get-role");
+    assert_eq!(settings.invitation.accept_role, "accept-role");
+    assert_eq!(settings.invitation.role_namespace, "datum-system");
+    assert_eq!(settings.contact_namespace, "datum-system");
+    let controllers = &milo.controllers;
+    assert_eq!(
+        controllers.leader_election_namespace.as_deref(),
+        Some("lease-ns")
+    );
+    assert_eq!(controllers.leader_election_lease, "lease");
+    assert_eq!(controllers.leader_election_lease_seconds, 30);
+    assert_eq!(
+        milo.tls_key_file.as_deref(),
+        Some(std::path::Path::new("tls.key"))
+    );
+    assert_eq!(milo.certs_dir, std::path::Path::new("/var/run/certs"));
+
+    // Our own names still work, and an explicit namespace wins over --system-namespace.
+    let ours = serve_args(&[
+        "--system-namespace",
+        "datum-system",
+        "--contact-namespace",
+        "contacts",
+        "--leader-election-lease-seconds",
+        "20",
+    ]);
+    assert_eq!(ours.controllers.settings().contact_namespace, "contacts");
+    assert_eq!(
+        ours.controllers.settings().invitation.role_namespace,
+        "datum-system"
+    );
+    assert_eq!(ours.controllers.leader_election_lease_seconds, 20);
+}

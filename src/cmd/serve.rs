@@ -38,10 +38,20 @@ pub struct ServeArgs {
     #[arg(long, env = "MILO_WEBHOOK_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
     /// Private key of the serving certificate (PEM).
-    #[arg(long, env = "MILO_WEBHOOK_TLS_KEY_FILE", requires = "tls_cert_file")]
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_TLS_KEY_FILE",
+        visible_alias = "tls-private-key-file",
+        requires = "tls_cert_file"
+    )]
     pub tls_key_file: Option<PathBuf>,
     /// Where generated dev certificates go.
-    #[arg(long, env = "MILO_WEBHOOK_CERTS_DIR", default_value = "certs")]
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_CERTS_DIR",
+        visible_alias = "cert-dir",
+        default_value = "certs"
+    )]
     pub certs_dir: PathBuf,
     /// How often the certificate files are checked for rotation.
     #[arg(long, env = "MILO_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
@@ -84,35 +94,48 @@ pub struct ControllerArgs {
     /// Serve admission only: run no controllers and take no part in leader election.
     #[arg(long, env = "MILO_WEBHOOK_NO_CONTROLLERS")]
     pub no_controllers: bool,
-    /// Namespace the usercontact controller creates Users' Contacts in.
+    /// Milo's system namespace: the default of --contact-namespace and
+    /// --invitation-role-namespace, as in Milo's controller manager.
     #[arg(
         long,
-        env = "MILO_WEBHOOK_CONTACT_NAMESPACE",
+        env = "MILO_WEBHOOK_SYSTEM_NAMESPACE",
         default_value = "milo-system"
     )]
-    pub contact_namespace: String,
+    pub system_namespace: String,
+    /// Namespace the usercontact controller creates Users' Contacts in [default: --system-namespace].
+    #[arg(long, env = "MILO_WEBHOOK_CONTACT_NAMESPACE")]
+    pub contact_namespace: Option<String>,
     /// How often every object is reconciled again without a change.
     #[arg(long, env = "MILO_WEBHOOK_CONTROLLER_RESYNC", default_value = "10m", value_parser = parse_duration)]
     pub controller_resync: Duration,
     /// Namespace of the leader-election Lease (default: the pod's namespace when in a cluster,
     /// else milo-system).
-    #[arg(long, env = "MILO_WEBHOOK_LEADER_ELECTION_NAMESPACE")]
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_LEADER_ELECTION_NAMESPACE",
+        visible_alias = "leader-elect-resource-namespace"
+    )]
     pub leader_election_namespace: Option<String>,
-    /// Name of the leader-election Lease.
+    /// Name of the leader-election Lease (not Milo's `datum-controller-manager`: Milo's controller
+    /// manager keeps holding that one for its other controllers).
     #[arg(
         long,
         env = "MILO_WEBHOOK_LEADER_ELECTION_LEASE",
+        visible_alias = "leader-elect-resource-name",
         default_value = "milo-webhook-controllers"
     )]
     pub leader_election_lease: String,
     /// This replica's identity in the Lease (default: the hostname, which is the pod name).
     #[arg(long, env = "MILO_WEBHOOK_LEADER_ELECTION_IDENTITY")]
     pub leader_election_identity: Option<String>,
-    /// Seconds the Lease is valid without renewal; a dead leader is replaced after at most this.
+    /// How long the Lease is valid without renewal (seconds, or a Go duration such as `15s`); a
+    /// dead leader is replaced after at most this.
     #[arg(
         long,
         env = "MILO_WEBHOOK_LEADER_ELECTION_LEASE_SECONDS",
-        default_value_t = 15
+        visible_alias = "leader-elect-lease-duration",
+        default_value = "15",
+        value_parser = super::parse_seconds
     )]
     pub leader_election_lease_seconds: u64,
     /// The invitation controller.
@@ -132,11 +155,13 @@ pub struct InvitationArgs {
         default_value = "rbac"
     )]
     pub access_backend: AccessBackendKind,
-    /// EmailTemplate invitation Emails are rendered from.
+    /// EmailTemplate invitation Emails are rendered from (Milo's default, so a cluster set up for
+    /// Milo needs no change).
     #[arg(
         long,
         env = "MILO_WEBHOOK_INVITATION_EMAIL_TEMPLATE",
-        default_value = "userinvitation-email"
+        visible_alias = "user-invitation-email-template",
+        default_value = "emailtemplates.notification.miloapis.com-userinvitationemailtemplate"
     )]
     pub invitation_email_template: String,
     /// Link sent in the invitation Email; `{organization}`, `{namespace}` and `{invitation}`
@@ -154,6 +179,7 @@ pub struct InvitationArgs {
     #[arg(
         long,
         env = "MILO_WEBHOOK_INVITATION_GET_ROLE",
+        visible_alias = "get-invitation-role-name",
         default_value = "iam.miloapis.com-getinvitation"
     )]
     pub invitation_get_role: String,
@@ -161,20 +187,18 @@ pub struct InvitationArgs {
     #[arg(
         long,
         env = "MILO_WEBHOOK_INVITATION_ACCEPT_ROLE",
+        visible_alias = "accept-invitation-role-name",
         default_value = "iam.miloapis.com-acceptinvitation"
     )]
     pub invitation_accept_role: String,
-    /// `milo` backend: the namespace of those two roles.
-    #[arg(
-        long,
-        env = "MILO_WEBHOOK_INVITATION_ROLE_NAMESPACE",
-        default_value = "milo-system"
-    )]
-    pub invitation_role_namespace: String,
+    /// `milo` backend: the namespace of those two roles [default: --system-namespace].
+    #[arg(long, env = "MILO_WEBHOOK_INVITATION_ROLE_NAMESPACE")]
+    pub invitation_role_namespace: Option<String>,
 }
 
 impl InvitationArgs {
-    fn settings(&self) -> InvitationSettings {
+    /// The invitation controller's settings.
+    pub fn settings(&self, system_namespace: &str) -> InvitationSettings {
         InvitationSettings {
             access_backend: self.access_backend,
             email_template: self.invitation_email_template.clone(),
@@ -182,7 +206,10 @@ impl InvitationArgs {
             accepted_retention: self.accepted_retention,
             get_role: self.invitation_get_role.clone(),
             accept_role: self.invitation_accept_role.clone(),
-            role_namespace: self.invitation_role_namespace.clone(),
+            role_namespace: self
+                .invitation_role_namespace
+                .clone()
+                .unwrap_or_else(|| system_namespace.to_owned()),
         }
     }
 }
@@ -199,11 +226,16 @@ impl ControllerArgs {
         selected
     }
 
-    fn settings(&self) -> ControllerSettings {
+    /// What the controllers are given, with --system-namespace filled in where no namespace
+    /// was given.
+    pub fn settings(&self) -> ControllerSettings {
         ControllerSettings {
-            contact_namespace: self.contact_namespace.clone(),
+            contact_namespace: self
+                .contact_namespace
+                .clone()
+                .unwrap_or_else(|| self.system_namespace.clone()),
             resync: self.controller_resync,
-            invitation: self.invitations.settings(),
+            invitation: self.invitations.settings(&self.system_namespace),
         }
     }
 
