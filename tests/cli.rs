@@ -297,3 +297,39 @@ fn milo_controller_manager_defaults_and_flag_names_are_accepted() {
     );
     assert_eq!(ours.controllers.leader_election_lease_seconds, 20);
 }
+
+#[test]
+fn controllers_default_to_all_and_help_shows_the_default_as_the_flag_takes_it() {
+    use milo_webhook::controllers::ControllerKind;
+    let mut all = ControllerKind::ALL.to_vec();
+    all.sort();
+    assert_eq!(serve_args(&[]).controllers.selected(), all);
+    let names: Vec<&str> = ControllerKind::ALL.iter().map(|k| k.as_str()).collect();
+
+    let out = milo_webhook(&["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains(&format!("[default: {}]", names.join(","))),
+        "{help}"
+    );
+}
+
+#[test]
+fn check_needs_no_state_and_its_output_format_has_an_environment_variable() {
+    let out = milo_webhook(&["check", "manifests/samples/requests/membership-ok.yaml"])
+        .env("MILO_WEBHOOK_CHECK_OUTPUT", "json")
+        .env_remove("MILO_WEBHOOK_STATE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // An empty cluster: the membership's contact and group do not exist.
+    assert_eq!(outcomes[0]["allowed"], false);
+    assert!(
+        outcomes[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.contactRef.name"),
+        "{outcomes}"
+    );
+}

@@ -19,7 +19,8 @@ use crate::view::{ClusterView, Store};
 /// Flags of `check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Manifests of the cluster state (files or directories, repeatable).
+    /// Manifests of the cluster state (files or directories, repeatable); without it the
+    /// manifests are checked against an empty cluster.
     #[arg(long, env = "MILO_WEBHOOK_STATE", value_delimiter = ',')]
     pub state: Vec<PathBuf>,
     /// Username the requests are made as.
@@ -31,8 +32,8 @@ pub struct CheckArgs {
     /// Mark the requests as made by the user on their own behalf (Milo's user context).
     #[arg(long, env = "MILO_WEBHOOK_CHECK_AS_USER_CONTEXT")]
     pub as_user_context: bool,
-    /// Output format.
-    #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+    /// Output format: kubectl's lines, or one JSON array of outcomes.
+    #[arg(short = 'o', long, env = "MILO_WEBHOOK_CHECK_OUTPUT", default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
     /// Decide as if it were this time (RFC 3339).
     #[arg(long, env = "MILO_WEBHOOK_NOW", value_parser = super::parse_time)]

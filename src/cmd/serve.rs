@@ -82,12 +82,14 @@ pub struct ServeArgs {
 /// Flags of the embedded controllers.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Controllers the elected leader runs (comma-separated).
+    /// Controllers the elected leader runs, comma-separated (default: all of them).
+    // A literal rather than `default_values_t = ControllerKind::ALL`, which `--help` would show
+    // space-separated, unlike what the flag takes; tests/cli.rs checks it names them all.
     #[arg(
         long,
         env = "MILO_WEBHOOK_CONTROLLERS",
         value_delimiter = ',',
-        default_values_t = ControllerKind::ALL,
+        default_value = "enrollment,removal,membership,usercontact,invitation",
         conflicts_with = "no_controllers"
     )]
     pub controllers: Vec<ControllerKind>,
