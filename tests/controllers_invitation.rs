@@ -999,7 +999,7 @@ fn the_alerts_use_only_series_the_binary_exports() {
     m.roles_assigned();
     m.role_assignment_failed();
     let exported = metrics.encode(&ClusterView::offline(Store::default()));
-    let rules: Value = serde_yaml::from_str(&rules).unwrap();
+    let rules: Value = serde_saphyr::from_str(&rules).unwrap();
     let exprs: Vec<&str> = rules["spec"]["groups"]
         .as_array()
         .unwrap()

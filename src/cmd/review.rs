@@ -87,7 +87,7 @@ pub fn parse_document(text: &str) -> Result<Value, String> {
         Ok(value) => return Ok(value),
         Err(error) => error,
     };
-    match serde_yaml::from_str::<Value>(text) {
+    match serde_saphyr::from_str::<Value>(text) {
         Ok(value) if value.is_object() => Ok(value),
         Ok(_) => Err(format!(
             "the AdmissionReview is not valid JSON ({json_error}) and not a YAML mapping"
