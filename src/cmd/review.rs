@@ -83,7 +83,7 @@ pub fn parse_document(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Err("the AdmissionReview is empty".into());
     }
-    let json_error = match serde_json::from_str::<Value>(text) {
+    let json_error = match crate::admission::review::json_without_duplicate_keys(text.as_bytes()) {
         Ok(value) => return Ok(value),
         Err(error) => error,
     };
