@@ -3,7 +3,14 @@
 //! rate, over TLS on 127.0.0.1 only. A wrong verdict or a transport error fails the run; a missed
 //! target is only reported.
 //!
-//! `cargo bench --bench load -- [--objects 10000,1000000] [--concurrency 32] [--seconds 10] [--rate 1000]`
+//! `cargo bench --bench load -- [--objects 10000,1000000] [--concurrency 32] [--seconds 10] [--rate 1000]
+//! [--format-objects 200000]`
+//!
+//! Then the same objects are loaded from every state format (JSON stream, `kind: List` in JSON and
+//! YAML, multi-document YAML) for peak and steady RSS; `--format-objects 0` skips that.
+
+#[path = "load/formats.rs"]
+mod formats;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -39,6 +46,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 struct Options {
     objects: Vec<usize>,
+    format_objects: usize,
     concurrency: usize,
     seconds: u64,
     rate: u64,
@@ -68,8 +76,10 @@ fn options() -> Result<Options> {
     if objects.iter().any(|&n: &usize| n < 2) || concurrency == 0 || seconds == 0 || rate == 0 {
         bail!("--objects must each be >= 2; --concurrency, --seconds and --rate > 0");
     }
+    let format_objects = num("--format-objects", 200_000)? as usize;
     let o = Options {
         objects,
+        format_objects,
         concurrency,
         seconds,
         rate,
@@ -77,29 +87,34 @@ fn options() -> Result<Options> {
     Ok(o)
 }
 
-/// `n` objects plus the 100 groups (nothing when `n == 0`) as a JSON stream, one object per
-/// line, formatted by hand so a million objects take a second, not minutes.
+/// `n` objects plus the 100 groups (nothing when `n == 0`) as JSON, one string each, formatted by
+/// hand so a million objects take a second, not minutes.
+fn objects(n: usize) -> impl Iterator<Item = String> {
+    let groups = (0..if n == 0 { 0 } else { GROUPS }).map(|i| {
+        let visibility = if i % 2 == 0 { "public" } else { "private" };
+        format!(
+            r#"{{"apiVersion":"{API}","kind":"ContactGroup","metadata":{{"name":"group-{i}","namespace":"{NS}"}},"spec":{{"displayName":"Group {i}","visibility":"{visibility}"}}}}"#
+        )
+    });
+    let contacts = (0..n / 2).map(|i| {
+        format!(
+            r#"{{"apiVersion":"{API}","kind":"Contact","metadata":{{"name":"contact-{i}","namespace":"{NS}"}},"spec":{{"email":"contact-{i}@example.com","subject":{{"apiGroup":"iam.miloapis.com","kind":"User","name":"user-{i}"}}}}}}"#
+        )
+    });
+    let memberships = (0..n / 2).map(|i| {
+        let g = i % GROUPS;
+        format!(
+            r#"{{"apiVersion":"{API}","kind":"ContactGroupMembership","metadata":{{"name":"member-{i}","namespace":"{NS}"}},"spec":{{"contactRef":{{"name":"contact-{i}","namespace":"{NS}"}},"contactGroupRef":{{"name":"group-{g}","namespace":"{NS}"}}}}}}"#
+        )
+    });
+    groups.chain(contacts).chain(memberships)
+}
+
+/// The objects as a JSON stream, one object per line.
 fn write_state(path: &Path, n: usize) -> Result<()> {
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    for i in 0..if n == 0 { 0 } else { GROUPS } {
-        let visibility = if i % 2 == 0 { "public" } else { "private" };
-        writeln!(
-            w,
-            r#"{{"apiVersion":"{API}","kind":"ContactGroup","metadata":{{"name":"group-{i}","namespace":"{NS}"}},"spec":{{"displayName":"Group {i}","visibility":"{visibility}"}}}}"#
-        )?;
-    }
-    for i in 0..n / 2 {
-        writeln!(
-            w,
-            r#"{{"apiVersion":"{API}","kind":"Contact","metadata":{{"name":"contact-{i}","namespace":"{NS}"}},"spec":{{"email":"contact-{i}@example.com","subject":{{"apiGroup":"iam.miloapis.com","kind":"User","name":"user-{i}"}}}}}}"#
-        )?;
-    }
-    for i in 0..n / 2 {
-        let g = i % GROUPS;
-        writeln!(
-            w,
-            r#"{{"apiVersion":"{API}","kind":"ContactGroupMembership","metadata":{{"name":"member-{i}","namespace":"{NS}"}},"spec":{{"contactRef":{{"name":"contact-{i}","namespace":"{NS}"}},"contactGroupRef":{{"name":"group-{g}","namespace":"{NS}"}}}}}}"#
-        )?;
+    for object in objects(n) {
+        writeln!(w, "{object}")?;
     }
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
@@ -490,6 +505,9 @@ fn run() -> Result<usize> {
         lines.iter().for_each(|(row, _)| println!("{row}"));
         println!("\ntargets (reported, not enforced):");
         lines.iter().for_each(|(_, targets)| println!("{targets}"));
+        if o.format_objects > 0 {
+            formats::compare(dir.path(), o.format_objects, baseline).await?;
+        }
         Ok(failed)
     })
 }

@@ -24,8 +24,18 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 }
 
 /// One CRD as a YAML document (with its leading `---`), as checked in under `manifests/crds/`.
-pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    Ok(format!("---\n{}", serde_yaml::to_string(crd)?))
+pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    Ok(format!("---\n{}", to_yaml_document(crd)?))
+}
+
+/// A manifest as YAML the way kubectl and serde_yaml write it: every string on one line (no
+/// folded or literal blocks), so generated files diff line by line.
+pub fn to_yaml_document<T: serde::Serialize>(
+    value: &T,
+) -> Result<String, serde_saphyr::SerializeError> {
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(value, options)
 }
 
 /// The file a CRD is checked in as: `<plural>.<group>.yaml`, the CRD's own name.
@@ -34,6 +44,6 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 }
 
 /// The CRDs as one multi-document YAML stream, as `milo-webhook crds` prints it.
-pub fn to_yaml() -> Result<String, serde_yaml::Error> {
+pub fn to_yaml() -> Result<String, serde_saphyr::SerializeError> {
     all().iter().map(render).collect()
 }

@@ -150,10 +150,10 @@ pub fn mutating(options: &RenderOptions) -> MutatingWebhookConfiguration {
 }
 
 /// Both configurations as one YAML stream.
-pub fn to_yaml(options: &RenderOptions) -> Result<String, serde_yaml::Error> {
+pub fn to_yaml(options: &RenderOptions) -> Result<String, serde_saphyr::SerializeError> {
     Ok(format!(
         "---\n{}---\n{}",
-        serde_yaml::to_string(&validating(options))?,
-        serde_yaml::to_string(&mutating(options))?
+        crate::crds::to_yaml_document(&validating(options))?,
+        crate::crds::to_yaml_document(&mutating(options))?
     ))
 }

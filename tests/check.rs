@@ -128,10 +128,93 @@ fn unknown_kinds_and_missing_files_are_one_line_exit_2() {
     let (code, out, err) = check(&[&pod]);
     assert_eq!((code, out.as_str()), (2, ""));
     assert!(
-        err.contains("v1 Pod is not a kind milo-webhook serves") && err.lines().count() == 1,
+        err.contains("pod.yaml: document 1: v1 Pod is not a kind milo-webhook serves")
+            && err.lines().count() == 1,
         "{err}"
     );
     let (code, _, err) = check(&["does-not-exist.yaml"]);
     assert_eq!(code, 2);
     assert!(err.contains("does-not-exist.yaml"), "{err}");
+}
+
+#[test]
+fn kinds_no_webhook_guards_are_created_and_join_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let email = "apiVersion: notification.miloapis.com/v1alpha1\nkind: Email\nmetadata:\n  name: welcome\n  namespace: milo-system\n\
+                 spec:\n  templateRef: {name: welcome}\n  recipient: {emailAddress: ada@example.com}\n";
+    let template = "apiVersion: notification.miloapis.com/v1alpha1\nkind: EmailTemplate\nmetadata: {name: welcome}\n\
+                    spec: {subject: Hi, htmlBody: <p>Hi</p>, textBody: Hi}\n";
+    let file = write(
+        dir.path(),
+        "email.yaml",
+        &format!("{template}---\n{email}---\n{email}"),
+    );
+    let (code, out, err) = check(&[&file]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "emailtemplate.notification.miloapis.com/welcome created",
+            "email.notification.miloapis.com/welcome created",
+            // The first one joined the state, so applying it again is an update.
+            "email.notification.miloapis.com/welcome configured",
+        ]
+    );
+
+    // A Role joins the view the rules read: the invitation naming it is admitted.
+    let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: billing-viewer, namespace: organization-acme}\nrules: []\n";
+    let invitation = "apiVersion: iam.miloapis.com/v1alpha1\nkind: UserInvitation\nmetadata: {name: grace, namespace: organization-acme}\n\
+                      spec:\n  organizationRef: {name: acme}\n  email: grace@example.com\n  state: Pending\n  roles: [{name: billing-viewer}]\n";
+    let without = write(dir.path(), "invitation.yaml", invitation);
+    let with = write(
+        dir.path(),
+        "role-then-invitation.yaml",
+        &format!("{role}---\n{invitation}"),
+    );
+    let (code, out, _) = check(&[&without]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("billing-viewer"), "{out}");
+    let (code, out, err) = check(&[&with]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.trim_end()
+            .ends_with("userinvitation.iam.miloapis.com/grace created"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_manifest_says_what_is_wrong_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(dir.path(), "notjson.txt", "this is not json\n");
+    let (code, out, err) = check(&[&text]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "milo-webhook: {text}: document 1 is not a Kubernetes manifest: it is a string, not a mapping with apiVersion, kind and metadata"
+        )
+    );
+    let kindless = write(
+        dir.path(),
+        "kindless.yaml",
+        "apiVersion: notification.miloapis.com/v1alpha1\nkind: EmailTemplate\nmetadata: {name: a}\n---\napiVersion: v1\nmetadata: {name: b}\n",
+    );
+    let (code, _, err) = check(&[&kindless]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("kindless.yaml: document 2 is not a Kubernetes manifest: kind is missing"),
+        "{err}"
+    );
+    let nameless = write(
+        dir.path(),
+        "nameless.yaml",
+        "apiVersion: notification.miloapis.com/v1alpha1\nkind: Email\nmetadata: {}\n",
+    );
+    let (code, _, err) = check(&[&nameless]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("nameless.yaml: document 1 (notification.miloapis.com/v1alpha1 Email) has no metadata.name"),
+        "{err}"
+    );
 }

@@ -227,10 +227,10 @@ fn inviter() -> Exchange {
 }
 
 fn template() -> Exchange {
-    Exchange::get("/apis/notification.miloapis.com/v1alpha1/emailtemplates/userinvitation-email")
+    Exchange::get("/apis/notification.miloapis.com/v1alpha1/emailtemplates/emailtemplates.notification.miloapis.com-userinvitationemailtemplate")
         .respond(json!({
             "apiVersion": "notification.miloapis.com/v1alpha1", "kind": "EmailTemplate",
-            "metadata": {"name": "userinvitation-email"},
+            "metadata": {"name": "emailtemplates.notification.miloapis.com-userinvitationemailtemplate"},
             "spec": {"subject": "s", "htmlBody": "h", "textBody": "t"},
         }))
 }
@@ -250,7 +250,7 @@ fn email(invitation: &UserInvitation) -> Exchange {
                      "ownerReferences": [{"kind": "UserInvitation", "name": name,
                                           "uid": invitation.metadata.uid, "controller": true}]},
         "spec": {
-            "templateRef": {"name": "userinvitation-email"},
+            "templateRef": {"name": "emailtemplates.notification.miloapis.com-userinvitationemailtemplate"},
             "recipient": {"emailAddress": "bob@example.com"},
             "variables": [
                 var("OrganizationDisplayName", "Acme Inc"),
@@ -928,7 +928,9 @@ async fn a_missing_template_or_organization_is_reported_and_retried() {
             run("no template", backend, store(true), NOW, &invitation, steps).await;
         let error = result.unwrap_err();
         assert!(
-            error.to_string().contains("userinvitation-email"),
+            error
+                .to_string()
+                .contains("emailtemplates.notification.miloapis.com-userinvitationemailtemplate"),
             "{error}"
         );
         assert_eq!(
@@ -1005,7 +1007,7 @@ fn the_alerts_use_only_series_the_binary_exports() {
     m.roles_assigned();
     m.role_assignment_failed();
     let exported = metrics.encode(&ClusterView::offline(Store::default()));
-    let rules: Value = serde_yaml::from_str(&rules).unwrap();
+    let rules: Value = serde_saphyr::from_str(&rules).unwrap();
     let exprs: Vec<&str> = rules["spec"]["groups"]
         .as_array()
         .unwrap()

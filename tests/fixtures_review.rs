@@ -125,7 +125,7 @@ fn yaml_input_from_stdin_is_accepted() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state = fixture.write_state(dir.path());
-    let yaml = serde_yaml::to_string(&fixture.review().unwrap()).unwrap();
+    let yaml = serde_saphyr::to_string(&fixture.review().unwrap()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_milo-webhook"))
         .args(["review", "--state"])
         .arg(&state)

@@ -61,9 +61,7 @@ fn url_rendering_covers_every_webhook_with_the_ca_bundle() {
         ca.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
     assert_eq!(docs[0]["kind"], "ValidatingWebhookConfiguration");
     assert_eq!(docs[1]["kind"], "MutatingWebhookConfiguration");
     let hooks: Vec<&Value> = docs

@@ -11,7 +11,7 @@ use milo_webhook::server::tls::{CertPaths, ReloadOutcome, generate_dev_chain};
 use milo_webhook::view::ClusterView;
 use serde_json::Value;
 use support::fixtures;
-use support::https::{Client, TestServer, connect};
+use support::https::{Client, TestServer, connect, h2_exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MEMBERSHIP: &str = "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership";
@@ -107,6 +107,62 @@ async fn unknown_paths_are_404() {
     assert_eq!(
         client.post("/validate-something-else", f.body()).await.0,
         404
+    );
+    server.stop().await;
+}
+
+/// Early answers (the body is not needed) reach the client over both protocols: over HTTP/2 the
+/// stream is not reset while the client is still sending, and over HTTP/1.1 the connection stays
+/// usable for the next review.
+#[tokio::test]
+async fn early_answers_are_the_same_over_http1_and_http2() {
+    let (server, f) = start("membership-create-allowed", ServeOptions::default()).await;
+    let over_limit = vec![b' '; 8 * 1024 * 1024 + 1];
+    let cases: [(&str, &str, Vec<u8>, u16, &str); 3] = [
+        (
+            "POST",
+            "/validate-something-else",
+            vec![b' '; 1024 * 1024],
+            404,
+            "no webhook is served at this path",
+        ),
+        ("POST", MEMBERSHIP, over_limit, 413, "8388608-byte limit"),
+        (
+            "PUT",
+            MEMBERSHIP,
+            f.body(),
+            405,
+            "webhooks accept POST only",
+        ),
+    ];
+    for (method, path, body, status, message) in cases {
+        let (got, answer) = h2_exchange(&server, method, path, body.clone())
+            .await
+            .unwrap_or_else(|e| panic!("HTTP/2 {method} {path}: {e}"));
+        assert_eq!(got, status, "HTTP/2 {method} {path}");
+        assert!(
+            String::from_utf8_lossy(&answer).contains(message),
+            "HTTP/2 {method} {path}"
+        );
+
+        if method == "POST" {
+            let mut client = server.client().await;
+            let (got, answer) = client.post(path, body).await;
+            assert_eq!(got, status, "HTTP/1.1 {path}");
+            assert!(
+                String::from_utf8_lossy(&answer).contains(message),
+                "HTTP/1.1 {path}"
+            );
+            let (got, answer) = client.post(MEMBERSHIP, f.body()).await;
+            f.check_http(got, &answer);
+        }
+    }
+    // Past the drain bound the client is cut off after the answer rather than read forever.
+    let endless = vec![b' '; 3 * 8 * 1024 * 1024];
+    assert!(
+        h2_exchange(&server, "POST", MEMBERSHIP, endless)
+            .await
+            .is_err()
     );
     server.stop().await;
 }

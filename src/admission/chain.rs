@@ -29,7 +29,10 @@ pub fn respond(
         Ok(request) => {
             let uid = request.uid.clone();
             let verdict = match route {
-                Route::One(webhook) => decide(webhook, &request, view, settings),
+                Route::One(webhook) => {
+                    let verdict = decide(webhook, &request, view, settings);
+                    refuse_malformed(&request, verdict)
+                }
                 Route::All => run_all(request, view, settings).0,
             };
             AdmissionResponse::from_verdict(&uid, verdict)
@@ -90,9 +93,37 @@ pub fn run_all(
             }
         }
     }
+    if let Some(denial) = request.malformed_objects(None) {
+        return (denial.into(), None);
+    }
     let verdict = Verdict::Allow {
         patch: json_patch::Patch(combined),
         warnings: all_warnings,
     };
     (verdict, None)
+}
+
+/// An allow becomes a 400 when an object (as patched) is malformed; see
+/// [`Request::malformed_objects`].
+fn refuse_malformed(request: &Request, verdict: Verdict) -> Verdict {
+    let Verdict::Allow { patch, .. } = &verdict else {
+        return verdict;
+    };
+    let patched = match (&request.object, patch.0.is_empty()) {
+        (Some(object), false) => {
+            let mut object = object.clone();
+            match json_patch::patch(&mut object, patch) {
+                Ok(()) => Some(object),
+                Err(error) => {
+                    let message = format!("the webhook's patch does not apply: {error}");
+                    return Denial::internal(message).into();
+                }
+            }
+        }
+        _ => None,
+    };
+    match request.malformed_objects(patched.as_ref()) {
+        Some(denial) => denial.into(),
+        None => verdict,
+    }
 }

@@ -120,6 +120,19 @@ pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
         .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
+/// Parses whole seconds (`15`) or a Go-style duration (`15s`, `1m`), for flags Kubernetes
+/// components spell as durations; at least one second.
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
+    let seconds = match text.parse::<u64>() {
+        Ok(seconds) => seconds,
+        Err(_) => parse_duration(text)?.as_secs_f64().ceil() as u64,
+    };
+    if seconds == 0 {
+        return Err("must be at least one second".into());
+    }
+    Ok(seconds)
+}
+
 /// Parses a Go-style duration (`500ms`, `5s`, `1h30m`), the syntax Kubernetes users already know.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let parsed: kube::core::Duration = text.parse().map_err(|e| format!("{e}"))?;

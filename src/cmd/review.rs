@@ -62,6 +62,13 @@ fn read_input(file: Option<&PathBuf>) -> Result<String, String> {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display())),
         None => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                // Otherwise a newcomer who forgot the file sees a command that silently hangs.
+                eprintln!(
+                    "milo-webhook: reading the AdmissionReview from standard input (end it with Ctrl-D, or pass a FILE)"
+                );
+            }
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
@@ -76,11 +83,11 @@ pub fn parse_document(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Err("the AdmissionReview is empty".into());
     }
-    let json_error = match serde_json::from_str::<Value>(text) {
+    let json_error = match crate::admission::review::json_without_duplicate_keys(text.as_bytes()) {
         Ok(value) => return Ok(value),
         Err(error) => error,
     };
-    match serde_yaml::from_str::<Value>(text) {
+    match serde_saphyr::from_str::<Value>(text) {
         Ok(value) if value.is_object() => Ok(value),
         Ok(_) => Err(format!(
             "the AdmissionReview is not valid JSON ({json_error}) and not a YAML mapping"

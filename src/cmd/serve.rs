@@ -38,10 +38,20 @@ pub struct ServeArgs {
     #[arg(long, env = "MILO_WEBHOOK_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
     /// Private key of the serving certificate (PEM).
-    #[arg(long, env = "MILO_WEBHOOK_TLS_KEY_FILE", requires = "tls_cert_file")]
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_TLS_KEY_FILE",
+        visible_alias = "tls-private-key-file",
+        requires = "tls_cert_file"
+    )]
     pub tls_key_file: Option<PathBuf>,
     /// Where generated dev certificates go.
-    #[arg(long, env = "MILO_WEBHOOK_CERTS_DIR", default_value = "certs")]
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_CERTS_DIR",
+        visible_alias = "cert-dir",
+        default_value = "certs"
+    )]
     pub certs_dir: PathBuf,
     /// How often the certificate files are checked for rotation.
     #[arg(long, env = "MILO_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
@@ -61,7 +71,7 @@ pub struct ServeArgs {
     /// Settings the rules read.
     #[command(flatten)]
     pub rules: super::RuleArgs,
-    /// Log format.
+    /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
     #[arg(long, env = "MILO_WEBHOOK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
     /// The embedded controllers (cluster mode only).
@@ -72,25 +82,31 @@ pub struct ServeArgs {
 /// Flags of the embedded controllers.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Controllers the elected leader runs (comma-separated).
+    /// Controllers the elected leader runs, comma-separated (default: all of them).
+    // A literal rather than `default_values_t = ControllerKind::ALL`, which `--help` would show
+    // space-separated, unlike what the flag takes; tests/cli.rs checks it names them all.
     #[arg(
         long,
         env = "MILO_WEBHOOK_CONTROLLERS",
         value_delimiter = ',',
-        default_values_t = ControllerKind::ALL,
+        default_value = "enrollment,removal,membership,usercontact,invitation",
         conflicts_with = "no_controllers"
     )]
     pub controllers: Vec<ControllerKind>,
     /// Serve admission only: run no controllers and take no part in leader election.
     #[arg(long, env = "MILO_WEBHOOK_NO_CONTROLLERS")]
     pub no_controllers: bool,
-    /// Namespace the usercontact controller creates Users' Contacts in.
+    /// Milo's system namespace: the default of --contact-namespace and
+    /// --invitation-role-namespace, as in Milo's controller manager.
     #[arg(
         long,
-        env = "MILO_WEBHOOK_CONTACT_NAMESPACE",
+        env = "MILO_WEBHOOK_SYSTEM_NAMESPACE",
         default_value = "milo-system"
     )]
-    pub contact_namespace: String,
+    pub system_namespace: String,
+    /// Namespace the usercontact controller creates Users' Contacts in [default: --system-namespace].
+    #[arg(long, env = "MILO_WEBHOOK_CONTACT_NAMESPACE")]
+    pub contact_namespace: Option<String>,
     /// Reconciles each controller runs at once (the API server's write load from this process
     /// is bounded by this times the number of controllers).
     #[arg(
@@ -114,23 +130,32 @@ pub struct ControllerArgs {
     pub controller_resync: Duration,
     /// Namespace of the leader-election Lease (default: the pod's namespace when in a cluster,
     /// else milo-system).
-    #[arg(long, env = "MILO_WEBHOOK_LEADER_ELECTION_NAMESPACE")]
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_LEADER_ELECTION_NAMESPACE",
+        visible_alias = "leader-elect-resource-namespace"
+    )]
     pub leader_election_namespace: Option<String>,
-    /// Name of the leader-election Lease.
+    /// Name of the leader-election Lease (not Milo's `datum-controller-manager`: Milo's controller
+    /// manager keeps holding that one for its other controllers).
     #[arg(
         long,
         env = "MILO_WEBHOOK_LEADER_ELECTION_LEASE",
+        visible_alias = "leader-elect-resource-name",
         default_value = "milo-webhook-controllers"
     )]
     pub leader_election_lease: String,
     /// This replica's identity in the Lease (default: the hostname, which is the pod name).
     #[arg(long, env = "MILO_WEBHOOK_LEADER_ELECTION_IDENTITY")]
     pub leader_election_identity: Option<String>,
-    /// Seconds the Lease is valid without renewal; a dead leader is replaced after at most this.
+    /// How long the Lease is valid without renewal (seconds, or a Go duration such as `15s`); a
+    /// dead leader is replaced after at most this.
     #[arg(
         long,
         env = "MILO_WEBHOOK_LEADER_ELECTION_LEASE_SECONDS",
-        default_value_t = 15
+        visible_alias = "leader-elect-lease-duration",
+        default_value = "15",
+        value_parser = super::parse_seconds
     )]
     pub leader_election_lease_seconds: u64,
     /// The invitation controller.
@@ -150,11 +175,13 @@ pub struct InvitationArgs {
         default_value = "rbac"
     )]
     pub access_backend: AccessBackendKind,
-    /// EmailTemplate invitation Emails are rendered from.
+    /// EmailTemplate invitation Emails are rendered from (Milo's default, so a cluster set up for
+    /// Milo needs no change).
     #[arg(
         long,
         env = "MILO_WEBHOOK_INVITATION_EMAIL_TEMPLATE",
-        default_value = "userinvitation-email"
+        visible_alias = "user-invitation-email-template",
+        default_value = "emailtemplates.notification.miloapis.com-userinvitationemailtemplate"
     )]
     pub invitation_email_template: String,
     /// Link sent in the invitation Email; `{organization}`, `{namespace}` and `{invitation}`
@@ -172,6 +199,7 @@ pub struct InvitationArgs {
     #[arg(
         long,
         env = "MILO_WEBHOOK_INVITATION_GET_ROLE",
+        visible_alias = "get-invitation-role-name",
         default_value = "iam.miloapis.com-getinvitation"
     )]
     pub invitation_get_role: String,
@@ -179,20 +207,18 @@ pub struct InvitationArgs {
     #[arg(
         long,
         env = "MILO_WEBHOOK_INVITATION_ACCEPT_ROLE",
+        visible_alias = "accept-invitation-role-name",
         default_value = "iam.miloapis.com-acceptinvitation"
     )]
     pub invitation_accept_role: String,
-    /// `milo` backend: the namespace of those two roles.
-    #[arg(
-        long,
-        env = "MILO_WEBHOOK_INVITATION_ROLE_NAMESPACE",
-        default_value = "milo-system"
-    )]
-    pub invitation_role_namespace: String,
+    /// `milo` backend: the namespace of those two roles [default: --system-namespace].
+    #[arg(long, env = "MILO_WEBHOOK_INVITATION_ROLE_NAMESPACE")]
+    pub invitation_role_namespace: Option<String>,
 }
 
 impl InvitationArgs {
-    fn settings(&self) -> InvitationSettings {
+    /// The invitation controller's settings.
+    pub fn settings(&self, system_namespace: &str) -> InvitationSettings {
         InvitationSettings {
             access_backend: self.access_backend,
             email_template: self.invitation_email_template.clone(),
@@ -200,7 +226,10 @@ impl InvitationArgs {
             accepted_retention: self.accepted_retention,
             get_role: self.invitation_get_role.clone(),
             accept_role: self.invitation_accept_role.clone(),
-            role_namespace: self.invitation_role_namespace.clone(),
+            role_namespace: self
+                .invitation_role_namespace
+                .clone()
+                .unwrap_or_else(|| system_namespace.to_owned()),
         }
     }
 }
@@ -217,13 +246,18 @@ impl ControllerArgs {
         selected
     }
 
-    fn settings(&self) -> ControllerSettings {
+    /// What the controllers are given, with --system-namespace filled in where no namespace
+    /// was given.
+    pub fn settings(&self) -> ControllerSettings {
         ControllerSettings {
-            contact_namespace: self.contact_namespace.clone(),
+            contact_namespace: self
+                .contact_namespace
+                .clone()
+                .unwrap_or_else(|| self.system_namespace.clone()),
             resync: self.controller_resync,
             concurrency: usize::from(self.controller_concurrency),
             enrollment_concurrency: usize::from(self.enrollment_concurrency),
-            invitation: self.invitations.settings(),
+            invitation: self.invitations.settings(&self.system_namespace),
         }
     }
 
@@ -263,7 +297,8 @@ enum Source {
 async fn source(args: &ServeArgs) -> anyhow::Result<Source> {
     if !args.state.is_empty() {
         let mut store = Store::admission_only();
-        let report = load_paths(&mut store, &args.state)?;
+        let report = load_paths(&mut store, &args.state)
+            .map_err(|e| anyhow::anyhow!("cannot load state: {e}"))?;
         crate::view::release_freed_memory();
         tracing::info!(files = report.files, objects = report.total(), stored = ?report.stored, skipped = ?report.skipped, "offline mode: state loaded");
         return Ok(Source::Offline(Box::new(store)));
@@ -293,20 +328,35 @@ fn certificates(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingCertResolver>> 
             key: key.clone(),
         },
         _ => {
-            let dev = tls::ensure_dev_certificates(&args.certs_dir)?;
+            let dev = tls::ensure_dev_certificates(&args.certs_dir)
+                .map_err(|e| anyhow::anyhow!("--certs-dir: {e}"))?;
             tracing::info!(ca = %dev.ca.display(), "serving a generated development certificate; trust it with --cacert {}", dev.ca.display());
             dev.paths
         }
     };
-    Ok(ReloadingCertResolver::load(paths)?)
+    ReloadingCertResolver::load(paths.clone()).map_err(|e| {
+        // Name the flag the operator has to fix, not just the file.
+        let flag = match e.path() {
+            Some(path) if path == paths.cert => "--tls-cert-file",
+            Some(path) if path == paths.key => "--tls-key-file",
+            _ => "--tls-cert-file/--tls-key-file",
+        };
+        anyhow::anyhow!("{flag}: {e}")
+    })
 }
 
-/// Initialises logging: `RUST_LOG` filters, default `info`.
+/// Initialises logging on standard error: `RUST_LOG` filters, default `info`. Text is coloured
+/// only when standard error is a terminal (and `NO_COLOR` is unset), so log files and collectors
+/// never get escape codes.
 pub fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -317,12 +367,14 @@ pub fn init_logging(format: &str) {
 
 /// Runs the server until SIGTERM or SIGINT, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let resolver = certificates(&args)?;
-    let tls_config = tls::server_config(resolver.clone())?;
+    // The state first: a broken state file should fail before anything is generated or logged
+    // about certificates.
     let (view, client) = match source(&args).await? {
         Source::Offline(store) => (Arc::new(ClusterView::offline(*store)), None),
         Source::Cluster(client) => (Arc::new(ClusterView::unsynced()), Some(client)),
     };
+    let resolver = certificates(&args)?;
+    let tls_config = tls::server_config(resolver.clone())?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

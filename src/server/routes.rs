@@ -22,6 +22,14 @@ use crate::view::ClusterView;
 /// 2 MiB default is smaller than one large object.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// Bodies up to this size get the same early answer (404, 405, 413) over HTTP/1.1 and HTTP/2: what
+/// we do not need is read and thrown away before answering. Over HTTP/2 an answer sent while the
+/// client is still uploading ends in a stream reset, which curl and others report as a framing
+/// error instead of our status; over HTTP/1.1 an unread body costs the keep-alive connection.
+/// Beyond this the client is cut off after the answer, so nobody can make us read forever; the
+/// request deadline bounds the time as well.
+pub const DRAIN_BYTES: usize = 2 * MAX_BODY_BYTES;
+
 /// What every webhook request needs.
 #[derive(Clone)]
 pub struct WebhookState {
@@ -48,7 +56,47 @@ pub fn router(state: WebhookState) -> Router {
             ),
         );
     }
-    router.layer(DefaultBodyLimit::disable()).with_state(state)
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn not_found(State(state): State<WebhookState>, request: axum::extract::Request) -> Response {
+    drain_within(request.into_body(), DRAIN_BYTES, state.request_timeout).await;
+    plain(StatusCode::NOT_FOUND, "no webhook is served at this path")
+}
+
+async fn method_not_allowed(
+    State(state): State<WebhookState>,
+    request: axum::extract::Request,
+) -> Response {
+    drain_within(request.into_body(), DRAIN_BYTES, state.request_timeout).await;
+    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "webhooks accept POST only");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    response
+}
+
+/// Reads and discards up to `budget` bytes of `body`, giving up at the deadline.
+async fn drain_within(mut body: Body, budget: usize, deadline: Duration) {
+    let _ = tokio::time::timeout(deadline, drain(&mut body, budget)).await;
+}
+
+/// Reads and discards up to `budget` bytes of `body`.
+async fn drain(body: &mut Body, mut budget: usize) {
+    use http_body_util::BodyExt;
+    while let Some(Ok(frame)) = body.frame().await {
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        match budget.checked_sub(data.len()) {
+            Some(left) => budget = left,
+            None => return,
+        }
+    }
 }
 
 async fn handle(webhook: &'static Webhook, state: WebhookState, body: Body) -> Response {
@@ -89,11 +137,15 @@ async fn review(
             started.elapsed().as_secs_f64(),
         )
     };
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => bytes,
+    let mut body = body;
+    let limited = http_body_util::Limited::new(&mut body, MAX_BODY_BYTES);
+    let bytes = match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => collected.to_bytes(),
         Err(error) => {
             record("unknown", "error");
-            return if is_length_limit(&error) {
+            return if is_length_limit(error.as_ref()) {
+                // Let the client finish sending, so it can read the answer.
+                drain(&mut body, DRAIN_BYTES - MAX_BODY_BYTES).await;
                 plain(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("AdmissionReview is larger than the {MAX_BODY_BYTES}-byte limit"),
@@ -132,7 +184,7 @@ async fn review(
     }
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
+fn is_length_limit(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {

@@ -28,14 +28,16 @@ use rustls::sign::CertifiedKey;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read or written.
-    #[error("cannot {action} {}: {source}", path.display())]
+    // `error` is deliberately not a `source`: the message already ends with it, and a source
+    // would make every error chain (`{:#}`, anyhow) print the OS error twice.
+    #[error("cannot {action} {}: {error}", path.display())]
     Io {
         /// What was being done ("read", "write", ...).
         action: &'static str,
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file was read but does not hold a usable certificate or key.
     #[error("{}: {reason}", path.display())]
@@ -53,12 +55,22 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
+impl TlsError {
+    /// The file the error is about, if it is about one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            TlsError::Io { path, .. } | TlsError::Invalid { path, .. } => Some(path),
+            TlsError::Generate(_) | TlsError::Config(_) => None,
+        }
+    }
+}
+
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TlsError {
     let path = path.to_path_buf();
-    move |source| TlsError::Io {
+    move |error| TlsError::Io {
         action,
         path,
-        source,
+        error,
     }
 }
 

@@ -1,14 +1,13 @@
 //! Offline feeding of the view from manifest files: the `--state` of `serve`, `review` and
 //! `check`. Files are YAML (multi-document) or JSON (one document or a stream of them); a
-//! `kind: List` contributes its items. JSON is read as a stream so a million-object state file
-//! never sits in memory as one document.
+//! `kind: List` contributes its items. Every format is read one object at a time (see
+//! [`stream`]), so a million-object state file never sits in memory as one document.
+
+mod stream;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Store, Viewed};
@@ -117,7 +116,7 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 
 fn load_file(store: &mut Store, path: &Path, report: &mut LoadReport) -> Result<(), LoadError> {
     report.files += 1;
-    let mut apply = |document: usize, value: Value| {
+    stream::for_each_object(path, &mut |document, value| {
         apply_document(store, value, report).map_err(|(kind, name, message)| LoadError::Object {
             path: path.to_owned(),
             document,
@@ -125,55 +124,14 @@ fn load_file(store: &mut Store, path: &Path, report: &mut LoadReport) -> Result<
             name,
             message,
         })
-    };
-    for (index, document) in read_documents(path)?.enumerate() {
-        apply(index + 1, document?)?;
-    }
-    Ok(())
+    })
 }
 
-/// The documents of one file, parsed lazily for JSON streams.
-pub fn read_documents(
-    path: &Path,
-) -> Result<Box<dyn Iterator<Item = Result<Value, LoadError>>>, LoadError> {
-    let io = |source| LoadError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let owned = path.to_owned();
-    if path.extension().and_then(|e| e.to_str()) == Some("json") {
-        let reader = BufReader::new(File::open(path).map_err(io)?);
-        let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
-        return Ok(Box::new(stream.enumerate().map(move |(i, r)| {
-            r.map_err(|e| LoadError::Syntax {
-                path: owned.clone(),
-                document: i + 1,
-                format: "JSON",
-                message: e.to_string(),
-            })
-        })));
-    }
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let mut documents = Vec::new();
-    for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let syntax = |e: serde_yaml::Error| LoadError::Syntax {
-            path: owned.clone(),
-            document: i + 1,
-            format: "YAML",
-            message: e.to_string(),
-        };
-        let value = Value::deserialize(document).map_err(syntax)?;
-        if !value.is_null() {
-            documents.push(Ok(value));
-        }
-    }
-    Ok(Box::new(documents.into_iter()))
-}
-
-/// Every object under `paths`, with `kind: List` items expanded, for commands that need the
-/// objects themselves (not just the view's records). Meant for human-sized inputs.
-pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Value)>, LoadError> {
-    fn expand(file: &Path, value: Value, out: &mut Vec<(PathBuf, Value)>) {
+/// Every object under `paths` with its file and 1-based document number, `kind: List` items
+/// expanded, for commands that need the objects themselves (not just the view's records). Meant
+/// for human-sized inputs: the objects are all kept.
+pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(PathBuf, usize, Value)>, LoadError> {
+    fn expand(file: &Path, document: usize, value: Value, out: &mut Vec<(PathBuf, usize, Value)>) {
         match value.get("items").and_then(Value::as_array) {
             Some(items)
                 if value
@@ -182,18 +140,19 @@ pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Value)>, LoadErro
                     .is_some_and(|k| k.ends_with("List")) =>
             {
                 for item in items.clone() {
-                    expand(file, item, out);
+                    expand(file, document, item, out);
                 }
             }
-            _ => out.push((file.to_owned(), value)),
+            _ => out.push((file.to_owned(), document, value)),
         }
     }
     let mut out = Vec::new();
     for path in paths {
         for file in manifest_files(path)? {
-            for document in read_documents(&file)? {
-                expand(&file, document?, &mut out);
-            }
+            stream::for_each_object(&file, &mut |document, value| {
+                expand(&file, document, value, &mut out);
+                Ok(())
+            })?;
         }
     }
     Ok(out)

@@ -75,7 +75,7 @@ pub fn all() -> Vec<Fixture> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).expect("readable fixture");
-            let mut fixture: Fixture = serde_yaml::from_str(&text)
+            let mut fixture: Fixture = serde_saphyr::from_str(&text)
                 .unwrap_or_else(|e| panic!("{}: not a fixture: {e}", path.display()));
             fixture.name = path.file_stem().unwrap().to_string_lossy().into_owned();
             let bodies = [

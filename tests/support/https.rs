@@ -196,3 +196,56 @@ impl Client {
         (status, body)
     }
 }
+
+/// Sends a whole request over a fresh HTTP/2 connection the way curl does: every byte of the body,
+/// as fast as flow control allows, then reads the answer. `Err` when the server reset the stream
+/// (or the connection) before the body was sent, which curl reports as
+/// "(92) Stream error in the HTTP/2 framing layer" instead of the status.
+pub async fn h2_exchange(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
+    let tls = connect(server.addr, &server.ca_pem, &[b"h2"]).await;
+    let (client, connection) = h2::client::handshake(tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut client = client.ready().await.map_err(|e| e.to_string())?;
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("https://localhost{path}"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client
+        .send_request(request, body.is_empty())
+        .map_err(|e| e.to_string())?;
+    let mut rest = Bytes::from(body);
+    while !rest.is_empty() {
+        stream.reserve_capacity(rest.len());
+        let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(Ok(granted)) => granted.min(rest.len()),
+            Some(Err(error)) => return Err(format!("stream reset while sending: {error}")),
+            None => return Err("stream closed while sending".into()),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let chunk = rest.split_to(granted);
+        stream
+            .send_data(chunk, rest.is_empty())
+            .map_err(|e| format!("stream reset while sending: {e}"))?;
+    }
+    let response = response.await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.map_err(|e| e.to_string())?;
+        let _ = body.flow_control().release_capacity(data.len());
+        bytes.extend_from_slice(&data);
+    }
+    Ok((status, bytes))
+}

@@ -30,9 +30,7 @@ fn grants() -> &'static Grants {
     GRANTS.get_or_init(|| {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/deploy/rbac.yaml");
         let text = std::fs::read_to_string(path).expect("rbac.yaml");
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-            .map(|d| serde::Deserialize::deserialize(d).expect("rbac.yaml parses"))
-            .collect();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("rbac.yaml parses");
         let bound = |binding: &Value| {
             binding["subjects"].as_array().is_some_and(|subjects| {
                 subjects.iter().any(|s| {

@@ -40,7 +40,7 @@ impl PatchKind {
     pub fn parse(self, body: &[u8]) -> Result<Value, ApiError> {
         match serde_json::from_slice(body) {
             Ok(value) => Ok(value),
-            Err(_) if self == PatchKind::Apply => serde_yaml::from_slice(body)
+            Err(_) if self == PatchKind::Apply => serde_saphyr::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}"))),
             Err(e) => Err(ApiError::bad_request(format!("error decoding patch: {e}"))),
         }

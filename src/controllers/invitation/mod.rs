@@ -47,7 +47,8 @@ const VIEW_LAG_RETRY: Duration = Duration::from_secs(2);
 pub struct InvitationSettings {
     /// How access is granted and roles assigned. Default `rbac`.
     pub access_backend: AccessBackendKind,
-    /// The EmailTemplate invitation Emails are rendered from. Default `userinvitation-email`.
+    /// The EmailTemplate invitation Emails are rendered from. Default Milo's
+    /// `emailtemplates.notification.miloapis.com-userinvitationemailtemplate`.
     pub email_template: String,
     /// The `InvitationLink` of the Email, with `{organization}`, `{namespace}` and
     /// `{invitation}` placeholders. Default
@@ -70,7 +71,8 @@ impl Default for InvitationSettings {
     fn default() -> Self {
         Self {
             access_backend: AccessBackendKind::Rbac,
-            email_template: "userinvitation-email".into(),
+            email_template: "emailtemplates.notification.miloapis.com-userinvitationemailtemplate"
+                .into(),
             url_template: "https://cloud.datum.net/invitations/{organization}/{invitation}".into(),
             accepted_retention: Duration::from_secs(7 * 24 * 3600),
             get_role: "iam.miloapis.com-getinvitation".into(),

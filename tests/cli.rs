@@ -1,0 +1,335 @@
+//! What a newcomer sees from the binary: errors that name the flag or file to fix, logs without
+//! escape codes when they go to a file, and no silent waits.
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn milo_webhook(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_milo-webhook"));
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR");
+    command
+}
+
+fn run(mut command: Command) -> (i32, String) {
+    let Output { status, stderr, .. } = command.stdin(Stdio::null()).output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_certificate_names_the_flag_and_says_the_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("missing.crt");
+    let key = dir.path().join("missing.key");
+    let (code, err) = run(milo_webhook(&[
+        "serve",
+        "--state",
+        "manifests/samples/state",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1, "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "milo-webhook: --tls-cert-file: cannot read {}: ",
+            cert.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(last.matches("os error 2").count(), 1, "{last}");
+}
+
+#[test]
+fn a_broken_state_file_fails_first_with_the_same_prefix_as_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("broken.yaml");
+    std::fs::write(&state, "kind: [unclosed\n").unwrap();
+    let certs = dir.path().join("certs");
+    let (code, err) = run(milo_webhook(&[
+        "serve",
+        "--state",
+        state.to_str().unwrap(),
+        "--certs-dir",
+        certs.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "milo-webhook: cannot load state: {}: document 1 is not valid YAML",
+            state.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("development certificate"), "{err}");
+    assert!(
+        !certs.exists(),
+        "no certificate is generated for a server that cannot start"
+    );
+
+    let (code, check_err) = run(milo_webhook(&[
+        "check",
+        "--state",
+        state.to_str().unwrap(),
+        "manifests/samples/requests/membership-ok.yaml",
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        check_err.starts_with("milo-webhook: cannot load state: "),
+        "{check_err}"
+    );
+}
+
+/// Runs `serve` against a port that is taken, so it logs its start-up and then fails.
+fn serve_logs(extra: &[&str]) -> String {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let mut args = vec![
+        "serve",
+        "--state",
+        "manifests/samples/state",
+        "--certs-dir",
+        certs.to_str().unwrap(),
+        "--listen",
+        &addr,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let (code, err) = run(milo_webhook(&args));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    drop(taken);
+    err
+}
+
+#[test]
+fn logs_to_a_file_have_no_colour_codes_and_json_is_one_object_per_line() {
+    let text = serve_logs(&[]);
+    assert!(text.contains("offline mode: state loaded"), "{text}");
+    assert!(!text.contains('\u{1b}'), "escape codes in {text:?}");
+
+    let json = serve_logs(&["--log-format", "json"]);
+    let (logs, last) = json.trim_end().rsplit_once('\n').unwrap();
+    assert!(last.starts_with("milo-webhook: cannot listen on"), "{last}");
+    let messages: Vec<String> = logs
+        .lines()
+        .map(|line| {
+            let entry: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            entry["fields"]["message"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(
+        messages.iter().any(|m| m == "offline mode: state loaded"),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn review_says_it_reads_standard_input_when_that_is_a_terminal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, slave) = {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two new descriptors, which are owned from here on.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and nothing else owns them.
+        unsafe {
+            (
+                std::fs::File::from(OwnedFd::from_raw_fd(master)),
+                OwnedFd::from_raw_fd(slave),
+            )
+        }
+    };
+    let mut child = milo_webhook(&["review"])
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A line and end-of-file (Ctrl-D), typed before anything is read: the child cannot hang.
+    master.write_all(b"not a review\n\x04").unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(master);
+    assert_eq!(status.code(), Some(2), "{err}");
+    let mut lines = err.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "milo-webhook: reading the AdmissionReview from standard input (end it with Ctrl-D, or pass a FILE)"
+        )
+    );
+    assert!(
+        lines.next().unwrap_or_default().contains("not valid JSON"),
+        "{err}"
+    );
+
+    // From a pipe it stays quiet: scripts get only the answer or the error.
+    let (code, err) = run(milo_webhook(&["review"]));
+    assert_eq!(code, 2);
+    assert!(!err.contains("standard input ("), "{err}");
+    assert!(err.contains("the AdmissionReview is empty"), "{err}");
+}
+
+fn serve_args(args: &[&str]) -> milo_webhook::cmd::serve::ServeArgs {
+    use clap::Parser;
+    use milo_webhook::cmd::{Cli, Command};
+    let argv = ["milo-webhook", "serve"].iter().chain(args);
+    match Cli::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .command
+    {
+        Command::Serve(args) => args,
+        other => panic!("parsed {other:?}"),
+    }
+}
+
+/// Operators replace Milo's controllers with this server without editing their objects or their
+/// Deployment's flags: Milo's defaults, and Milo's flag names as aliases.
+#[test]
+fn milo_controller_manager_defaults_and_flag_names_are_accepted() {
+    let defaults = serve_args(&[]).controllers.settings();
+    assert_eq!(
+        defaults.invitation.email_template,
+        "emailtemplates.notification.miloapis.com-userinvitationemailtemplate"
+    );
+    assert_eq!(
+        defaults.invitation.get_role,
+        "iam.miloapis.com-getinvitation"
+    );
+    assert_eq!(
+        defaults.invitation.accept_role,
+        "iam.miloapis.com-acceptinvitation"
+    );
+    assert_eq!(defaults.invitation.role_namespace, "milo-system");
+    assert_eq!(defaults.contact_namespace, "milo-system");
+
+    let milo = serve_args(&[
+        "--user-invitation-email-template",
+        "custom-template",
+        "--get-invitation-role-name",
+        "get-role",
+        "--accept-invitation-role-name",
+        "accept-role",
+        "--system-namespace",
+        "datum-system",
+        "--leader-elect-resource-namespace",
+        "lease-ns",
+        "--leader-elect-resource-name",
+        "lease",
+        "--leader-elect-lease-duration",
+        "30s",
+        "--tls-cert-file",
+        "tls.crt",
+        "--tls-private-key-file",
+        "tls.key",
+        "--cert-dir",
+        "/var/run/certs",
+    ]);
+    let settings = milo.controllers.settings();
+    assert_eq!(settings.invitation.email_template, "custom-template");
+    assert_eq!(settings.invitation.get_role, "get-role");
+    assert_eq!(settings.invitation.accept_role, "accept-role");
+    assert_eq!(settings.invitation.role_namespace, "datum-system");
+    assert_eq!(settings.contact_namespace, "datum-system");
+    let controllers = &milo.controllers;
+    assert_eq!(
+        controllers.leader_election_namespace.as_deref(),
+        Some("lease-ns")
+    );
+    assert_eq!(controllers.leader_election_lease, "lease");
+    assert_eq!(controllers.leader_election_lease_seconds, 30);
+    assert_eq!(
+        milo.tls_key_file.as_deref(),
+        Some(std::path::Path::new("tls.key"))
+    );
+    assert_eq!(milo.certs_dir, std::path::Path::new("/var/run/certs"));
+
+    // Our own names still work, and an explicit namespace wins over --system-namespace.
+    let ours = serve_args(&[
+        "--system-namespace",
+        "datum-system",
+        "--contact-namespace",
+        "contacts",
+        "--leader-election-lease-seconds",
+        "20",
+    ]);
+    assert_eq!(ours.controllers.settings().contact_namespace, "contacts");
+    assert_eq!(
+        ours.controllers.settings().invitation.role_namespace,
+        "datum-system"
+    );
+    assert_eq!(ours.controllers.leader_election_lease_seconds, 20);
+}
+
+#[test]
+fn controllers_default_to_all_and_help_shows_the_default_as_the_flag_takes_it() {
+    use milo_webhook::controllers::ControllerKind;
+    let mut all = ControllerKind::ALL.to_vec();
+    all.sort();
+    assert_eq!(serve_args(&[]).controllers.selected(), all);
+    let names: Vec<&str> = ControllerKind::ALL.iter().map(|k| k.as_str()).collect();
+
+    let out = milo_webhook(&["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains(&format!("[default: {}]", names.join(","))),
+        "{help}"
+    );
+}
+
+#[test]
+fn check_needs_no_state_and_its_output_format_has_an_environment_variable() {
+    let out = milo_webhook(&["check", "manifests/samples/requests/membership-ok.yaml"])
+        .env("MILO_WEBHOOK_CHECK_OUTPUT", "json")
+        .env_remove("MILO_WEBHOOK_STATE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let outcomes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // An empty cluster: the membership's contact and group do not exist.
+    assert_eq!(outcomes[0]["allowed"], false);
+    assert!(
+        outcomes[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.contactRef.name"),
+        "{outcomes}"
+    );
+}
