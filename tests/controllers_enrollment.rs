@@ -813,12 +813,7 @@ async fn run_reads_the_view_then_enrolls() {
             if parts.method != Method::GET {
                 writes_tx.send((parts.method.clone(), path, body)).unwrap();
             }
-            let response = Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                .unwrap();
-            send.send_response(response);
+            send.send_response(mock_api::json_response(code, &answer));
         }
         drop(watches);
     });

@@ -1,6 +1,7 @@
 //! Enrollment keeps a window of writes in flight: a backfill pass never has more than
 //! `--enrollment-concurrency` requests outstanding, keeps the window full while work remains,
 //! and still writes each contact's record only after its membership exists.
+mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use milo_webhook::controllers::{Context, ControllerSettings};
 use milo_webhook::metrics::{Metrics, PolicyLabels};
 use milo_webhook::view::{ClusterView, Store};
 use serde_json::{Value, json};
+use support::mock_api;
 
 const WINDOW: usize = 8;
 const CONTACTS: usize = 40;
@@ -64,12 +66,7 @@ fn slow_client(seen: Arc<Seen>) -> Client {
                     (200, object)
                 };
                 seen.in_flight.fetch_sub(1, Ordering::SeqCst);
-                let response = Response::builder()
-                    .status(code)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                    .unwrap();
-                send.send_response(response);
+                send.send_response(mock_api::json_response(code, &answer));
             });
         }
     });

@@ -5,9 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use http::{Method, Request, Response};
+use http::Method;
 use kube::Client;
-use kube::client::Body;
 use serde_json::{Map, Value, json};
 
 /// The Lease: its spec, its resourceVersion, and its history of holders.
@@ -75,36 +74,20 @@ fn status(code: u16, reason: &str) -> Value {
 
 /// A kube client whose Lease requests `lease` answers.
 pub fn client(lease: Arc<Mutex<LeaseState>>) -> Client {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(async move {
-        while let Some((request, send)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect_bytes().await.unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let segments: Vec<&str> = parts.uri.path().split('/').collect();
-            let namespace = segments.get(5).copied().unwrap_or_default();
-            let name = match parts.method {
-                Method::POST => body["metadata"]["name"].as_str().unwrap_or_default(),
-                _ => segments.get(7).copied().unwrap_or_default(),
-            }
-            .to_owned();
-            let (code, answer) = {
-                let mut lease = lease.lock().unwrap();
-                let (code, answer) = lease.handle(&parts.method, body);
-                let answer = if answer.is_null() {
-                    lease.object(namespace, &name)
-                } else {
-                    answer
-                };
-                (code, answer)
-            };
-            let response = Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                .unwrap();
-            send.send_response(response);
+    super::mock_api::answering(move |parts, body| {
+        let segments: Vec<&str> = parts.uri.path().split('/').collect();
+        let namespace = segments.get(5).copied().unwrap_or_default();
+        let name = match parts.method {
+            Method::POST => body["metadata"]["name"].as_str().unwrap_or_default(),
+            _ => segments.get(7).copied().unwrap_or_default(),
         }
-    });
-    Client::new(service, "default")
+        .to_owned();
+        let mut lease = lease.lock().unwrap();
+        let (code, answer) = lease.handle(&parts.method, body);
+        if answer.is_null() {
+            (code, lease.object(namespace, &name))
+        } else {
+            (code, answer)
+        }
+    })
 }

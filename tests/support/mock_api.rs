@@ -243,3 +243,30 @@ pub fn matches(pattern: &Value, actual: &Value, at: &str) -> Result<(), String> 
         _ => Err(format!("{at}: got {actual}, want {pattern}")),
     }
 }
+
+/// A JSON answer with `code`.
+pub fn json_response(code: u16, answer: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(answer).unwrap()))
+        .unwrap()
+}
+
+/// A kube client whose every request `answer` answers at once, from the request's head and its
+/// body read as JSON (`null` when empty or not JSON): the stateful fakes' transport.
+pub fn answering(
+    mut answer: impl FnMut(&http::request::Parts, Value) -> (u16, Value) + Send + 'static,
+) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (code, reply) = answer(&parts, body);
+            send.send_response(json_response(code, &reply));
+        }
+    });
+    Client::new(service, "default")
+}

@@ -7,9 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use http::{Method, Request, Response};
+use http::Method;
 use kube::Client;
-use kube::client::Body;
 use milo_webhook::api::{
     Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval,
 };
@@ -223,26 +222,11 @@ impl SimState {
 
 /// A kube client served by `state`, whose membership webhook reads `view`.
 pub fn client(state: Arc<Mutex<SimState>>, view: Arc<ClusterView>) -> Client {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(async move {
-        while let Some((request, send)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect_bytes().await.unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let (code, answer) = {
-                let store = view.read();
-                state
-                    .lock()
-                    .unwrap()
-                    .handle(&parts.method, parts.uri.path(), body, &store)
-            };
-            let response = Response::builder()
-                .status(code)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                .unwrap();
-            send.send_response(response);
-        }
-    });
-    Client::new(service, "default")
+    super::mock_api::answering(move |parts, body| {
+        let store = view.read();
+        state
+            .lock()
+            .unwrap()
+            .handle(&parts.method, parts.uri.path(), body, &store)
+    })
 }
