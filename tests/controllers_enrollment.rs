@@ -60,17 +60,19 @@ fn with_status(
     skipped: i64,
 ) -> ContactGroupEnrollmentPolicy {
     let group = p.spec.contact_group_ref.clone();
-    p.status = Some(
-        serde_json::from_value(json!({
-            "observedGeneration": 1,
-            "contactsEnrolled": enrolled,
-            "contactsSkippedOptOut": skipped,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "Active",
-                "message": format!("enrolling contacts into {}/{}", group.namespace, group.name),
-                "lastTransitionTime": POLICY_CREATED, "observedGeneration": 1}]
-        }))
-        .unwrap(),
-    );
+    let mut status = json!({
+        "observedGeneration": 1,
+        "contactsEnrolled": enrolled,
+        "contactsSkippedOptOut": skipped,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Active",
+            "message": format!("enrolling contacts into {}/{}", group.namespace, group.name),
+            "lastTransitionTime": POLICY_CREATED, "observedGeneration": 1}]
+    });
+    if !p.spec.backfill {
+        // No contact shares the policy's second in these scenarios: the boundary is empty.
+        status["sameSecondContacts"] = json!([]);
+    }
+    p.status = Some(serde_json::from_value(status).unwrap());
     p
 }
 
@@ -489,6 +491,71 @@ async fn policy_created_after_contacts_without_backfill() {
     let h = leader(client, store_with(&["everyone"]), contacts);
     let result = h.reconcile(&policy("all-users", "everyone", false)).await;
     assert_eq!(result.unwrap(), settled());
+    script.await.unwrap();
+    assert_eq!(h.enrollments("all-users"), 1);
+}
+
+/// The policy's status patch carrying the same-second boundary `list` and these counts.
+fn boundary_status(policy: &str, list: &[&str], counts: (i64, i64)) -> Exchange {
+    active(policy, "everyone", counts).body(json!({"status": {
+        "sameSecondContacts": list,
+        "contactsEnrolled": counts.0, "contactsSkippedOptOut": counts.1}}))
+}
+
+#[tokio::test]
+async fn in_the_policys_own_second_only_contacts_created_after_it_are_enrolled() {
+    // Both contacts carry the policy's own creation second; the view saw "early" before the
+    // policy and "late" after it. The boundary is written before anything is enrolled.
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "same second, both ways",
+        vec![
+            boundary_status("all-users", &["people/early"], (0, 0)),
+            create_membership("all-users", "late", "everyone"),
+            record("all-users", "late", "enrolled"),
+            enrolled_event("all-users", "late", "everyone"),
+            boundary_status("all-users", &["people/early"], (1, 0)),
+        ],
+    );
+    let policy = policy("all-users", "everyone", false);
+    let mut store = store_with(&["everyone"]);
+    store.apply_contact(&contact("early", POLICY_CREATED, &[]));
+    store.apply_policy(&policy);
+    store.apply_contact(&contact("late", POLICY_CREATED, &[]));
+    let h = leader(client, store, Vec::new());
+    assert_eq!(h.reconcile(&policy).await.unwrap(), settled());
+    script.await.unwrap();
+    assert_eq!(h.enrollments("all-users"), 1);
+}
+
+#[tokio::test]
+async fn a_new_leader_keeps_the_recorded_boundary() {
+    // The old leader wrote the boundary and crashed before enrolling "late". The new leader
+    // lists the policy and the contacts in one relist, which says nothing about their order:
+    // the recorded boundary decides, the same way.
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "recorded boundary after a handover",
+        vec![
+            create_membership("all-users", "late", "everyone"),
+            record("all-users", "late", "enrolled"),
+            enrolled_event("all-users", "late", "everyone"),
+            boundary_status("all-users", &["people/early"], (1, 0)),
+        ],
+    );
+    let mut policy = with_status(policy("all-users", "everyone", false), 0, 0);
+    if let Some(status) = policy.status.as_mut() {
+        status.same_second_contacts = Some(vec!["people/early".into()]);
+    }
+    let mut store = store_with(&["everyone"]);
+    store.set_listing(milo_webhook::view::ViewKind::EnrollmentPolicy, true);
+    store.apply_policy(&policy);
+    let contacts = vec![
+        contact("late", POLICY_CREATED, &[]),
+        contact("early", POLICY_CREATED, &[]),
+    ];
+    let h = leader(client, store, contacts);
+    assert_eq!(h.reconcile(&policy).await.unwrap(), settled());
     script.await.unwrap();
     assert_eq!(h.enrollments("all-users"), 1);
 }

@@ -374,6 +374,14 @@ pub struct ContactGroupEnrollmentPolicyStatus {
     /// Contacts skipped because they had opted out of the group.
     #[serde(default)]
     pub contacts_skipped_opt_out: i64,
+    /// The backfill boundary within the policy's own second (`creationTimestamp` has one-second
+    /// resolution): the contacts (`namespace/name`) created in that second that existed before
+    /// the policy, decided when the controller first saw the policy. A policy without
+    /// `backfill` never enrolls them and enrolls every other contact of that second. Unset until
+    /// decided; unused with `backfill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000))]
+    pub same_second_contacts: Option<Vec<String>>,
 }
 
 /// One email to one recipient, rendered from a template.

@@ -31,6 +31,8 @@ pub const RECORD_PREFIX: &str = "policy.enrollment.notification.miloapis.com/";
 /// What the leader knows of a Contact beyond its admission record.
 #[derive(Clone, Copy, Debug)]
 struct ContactExtra {
+    /// When the view first held it, in the view's own order (see `Extras::seq`).
+    first_seen: u64,
     /// `creationTimestamp` in Unix seconds, [`NO_TIME`] when unset.
     created: i64,
     given_name: Option<Sym>,
@@ -48,6 +50,15 @@ struct RemovalExtra {
     ready: Option<Box<Condition>>,
 }
 
+/// A policy, slimmed, and when the view first held it.
+#[derive(Clone)]
+struct PolicyEntry {
+    policy: Arc<ContactGroupEnrollmentPolicy>,
+    first_seen: u64,
+    /// Whether it was first seen as it was created (a watch event), not in a relist.
+    live: bool,
+}
+
 /// The controller fields of every kind, and the by-contact indexes controllers wake through.
 #[derive(Clone, Default)]
 pub(super) struct Extras {
@@ -58,7 +69,12 @@ pub(super) struct Extras {
     /// deleted contact's records are found without a scan.
     record_keys: HashMap<Sym, u32>,
     removals: HashMap<Key, RemovalExtra>,
-    policies: HashMap<Key, Arc<ContactGroupEnrollmentPolicy>>,
+    policies: HashMap<Key, PolicyEntry>,
+    /// The view's own order of first sightings of contacts and policies: what decides which
+    /// contacts of a policy's own second existed before it.
+    seq: u64,
+    /// Kinds being relisted: an object first seen in a relist was not seen as it was created.
+    listing: Vec<ViewKind>,
     invitations: HashMap<Key, Arc<UserInvitation>>,
     memberships_by_contact: MultiIndex<Key>,
     removals_by_contact: MultiIndex<Key>,
@@ -156,8 +172,13 @@ impl Extras {
     }
 
     pub(super) fn apply_contact(&mut self, key: Key, contact: &Contact, symbols: &mut Symbols) {
+        let first_seen = match self.contacts.get(&key) {
+            Some(old) => old.first_seen,
+            None => self.next_seq(),
+        };
         self.forget(ViewKind::Contact, key, symbols);
         let extra = ContactExtra {
+            first_seen,
             created: seconds(contact.metadata.creation_timestamp.as_ref()),
             given_name: intern_opt(symbols, contact.spec.given_name.as_deref()),
             family_name: intern_opt(symbols, contact.spec.family_name.as_deref()),
@@ -188,7 +209,31 @@ impl Extras {
     }
 
     pub(super) fn apply_policy(&mut self, key: Key, policy: &ContactGroupEnrollmentPolicy) {
-        self.policies.insert(key, slimmed(policy, &[]));
+        let (first_seen, live) = match self.policies.get(&key) {
+            Some(old) => (old.first_seen, old.live),
+            None => (
+                self.next_seq(),
+                !self.listing.contains(&ViewKind::EnrollmentPolicy),
+            ),
+        };
+        let entry = PolicyEntry {
+            policy: slimmed(policy, &[]),
+            first_seen,
+            live,
+        };
+        self.policies.insert(key, entry);
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    pub(super) fn set_listing(&mut self, kind: ViewKind, listing: bool) {
+        self.listing.retain(|k| *k != kind);
+        if listing {
+            self.listing.push(kind);
+        }
     }
 
     pub(super) fn apply_invitation(&mut self, key: Key, invitation: &UserInvitation) {
@@ -209,6 +254,8 @@ pub struct ContactFacts<'a> {
     pub deleting: bool,
     /// The value of the record annotation asked for, when the contact has it.
     pub record: Option<&'a str>,
+    /// When the view first held it, in the view's order of first sightings.
+    pub first_seen: u64,
 }
 
 impl Store {
@@ -357,13 +404,29 @@ impl Store {
     /// The ContactGroupEnrollmentPolicy `name`, slimmed.
     pub fn policy(&self, name: &str) -> Option<Arc<ContactGroupEnrollmentPolicy>> {
         let key = self.lookup_key("", name)?;
-        self.extras()?.policies.get(&key).cloned()
+        self.extras()?.policies.get(&key).map(|e| e.policy.clone())
+    }
+
+    /// When the view first held the policy `name`, in the view's order of first sightings, and
+    /// whether that was as it was created (not in a relist).
+    pub fn policy_first_seen(&self, name: &str) -> Option<(u64, bool)> {
+        let key = self.lookup_key("", name)?;
+        let entry = self.extras()?.policies.get(&key)?;
+        Some((entry.first_seen, entry.live))
+    }
+
+    /// Marks `kind` as being relisted (or done): objects first seen meanwhile were not seen as
+    /// they were created.
+    pub fn set_listing(&mut self, kind: ViewKind, listing: bool) {
+        if let Some(extras) = self.extras.as_mut() {
+            extras.set_listing(kind, listing);
+        }
     }
 
     /// Every ContactGroupEnrollmentPolicy, slimmed.
     pub fn policies(&self) -> Vec<Arc<ContactGroupEnrollmentPolicy>> {
         self.extras()
-            .map(|e| e.policies.values().cloned().collect())
+            .map(|e| e.policies.values().map(|p| p.policy.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -441,6 +504,7 @@ impl Store {
                     created: extra.map(|e| e.created).filter(|c| *c != NO_TIME),
                     deleting: extra.is_some_and(|e| e.deleting),
                     record,
+                    first_seen: extra.map_or(0, |e| e.first_seen),
                 })
             })
     }

@@ -92,7 +92,10 @@ pub fn apply_event<K: Viewed>(
 ) {
     let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
     match event {
-        watcher::Event::Init => *relist = Some(HashSet::new()),
+        watcher::Event::Init => {
+            *relist = Some(HashSet::new());
+            view.write().set_listing(K::KIND, true);
+        }
         watcher::Event::InitApply(object) => {
             object.apply_to(&mut view.write());
             if let Some(seen) = relist.as_mut() {
@@ -110,6 +113,7 @@ pub fn apply_event<K: Viewed>(
             for (namespace, name) in &gone {
                 store.delete(K::KIND, namespace, name);
             }
+            store.set_listing(K::KIND, false);
             drop(store);
             view.mark_synced(K::KIND);
             view.announce(ViewChange::Relisted(K::KIND));

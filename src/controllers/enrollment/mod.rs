@@ -22,8 +22,8 @@ mod plan;
 mod steps;
 
 pub use plan::{
-    POLICY_LABEL, POLICY_NAME_ANNOTATION, Plan, RECORD_PREFIX, Record, Step, applies, observed,
-    plan, record_key,
+    Boundary, POLICY_LABEL, POLICY_NAME_ANNOTATION, Plan, RECORD_PREFIX, Record, Step, applies,
+    observed, plan, record_key,
 };
 pub use steps::membership;
 
@@ -163,6 +163,15 @@ async fn pass(
     }
     let group = &policy.spec.contact_group_ref;
     let group_key = object_key(Some(&group.namespace), &group.name);
+    // Which contacts of the policy's own second existed before it: recorded once decided.
+    let recorded = Boundary::recorded(policy);
+    let boundary = (!policy.spec.backfill).then(|| {
+        recorded
+            .clone()
+            .unwrap_or_else(|| Boundary::decide(policy, &ctx.shared.view.read()))
+    });
+    let list = boundary.as_ref().map(Boundary::list);
+    let list = list.as_deref();
     if !group_exists(ctx, group).await? {
         tracing::info!(group = %group_key, "contact group not found; waiting for it");
         let current = policy.status.clone().unwrap_or_default();
@@ -173,7 +182,7 @@ async fn pass(
             message: format!("contact group {group_key} does not exist"),
         };
         let counts = (current.contacts_enrolled, current.contacts_skipped_opt_out);
-        write_status(ctx, policy, &ready, counts).await?;
+        write_status(ctx, policy, &ready, counts, list).await?;
         return Ok(Action::requeue(GROUP_MISSING_RETRY));
     }
 
@@ -183,10 +192,11 @@ async fn pass(
     let name = policy.name_any();
     let key = record_key(&name);
     let mut planned = {
-        let recorded = locked(&ctx.memory.recorded);
-        let mine = recorded.get(&name);
+        let remembered = locked(&ctx.memory.recorded);
+        let mine = remembered.get(&name);
         let store = ctx.shared.view.read();
-        plan::plan_with(policy, &store, |c| mine?.get(c).copied())
+        let boundary = boundary.clone().unwrap_or_default();
+        plan::plan_with(policy, &store, &boundary, |c| mine?.get(c).copied())
     };
     ctx.forget_shown(&name, &key);
 
@@ -196,6 +206,14 @@ async fn pass(
         reason: "Active",
         message: format!("enrolling contacts into {group_key}"),
     };
+    // A boundary just decided from the view's order is written before anything is enrolled:
+    // after a restart the view cannot tell the order again. (An empty one rides along with the
+    // status at the end of the pass; nothing in it depends on the order.)
+    if recorded.is_none() && boundary.as_ref().is_some_and(|b| !b.existing.is_empty()) {
+        let current = policy.status.clone().unwrap_or_default();
+        let counts = (current.contacts_enrolled, current.contacts_skipped_opt_out);
+        write_status(ctx, policy, &ready, counts, list).await?;
+    }
     let steps = std::mem::take(&mut planned.steps);
     let done = Tally::default();
     let mut progress = Progress::new(&steps);
@@ -251,7 +269,7 @@ async fn pass(
                     skipped_opt_out = skipped,
                     "enrollment pass in progress"
                 );
-                if let Err(error) = write_status(ctx, policy, &ready, (enrolled, skipped)).await {
+                if let Err(error) = write_status(ctx, policy, &ready, (enrolled, skipped), list).await {
                     tracing::warn!(%error, "cannot report enrollment progress");
                 }
             }
@@ -273,7 +291,7 @@ async fn pass(
         );
     }
     let counts = (planned.enrolled, planned.skipped_opt_out);
-    write_status(ctx, policy, &ready, counts).await?;
+    write_status(ctx, policy, &ready, counts, list).await?;
     match refused {
         Some(error) => Err(error),
         None => Ok(Action::await_change()),
@@ -333,12 +351,14 @@ async fn group_exists(ctx: &EnrollmentContext, group: &ObjectRef) -> Result<bool
     Ok(kubeapi::get(&api, &group.name).await?.is_some())
 }
 
-/// Server-side-applies the status when it differs from what the policy already reports.
+/// Server-side-applies the status when it differs from what the policy already reports;
+/// `boundary` is the same-second boundary of a policy without backfill (see [`Boundary`]).
 async fn write_status(
     ctx: &EnrollmentContext,
     policy: &ContactGroupEnrollmentPolicy,
     ready: &Desired<'_>,
     (enrolled, skipped): (i64, i64),
+    boundary: Option<&[String]>,
 ) -> Result<(), Error> {
     let generation = policy.metadata.generation;
     let current = policy.status.as_ref();
@@ -346,6 +366,7 @@ async fn write_status(
         s.observed_generation == generation
             && s.contacts_enrolled == enrolled
             && s.contacts_skipped_opt_out == skipped
+            && s.same_second_contacts.as_deref() == boundary
             && conditions::is_current(&s.conditions, ready, generation)
     });
     if up_to_date {
@@ -360,6 +381,9 @@ async fn write_status(
     });
     if let Some(generation) = generation {
         status["observedGeneration"] = json!(generation);
+    }
+    if let Some(boundary) = boundary {
+        status["sameSecondContacts"] = json!(boundary);
     }
     let api = Api::<ContactGroupEnrollmentPolicy>::all(ctx.shared.client.clone());
     kubeapi::apply_status(&api, &policy.name_any(), status).await?;

@@ -4,6 +4,8 @@
 
 use kube::ResourceExt;
 
+use std::collections::BTreeSet;
+
 use crate::api::ObjectRef;
 use crate::api::notification::{ContactGroupEnrollmentPolicy, SubjectKind};
 use crate::controllers::names;
@@ -142,9 +144,69 @@ impl Plan {
     }
 }
 
+/// Which contacts created in a policy's own second existed before it. `creationTimestamp` has
+/// one-second resolution, so "created at or after the policy" cannot be read off timestamps for
+/// that second; the view's own order of first sightings decides instead, once, and the decision
+/// is recorded in the policy's status (`sameSecondContacts`) so that restarts and new leaders
+/// keep it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Boundary {
+    /// `namespace/name` of the contacts of the policy's second that existed before it.
+    pub existing: BTreeSet<String>,
+}
+
+impl Boundary {
+    /// The boundary the policy's status records, once decided.
+    pub fn recorded(policy: &ContactGroupEnrollmentPolicy) -> Option<Self> {
+        let list = policy.status.as_ref()?.same_second_contacts.as_ref()?;
+        Some(Self {
+            existing: list.iter().cloned().collect(),
+        })
+    }
+
+    /// Decides the boundary from the view: the contacts of the policy's second that the view
+    /// held before it first held the policy. When it first held the policy in a relist (no
+    /// replica was watching as it was created) it cannot tell, and every contact of that second
+    /// counts as existing: a contact that may have existed before is never enrolled.
+    pub fn decide(policy: &ContactGroupEnrollmentPolicy, store: &Store) -> Self {
+        let Some(second) = policy.creation_timestamp().map(|t| t.0.as_second()) else {
+            return Self::default();
+        };
+        let seen = store.policy_first_seen(&policy.name_any());
+        let existing = store
+            .enrollment_facts("")
+            .filter(|c| c.created == Some(second))
+            .filter(|c| match seen {
+                Some((policy_seen, true)) => c.first_seen < policy_seen,
+                _ => true,
+            })
+            .map(|c| format!("{}/{}", c.key.namespace, c.key.name))
+            .collect();
+        Self { existing }
+    }
+
+    /// The recorded boundary, else one decided now.
+    pub fn of(policy: &ContactGroupEnrollmentPolicy, store: &Store) -> Self {
+        Self::recorded(policy).unwrap_or_else(|| Self::decide(policy, store))
+    }
+
+    /// As the status records it, sorted.
+    pub fn list(&self) -> Vec<String> {
+        self.existing.iter().cloned().collect()
+    }
+
+    fn existed(&self, contact: &ContactFacts<'_>) -> bool {
+        !self.existing.is_empty()
+            && self
+                .existing
+                .contains(&format!("{}/{}", contact.key.namespace, contact.key.name))
+    }
+}
+
 /// The plan of `policy` over the contacts in the view's `store`.
 pub fn plan(policy: &ContactGroupEnrollmentPolicy, store: &Store) -> Plan {
-    plan_with(policy, store, |_| None)
+    let boundary = Boundary::of(policy, store);
+    plan_with(policy, store, &boundary, |_| None)
 }
 
 /// [`plan`], with `remembered` giving the records this process wrote that the view may not
@@ -152,6 +214,7 @@ pub fn plan(policy: &ContactGroupEnrollmentPolicy, store: &Store) -> Plan {
 pub(crate) fn plan_with(
     policy: &ContactGroupEnrollmentPolicy,
     store: &Store,
+    boundary: &Boundary,
     remembered: impl Fn(&ObjectRef) -> Option<Record>,
 ) -> Plan {
     let policy_name = policy.name_any();
@@ -177,7 +240,7 @@ pub(crate) fn plan_with(
             }
             continue;
         }
-        if !applies(policy, &contact) {
+        if !applies(policy, &contact, boundary) {
             continue;
         }
         let ours = names::enrollment_membership(&policy_name, &contact_ref.name);
@@ -219,10 +282,15 @@ pub fn observed(
 }
 
 /// Whether `policy` applies to `contact` at all: the selector matches, the contact is not being
-/// deleted, and it is new enough (created at or after the policy) unless the policy backfills.
-/// A missing timestamp (on either side) counts as new: better one enrollment too many, which the
-/// record then stops, than a silently skipped contact.
-pub fn applies(policy: &ContactGroupEnrollmentPolicy, contact: &ContactFacts<'_>) -> bool {
+/// deleted, and it is new (created after the policy: in a later second, or in the policy's own
+/// second but not among those that existed before it, see [`Boundary`]) unless the policy
+/// backfills. A missing timestamp (on either side) counts as new: better one enrollment too
+/// many, which the record then stops, than a silently skipped contact.
+pub fn applies(
+    policy: &ContactGroupEnrollmentPolicy,
+    contact: &ContactFacts<'_>,
+    boundary: &Boundary,
+) -> bool {
     if contact.deleting {
         return false;
     }
@@ -236,7 +304,10 @@ pub fn applies(policy: &ContactGroupEnrollmentPolicy, contact: &ContactFacts<'_>
         Some(SubjectKind::User) => contact.user_subject,
     };
     let new_enough = match (contact.created, policy.creation_timestamp()) {
-        (Some(contact), Some(policy)) => contact >= policy.0.as_second(),
+        (Some(created), Some(policy)) => {
+            let second = policy.0.as_second();
+            created > second || (created == second && !boundary.existed(contact))
+        }
         _ => true,
     };
     selected && (policy.spec.backfill || new_enough)
@@ -355,7 +426,8 @@ mod tests {
         remembered: impl Fn(&ObjectRef) -> Option<Record>,
     ) -> Plan {
         contacts.iter().for_each(|c| store.apply_contact(c));
-        super::plan_with(policy, &store, remembered)
+        let boundary = Boundary::of(policy, &store);
+        super::plan_with(policy, &store, &boundary, remembered)
     }
 
     const NEW: &str = "2026-06-01T00:00:00Z";
@@ -389,15 +461,54 @@ mod tests {
     fn contacts_older_than_the_policy_need_backfill() {
         let mut undated = contact("undated", OLD, None);
         undated.metadata.creation_timestamp = None;
-        let same_second = contact("same", "2026-05-01T00:00:00Z", None);
-        let contacts = arcs(vec![contact("old", OLD, None), undated, same_second]);
+        let contacts = arcs(vec![contact("old", OLD, None), undated]);
         let plain = plan(&policy(false, false), &contacts, Store::default());
-        assert_eq!(
-            plain.steps,
-            [Step::Enroll(cref("same")), Step::Enroll(cref("undated"))]
-        );
+        assert_eq!(plain.steps, [Step::Enroll(cref("undated"))]);
         let backfill = plan(&policy(true, false), &contacts, Store::default());
-        assert_eq!(backfill.steps.len(), 3);
+        assert_eq!(backfill.steps.len(), 2);
+    }
+
+    const SAME_SECOND: &str = "2026-05-01T00:00:00Z";
+
+    #[test]
+    fn in_the_policys_own_second_the_views_order_decides_both_ways() {
+        let mut store = Store::default();
+        store.apply_contact(&contact("before", SAME_SECOND, None));
+        let p = policy(false, false);
+        store.apply_policy(&p);
+        store.apply_contact(&contact("after", SAME_SECOND, None));
+        let boundary = Boundary::decide(&p, &store);
+        assert_eq!(boundary.list(), ["ns/before"]);
+        let decided = super::plan_with(&p, &store, &boundary, |_| None);
+        assert_eq!(decided.steps, [Step::Enroll(cref("after"))]);
+        let backfill = policy(true, false);
+        assert_eq!(super::plan(&backfill, &store).steps.len(), 2);
+    }
+
+    #[test]
+    fn a_recorded_boundary_survives_a_view_that_cannot_order() {
+        // A new leader lists everything at once: the view's order says nothing, so the policy's
+        // status decides.
+        let mut p = policy(false, false);
+        p.status = Some(
+            crate::api::notification::ContactGroupEnrollmentPolicyStatus {
+                same_second_contacts: Some(vec!["ns/before".into()]),
+                ..Default::default()
+            },
+        );
+        let mut store = Store::default();
+        store.set_listing(crate::view::ViewKind::EnrollmentPolicy, true);
+        store.apply_policy(&p);
+        store.apply_contact(&contact("after", SAME_SECOND, None));
+        store.apply_contact(&contact("before", SAME_SECOND, None));
+        assert_eq!(super::plan(&p, &store).steps, [Step::Enroll(cref("after"))]);
+        // Undecided and first seen in a relist: every contact of that second may have existed.
+        p.status = None;
+        assert!(super::plan(&p, &store).steps.is_empty());
+        assert_eq!(
+            Boundary::decide(&p, &store).list(),
+            ["ns/after", "ns/before"]
+        );
     }
 
     #[test]
