@@ -380,7 +380,6 @@ pub struct ContactGroupEnrollmentPolicyStatus {
     /// `backfill` never enrolls them and enrolls every other contact of that second. Unset until
     /// decided; unused with `backfill`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1000))]
     pub same_second_contacts: Option<Vec<String>>,
 }
 
