@@ -32,7 +32,7 @@ pub const RECORD_PREFIX: &str = "policy.enrollment.notification.miloapis.com/";
 #[derive(Clone, Copy, Debug)]
 struct ContactExtra {
     /// When the view first held it, in the view's own order (see `Extras::seq`).
-    first_seen: u64,
+    first_seen: u32,
     /// `creationTimestamp` in Unix seconds, [`NO_TIME`] when unset.
     created: i64,
     given_name: Option<Sym>,
@@ -54,7 +54,7 @@ struct RemovalExtra {
 #[derive(Clone)]
 struct PolicyEntry {
     policy: Arc<ContactGroupEnrollmentPolicy>,
-    first_seen: u64,
+    first_seen: u32,
     /// Whether it was first seen as it was created (a watch event), not in a relist.
     live: bool,
 }
@@ -72,7 +72,7 @@ pub(super) struct Extras {
     policies: HashMap<Key, PolicyEntry>,
     /// The view's own order of first sightings of contacts and policies: what decides which
     /// contacts of a policy's own second existed before it.
-    seq: u64,
+    seq: u32,
     /// Kinds being relisted: an object first seen in a relist was not seen as it was created.
     listing: Vec<ViewKind>,
     invitations: HashMap<Key, Arc<UserInvitation>>,
@@ -211,10 +211,12 @@ impl Extras {
     pub(super) fn apply_policy(&mut self, key: Key, policy: &ContactGroupEnrollmentPolicy) {
         let (first_seen, live) = match self.policies.get(&key) {
             Some(old) => (old.first_seen, old.live),
-            None => (
-                self.next_seq(),
-                !self.listing.contains(&ViewKind::EnrollmentPolicy),
-            ),
+            None => {
+                let first_seen = self.next_seq();
+                let live = !self.listing.contains(&ViewKind::EnrollmentPolicy);
+                // Once the numbers saturate they order nothing: as if seen in a relist.
+                (first_seen, live && first_seen < u32::MAX)
+            }
         };
         let entry = PolicyEntry {
             policy: slimmed(policy, &[]),
@@ -224,8 +226,11 @@ impl Extras {
         self.policies.insert(key, entry);
     }
 
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
+    /// The next first-sighting number. Four bytes per contact suffice: a process would have to
+    /// see four billion new contacts and policies before they saturate, and a policy first seen
+    /// after that counts as first seen in a relist.
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.saturating_add(1);
         self.seq
     }
 
@@ -255,7 +260,7 @@ pub struct ContactFacts<'a> {
     /// The value of the record annotation asked for, when the contact has it.
     pub record: Option<&'a str>,
     /// When the view first held it, in the view's order of first sightings.
-    pub first_seen: u64,
+    pub first_seen: u32,
 }
 
 impl Store {
@@ -409,7 +414,7 @@ impl Store {
 
     /// When the view first held the policy `name`, in the view's order of first sightings, and
     /// whether that was as it was created (not in a relist).
-    pub fn policy_first_seen(&self, name: &str) -> Option<(u64, bool)> {
+    pub fn policy_first_seen(&self, name: &str) -> Option<(u32, bool)> {
         let key = self.lookup_key("", name)?;
         let entry = self.extras()?.policies.get(&key)?;
         Some((entry.first_seen, entry.live))
