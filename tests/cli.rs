@@ -315,6 +315,27 @@ fn controllers_default_to_all_and_help_shows_the_default_as_the_flag_takes_it() 
 }
 
 #[test]
+fn max_connection_age_defaults_to_five_minutes_and_zero_turns_it_off() {
+    use std::time::Duration;
+    assert_eq!(
+        serve_args(&[]).max_connection_age(),
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        serve_args(&["--max-connection-age", "90s"]).max_connection_age(),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(
+        serve_args(&["--max-connection-age", "0"]).max_connection_age(),
+        None
+    );
+    assert_eq!(
+        serve_args(&["--max-connection-age", "0s"]).max_connection_age(),
+        None
+    );
+}
+
+#[test]
 fn check_needs_no_state_and_its_output_format_has_an_environment_variable() {
     let out = milo_webhook(&["check", "manifests/samples/requests/membership-ok.yaml"])
         .env("MILO_WEBHOOK_CHECK_OUTPUT", "json")

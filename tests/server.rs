@@ -1,10 +1,15 @@
 //! The HTTPS server over real TLS: keep-alive, h2, body limit, deadline, readiness, metrics,
-//! graceful shutdown and certificate rotation the way the kubelet does it.
+//! graceful shutdown, the maximum connection age and certificate rotation the way the kubelet
+//! does it.
 
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 
 use milo_webhook::server::ServeOptions;
 use milo_webhook::server::tls::{CertPaths, ReloadOutcome, generate_dev_chain};
@@ -343,5 +348,196 @@ async fn a_kubelet_style_secret_rotation_is_served_without_restart() {
         ReloadOutcome::Failed(_)
     ));
     assert_eq!(served_leaf(&server, &second.ca_cert_pem).await, after);
+    server.stop().await;
+}
+
+/// Options with a tiny maximum connection age (each connection draws at most 1.1 times it).
+fn short_lived() -> ServeOptions {
+    ServeOptions {
+        max_connection_age: Some(Duration::from_millis(300)),
+        ..ServeOptions::default()
+    }
+}
+
+/// Comfortably past the longest drawn age.
+const PAST_AGE: Duration = Duration::from_millis(700);
+/// Bound on every wait for the server to act.
+const BOUND: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn http1_connections_are_closed_after_their_maximum_age() {
+    let (server, f) = start("membership-create-allowed", short_lived()).await;
+
+    // An idle keep-alive connection is closed once it is old: the next request on it fails.
+    let tls = connect(server.addr, &server.ca_pem, &[b"http/1.1"]).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let review = || {
+        http::Request::post(MEMBERSHIP)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(f.body())))
+            .unwrap()
+    };
+    let response = sender.send_request(review()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    f.check_http(200, &body);
+    tokio::time::sleep(PAST_AGE).await;
+    tokio::time::timeout(BOUND, conn)
+        .await
+        .expect("the server closes the old connection")
+        .unwrap()
+        .ok();
+    assert!(sender.send_request(review()).await.is_err());
+
+    // A request in flight when the age is reached is answered, with `Connection: close`, and
+    // the connection then ends.
+    let body = f.body();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut tls = connect(server.addr, &server.ca_pem, &[b"http/1.1"]).await;
+    let head = format!(
+        "POST {MEMBERSHIP} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(PAST_AGE).await;
+    tls.write_all(rest).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(BOUND, tls.read_to_end(&mut response))
+        .await
+        .expect("answered, then closed")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.contains("\"allowed\":true"), "{text}");
+
+    // A new connection is served as usual.
+    let (status, body) = server.client().await.post(MEMBERSHIP, f.body()).await;
+    f.check_http(status, &body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http2_connections_get_goaway_after_their_maximum_age_and_streams_in_flight_finish() {
+    let (server, f) = start("membership-create-allowed", short_lived()).await;
+    let tls = connect(server.addr, &server.ca_pem, &[b"h2"]).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = || {
+        http::Request::post(format!("https://localhost{MEMBERSHIP}"))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+    };
+    // A stream in flight across the age: half its body before, the rest after.
+    let body = Bytes::from(f.body());
+    let half = body.len() / 2;
+    let (response, mut stream) = client.send_request(request(), false).unwrap();
+    stream.send_data(body.slice(..half), false).unwrap();
+    tokio::time::sleep(PAST_AGE).await;
+    stream.send_data(body.slice(half..), true).unwrap();
+    let response = tokio::time::timeout(BOUND, response)
+        .await
+        .expect("the stream in flight is answered")
+        .unwrap();
+    let status = response.status().as_u16();
+    let mut answer = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(data) = answer.data().await {
+        bytes.extend_from_slice(&data.unwrap());
+    }
+    f.check_http(status, &bytes);
+
+    // The GOAWAY came before that answer: the connection takes no new stream.
+    let refused = client
+        .clone()
+        .ready()
+        .await
+        .err()
+        .or_else(|| client.send_request(request(), true).err());
+    let refused = refused.expect("no new stream on a connection past its age");
+    assert!(refused.is_go_away(), "{refused}");
+    assert_eq!(refused.reason(), Some(h2::Reason::NO_ERROR), "{refused}");
+    drop(client);
+    tokio::time::timeout(BOUND, connection)
+        .await
+        .expect("the server closes the connection")
+        .unwrap()
+        .ok();
+
+    // A new connection is served as usual.
+    let (status, body) = h2_exchange(&server, "POST", MEMBERSHIP, f.body())
+        .await
+        .unwrap();
+    f.check_http(status, &body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_live_on_without_a_maximum_age() {
+    let options = ServeOptions {
+        max_connection_age: None,
+        ..ServeOptions::default()
+    };
+    let (server, f) = start("membership-create-allowed", options).await;
+    let mut client = server.client().await;
+    let (status, body) = client.post(MEMBERSHIP, f.body()).await;
+    f.check_http(status, &body);
+    tokio::time::sleep(PAST_AGE).await;
+    let (status, body) = client.post(MEMBERSHIP, f.body()).await;
+    f.check_http(status, &body);
+    server.stop().await;
+}
+
+/// A client that stops reading keeps its stream busy forever; past its age plus the grace period
+/// (the request deadline) the connection is dropped anyway.
+#[tokio::test]
+async fn a_connection_still_busy_after_the_grace_period_is_dropped() {
+    let options = ServeOptions {
+        request_timeout: Duration::from_millis(300),
+        ..short_lived()
+    };
+    let (server, f) = start("membership-create-allowed", options).await;
+    let tls = connect(server.addr, &server.ca_pem, &[b"h2"]).await;
+    // A zero receive window: the server can send the answer's headers but none of its body.
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!("https://localhost{MEMBERSHIP}"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    stream.send_data(Bytes::from(f.body()), true).unwrap();
+    let response = tokio::time::timeout(BOUND, response)
+        .await
+        .expect("headers are sent")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut answer = response.into_body();
+    let data = tokio::time::timeout(BOUND, answer.data())
+        .await
+        .expect("the server drops the connection");
+    assert!(
+        !matches!(data, Some(Ok(_))),
+        "no body can arrive through a zero window"
+    );
+    tokio::time::timeout(BOUND, connection)
+        .await
+        .expect("the connection ends")
+        .unwrap()
+        .ok();
     server.stop().await;
 }

@@ -68,6 +68,12 @@ pub struct ServeArgs {
     /// Deadline for one review, body included; keep it below the webhooks' timeoutSeconds.
     #[arg(long, env = "MILO_WEBHOOK_REQUEST_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Close webhook connections gracefully once about this old (each draws its own age within
+    /// ±10%), so that the API server reconnects and the Service spreads the load over the
+    /// replicas, e.g. after a rollout; `0` keeps connections open for as long as the client
+    /// does.
+    #[arg(long, env = "MILO_WEBHOOK_MAX_CONNECTION_AGE", default_value = "5m", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
     /// Settings the rules read.
     #[command(flatten)]
     pub rules: super::RuleArgs,
@@ -214,6 +220,13 @@ pub struct InvitationArgs {
     /// `milo` backend: the namespace of those two roles [default: --system-namespace].
     #[arg(long, env = "MILO_WEBHOOK_INVITATION_ROLE_NAMESPACE")]
     pub invitation_role_namespace: Option<String>,
+}
+
+impl ServeArgs {
+    /// `--max-connection-age`, `None` when `0` turns it off.
+    pub fn max_connection_age(&self) -> Option<Duration> {
+        Some(self.max_connection_age).filter(|age| !age.is_zero())
+    }
 }
 
 impl InvitationArgs {
@@ -385,6 +398,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = ServeOptions {
         request_timeout: args.request_timeout,
         shutdown_delay: args.shutdown_delay,
+        max_connection_age: args.max_connection_age(),
         settings: Arc::new(args.rules.settings()),
         ..ServeOptions::default()
     };

@@ -3,7 +3,8 @@
 //! Connections are accepted by hand rather than through `axum::serve` so that each socket gets
 //! TCP_NODELAY (the API server reuses HTTP/1.1 keep-alive connections, and Nagle's algorithm would
 //! hold back the last segment of a response for ~40 ms), TLS comes from a resolver that can swap
-//! certificates at runtime, and shutdown can drain in-flight requests.
+//! certificates at runtime, shutdown can drain in-flight requests, and webhook connections can be
+//! given a bounded lifetime (see [`ServeOptions::max_connection_age`]).
 
 pub mod admin;
 pub mod routes;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,6 +31,9 @@ use crate::view::ClusterView;
 /// How long a client has to finish the TLS handshake or send request headers.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default of [`ServeOptions::max_connection_age`] (`--max-connection-age`).
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(5 * 60);
+
 /// Settings of a running server.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -39,6 +43,10 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// How long in-flight requests may take to finish once the listener closes.
     pub drain_timeout: Duration,
+    /// Webhook connections are closed gracefully once about this old (each draws its own age in
+    /// [0.9, 1.1] times this), so that clients reconnect and a Service spreads them over the
+    /// replicas; one still busy `request_timeout` later is dropped. `None`: no limit.
+    pub max_connection_age: Option<Duration>,
     /// Settings the admission rules read.
     pub settings: Arc<Settings>,
 }
@@ -49,6 +57,7 @@ impl Default for ServeOptions {
             request_timeout: Duration::from_secs(8),
             shutdown_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            max_connection_age: Some(DEFAULT_MAX_CONNECTION_AGE),
             settings: Arc::new(Settings {
                 invitation_ttl: Some(Settings::DEFAULT_INVITATION_TTL),
                 clock: None,
@@ -139,12 +148,17 @@ impl Server {
     /// Serves webhooks over TLS on `listener` until shutdown, then drains in-flight requests.
     pub async fn serve_webhooks(&self, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
         let router = self.webhook_router();
+        let age_limit = self.options.max_connection_age.map(|age| AgeLimit {
+            age,
+            grace: self.options.request_timeout,
+        });
         serve(
             listener,
             router,
             Some(TlsAcceptor::from(tls)),
             &self.shutdown,
             self.options.drain_timeout,
+            age_limit,
         )
         .await
     }
@@ -157,8 +171,25 @@ impl Server {
             None,
             &self.shutdown,
             self.options.drain_timeout,
+            None,
         )
         .await
+    }
+}
+
+/// A bounded connection lifetime.
+#[derive(Clone, Copy, Debug)]
+struct AgeLimit {
+    /// Nominal age; each connection draws its own in [0.9, 1.1] times this, so that connections
+    /// opened together (after a rollout) do not all reconnect at once.
+    age: Duration,
+    /// How long a connection may stay busy once its age is reached.
+    grace: Duration,
+}
+
+impl AgeLimit {
+    fn jittered(self) -> Duration {
+        self.age.mul_f64(0.9 + 0.2 * fastrand::f64())
     }
 }
 
@@ -168,8 +199,10 @@ async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: &Shutdown,
     drain_timeout: Duration,
+    age_limit: Option<AgeLimit>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver; the drain waits until all are gone.
+    let (drained, connections) = watch::channel(());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -197,15 +230,20 @@ async fn serve(
         }
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        let connections = connections.clone();
+        // The age counts from the accept, TLS handshake included.
+        let expiry =
+            age_limit.map(|limit| (tokio::time::Instant::now() + limit.jittered(), limit.grace));
         tokio::spawn(async move {
+            let _connections = connections;
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            finish(peer, watcher.watch(conn.into_owned())).await
+                            finish(peer, drive(conn.into_owned(), &shutdown, expiry)).await
                         }
                         Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -213,17 +251,57 @@ async fn serve(
                 }
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    finish(peer, watcher.watch(conn.into_owned())).await
+                    finish(peer, drive(conn.into_owned(), &shutdown, None)).await
                 }
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+    drop(connections);
+    if tokio::time::timeout(drain_timeout, drained.closed())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within the drain timeout");
+    }
+}
+
+/// Serves one connection until it ends. It is asked to close gracefully when the server stops
+/// (the drain is bounded by the caller) or at `expiry`, the instant its age is reached: HTTP/1.1
+/// answers the request in flight with `Connection: close` (an idle connection is closed at once),
+/// HTTP/2 sends GOAWAY and lets the streams in flight finish. A connection still busy the grace
+/// period after its expiry is dropped.
+async fn drive<C: GracefulConnection>(
+    conn: C,
+    shutdown: &Shutdown,
+    expiry: Option<(tokio::time::Instant, Duration)>,
+) -> Result<(), C::Error> {
+    tokio::pin!(conn);
+    let expired = async {
+        match expiry {
+            Some((at, grace)) => {
+                tokio::time::sleep_until(at).await;
+                grace
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = &mut conn => result,
+        () = shutdown.stopped() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        grace = expired => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(grace, &mut conn).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!("connection still busy past its maximum age; closing it");
+                    Ok(())
+                }
+            }
+        }
     }
 }
 
