@@ -368,7 +368,9 @@ const BOUND: Duration = Duration::from_secs(5);
 async fn http1_connections_are_closed_after_their_maximum_age() {
     let (server, f) = start("membership-create-allowed", short_lived()).await;
 
-    // An idle keep-alive connection is closed once it is old: the next request on it fails.
+    // An idle keep-alive connection is never closed under the client (a request sent at that
+    // instant would fail): once it is old, its next request is answered with
+    // `Connection: close`, and then the connection ends.
     let tls = connect(server.addr, &server.ca_pem, &[b"http/1.1"]).await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -386,9 +388,18 @@ async fn http1_connections_are_closed_after_their_maximum_age() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     f.check_http(200, &body);
     tokio::time::sleep(PAST_AGE).await;
+    assert!(!conn.is_finished(), "an idle old connection stays open");
+    let response = sender.send_request(review()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    f.check_http(200, &body);
     tokio::time::timeout(BOUND, conn)
         .await
-        .expect("the server closes the old connection")
+        .expect("the connection ends after that answer")
         .unwrap()
         .ok();
     assert!(sender.send_request(review()).await.is_err());

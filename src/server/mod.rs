@@ -228,7 +228,10 @@ async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(router.clone());
+        // Set once an HTTP/1.1 connection is past its age: its next answer says
+        // `Connection: close`.
+        let expired = Arc::new(AtomicBool::new(false));
+        let service = TowerToHyperService::new(close_when(router.clone(), expired.clone()));
         let builder = builder.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
@@ -242,6 +245,12 @@ async fn serve(
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let expiry = expiry.map(|(at, grace)| Expiry {
+                                at,
+                                grace,
+                                close_after_next: (!h2).then_some(expired),
+                            });
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
                             finish(peer, drive(conn.into_owned(), &shutdown, expiry)).await
                         }
@@ -266,41 +275,81 @@ async fn serve(
     }
 }
 
+/// When a connection reaches its age, and how it closes then.
+struct Expiry {
+    /// The instant its age is reached.
+    at: tokio::time::Instant,
+    /// How long an HTTP/2 connection may stay busy after that.
+    grace: Duration,
+    /// HTTP/1.1: the flag that makes its next answer say `Connection: close`. An idle HTTP/1.1
+    /// connection is never closed under the client: a request it sends at that instant would
+    /// fail (Go's client does not retry a POST), so the client learns from the answer instead.
+    close_after_next: Option<Arc<AtomicBool>>,
+}
+
+/// `router`, answering with `Connection: close` once `expired` is set (hyper then closes the
+/// connection after that answer).
+fn close_when(
+    router: Router,
+    expired: Arc<AtomicBool>,
+) -> impl tower::Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_response(
+        router,
+        move |mut response: axum::response::Response| {
+            if expired.load(Ordering::Relaxed) {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        },
+    )
+}
+
 /// Serves one connection until it ends. It is asked to close gracefully when the server stops
-/// (the drain is bounded by the caller) or at `expiry`, the instant its age is reached: HTTP/1.1
-/// answers the request in flight with `Connection: close` (an idle connection is closed at once),
-/// HTTP/2 sends GOAWAY and lets the streams in flight finish. A connection still busy the grace
-/// period after its expiry is dropped.
+/// (the drain is bounded by the caller). At its age an HTTP/2 connection sends GOAWAY and lets
+/// the streams in flight finish (a connection still busy the grace period later is dropped);
+/// an HTTP/1.1 connection answers its next request with `Connection: close`.
 async fn drive<C: GracefulConnection>(
     conn: C,
     shutdown: &Shutdown,
-    expiry: Option<(tokio::time::Instant, Duration)>,
+    expiry: Option<Expiry>,
 ) -> Result<(), C::Error> {
     tokio::pin!(conn);
-    let expired = async {
-        match expiry {
-            Some((at, grace)) => {
-                tokio::time::sleep_until(at).await;
-                grace
+    if let Some(expiry) = expiry {
+        tokio::select! {
+            result = &mut conn => return result,
+            () = shutdown.stopped() => {
+                conn.as_mut().graceful_shutdown();
+                return conn.await;
             }
-            None => std::future::pending().await,
+            () = tokio::time::sleep_until(expiry.at) => {}
         }
-    };
+        match expiry.close_after_next {
+            Some(flag) => flag.store(true, Ordering::Relaxed),
+            None => {
+                conn.as_mut().graceful_shutdown();
+                return match tokio::time::timeout(expiry.grace, &mut conn).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::debug!("connection still busy past its maximum age; closing it");
+                        Ok(())
+                    }
+                };
+            }
+        }
+    }
     tokio::select! {
         result = &mut conn => result,
         () = shutdown.stopped() => {
             conn.as_mut().graceful_shutdown();
             conn.await
-        }
-        grace = expired => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(grace, &mut conn).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::debug!("connection still busy past its maximum age; closing it");
-                    Ok(())
-                }
-            }
         }
     }
 }
