@@ -2,14 +2,15 @@
 //! list, or one after a watch expired) replaces the kind's contents atomically at its end, so
 //! objects deleted while the watch was down disappear and readers never see a half-filled table.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
+use super::index::Key;
 use super::{ClusterView, ViewChange, Viewed};
+use hashbrown::HashSet;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::iam::ORGANIZATION_MEMBERSHIP_LABEL;
@@ -57,7 +58,7 @@ async fn watch_with<K: Viewed>(client: Client, view: Arc<ClusterView>, config: w
         let mut events = watcher(api.clone(), config.clone())
             .default_backoff()
             .boxed();
-        let mut relist: Option<HashSet<(String, String)>> = None;
+        let mut relist: Option<HashSet<Key>> = None;
         loop {
             tokio::select! {
                 event = events.next() => match event {
@@ -84,11 +85,12 @@ async fn watch_with<K: Viewed>(client: Client, view: Arc<ClusterView>, config: w
     }
 }
 
-/// Applies one watch event to the view; `relist` collects the keys seen during a relist.
+/// Applies one watch event to the view; `relist` collects the keys seen during a relist (as
+/// interned keys: a relist of a million objects would otherwise hold two million strings).
 pub fn apply_event<K: Viewed>(
     view: &ClusterView,
     event: watcher::Event<K>,
-    relist: &mut Option<HashSet<(String, String)>>,
+    relist: &mut Option<HashSet<Key>>,
 ) {
     let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
     match event {
@@ -97,22 +99,19 @@ pub fn apply_event<K: Viewed>(
             view.write().set_listing(K::KIND, true);
         }
         watcher::Event::InitApply(object) => {
-            object.apply_to(&mut view.write());
+            let mut store = view.write();
+            object.apply_to(&mut store);
             if let Some(seen) = relist.as_mut() {
-                seen.insert(key(&object));
+                let (namespace, name) = key(&object);
+                if let Some(stored) = store.stored_key(K::KIND, &namespace, &name) {
+                    seen.insert(stored);
+                }
             }
         }
         watcher::Event::InitDone => {
             let seen = relist.take().unwrap_or_default();
             let mut store = view.write();
-            let gone: Vec<_> = store
-                .names(K::KIND)
-                .into_iter()
-                .filter(|k| !seen.contains(k))
-                .collect();
-            for (namespace, name) in &gone {
-                store.delete(K::KIND, namespace, name);
-            }
+            let pruned = store.retain_keys(K::KIND, &seen);
             store.set_listing(K::KIND, false);
             drop(store);
             view.mark_synced(K::KIND);
@@ -121,7 +120,7 @@ pub fn apply_event<K: Viewed>(
             tracing::info!(
                 kind = K::KIND.kind_name(),
                 objects = seen.len(),
-                pruned = gone.len(),
+                pruned,
                 "view synced"
             );
         }
