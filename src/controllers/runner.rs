@@ -257,6 +257,9 @@ pub async fn drive_queue<S, W, R, Fut>(
     let mut changes = Box::pin(view_changes(view));
     let sweep = |why: &str| {
         let keys = (driver.sweep)(&view.read());
+        // A sweep rebuilds every object it checks: give what it freed back to the OS, as the
+        // view does after a relist, so it does not linger as RSS.
+        crate::view::release_freed_memory();
         if !keys.is_empty() {
             tracing::info!(controller, objects = keys.len(), why, "queued what differs");
         }
