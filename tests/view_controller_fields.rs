@@ -111,8 +111,17 @@ fn controllers_read_their_objects_rebuilt_from_the_view() {
 
     let u = store.user_object("c").unwrap();
     assert_eq!(u.metadata.uid.as_deref(), Some("uid-c"));
-    assert_eq!(u.spec.family_name.as_deref(), Some("Lovelace"));
-    assert_eq!(store.contact_names("ns", "c"), Some((Some("Ada"), None)));
+    assert_eq!(u.spec.email, "c@example.com");
+    use milo_webhook::view::records::names_digest;
+    assert_eq!(
+        store.user_names_digest("c"),
+        Some(names_digest(Some("Ada"), Some("Lovelace")))
+    );
+    assert_eq!(
+        store.contact_names_digest("ns", "c"),
+        Some(names_digest(Some("Ada"), None))
+    );
+    assert_eq!(names_digest(Some(""), None), names_digest(None, None));
     assert_eq!(store.contact_record("ns", "c", key), Some("enrolled/uid-p"));
     assert_eq!(
         store.contact_record("ns", "c", "other"),

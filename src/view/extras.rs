@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use super::index::{Key, MultiIndex};
-use super::records::{Pair, PairStatus};
+use super::records::{Pair, PairStatus, names_digest};
 use super::store::{NamedRef, Row, Store, ViewKind};
 use super::symbols::{Sym, Symbols};
 use crate::api::iam::UserSpec;
@@ -35,8 +35,8 @@ struct ContactExtra {
     first_seen: u32,
     /// `creationTimestamp` in Unix seconds, [`NO_TIME`] when unset.
     created: i64,
-    given_name: Option<Sym>,
-    family_name: Option<Sym>,
+    /// A digest of `spec.givenName` and `spec.familyName` (see [`names_digest`]).
+    names: u64,
     deleting: bool,
 }
 
@@ -80,16 +80,6 @@ pub(super) struct Extras {
     removals_by_contact: MultiIndex<Key>,
 }
 
-fn intern_opt(symbols: &mut Symbols, text: Option<&str>) -> Option<Sym> {
-    text.filter(|t| !t.is_empty()).map(|t| symbols.intern(t))
-}
-
-fn release_opt(symbols: &mut Symbols, sym: Option<Sym>) {
-    if let Some(sym) = sym {
-        symbols.release(sym);
-    }
-}
-
 fn seconds(time: Option<&Time>) -> i64 {
     time.map_or(NO_TIME, |t| t.0.as_second())
 }
@@ -122,10 +112,7 @@ impl Extras {
     pub(super) fn forget(&mut self, kind: ViewKind, key: Key, symbols: &mut Symbols) {
         match kind {
             ViewKind::Contact => {
-                if let Some(old) = self.contacts.remove(&key) {
-                    release_opt(symbols, old.given_name);
-                    release_opt(symbols, old.family_name);
-                }
+                self.contacts.remove(&key);
                 let keys: Vec<Sym> = self.record_keys.keys().copied().collect();
                 for record_key in keys {
                     if let Some(value) = self.records.remove(&(key, record_key)) {
@@ -180,8 +167,10 @@ impl Extras {
         let extra = ContactExtra {
             first_seen,
             created: seconds(contact.metadata.creation_timestamp.as_ref()),
-            given_name: intern_opt(symbols, contact.spec.given_name.as_deref()),
-            family_name: intern_opt(symbols, contact.spec.family_name.as_deref()),
+            names: names_digest(
+                contact.spec.given_name.as_deref(),
+                contact.spec.family_name.as_deref(),
+            ),
             deleting: deleting(&contact.metadata),
         };
         self.contacts.insert(key, extra);
@@ -372,7 +361,8 @@ impl Store {
         Some(object)
     }
 
-    /// The User `name` as the usercontact controller reads it: name, uid, email, names, deletion.
+    /// The User `name` as the usercontact controller plans from it: name, uid, email, deletion
+    /// (not its names, which only a write needs: that reads the User).
     pub fn user_object(&self, name: &str) -> Option<User> {
         self.extras()?;
         let Row::User(record) = self.row(ViewKind::User, "", name)?.1 else {
@@ -382,8 +372,8 @@ impl Store {
             name,
             UserSpec {
                 email: self.symbols.resolve(record.email).to_owned(),
-                given_name: self.resolve_opt(record.given_name).map(str::to_owned),
-                family_name: self.resolve_opt(record.family_name).map(str::to_owned),
+                given_name: None,
+                family_name: None,
             },
         );
         let uid = self.symbols.resolve(record.uid);
@@ -392,18 +382,19 @@ impl Store {
         Some(user)
     }
 
-    /// `spec.givenName` and `spec.familyName` of the Contact `namespace/name`.
-    pub fn contact_names(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Option<(Option<&str>, Option<&str>)> {
+    /// The digest of the Contact `namespace/name`'s names (see [`names_digest`]).
+    pub fn contact_names_digest(&self, namespace: &str, name: &str) -> Option<u64> {
         let key = self.lookup_key(namespace, name)?;
-        let extra = self.extras()?.contacts.get(&key)?;
-        Some((
-            self.resolve_opt(extra.given_name),
-            self.resolve_opt(extra.family_name),
-        ))
+        Some(self.extras()?.contacts.get(&key)?.names)
+    }
+
+    /// The digest of the User `name`'s names (see [`names_digest`]), on the leader.
+    pub fn user_names_digest(&self, name: &str) -> Option<u64> {
+        self.extras()?;
+        match self.row(ViewKind::User, "", name)?.1 {
+            Row::User(record) => Some(record.names),
+            _ => None,
+        }
     }
 
     /// The ContactGroupEnrollmentPolicy `name`, slimmed.

@@ -59,12 +59,24 @@ pub struct UserRecord {
     pub email_key: Sym,
     /// `metadata.uid`.
     pub uid: Sym,
-    /// `spec.givenName` (leader only).
-    pub given_name: Option<Sym>,
-    /// `spec.familyName` (leader only).
-    pub family_name: Option<Sym>,
+    /// A digest of `spec.givenName` and `spec.familyName` (leader only; see [`names_digest`]):
+    /// enough to tell whether the User's Contact carries its names, without keeping every
+    /// person's names as strings.
+    pub names: u64,
     /// Whether it is being deleted (leader only).
     pub deleting: bool,
+}
+
+/// A digest of a person's given and family names, an empty name counting as none. Stable across
+/// processes (SipHash with fixed keys), so it can be compared with any other digest.
+pub fn names_digest(given: Option<&str>, family: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn present(name: Option<&str>) -> Option<&str> {
+        name.filter(|n| !n.is_empty())
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    (present(given), present(family)).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What the leader's controllers read of a membership or removal beyond its pair; left empty on

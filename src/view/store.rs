@@ -9,7 +9,7 @@ pub use super::found::{ContactView, GroupView, NamedRef, SubjectView, UserView};
 use super::index::{Key, MultiIndex};
 use super::records::{
     ContactRecord, GroupRecord, InvitationRecord, NEVER, Pair, PairStatus, PolicyRecord,
-    SubjectRecord, UserRecord,
+    SubjectRecord, UserRecord, names_digest,
 };
 use super::symbols::{Sym, Symbols};
 use crate::api::common::ObjectRef;
@@ -201,11 +201,7 @@ impl Row {
                 each(status.username.as_slice());
             }
             Row::Policy(p) => each(&[p.group.namespace, p.group.name]),
-            Row::User(u) => {
-                each(&[u.email, u.email_key, u.uid]);
-                each(u.given_name.as_slice());
-                each(u.family_name.as_slice());
-            }
+            Row::User(u) => each(&[u.email, u.email_key, u.uid]),
             Row::Invitation(i) => each(&[i.email_key, i.organization]),
             Row::Role => {}
             Row::MemberBinding(users) => each(users),
@@ -403,8 +399,11 @@ impl Store {
             email,
             email_key,
             uid,
-            given_name: self.intern_present(u.spec.given_name.as_deref().filter(|_| leader)),
-            family_name: self.intern_present(u.spec.family_name.as_deref().filter(|_| leader)),
+            names: if leader {
+                names_digest(u.spec.given_name.as_deref(), u.spec.family_name.as_deref())
+            } else {
+                0
+            },
             deleting: leader && u.metadata.deletion_timestamp.is_some(),
         });
         self.upsert(ViewKind::User, key, row);

@@ -25,6 +25,7 @@ use super::{Action, Context, ControllerKind, Error, instrumented, names, object_
 use crate::api::IAM_GROUP;
 use crate::api::notification::{ContactSpec, SubjectRef};
 use crate::api::{Contact, User};
+use crate::view::records::names_digest;
 use crate::view::{ContactView, Store, ViewChange, ViewKind};
 
 /// How soon to look again when the view is behind the API server (not yet synced, or it still
@@ -142,12 +143,18 @@ pub fn needs_work(user: &User, store: &Store, contact_namespace: &str) -> bool {
             let Some(found) = store.contact(&contact.namespace, &contact.name) else {
                 return true;
             };
-            let wanted = (
-                present(&user.spec.given_name),
-                present(&user.spec.family_name),
-            );
+            // The view keeps digests of names, not names: the User's from the view (a
+            // rebuilt User carries none), or from `user` itself when the view lacks it.
+            let wanted = store
+                .user_names_digest(&user.name_any())
+                .unwrap_or_else(|| {
+                    names_digest(
+                        user.spec.given_name.as_deref(),
+                        user.spec.family_name.as_deref(),
+                    )
+                });
             found.email != user.spec.email
-                || store.contact_names(&contact.namespace, &contact.name) != Some(wanted)
+                || store.contact_names_digest(&contact.namespace, &contact.name) != Some(wanted)
         }
         Plan::Adopt { .. } | Plan::Create { .. } | Plan::Conflict { .. } => true,
     }
@@ -236,7 +243,17 @@ pub async fn run(ctx: Arc<Context>) {
     };
     let ctx = &ctx;
     runner::drive(&ctx.view, driver, |key| async move {
-        let Some(user) = ctx.view.read().user_object(&key.name) else {
+        // Only Users with something to write are queued, and a write needs the names the view
+        // keeps only a digest of: read the User.
+        let users: Api<User> = Api::all(ctx.client.clone());
+        let found = match kubeapi::get(&users, &key.name).await {
+            Ok(found) => found,
+            Err(error) => {
+                let error = Error::Kube(error);
+                return retry_after(ctx, ControllerKind::UserContact, &key.name, &error);
+            }
+        };
+        let Some(user) = found else {
             return Action::await_change();
         };
         match reconcile(Arc::new(user), ctx.clone()).await {
