@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Verdict;
+use super::decode::{Object, fast_review};
 use super::status::{Denial, Target};
 
 /// The only AdmissionReview version served; webhook configurations ask for it alone.
@@ -52,12 +53,12 @@ pub struct Request {
     /// Who is doing it: the API server always says, and the rules depend on it, so a review
     /// without it is malformed (found by tests/fuzz_reviews.rs: it was decided as nobody).
     pub user_info: UserInfo,
-    /// The object after the operation (absent on DELETE).
+    /// The object after the operation (absent on DELETE), as raw JSON.
     #[serde(default)]
-    pub object: Option<Value>,
-    /// The object before the operation (UPDATE and DELETE).
+    pub object: Option<Object>,
+    /// The object before the operation (UPDATE and DELETE), as raw JSON.
     #[serde(default)]
-    pub old_object: Option<Value>,
+    pub old_object: Option<Object>,
     /// Whether the request is a dry run.
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -74,19 +75,19 @@ pub fn operation_name(op: &Operation) -> &'static str {
 }
 
 impl Request {
-    fn parse<K: DeserializeOwned>(value: Option<&Value>, field: &str) -> Result<K, Denial> {
-        let value = value
-            .filter(|v| !v.is_null())
-            .ok_or_else(|| Denial::bad_request(format!("{field} is required")))?;
-        K::deserialize(value).map_err(|e| Denial::bad_request(format!("{field} is malformed: {e}")))
+    fn parse<K: DeserializeOwned>(object: Option<&Object>, field: &str) -> Result<K, Denial> {
+        let spec = object.map(Object::spec).transpose();
+        match spec.map(Option::flatten) {
+            Ok(Some(spec)) => Ok(spec),
+            Ok(None) => Err(Denial::bad_request(format!("{field} is required"))),
+            Err(e) => Err(Denial::bad_request(format!("{field} is malformed: {e}"))),
+        }
     }
 
-    /// `request.object.spec` as `S`, for rules that only read the spec.
+    /// `request.object.spec` as `S`, for rules that only read the spec: decoded straight from
+    /// the object's JSON, skipping everything else.
     pub fn spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
-        Self::parse(
-            self.object.as_ref().and_then(|o| o.get("spec")),
-            "request.object.spec",
-        )
+        Self::parse(self.object.as_ref(), "request.object.spec")
     }
 
     /// The new and old specs of an UPDATE.
@@ -106,10 +107,7 @@ impl Request {
 
     /// `request.oldObject.spec`, for DELETE.
     pub fn old_spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
-        Self::parse(
-            self.old_object.as_ref().and_then(|o| o.get("spec")),
-            "request.oldObject.spec",
-        )
+        Self::parse(self.old_object.as_ref(), "request.oldObject.spec")
     }
 
     /// The operation's wire name.
@@ -119,27 +117,31 @@ impl Request {
 
     /// The object the request is about, for denial messages.
     pub fn target(&self) -> Target {
-        let object = self.object.as_ref().or(self.old_object.as_ref());
-        let from_object = |field: &str| {
-            object
-                .and_then(|o| o.pointer(field))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        };
-        let name = if self.name.is_empty() {
-            let name = from_object("/metadata/name");
-            if name.is_empty() {
-                from_object("/metadata/generateName")
-            } else {
-                name
-            }
-        } else {
-            &self.name
-        };
         Target {
             group: self.kind.group.clone(),
             kind: self.kind.kind.clone(),
-            name: name.to_owned(),
+            name: self.own_name().to_owned(),
+        }
+    }
+
+    /// The name of the object the request is about: the request's, else the object's
+    /// `metadata.name`, else its `generateName` (the object is only parsed in those rare cases).
+    pub fn own_name(&self) -> &str {
+        if !self.name.is_empty() {
+            return &self.name;
+        }
+        let object = self.object.as_ref().or(self.old_object.as_ref());
+        let from_object = |field: &str| {
+            object
+                .and_then(|o| o.value().pointer(field))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        let name = from_object("/metadata/name");
+        if name.is_empty() {
+            from_object("/metadata/generateName")
+        } else {
+            name
         }
     }
 
@@ -168,8 +170,17 @@ impl BadReview {
     }
 }
 
-/// Parses an HTTP body as an AdmissionReview.
+/// Parses an HTTP body as an AdmissionReview: typed and straight from the bytes when the review
+/// is well formed ([`fast_review`]), else through a tree, which words what is wrong.
 pub fn parse_review(body: &[u8]) -> Result<Request, BadReview> {
+    match fast_review(body) {
+        Some(request) => Ok(request),
+        None => parse_review_slowly(body),
+    }
+}
+
+/// Parses an HTTP body as an AdmissionReview through a `Value` tree.
+pub fn parse_review_slowly(body: &[u8]) -> Result<Request, BadReview> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BadReview::new(
             None,
@@ -310,8 +321,8 @@ pub fn parse_review_value(mut value: Value) -> Result<Request, BadReview> {
     let old_object = request.as_object_mut().and_then(|r| r.remove("oldObject"));
     let mut parsed: Request = Request::deserialize(&request)
         .map_err(|e| BadReview::new(uid, format!("AdmissionReview request is malformed: {e}")))?;
-    parsed.object = object.filter(|v| !v.is_null());
-    parsed.old_object = old_object.filter(|v| !v.is_null());
+    parsed.object = object.filter(|v| !v.is_null()).map(Object::from_value);
+    parsed.old_object = old_object.filter(|v| !v.is_null()).map(Object::from_value);
     Ok(parsed)
 }
 
@@ -322,10 +333,16 @@ impl Request {
     /// checked only on the way to an allow so that the rules' own, more precise denials (422
     /// NotSupported and the like) come first.
     pub fn malformed_objects(&self, patched: Option<&Value>) -> Option<Denial> {
-        let object = patched.or(self.object.as_ref());
+        let object = match patched {
+            Some(tree) => Some(Source::Tree(tree)),
+            None => self.object.as_ref().map(Source::Raw),
+        };
         [
             ("request.object", object),
-            ("request.oldObject", self.old_object.as_ref()),
+            (
+                "request.oldObject",
+                self.old_object.as_ref().map(Source::Raw),
+            ),
         ]
         .into_iter()
         .find_map(|(field, object)| {
@@ -337,14 +354,24 @@ impl Request {
     }
 }
 
+/// An object to check: as received, or as a tree (patched).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Raw(&'a Object),
+    Tree(&'a Value),
+}
+
 /// Checks an object against the Rust type of its kind.
-fn well_typed(kind: &GroupVersionKind, object: &Value) -> Result<(), serde_json::Error> {
+fn well_typed(kind: &GroupVersionKind, object: Source<'_>) -> Result<(), String> {
     use crate::api::{
         Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
         ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
     };
-    fn check<K: DeserializeOwned>(object: &Value) -> Result<(), serde_json::Error> {
-        K::deserialize(object).map(drop)
+    fn check<K: DeserializeOwned>(object: Source<'_>) -> Result<(), String> {
+        match object {
+            Source::Raw(raw) => raw.decode::<K>().map(drop),
+            Source::Tree(tree) => K::deserialize(tree).map(drop).map_err(|e| e.to_string()),
+        }
     }
     match (kind.group.as_str(), kind.kind.as_str()) {
         ("notification.miloapis.com", "Contact") => check::<Contact>(object),
