@@ -5,6 +5,7 @@
 //! in [`super::review`], so every error message stays what it was; the fast path only ever
 //! answers requests that parser would accept, with the same [`Request`].
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
@@ -19,10 +20,25 @@ use super::review::{ADMISSION_API_VERSION, Request};
 /// An object of a review (`object`, `oldObject`): its JSON text as received, decoded on demand
 /// into the type a rule reads, and into a `Value` tree only when something needs one (pointer
 /// lookups on rare paths, patching).
-#[derive(Clone)]
 pub struct Object {
     raw: Box<RawValue>,
     tree: OnceLock<Value>,
+    /// The object as the Rust type of its kind, decoded once for both the rule (which reads its
+    /// spec) and the malformed-object check (which needs the whole object to decode).
+    typed: OnceLock<Typed>,
+}
+
+/// An object decoded as the Rust type of its kind, or why it does not decode.
+pub type Typed = Result<Box<dyn Any + Send + Sync>, String>;
+
+impl Clone for Object {
+    fn clone(&self) -> Self {
+        Self {
+            raw: self.raw.clone(),
+            tree: self.tree.clone(),
+            typed: OnceLock::new(),
+        }
+    }
 }
 
 impl fmt::Debug for Object {
@@ -55,6 +71,7 @@ impl Object {
         Self {
             raw,
             tree: OnceLock::new(),
+            typed: OnceLock::new(),
         }
     }
 
@@ -65,6 +82,7 @@ impl Object {
         Self {
             raw,
             tree: OnceLock::from(value),
+            typed: OnceLock::new(),
         }
     }
 
@@ -85,6 +103,11 @@ impl Object {
             Some(value) => value,
             None => serde_json::from_str(self.raw.get()).unwrap_or(Value::Null),
         }
+    }
+
+    /// The object as its kind's Rust type, decoded by `decode` on first use.
+    pub fn typed(&self, decode: impl FnOnce(&str) -> Typed) -> &Typed {
+        self.typed.get_or_init(|| decode(self.raw.get()))
     }
 
     /// Decodes the object as `T`; errors read as they would from a tree (no position).
@@ -314,4 +337,68 @@ pub fn fast_review(body: &[u8]) -> Option<Request> {
         && envelope.kind.as_deref() == Some("AdmissionReview")
         && !request.uid.is_empty();
     valid.then_some(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::review::{parse_review, parse_review_slowly};
+    use super::*;
+
+    const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+        "uid":"u1","kind":{"group":"notification.miloapis.com","version":"v1alpha1","kind":"Contact"},
+        "resource":{"group":"notification.miloapis.com","version":"v1alpha1","resource":"contacts"},
+        "name":"c\u0031","namespace":"ns","operation":"CREATE","userInfo":{"username":"admin"},
+        "object":{"metadata":{"name":"c1"},"spec":{"email":"a@example.com"}},"oldObject":null}}"#;
+
+    #[test]
+    fn the_fast_path_reads_what_the_tree_reads() {
+        let fast = fast_review(REVIEW.as_bytes()).expect("well formed");
+        let slow = parse_review_slowly(REVIEW.as_bytes()).expect("well formed");
+        assert_eq!(fast.uid, slow.uid);
+        assert_eq!(fast.name, "c1");
+        assert_eq!(fast.name, slow.name);
+        assert_eq!(fast.namespace, slow.namespace);
+        assert_eq!(fast.operation, slow.operation);
+        assert_eq!(fast.user_info, slow.user_info);
+        assert_eq!(fast.object, slow.object);
+        assert!(fast.old_object.is_none() && slow.old_object.is_none());
+    }
+
+    #[test]
+    fn anything_unusual_takes_the_tree_path_and_its_words() {
+        let duplicate = REVIEW.replace(r#""spec":{"#, r#""spec":{"email":1,"#);
+        let tampered = [
+            duplicate.as_str(),
+            &REVIEW.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1"),
+            &REVIEW.replace(r#""uid":"u1""#, r#""uid":"""#),
+            &REVIEW
+                .replace(r#""request":{"#, r#""request":[{"#)
+                .replace("null}}", "null}]}"),
+            &REVIEW.replace(r#""operation":"CREATE""#, r#""operation":"PATCH""#),
+            "[]",
+            "",
+        ];
+        for body in tampered {
+            assert!(fast_review(body.as_bytes()).is_none(), "{body}");
+            let (fast, slow) = (
+                parse_review(body.as_bytes()),
+                parse_review_slowly(body.as_bytes()),
+            );
+            assert_eq!(fast.err(), slow.err());
+        }
+    }
+
+    #[test]
+    fn specs_decode_from_the_raw_object() {
+        let object = |json: &str| Object::from_raw(RawValue::from_string(json.into()).unwrap());
+        let spec = object(r#"{"kind":"X","spec":{"a":1},"status":{}}"#).spec::<Value>();
+        assert_eq!(spec, Ok(Some(serde_json::json!({"a": 1}))));
+        assert_eq!(object(r#"{"spec":null}"#).spec::<Value>(), Ok(None));
+        assert_eq!(object(r#"[1]"#).spec::<Value>(), Ok(None));
+        let error = object(r#"{"spec": "x"}"#).spec::<std::collections::BTreeMap<String, u8>>();
+        assert_eq!(
+            error,
+            Err("invalid type: string \"x\", expected a map".to_owned())
+        );
+    }
 }

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Verdict;
-use super::decode::{Object, fast_review};
+use super::decode::{Object, Typed, fast_review, without_position};
 use super::status::{Denial, Target};
+use std::any::Any;
 
 /// The only AdmissionReview version served; webhook configurations ask for it alone.
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -75,7 +76,18 @@ pub fn operation_name(op: &Operation) -> &'static str {
 }
 
 impl Request {
-    fn parse<K: DeserializeOwned>(object: Option<&Object>, field: &str) -> Result<K, Denial> {
+    fn parse<K: DeserializeOwned + Clone + 'static>(
+        &self,
+        object: Option<&Object>,
+        field: &str,
+    ) -> Result<K, Denial> {
+        // The kind's own type, decoded once and kept for the malformed-object check, holds the
+        // spec when the rule reads the kind's spec type; anything else decodes the spec alone.
+        let typed = object.map(|o| o.typed(|raw| decode_kind(&self.kind, raw)));
+        let spec = typed.and_then(|typed| spec_of(typed.as_ref().ok()?.as_ref()));
+        if let Some(spec) = spec.and_then(|spec| spec.downcast_ref::<K>()) {
+            return Ok(spec.clone());
+        }
         let spec = object.map(Object::spec).transpose();
         match spec.map(Option::flatten) {
             Ok(Some(spec)) => Ok(spec),
@@ -86,18 +98,20 @@ impl Request {
 
     /// `request.object.spec` as `S`, for rules that only read the spec: decoded straight from
     /// the object's JSON, skipping everything else.
-    pub fn spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
-        Self::parse(self.object.as_ref(), "request.object.spec")
+    pub fn spec<S: DeserializeOwned + Clone + 'static>(&self) -> Result<S, Denial> {
+        self.parse(self.object.as_ref(), "request.object.spec")
     }
 
     /// The new and old specs of an UPDATE.
-    pub fn spec_pair<S: DeserializeOwned>(&self) -> Result<(S, S), Denial> {
+    pub fn spec_pair<S: DeserializeOwned + Clone + 'static>(&self) -> Result<(S, S), Denial> {
         Ok((self.spec()?, self.old_spec()?))
     }
 
     /// The spec on CREATE (with no old one) or the new and old specs on UPDATE; `None` for other
     /// operations, which spec rules have nothing to say about.
-    pub fn new_and_old_spec<S: DeserializeOwned>(&self) -> Result<Option<(S, Option<S>)>, Denial> {
+    pub fn new_and_old_spec<S: DeserializeOwned + Clone + 'static>(
+        &self,
+    ) -> Result<Option<(S, Option<S>)>, Denial> {
         match self.operation {
             Operation::Create => Ok(Some((self.spec()?, None))),
             Operation::Update => Ok(Some((self.spec()?, Some(self.old_spec()?)))),
@@ -106,8 +120,8 @@ impl Request {
     }
 
     /// `request.oldObject.spec`, for DELETE.
-    pub fn old_spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
-        Self::parse(self.old_object.as_ref(), "request.oldObject.spec")
+    pub fn old_spec<S: DeserializeOwned + Clone + 'static>(&self) -> Result<S, Denial> {
+        self.parse(self.old_object.as_ref(), "request.oldObject.spec")
     }
 
     /// The operation's wire name.
@@ -361,18 +375,49 @@ enum Source<'a> {
     Tree(&'a Value),
 }
 
-/// Checks an object against the Rust type of its kind.
+/// Checks an object against the Rust type of its kind; a received object is decoded only once.
 fn well_typed(kind: &GroupVersionKind, object: Source<'_>) -> Result<(), String> {
+    let decode = |raw: &str| decode_kind(kind, raw);
+    match object {
+        Source::Raw(raw) => raw.typed(decode).as_ref().map(drop).map_err(Clone::clone),
+        Source::Tree(tree) => decode(&tree.to_string()).map(drop),
+    }
+}
+
+/// The spec of an object decoded by [`decode_kind`], when its kind has one.
+fn spec_of(typed: &(dyn Any + Send + Sync)) -> Option<&dyn Any> {
     use crate::api::{
         Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
         ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
     };
-    fn check<K: DeserializeOwned>(object: Source<'_>) -> Result<(), String> {
-        match object {
-            Source::Raw(raw) => raw.decode::<K>().map(drop),
-            Source::Tree(tree) => K::deserialize(tree).map(drop).map_err(|e| e.to_string()),
+    use kube::core::object::HasSpec;
+    fn spec<K: HasSpec + 'static>(typed: &(dyn Any + Send + Sync)) -> Option<&dyn Any> {
+        typed.downcast_ref::<K>().map(|k| k.spec() as &dyn Any)
+    }
+    spec::<Contact>(typed)
+        .or_else(|| spec::<ContactGroup>(typed))
+        .or_else(|| spec::<ContactGroupMembership>(typed))
+        .or_else(|| spec::<ContactGroupMembershipRemoval>(typed))
+        .or_else(|| spec::<ContactGroupEnrollmentPolicy>(typed))
+        .or_else(|| spec::<Email>(typed))
+        .or_else(|| spec::<EmailTemplate>(typed))
+        .or_else(|| spec::<User>(typed))
+        .or_else(|| spec::<UserInvitation>(typed))
+}
+
+/// Decodes an object's JSON as the Rust type of its kind (`DynamicObject` for other kinds).
+fn decode_kind(kind: &GroupVersionKind, raw: &str) -> Typed {
+    use crate::api::{
+        Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
+        ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
+    };
+    fn check<K: DeserializeOwned + Send + Sync + 'static>(raw: &str) -> Typed {
+        match serde_json::from_str::<K>(raw) {
+            Ok(object) => Ok(Box::new(object)),
+            Err(error) => Err(without_position(&error)),
         }
     }
+    let object = raw;
     match (kind.group.as_str(), kind.kind.as_str()) {
         ("notification.miloapis.com", "Contact") => check::<Contact>(object),
         ("notification.miloapis.com", "ContactGroup") => check::<ContactGroup>(object),
