@@ -462,53 +462,6 @@ async fn fixed_rate(senders: Vec<Sender>, cases: &Cases, o: &Options) -> Result<
     Ok((tally, achieved))
 }
 
-/// Every webhook at `--rate` for `--seconds` against `n` objects and their users; prints each
-/// webhook's review duration from the server's histogram. Returns the failure count.
-async fn per_webhook(dir: &Path, n: usize, o: &Options) -> Result<usize> {
-    let state = dir.join("state-webhooks.json");
-    let mut w = BufWriter::new(File::create(&state)?);
-    for object in objects(n).chain(webhooks::users(n)) {
-        writeln!(w, "{object}")?;
-    }
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    let server = Server::start(dir, &state).await?;
-    let count = webhooks::WEBHOOKS.len();
-    let cases: Vec<Case> = (0..CASES * count)
-        .map(|i| {
-            let (body, uid) = webhooks::case(i % count, i, n);
-            let path = webhooks::WEBHOOKS[i % count].0;
-            Case {
-                path,
-                body,
-                uid,
-                allowed: None,
-            }
-        })
-        .collect();
-    let tls = connector(&server.ca_pem)?;
-    let senders = connect_all(server.addr, &tls, RATE_CONNECTIONS).await?;
-    // `drive` walks the cases 7 apart; with eight webhooks that still visits every one in turn.
-    let (mut tally, rate) = fixed_rate(senders, &Arc::new(cases), o).await?;
-    let metrics = webhooks::scrape(server.admin).await?;
-    server.stop().await?;
-    std::fs::remove_file(&state)?;
-    let (_, p99, _) = tally.percentiles();
-    println!(
-        "\nevery webhook at {rate:.0} reviews/s in turn (N={n}; client p99 {p99:.3} ms); the server's own review duration:"
-    );
-    println!("webhook                    reviews  <=0.2ms   p99_ms (bucket bound)  p99 < 0.2 ms");
-    for (path, name) in webhooks::WEBHOOKS {
-        let (total, within, p99) = webhooks::quantiles(&metrics, path)?;
-        let share = within as f64 / (total.max(1)) as f64;
-        let met = if share >= 0.99 { "met" } else { "MISSED" };
-        println!(
-            "{name:<26} {total:>7} {:>7.2}%  <= {p99:<8}             {met}",
-            share * 100.0
-        );
-    }
-    Ok(tally.report("every webhook"))
-}
-
 /// The table row, the targets line and the failure count of one object count.
 type Summary = (String, String, usize);
 
@@ -609,7 +562,7 @@ fn run() -> Result<usize> {
         println!("\ntargets (reported, not enforced):");
         lines.iter().for_each(|(_, targets)| println!("{targets}"));
         let smallest = o.objects.iter().copied().min().unwrap_or(10_000);
-        failed += per_webhook(dir.path(), smallest, &o).await?;
+        failed += webhooks::per_webhook(dir.path(), smallest, &o).await?;
         if o.format_objects > 0 {
             formats::compare(dir.path(), o.format_objects, baseline).await?;
         }
