@@ -6,11 +6,21 @@
 //! `cargo bench --bench load -- [--objects 10000,1000000] [--concurrency 32] [--seconds 10] [--rate 1000]
 //! [--format-objects 200000]`
 //!
+//! The server and the floor (`load/floor.rs`: the same stack parsing the review into a `Value`
+//! and allowing it) run pinned to one core, the client on the others; every run reports the
+//! server's closed-loop rate as a ratio of the floor's. Then every webhook runs at `--rate` for
+//! the per-webhook review durations of the server's histogram. `MILO_LOAD_SERVER_BIN=<path>`
+//! measures another build of the server under the same client.
+//!
 //! Then the same objects are loaded from every state format (JSON stream, `kind: List` in JSON and
 //! YAML, multi-document YAML) for peak and steady RSS; `--format-objects 0` skips that.
 
+#[path = "load/floor.rs"]
+mod floor;
 #[path = "load/formats.rs"]
 mod formats;
+#[path = "load/webhooks.rs"]
+mod webhooks;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -121,10 +131,13 @@ fn write_state(path: &Path, n: usize) -> Result<()> {
 }
 
 /// One pre-serialized review and the verdict it must get.
+#[derive(Clone)]
 struct Case {
+    path: &'static str,
     body: Bytes,
     uid: String,
-    allowed: bool,
+    /// `None`: any verdict will do.
+    allowed: Option<bool>,
 }
 
 /// ~80% new pairs (contact-j with a group other than its own: allowed), ~20% a second membership
@@ -144,8 +157,16 @@ fn cases(n: usize) -> Vec<Case> {
             "object": {"apiVersion": API, "kind": "ContactGroupMembership", "metadata": {"name": uid, "namespace": NS},
                 "spec": {"contactRef": {"name": format!("contact-{j}"), "namespace": NS},
                          "contactGroupRef": {"name": format!("group-{group}"), "namespace": NS}}}}});
-        let (body, allowed) = (serde_json::to_vec(&review).unwrap().into(), !duplicate);
-        cases.push(Case { body, uid, allowed });
+        let (body, allowed) = (
+            serde_json::to_vec(&review).unwrap().into(),
+            Some(!duplicate),
+        );
+        cases.push(Case {
+            path: PATH,
+            body,
+            uid,
+            allowed,
+        });
     }
     cases
 }
@@ -154,6 +175,7 @@ fn cases(n: usize) -> Vec<Case> {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
     ca_pem: String,
     ready_after: Duration,
 }
@@ -176,7 +198,12 @@ impl Server {
         drop((a, b));
         let log = dir.join("server.log");
         let listen = format!("--listen={addr} --admin-listen={admin} --shutdown-delay=0s");
-        let child = Command::new(env!("CARGO_BIN_EXE_milo-webhook"))
+        // MILO_LOAD_SERVER_BIN measures another build (an older commit) under the same client.
+        let bin = std::env::var_os("MILO_LOAD_SERVER_BIN");
+        let bin = bin.unwrap_or_else(|| env!("CARGO_BIN_EXE_milo-webhook").into());
+        let mut command = Command::new(bin);
+        floor::pin(&mut command, floor::SERVER_CPU);
+        let child = command
             .arg("serve")
             .args(listen.split(' '))
             .arg("--state")
@@ -191,6 +218,7 @@ impl Server {
         let mut server = Server {
             child,
             addr,
+            admin,
             ca_pem,
             ready_after,
         };
@@ -278,7 +306,7 @@ async fn connect(addr: SocketAddr, tls: &TlsConnector) -> Result<Sender> {
 
 /// Sends one review. Outer error: transport (ends the connection); inner: a wrong answer.
 async fn review(sender: &mut Sender, case: &Case) -> Result<Result<(), String>> {
-    let request = Request::post(PATH)
+    let request = Request::post(case.path)
         .header("host", "localhost")
         .header("content-type", "application/json")
         .body(Full::new(case.body.clone()))?;
@@ -293,11 +321,14 @@ async fn review(sender: &mut Sender, case: &Case) -> Result<Result<(), String>> 
     let reply: Value = serde_json::from_slice(&body).unwrap_or_default();
     let allowed = reply.pointer("/response/allowed").and_then(Value::as_bool);
     let uid = reply.pointer("/response/uid").and_then(Value::as_str);
-    if status == 200 && allowed == Some(case.allowed) && uid == Some(&case.uid) {
+    let verdict = case
+        .allowed
+        .map_or(allowed.is_some(), |want| allowed == Some(want));
+    if status == 200 && verdict && uid == Some(&case.uid) {
         return Ok(Ok(()));
     }
     let (uid, want, got) = (&case.uid, case.allowed, String::from_utf8_lossy(&body));
-    let mismatch = format!("MISMATCH {uid}: expected 200, allowed={want}; got {status}: {got}");
+    let mismatch = format!("MISMATCH {uid}: expected 200, allowed={want:?}; got {status}: {got}");
     Ok(Err(mismatch))
 }
 
@@ -398,6 +429,15 @@ async fn drive(senders: Vec<Sender>, cases: &Cases, jobs: Jobs) -> Result<Tally>
     Ok(total)
 }
 
+/// Closed loop for `--seconds`: what it saw and the reviews per second.
+async fn closed_loop(senders: Vec<Sender>, cases: &Cases, o: &Options) -> Result<(Tally, f64)> {
+    let start = Instant::now();
+    let deadline = Jobs::Until(start + Duration::from_secs(o.seconds));
+    let tally = drive(senders, cases, deadline).await?;
+    let throughput = tally.latencies.len() as f64 / start.elapsed().as_secs_f64();
+    Ok((tally, throughput))
+}
+
 /// Open loop: a thread (precise sleeps, unlike tokio's 1 ms timer wheel) schedules one review
 /// every 1/rate s; latency counts from the scheduled time, so queueing for a connection shows.
 async fn fixed_rate(senders: Vec<Sender>, cases: &Cases, o: &Options) -> Result<(Tally, f64)> {
@@ -438,34 +478,49 @@ async fn bench(dir: &Path, n: usize, o: &Options, baseline: f64) -> Result<Summa
     println!("N={n}: ready after {ready_s:.1} s, RSS {rss:.1} MiB");
     let (cases, tls) = (Arc::new(cases(n)), connector(&server.ca_pem)?);
     let senders = connect_all(server.addr, &tls, o.concurrency).await?;
-    let start = Instant::now();
-    let deadline = Jobs::Until(start + Duration::from_secs(o.seconds));
-    let mut closed = drive(senders, &cases, deadline).await?;
-    let throughput = closed.latencies.len() as f64 / start.elapsed().as_secs_f64();
-    println!("N={n}: {throughput:.0} reviews/s in the closed loop; fixed rate next");
+    let (mut closed, throughput) = closed_loop(senders, &cases, o).await?;
+    println!("N={n}: {throughput:.0} reviews/s in the closed loop; the floor next");
+    // The floor allows everything, so every case expects an allow there.
+    let floor_cases: Vec<Case> = cases
+        .iter()
+        .cloned()
+        .map(|c| Case {
+            allowed: Some(true),
+            ..c
+        })
+        .collect();
+    let floor_server = floor::Floor::start(&dir.join("certs")).await?;
+    let senders = connect_all(floor_server.addr, &tls, o.concurrency).await?;
+    let (mut floor, floor_throughput) = closed_loop(senders, &Arc::new(floor_cases), o).await?;
+    drop(floor_server);
+    let ratio = throughput / floor_throughput;
+    println!("N={n}: floor {floor_throughput:.0} reviews/s, ratio {ratio:.2}; fixed rate next");
     let senders = connect_all(server.addr, &tls, RATE_CONNECTIONS).await?;
     let (mut open, rate) = fixed_rate(senders, &cases, o).await?;
     let rss_after = server.rss()?;
     server.stop().await?;
     std::fs::remove_file(&state)?;
-    let failed = closed.report("closed loop") + open.report("fixed rate");
+    let failed = closed.report("closed loop") + floor.report("floor") + open.report("fixed rate");
+    let (floor_p50, floor_p99, _) = floor.percentiles();
     let per_object = (rss - baseline) * MIB / (n + GROUPS) as f64;
     let ((p50, p99, max), (rate_p50, rate_p99, _)) = (closed.percentiles(), open.percentiles());
     let limit = 64.0 + 300.0 * (n + GROUPS) as f64 / MIB;
     let met = |ok: bool| if ok { "met   " } else { "MISSED" };
     let (t1, t2) = (met(throughput >= 10_000.0), met(rate_p99 <= 2.0));
+    let t4 = met(ratio >= 0.9);
     let t3 = met(rss < limit);
     let row = format!(
-        "{n:<9} {ready_s:>7.1} {rss:>8.1} {rss_after:>9.1} {per_object:>12.0} {throughput:>10.0} {p50:>7.3} {p99:>7.3} {max:>7.2}  | {rate:>7.0} {rate_p50:>7.3} {rate_p99:>7.3}"
+        "{n:<9} {ready_s:>7.1} {rss:>8.1} {rss_after:>9.1} {per_object:>12.0} {throughput:>10.0} {p50:>7.3} {p99:>7.3} {max:>7.2}  | {floor_throughput:>8.0} {floor_p50:>7.3} {floor_p99:>7.3} {ratio:>5.2}  | {rate:>7.0} {rate_p50:>7.3} {rate_p99:>7.3}"
     );
     let targets = format!(
-        "  N={n:<8} >= 10,000 reviews/s: {t1} ({throughput:.0}/s)   p99 <= 2 ms at {}/s: {t2} ({rate_p99:.3} ms)   RSS < 64 MiB + 300 B/object = {limit:.1} MiB: {t3} ({rss:.1} MiB)",
+        "  N={n:<8} >= 10,000 reviews/s: {t1} ({throughput:.0}/s)   p99 <= 2 ms at {}/s: {t2} ({rate_p99:.3} ms)   RSS < 64 MiB + 300 B/object = {limit:.1} MiB: {t3} ({rss:.1} MiB)   >= 0.9 of the floor: {t4} ({ratio:.2})",
         o.rate
     );
     Ok((row, targets, failed))
 }
 
 fn main() {
+    floor::run_if_asked();
     let code = match run() {
         Ok(0) => 0,
         Ok(failed) => {
@@ -483,6 +538,7 @@ fn main() {
 /// The client runtime has 2 workers, so it cannot outgrow the server it measures.
 fn run() -> Result<usize> {
     let o = options()?;
+    floor::pin_client();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     let runtime = runtime.worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
@@ -501,10 +557,12 @@ fn run() -> Result<usize> {
         }
         let (c, secs, rate) = (o.concurrency, o.seconds, o.rate);
         println!("\nbaseline (empty state) RSS {baseline:.1} MiB; closed loop {c} connections x {secs} s; fixed rate {rate}/s on {RATE_CONNECTIONS} connections");
-        println!("objects   ready_s  rss_mib rss_after bytes/object  reviews/s  p50_ms  p99_ms  max_ms  |    rate  p50_ms  p99_ms");
+        println!("objects   ready_s  rss_mib rss_after bytes/object  reviews/s  p50_ms  p99_ms  max_ms  |  floor/s  p50_ms  p99_ms ratio  |    rate  p50_ms  p99_ms");
         lines.iter().for_each(|(row, _)| println!("{row}"));
         println!("\ntargets (reported, not enforced):");
         lines.iter().for_each(|(_, targets)| println!("{targets}"));
+        let smallest = o.objects.iter().copied().min().unwrap_or(10_000);
+        failed += webhooks::per_webhook(dir.path(), smallest, &o).await?;
         if o.format_objects > 0 {
             formats::compare(dir.path(), o.format_objects, baseline).await?;
         }

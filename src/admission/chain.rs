@@ -2,6 +2,7 @@
 //! one webhook by path, or every webhook registered for the request in API-server order
 //! (mutating first, each one's patch applied before the next, then validating).
 
+use super::decode::Object;
 use super::registry::{WEBHOOKS, Webhook, WebhookType};
 use super::review::{AdmissionResponse, BadReview, Request, ReviewResponse};
 use super::status::Denial;
@@ -31,7 +32,7 @@ pub fn respond(
             let verdict = match route {
                 Route::One(webhook) => {
                     let verdict = decide(webhook, &request, view, settings);
-                    refuse_malformed(&request, verdict)
+                    refuse_malformed(request, verdict)
                 }
                 Route::All => run_all(request, view, settings).0,
             };
@@ -78,11 +79,13 @@ pub fn run_all(
                 if patch.0.is_empty() {
                     continue;
                 }
-                if let Some(Err(error)) = request
-                    .object
-                    .as_mut()
-                    .map(|object| json_patch::patch(object, &patch))
-                {
+                let applied = request.object.take().map(|object| {
+                    let mut object = object.into_value();
+                    let applied = json_patch::patch(&mut object, &patch);
+                    request.object = Some(Object::from_value(object));
+                    applied
+                });
+                if let Some(Err(error)) = applied {
                     let message = format!(
                         "webhook {} returned a patch that does not apply: {error}",
                         webhook.path
@@ -105,13 +108,13 @@ pub fn run_all(
 
 /// An allow becomes a 400 when an object (as patched) is malformed; see
 /// [`Request::malformed_objects`].
-fn refuse_malformed(request: &Request, verdict: Verdict) -> Verdict {
+fn refuse_malformed(mut request: Request, verdict: Verdict) -> Verdict {
     let Verdict::Allow { patch, .. } = &verdict else {
         return verdict;
     };
-    let patched = match (&request.object, patch.0.is_empty()) {
+    let patched = match (request.object.take(), patch.0.is_empty()) {
         (Some(object), false) => {
-            let mut object = object.clone();
+            let mut object = object.into_value();
             match json_patch::patch(&mut object, patch) {
                 Ok(()) => Some(object),
                 Err(error) => {
@@ -120,7 +123,10 @@ fn refuse_malformed(request: &Request, verdict: Verdict) -> Verdict {
                 }
             }
         }
-        _ => None,
+        (object, _) => {
+            request.object = object;
+            None
+        }
     };
     match request.malformed_objects(patched.as_ref()) {
         Some(denial) => denial.into(),

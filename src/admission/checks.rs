@@ -51,7 +51,7 @@ pub fn other_than_self<'a>(
     request: &Request,
     found: impl IntoIterator<Item = NamedRef<'a>>,
 ) -> Option<String> {
-    let own = request.target().name;
+    let own = request.own_name();
     found
         .into_iter()
         .find(|r| !(r.namespace == request.namespace() && r.name == own))

@@ -133,6 +133,7 @@ pub fn mutate(request: &Request, ctx: &Context<'_>) -> Verdict {
         return Verdict::allow();
     };
     let owners = object
+        .value()
         .pointer("/metadata/ownerReferences")
         .and_then(|o| o.as_array());
     if owners.is_some_and(|refs| refs.iter().any(|r| r["uid"] == user.uid)) {

@@ -29,6 +29,7 @@ pub fn mutate(request: &Request, ctx: &Context<'_>) -> Verdict {
     let mut operations =
         vec![json!({"op": "add", "path": "/spec/invitedBy", "value": {"name": inviter}})];
     let expiration = object
+        .value()
         .pointer("/spec/expirationDate")
         .filter(|v| !v.is_null());
     if let (None, Some(ttl)) = (expiration, ctx.settings.invitation_ttl) {

@@ -5,6 +5,7 @@
 pub mod chain;
 pub mod checks;
 pub mod contact;
+pub mod decode;
 pub mod group;
 pub mod invitation;
 pub mod membership;

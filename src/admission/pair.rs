@@ -30,7 +30,7 @@ pub struct PairRules<S> {
 /// the contact is gone.
 pub fn decide<S>(request: &Request, ctx: &Context<'_>, rules: &PairRules<S>) -> Verdict
 where
-    S: ContactGroupPair + PartialEq + DeserializeOwned,
+    S: ContactGroupPair + PartialEq + DeserializeOwned + Clone + 'static,
 {
     let result = match request.operation {
         Operation::Create => request.spec::<S>().and_then(|spec| {

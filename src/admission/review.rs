@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Verdict;
+use super::decode::{Object, Typed, fast_review, without_position};
 use super::status::{Denial, Target};
+use std::any::Any;
 
 /// The only AdmissionReview version served; webhook configurations ask for it alone.
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -52,12 +54,12 @@ pub struct Request {
     /// Who is doing it: the API server always says, and the rules depend on it, so a review
     /// without it is malformed (found by tests/fuzz_reviews.rs: it was decided as nobody).
     pub user_info: UserInfo,
-    /// The object after the operation (absent on DELETE).
+    /// The object after the operation (absent on DELETE), as raw JSON.
     #[serde(default)]
-    pub object: Option<Value>,
-    /// The object before the operation (UPDATE and DELETE).
+    pub object: Option<Object>,
+    /// The object before the operation (UPDATE and DELETE), as raw JSON.
     #[serde(default)]
-    pub old_object: Option<Value>,
+    pub old_object: Option<Object>,
     /// Whether the request is a dry run.
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -74,29 +76,42 @@ pub fn operation_name(op: &Operation) -> &'static str {
 }
 
 impl Request {
-    fn parse<K: DeserializeOwned>(value: Option<&Value>, field: &str) -> Result<K, Denial> {
-        let value = value
-            .filter(|v| !v.is_null())
-            .ok_or_else(|| Denial::bad_request(format!("{field} is required")))?;
-        K::deserialize(value).map_err(|e| Denial::bad_request(format!("{field} is malformed: {e}")))
+    fn parse<K: DeserializeOwned + Clone + 'static>(
+        &self,
+        object: Option<&Object>,
+        field: &str,
+    ) -> Result<K, Denial> {
+        // The kind's own type, decoded once and kept for the malformed-object check, holds the
+        // spec when the rule reads the kind's spec type; anything else decodes the spec alone.
+        let typed = object.map(|o| o.typed(|raw| decode_kind(&self.kind, raw)));
+        let spec = typed.and_then(|typed| spec_of(typed.as_ref().ok()?.as_ref()));
+        if let Some(spec) = spec.and_then(|spec| spec.downcast_ref::<K>()) {
+            return Ok(spec.clone());
+        }
+        let spec = object.map(Object::spec).transpose();
+        match spec.map(Option::flatten) {
+            Ok(Some(spec)) => Ok(spec),
+            Ok(None) => Err(Denial::bad_request(format!("{field} is required"))),
+            Err(e) => Err(Denial::bad_request(format!("{field} is malformed: {e}"))),
+        }
     }
 
-    /// `request.object.spec` as `S`, for rules that only read the spec.
-    pub fn spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
-        Self::parse(
-            self.object.as_ref().and_then(|o| o.get("spec")),
-            "request.object.spec",
-        )
+    /// `request.object.spec` as `S`, for rules that only read the spec: decoded straight from
+    /// the object's JSON, skipping everything else.
+    pub fn spec<S: DeserializeOwned + Clone + 'static>(&self) -> Result<S, Denial> {
+        self.parse(self.object.as_ref(), "request.object.spec")
     }
 
     /// The new and old specs of an UPDATE.
-    pub fn spec_pair<S: DeserializeOwned>(&self) -> Result<(S, S), Denial> {
+    pub fn spec_pair<S: DeserializeOwned + Clone + 'static>(&self) -> Result<(S, S), Denial> {
         Ok((self.spec()?, self.old_spec()?))
     }
 
     /// The spec on CREATE (with no old one) or the new and old specs on UPDATE; `None` for other
     /// operations, which spec rules have nothing to say about.
-    pub fn new_and_old_spec<S: DeserializeOwned>(&self) -> Result<Option<(S, Option<S>)>, Denial> {
+    pub fn new_and_old_spec<S: DeserializeOwned + Clone + 'static>(
+        &self,
+    ) -> Result<Option<(S, Option<S>)>, Denial> {
         match self.operation {
             Operation::Create => Ok(Some((self.spec()?, None))),
             Operation::Update => Ok(Some((self.spec()?, Some(self.old_spec()?)))),
@@ -105,11 +120,8 @@ impl Request {
     }
 
     /// `request.oldObject.spec`, for DELETE.
-    pub fn old_spec<S: DeserializeOwned>(&self) -> Result<S, Denial> {
-        Self::parse(
-            self.old_object.as_ref().and_then(|o| o.get("spec")),
-            "request.oldObject.spec",
-        )
+    pub fn old_spec<S: DeserializeOwned + Clone + 'static>(&self) -> Result<S, Denial> {
+        self.parse(self.old_object.as_ref(), "request.oldObject.spec")
     }
 
     /// The operation's wire name.
@@ -119,27 +131,31 @@ impl Request {
 
     /// The object the request is about, for denial messages.
     pub fn target(&self) -> Target {
-        let object = self.object.as_ref().or(self.old_object.as_ref());
-        let from_object = |field: &str| {
-            object
-                .and_then(|o| o.pointer(field))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-        };
-        let name = if self.name.is_empty() {
-            let name = from_object("/metadata/name");
-            if name.is_empty() {
-                from_object("/metadata/generateName")
-            } else {
-                name
-            }
-        } else {
-            &self.name
-        };
         Target {
             group: self.kind.group.clone(),
             kind: self.kind.kind.clone(),
-            name: name.to_owned(),
+            name: self.own_name().to_owned(),
+        }
+    }
+
+    /// The name of the object the request is about: the request's, else the object's
+    /// `metadata.name`, else its `generateName` (the object is only parsed in those rare cases).
+    pub fn own_name(&self) -> &str {
+        if !self.name.is_empty() {
+            return &self.name;
+        }
+        let object = self.object.as_ref().or(self.old_object.as_ref());
+        let from_object = |field: &str| {
+            object
+                .and_then(|o| o.value().pointer(field))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        let name = from_object("/metadata/name");
+        if name.is_empty() {
+            from_object("/metadata/generateName")
+        } else {
+            name
         }
     }
 
@@ -168,8 +184,17 @@ impl BadReview {
     }
 }
 
-/// Parses an HTTP body as an AdmissionReview.
+/// Parses an HTTP body as an AdmissionReview: typed and straight from the bytes when the review
+/// is well formed ([`fast_review`]), else through a tree, which words what is wrong.
 pub fn parse_review(body: &[u8]) -> Result<Request, BadReview> {
+    match fast_review(body) {
+        Some(request) => Ok(request),
+        None => parse_review_slowly(body),
+    }
+}
+
+/// Parses an HTTP body as an AdmissionReview through a `Value` tree.
+pub fn parse_review_slowly(body: &[u8]) -> Result<Request, BadReview> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BadReview::new(
             None,
@@ -310,8 +335,8 @@ pub fn parse_review_value(mut value: Value) -> Result<Request, BadReview> {
     let old_object = request.as_object_mut().and_then(|r| r.remove("oldObject"));
     let mut parsed: Request = Request::deserialize(&request)
         .map_err(|e| BadReview::new(uid, format!("AdmissionReview request is malformed: {e}")))?;
-    parsed.object = object.filter(|v| !v.is_null());
-    parsed.old_object = old_object.filter(|v| !v.is_null());
+    parsed.object = object.filter(|v| !v.is_null()).map(Object::from_value);
+    parsed.old_object = old_object.filter(|v| !v.is_null()).map(Object::from_value);
     Ok(parsed)
 }
 
@@ -322,10 +347,16 @@ impl Request {
     /// checked only on the way to an allow so that the rules' own, more precise denials (422
     /// NotSupported and the like) come first.
     pub fn malformed_objects(&self, patched: Option<&Value>) -> Option<Denial> {
-        let object = patched.or(self.object.as_ref());
+        let object = match patched {
+            Some(tree) => Some(Source::Tree(tree)),
+            None => self.object.as_ref().map(Source::Raw),
+        };
         [
             ("request.object", object),
-            ("request.oldObject", self.old_object.as_ref()),
+            (
+                "request.oldObject",
+                self.old_object.as_ref().map(Source::Raw),
+            ),
         ]
         .into_iter()
         .find_map(|(field, object)| {
@@ -337,15 +368,56 @@ impl Request {
     }
 }
 
-/// Checks an object against the Rust type of its kind.
-fn well_typed(kind: &GroupVersionKind, object: &Value) -> Result<(), serde_json::Error> {
+/// An object to check: as received, or as a tree (patched).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Raw(&'a Object),
+    Tree(&'a Value),
+}
+
+/// Checks an object against the Rust type of its kind; a received object is decoded only once.
+fn well_typed(kind: &GroupVersionKind, object: Source<'_>) -> Result<(), String> {
+    let decode = |raw: &str| decode_kind(kind, raw);
+    match object {
+        Source::Raw(raw) => raw.typed(decode).as_ref().map(drop).map_err(Clone::clone),
+        Source::Tree(tree) => decode(&tree.to_string()).map(drop),
+    }
+}
+
+/// The spec of an object decoded by [`decode_kind`], when its kind has one.
+fn spec_of(typed: &(dyn Any + Send + Sync)) -> Option<&dyn Any> {
     use crate::api::{
         Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
         ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
     };
-    fn check<K: DeserializeOwned>(object: &Value) -> Result<(), serde_json::Error> {
-        K::deserialize(object).map(drop)
+    use kube::core::object::HasSpec;
+    fn spec<K: HasSpec + 'static>(typed: &(dyn Any + Send + Sync)) -> Option<&dyn Any> {
+        typed.downcast_ref::<K>().map(|k| k.spec() as &dyn Any)
     }
+    spec::<Contact>(typed)
+        .or_else(|| spec::<ContactGroup>(typed))
+        .or_else(|| spec::<ContactGroupMembership>(typed))
+        .or_else(|| spec::<ContactGroupMembershipRemoval>(typed))
+        .or_else(|| spec::<ContactGroupEnrollmentPolicy>(typed))
+        .or_else(|| spec::<Email>(typed))
+        .or_else(|| spec::<EmailTemplate>(typed))
+        .or_else(|| spec::<User>(typed))
+        .or_else(|| spec::<UserInvitation>(typed))
+}
+
+/// Decodes an object's JSON as the Rust type of its kind (`DynamicObject` for other kinds).
+fn decode_kind(kind: &GroupVersionKind, raw: &str) -> Typed {
+    use crate::api::{
+        Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
+        ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
+    };
+    fn check<K: DeserializeOwned + Send + Sync + 'static>(raw: &str) -> Typed {
+        match serde_json::from_str::<K>(raw) {
+            Ok(object) => Ok(Box::new(object)),
+            Err(error) => Err(without_position(&error)),
+        }
+    }
+    let object = raw;
     match (kind.group.as_str(), kind.kind.as_str()) {
         ("notification.miloapis.com", "Contact") => check::<Contact>(object),
         ("notification.miloapis.com", "ContactGroup") => check::<ContactGroup>(object),
