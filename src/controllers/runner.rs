@@ -398,17 +398,21 @@ mod tests {
                 .await
             })
         };
-        while seen.lock().unwrap().len() < 6 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let until = |n: usize| {
+            let seen = seen.clone();
+            tokio::time::timeout(Duration::from_secs(10), async move {
+                while seen.lock().unwrap().len() < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        until(6).await.expect("the sweep's keys run within 10 s");
         view.announce(ViewChange::Applied(
             ViewKind::Membership,
             "ns".into(),
             "woken".into(),
         ));
-        while seen.lock().unwrap().len() < 7 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until(7).await.expect("the woken key runs within 10 s");
         task.abort();
         assert_eq!(most.load(Ordering::SeqCst), 2);
         assert_eq!(
