@@ -53,8 +53,15 @@ async fn watch_with<K: Viewed>(client: Client, view: Arc<ClusterView>, config: w
     let kind = K::KIND.kind_name();
     let api = Api::<K>::all(client);
     let mut fields = view.controller_fields();
+    let mut restarted = false;
     loop {
         let with_fields = *fields.borrow_and_update() || !K::KIND.has_controller_fields();
+        // Relists for leadership take turns: six kinds relisting at once would hold six sets
+        // of list pages at a time, and what the allocator keeps of them stays as RSS.
+        let mut turn = match restarted {
+            true => Some(RELIST_TURNS.acquire().await),
+            false => None,
+        };
         let mut events = watcher(api.clone(), config.clone())
             .default_backoff()
             .boxed();
@@ -65,8 +72,11 @@ async fn watch_with<K: Viewed>(client: Client, view: Arc<ClusterView>, config: w
                     Some(Ok(event)) => {
                         let done = matches!(event, watcher::Event::InitDone);
                         apply_event(&view, event, &mut relist);
-                        if done && with_fields {
-                            view.mark_controller_synced(K::KIND);
+                        if done {
+                            turn = None;
+                            if with_fields {
+                                view.mark_controller_synced(K::KIND);
+                            }
                         }
                     }
                     Some(Err(error)) => {
@@ -78,12 +88,17 @@ async fn watch_with<K: Viewed>(client: Client, view: Arc<ClusterView>, config: w
                     if changed.is_err() {
                         return;
                     }
+                    restarted = true;
                     break;
                 }
             }
         }
+        drop(turn);
     }
 }
+
+/// One relist for leadership at a time (see `watch_with`).
+static RELIST_TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// Applies one watch event to the view; `relist` collects the keys seen during a relist (as
 /// interned keys: a relist of a million objects would otherwise hold two million strings).
