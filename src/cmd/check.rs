@@ -163,7 +163,7 @@ fn key_of(object: &Value) -> ObjectKey {
 
 /// Runs the check; `Ok((output, any_rejected))`, `Err` is one line for stderr (exit 2).
 pub fn run(args: &CheckArgs) -> Result<(String, bool), String> {
-    let mut store = Store::default();
+    let mut store = Store::admission_only();
     load_paths(&mut store, &args.state).map_err(|e| format!("cannot load state: {e}"))?;
     let mut existing: HashMap<ObjectKey, Value> = read_objects(&args.state)
         .map_err(|e| format!("cannot load state: {e}"))?

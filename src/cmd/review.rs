@@ -46,7 +46,7 @@ pub fn run(args: &ReviewArgs) -> Result<String, String> {
     };
     let text = read_input(args.file.as_ref())?;
     let value = parse_document(&text)?;
-    let mut store = Store::default();
+    let mut store = Store::admission_only();
     load_paths(&mut store, &args.state).map_err(|e| format!("cannot load state: {e}"))?;
     let view = ClusterView::offline(store);
     let settings = crate::admission::Settings {

@@ -234,21 +234,6 @@ where
     Fut: Future<Output = Action>,
 {
     let queue = WorkQueue::default();
-    drive_queue(view, &queue, driver, reconcile).await
-}
-
-/// [`drive`] with a queue the caller can also feed (and inspect).
-pub async fn drive_queue<S, W, R, Fut>(
-    view: &ClusterView,
-    queue: &WorkQueue,
-    driver: Driver<S, W>,
-    reconcile: R,
-) where
-    S: Fn(&Store) -> Vec<ObjectKey>,
-    W: Fn(&ViewChange, &Store) -> Vec<ObjectKey>,
-    R: Fn(ObjectKey) -> Fut,
-    Fut: Future<Output = Action>,
-{
     let controller = driver.kind.as_str();
     super::until_synced(view).await;
     // Subscribed before the first sweep reads the view: every change after it is delivered,

@@ -93,18 +93,12 @@ fn deletion_mark(deleting: bool) -> Option<Time> {
     deleting.then_some(Time(jiff::Timestamp::UNIX_EPOCH))
 }
 
-/// Keeps of a whole object only what a controller reads: no managedFields, and no annotations
-/// but `keep`.
-fn slimmed<K: kube::Resource + Clone>(object: &K, keep: &[&str]) -> Arc<K> {
+/// Keeps of a whole object only what a controller reads: no managedFields, no annotations.
+fn slimmed<K: kube::Resource + Clone>(object: &K) -> Arc<K> {
     let mut slim = object.clone();
     let meta = slim.meta_mut();
     meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| keep.contains(&key.as_str()));
-        if annotations.is_empty() {
-            meta.annotations = None;
-        }
-    }
+    meta.annotations = None;
     Arc::new(slim)
 }
 
@@ -208,7 +202,7 @@ impl Extras {
             }
         };
         let entry = PolicyEntry {
-            policy: slimmed(policy, &[]),
+            policy: slimmed(policy),
             first_seen,
             live,
         };
@@ -231,7 +225,7 @@ impl Extras {
     }
 
     pub(super) fn apply_invitation(&mut self, key: Key, invitation: &UserInvitation) {
-        self.invitations.insert(key, slimmed(invitation, &[]));
+        self.invitations.insert(key, slimmed(invitation));
     }
 }
 
