@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod controllers;
 pub mod crds;
 pub mod metrics;
+pub mod providers;
 pub mod server;
 pub mod view;
 pub mod webhook_config;

@@ -1,0 +1,6 @@
+//! Provider HTTP clients. They know nothing of Kubernetes: controllers translate cluster objects
+//! into their calls, and the events listener hands their verified events to the controllers.
+
+pub mod metrics;
+pub mod resend;
+pub mod svix;

@@ -1,0 +1,1 @@
+//! Placeholder: filled in by the provider-sync work (issue 11).
