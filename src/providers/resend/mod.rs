@@ -7,3 +7,4 @@ pub mod ratelimit;
 pub mod types;
 
 
+pub use client::{ResendClient, ResendConfig, ResendError};
