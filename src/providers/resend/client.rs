@@ -125,7 +125,9 @@ impl ResendError {
     /// How long to wait before retrying, when Resend said so.
     pub fn retry_in(&self) -> Option<Duration> {
         match self {
-            Self::QuotaExceeded { retry_in, .. } | Self::RateLimited { retry_in } => Some(*retry_in),
+            Self::QuotaExceeded { retry_in, .. } | Self::RateLimited { retry_in } => {
+                Some(*retry_in)
+            }
             _ => None,
         }
     }
@@ -183,7 +185,10 @@ impl Answer {
     fn error_body(&self) -> ErrorBody {
         serde_json::from_slice(&self.body).unwrap_or_else(|_| ErrorBody {
             name: String::new(),
-            message: String::from_utf8_lossy(&self.body).chars().take(200).collect(),
+            message: String::from_utf8_lossy(&self.body)
+                .chars()
+                .take(200)
+                .collect(),
         })
     }
 
@@ -327,7 +332,11 @@ impl ResendClient {
             let (status, headers, body) = match sent {
                 Ok(answer) => answer,
                 Err(e) => {
-                    let code = if e.is_timeout() { "timeout" } else { "transport" };
+                    let code = if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    };
                     inner.metrics.record_request(PROVIDER, operation, code);
                     if method == Method::GET && !retried_get && !e.is_timeout() {
                         retried_get = true;
@@ -361,7 +370,11 @@ impl ResendClient {
                 }
                 let pause = retry_after.or(reset).unwrap_or(RATE_FALLBACK);
                 inner.limiter.pause_for(pause);
-                tracing::warn!(operation, ?pause, "Resend rate limit exceeded; pausing all calls");
+                tracing::warn!(
+                    operation,
+                    ?pause,
+                    "Resend rate limit exceeded; pausing all calls"
+                );
                 if rate_limited >= RATE_LIMIT_RETRIES {
                     return Err(ResendError::RateLimited { retry_in: pause });
                 }
@@ -458,10 +471,15 @@ impl ResendClient {
         patch: &ContactPatch,
     ) -> Result<(), ResendError> {
         let url = self.url(&["contacts", contact]);
-        self.execute("update_contact", Method::PATCH, url, Some(json_body(patch)?))
-            .await?
-            .into_result()
-            .map(drop)
+        self.execute(
+            "update_contact",
+            Method::PATCH,
+            url,
+            Some(json_body(patch)?),
+        )
+        .await?
+        .into_result()
+        .map(drop)
     }
 
     /// Deletes a contact; `false` when it did not exist (already deleted is done, not an error).
@@ -495,7 +513,12 @@ impl ResendClient {
         }
         let url = self.url(&["segments"]);
         let created: Created = self
-            .execute("create_segment", Method::POST, url, Some(json_body(&NewSegment { name })?))
+            .execute(
+                "create_segment",
+                Method::POST,
+                url,
+                Some(json_body(&NewSegment { name })?),
+            )
             .await?
             .into_result()?
             .json()?;

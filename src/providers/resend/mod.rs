@@ -6,5 +6,4 @@ pub mod events;
 pub mod ratelimit;
 pub mod types;
 
-
 pub use client::{ResendClient, ResendConfig, ResendError};

@@ -75,7 +75,9 @@ impl RateLimiter {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent whatever panicked while holding it: use it anyway.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits until a request may be sent, and counts it as sent.
@@ -162,7 +164,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fractional_rates_and_pauses() {
         let limiter = RateLimiter::new(0.5);
-        assert_eq!((limiter.burst(), limiter.window()), (1, Duration::from_secs(2)));
+        assert_eq!(
+            (limiter.burst(), limiter.window()),
+            (1, Duration::from_secs(2))
+        );
         let start = Instant::now();
         limiter.acquire().await;
         limiter.acquire().await;
