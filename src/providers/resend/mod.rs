@@ -5,5 +5,3 @@ pub mod client;
 pub mod events;
 pub mod ratelimit;
 pub mod types;
-
-
