@@ -287,10 +287,10 @@ impl Metrics {
     pub fn subsystem<T: Clone + Send + 'static>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
         let mut registries = self.registries();
         let registries = &mut *registries;
-        if let Some(handles) = registries.subsystems.get(&TypeId::of::<T>()) {
-            if let Some(handles) = handles.downcast_ref::<T>() {
-                return handles.clone();
-            }
+        if let Some(handles) = registries.subsystems.get(&TypeId::of::<T>())
+            && let Some(handles) = handles.downcast_ref::<T>()
+        {
+            return handles.clone();
         }
         let handles = f(&mut registries.registry);
         registries

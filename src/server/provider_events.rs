@@ -376,3 +376,57 @@ async fn read(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Stat
         Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(capacity: usize) -> SeenIds {
+        SeenIds {
+            capacity,
+            done: HashSet::new(),
+            order: VecDeque::new(),
+            in_flight: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn ids_are_remembered_only_after_success_and_the_oldest_are_forgotten() {
+        let mut ids = seen(2);
+        assert!(matches!(ids.claim("a"), Claim::New));
+        assert!(matches!(ids.claim("a"), Claim::InFlight));
+        ids.finish("a", false);
+        // A failure is forgotten: the sender's retry is handled.
+        assert!(matches!(ids.claim("a"), Claim::New));
+        ids.finish("a", true);
+        assert!(matches!(ids.claim("a"), Claim::Done));
+        for id in ["b", "c"] {
+            assert!(matches!(ids.claim(id), Claim::New));
+            ids.finish(id, true);
+        }
+        assert_eq!((ids.done.len(), ids.order.len()), (2, 2));
+        assert!(matches!(ids.claim("a"), Claim::New), "evicted");
+        assert!(matches!(ids.claim("c"), Claim::Done));
+    }
+
+    #[test]
+    fn no_capacity_remembers_nothing() {
+        let mut ids = seen(0);
+        assert!(matches!(ids.claim("a"), Claim::New));
+        ids.finish("a", true);
+        assert!(matches!(ids.claim("a"), Claim::New));
+        assert!(ids.done.is_empty());
+    }
+
+    #[test]
+    fn type_labels_are_bounded() {
+        assert_eq!(type_label("contact.updated"), "contact.updated");
+        assert_eq!(
+            type_label("email.delivery_delayed"),
+            "email.delivery_delayed"
+        );
+        assert_eq!(type_label("Contact Updated"), "invalid");
+        assert_eq!(type_label(""), "invalid");
+        assert_eq!(type_label(&"a".repeat(65)), "invalid");
+    }
+}
