@@ -1,6 +1,13 @@
 //! Prometheus metrics for the admin port: reviews by webhook, operation and verdict; review
 //! latency with sub-millisecond buckets (decisions take microseconds, so default buckets would
 //! put every review in the first one); certificate reloads; objects in the view.
+//!
+//! Each subsystem registers its own metric families into the shared registry it is handed
+//! ([`Metrics::register`], [`Metrics::subsystem`]), so this module depends on no layer above it.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,7 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::controllers::invitation::metrics::InvitationMetrics;
 use crate::view::{ClusterView, ViewKind};
 
 /// Labels of a review counter.
@@ -47,9 +53,10 @@ pub struct KindLabels {
 /// Review latency histograms, one per webhook.
 pub type DurationFamily = Family<WebhookLabels, Histogram, fn() -> Histogram>;
 
-/// Every metric the server exports, registered once.
+/// Every metric the server exports. The server's and controllers' common families are fields;
+/// other subsystems register theirs through [`Metrics::register`] or [`Metrics::subsystem`].
 pub struct Metrics {
-    registry: Registry,
+    registry: Mutex<Registries>,
     /// Reviews answered.
     pub reviews: Family<ReviewLabels, Counter>,
     /// Time from body received to response ready.
@@ -60,8 +67,12 @@ pub struct Metrics {
     pub view_objects: Family<KindLabels, Gauge>,
     /// The embedded controllers' metrics.
     pub controllers: ControllerMetrics,
-    /// The invitation controller's metrics.
-    pub invitations: InvitationMetrics,
+}
+
+/// The registry, and the handles of the subsystems registered through [`Metrics::subsystem`].
+struct Registries {
+    registry: Registry,
+    subsystems: HashMap<TypeId, Box<dyn Any + Send>>,
 }
 
 /// Labels of a reconcile counter.
@@ -242,10 +253,11 @@ impl Default for Metrics {
             view_objects.clone(),
         );
         let controllers = ControllerMetrics::register(&mut registry);
-        let invitations = InvitationMetrics::register(&mut registry);
         Self {
-            invitations,
-            registry,
+            registry: Mutex::new(Registries {
+                registry,
+                subsystems: HashMap::new(),
+            }),
             controllers,
             reviews,
             review_duration,
@@ -256,6 +268,37 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    fn registries(&self) -> MutexGuard<'_, Registries> {
+        // Registering or encoding does not leave the registry half-changed on a panic.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets a subsystem register its families into the shared registry (with its
+    /// `milo_webhook` prefix) and returns what `f` returns, typically the handles. Each call
+    /// registers again: call it once per subsystem (at startup), or use [`Metrics::subsystem`].
+    pub fn register<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        f(&mut self.registries().registry)
+    }
+
+    /// The handles of the subsystem whose handle type is `T`, registered by `f` on first use and
+    /// cloned afterwards. For subsystems constructed more than once in a process (a controller
+    /// restarted on every leadership term), whose series must be registered only once and keep
+    /// counting across terms. `T`'s clones must share their series (prometheus-client's do).
+    pub fn subsystem<T: Clone + Send + 'static>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut registries = self.registries();
+        let registries = &mut *registries;
+        if let Some(handles) = registries.subsystems.get(&TypeId::of::<T>())
+            && let Some(handles) = handles.downcast_ref::<T>()
+        {
+            return handles.clone();
+        }
+        let handles = f(&mut registries.registry);
+        registries
+            .subsystems
+            .insert(TypeId::of::<T>(), Box::new(handles.clone()));
+        handles
+    }
+
     /// Counts one answered review.
     pub fn record_review(&self, webhook: &str, operation: &str, verdict: &str, seconds: f64) {
         let labels = ReviewLabels {
@@ -296,7 +339,50 @@ impl Metrics {
         }
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registries().registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Widgets(Counter);
+
+    fn widgets(registry: &mut Registry) -> Widgets {
+        let widgets = Widgets::default();
+        registry.register("widgets", "Widgets made", widgets.0.clone());
+        widgets
+    }
+
+    #[test]
+    fn a_subsystem_registers_once_and_its_handles_share_series() {
+        let metrics = Metrics::default();
+        let first = metrics.subsystem(widgets);
+        let second =
+            metrics.subsystem(|_: &mut Registry| -> Widgets { panic!("registered twice") });
+        first.0.inc();
+        second.0.inc();
+        let text = metrics.encode(&ClusterView::offline(crate::view::Store::default()));
+        assert_eq!(
+            text.matches("# TYPE milo_webhook_widgets counter").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("milo_webhook_widgets_total 2"), "{text}");
+    }
+
+    #[test]
+    fn register_adds_families_with_the_shared_prefix() {
+        let metrics = Metrics::default();
+        let made = metrics.register(widgets);
+        made.0.inc();
+        let text = metrics.encode(&ClusterView::offline(crate::view::Store::default()));
+        assert!(text.contains("milo_webhook_widgets_total 1"), "{text}");
+        assert!(text.contains("milo_webhook_view_objects"), "{text}");
     }
 }

@@ -16,7 +16,7 @@ use milo_webhook::controllers::invitation::access::{
     AccessBackendKind, INVITATION_LABEL, invitation_object_name,
 };
 use milo_webhook::controllers::invitation::email::email_name;
-use milo_webhook::controllers::invitation::metrics::ResultLabels;
+use milo_webhook::controllers::invitation::metrics::{InvitationMetrics, ResultLabels};
 use milo_webhook::controllers::invitation::plan::FINALIZER;
 use milo_webhook::controllers::invitation::rbac::{Binding, membership_binding};
 use milo_webhook::controllers::invitation::{
@@ -496,7 +496,7 @@ async fn introduce(backend: AccessBackendKind, invitation: &UserInvitation) -> S
         Action::requeue(Duration::from_secs(300)),
         "{backend:?}"
     );
-    let m = &metrics.invitations;
+    let m = InvitationMetrics::of(&metrics);
     assert_eq!((m.created.get(), m.pending.get()), (1, 1));
     assert_eq!(m.emails.get_or_create(&result_label("created")).get(), 1);
     written(&seen).clone()
@@ -570,7 +570,7 @@ async fn invitee_signs_up_later() {
         let later = "2026-11-21T12:01:00Z";
         let (result, _, metrics) = run("signed up", backend, view, later, &waiting, steps).await;
         assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(240)));
-        assert_eq!(metrics.invitations.pending.get(), 1);
+        assert_eq!(InvitationMetrics::of(&metrics).pending.get(), 1);
     }
 }
 
@@ -610,7 +610,7 @@ async fn accept_assigns_roles_revokes_access_and_deletes_after_retention() {
         // Kept for the retention period (7 days from the acceptance), then deleted.
         let retention = Duration::from_secs(7 * 24 * 3600 - 60);
         assert_eq!(result.unwrap(), Action::requeue(retention), "{backend:?}");
-        let m = &metrics.invitations;
+        let m = InvitationMetrics::of(&metrics);
         assert_eq!((m.accepted.get(), m.pending.get()), (1, 0));
         assert_eq!(
             m.role_assignments
@@ -670,7 +670,7 @@ async fn decline_revokes_access() {
         let (result, seen, metrics) =
             run("decline", backend, store(true), NOW, &declined, steps).await;
         assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(600)));
-        assert_eq!(metrics.invitations.declined.get(), 1);
+        assert_eq!(InvitationMetrics::of(&metrics).declined.get(), 1);
         // Declined is final: nothing more happens.
         let done = with_status(declined, written(&seen));
         let (result, requests, _) = run("declined", backend, store(true), NOW, &done, vec![]).await;
@@ -713,7 +713,7 @@ async fn expiry_fires_at_the_instant_without_another_event() {
         let (result, _, metrics) =
             run("expiry", backend, store(true), EXPIRES, &pending, steps).await;
         assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(600)));
-        let m = &metrics.invitations;
+        let m = InvitationMetrics::of(&metrics);
         assert_eq!((m.expired.get(), m.pending.get()), (1, 0));
     }
 }
@@ -746,7 +746,7 @@ async fn accept_after_expiry_assigns_nothing_and_stays_consistent() {
         )
         .await;
         assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(600)));
-        let m = &metrics.invitations;
+        let m = InvitationMetrics::of(&metrics);
         assert_eq!((m.accepted.get(), m.expired.get()), (0, 1));
         assert_eq!(
             m.role_assignments
@@ -793,7 +793,7 @@ async fn deletion_revokes_then_releases_the_finalizer_last() {
         let (result, _, metrics) =
             run("deletion", backend, store(true), NOW, &deleting, steps).await;
         assert_eq!(result.unwrap(), Action::await_change());
-        assert_eq!(metrics.invitations.pending.get(), 0);
+        assert_eq!(InvitationMetrics::of(&metrics).pending.get(), 0);
     }
 }
 
@@ -815,8 +815,7 @@ async fn a_restart_between_email_and_status_creates_no_second_email() {
             run("crash", backend, store(true), NOW, &invitation, steps).await;
         assert!(result.is_err());
         assert_eq!(
-            metrics
-                .invitations
+            InvitationMetrics::of(&metrics)
                 .emails
                 .get_or_create(&result_label("created"))
                 .get(),
@@ -836,7 +835,7 @@ async fn a_restart_between_email_and_status_creates_no_second_email() {
         let (result, seen, metrics) =
             run("restart", backend, store(true), NOW, &invitation, steps).await;
         assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
-        let m = &metrics.invitations;
+        let m = InvitationMetrics::of(&metrics);
         assert_eq!(m.emails.get_or_create(&result_label("created")).get(), 0);
         assert_eq!(m.emails.get_or_create(&result_label("failed")).get(), 0);
         let settled = with_status(invitation, written(&seen));
@@ -934,8 +933,7 @@ async fn a_missing_template_or_organization_is_reported_and_retried() {
             "{error}"
         );
         assert_eq!(
-            metrics
-                .invitations
+            InvitationMetrics::of(&metrics)
                 .emails
                 .get_or_create(&result_label("failed"))
                 .get(),
@@ -984,8 +982,7 @@ async fn a_role_that_vanished_fails_the_acceptance_visibly() {
     let (result, _, metrics) = run("role gone", Rbac, without_role, NOW, &accepted, steps).await;
     assert!(result.unwrap_err().to_string().contains("editor"));
     assert_eq!(
-        metrics
-            .invitations
+        InvitationMetrics::of(&metrics)
             .role_assignments
             .get_or_create(&result_label("failure"))
             .get(),
@@ -1001,7 +998,7 @@ fn the_alerts_use_only_series_the_binary_exports() {
     )
     .unwrap();
     let metrics = Metrics::default();
-    let m = &metrics.invitations;
+    let m = InvitationMetrics::of(&metrics);
     m.email_created();
     m.email_failed();
     m.roles_assigned();

@@ -395,6 +395,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
     let metrics = Arc::new(Metrics::default());
+    // Registered now, not when the controller first leads, so that every replica exports the
+    // series the alerts read (at zero until it leads).
+    crate::controllers::invitation::metrics::InvitationMetrics::of(&metrics);
     let options = ServeOptions {
         request_timeout: args.request_timeout,
         shutdown_delay: args.shutdown_delay,

@@ -1,4 +1,4 @@
-//! The HTTPS admission server and its plain-HTTP admin port.
+//! The HTTPS admission server, its plain-HTTP admin port, and the provider events listener.
 //!
 //! Connections are accepted by hand rather than through `axum::serve` so that each socket gets
 //! TCP_NODELAY (the API server reuses HTTP/1.1 keep-alive connections, and Nagle's algorithm would
@@ -7,6 +7,7 @@
 //! given a bounded lifetime (see [`ServeOptions::max_connection_age`]).
 
 pub mod admin;
+pub mod provider_events;
 pub mod routes;
 pub mod tls;
 
@@ -169,6 +170,26 @@ impl Server {
             listener,
             self.admin_router(),
             None,
+            &self.shutdown,
+            self.options.drain_timeout,
+            None,
+        )
+        .await
+    }
+
+    /// Serves provider events (see [`provider_events`]) on `listener` until shutdown, then
+    /// drains: plain HTTP when `tls` is `None` (an ingress usually terminates TLS). No connection
+    /// age limit: an ingress is not spread over replicas by reconnecting.
+    pub async fn serve_provider_events(
+        &self,
+        listener: TcpListener,
+        router: Router,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) {
+        serve(
+            listener,
+            router,
+            tls.map(TlsAcceptor::from),
             &self.shutdown,
             self.options.drain_timeout,
             None,

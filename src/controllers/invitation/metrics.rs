@@ -19,6 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::metrics::Metrics;
+
 /// Labels of an outcome counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -48,6 +50,12 @@ pub struct InvitationMetrics {
 }
 
 impl InvitationMetrics {
+    /// The invitation series of `metrics`, registered there on first use. The controller is
+    /// constructed anew on every leadership term; this keeps one set of series per process.
+    pub fn of(metrics: &Metrics) -> Self {
+        metrics.subsystem(Self::register)
+    }
+
     /// Registers every series in `registry` and returns the handles.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();

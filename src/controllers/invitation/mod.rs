@@ -113,6 +113,8 @@ pub struct InvitationContext {
     pub backend: Box<dyn AccessBackend>,
     /// The clock.
     pub clock: Clock,
+    /// The invitation series, registered in `shared.metrics`.
+    metrics: InvitationMetrics,
 }
 
 impl InvitationContext {
@@ -131,6 +133,7 @@ impl InvitationContext {
             )),
         };
         Self {
+            metrics: InvitationMetrics::of(&shared.metrics),
             shared,
             settings,
             backend,
@@ -145,7 +148,7 @@ impl InvitationContext {
     }
 
     fn metrics(&self) -> &InvitationMetrics {
-        &self.shared.metrics.invitations
+        &self.metrics
     }
 }
 
