@@ -127,6 +127,7 @@ async fn scenario(
             Default::default(),
         ),
         backoff: Default::default(),
+        resend: None,
     });
     drop(used);
     let seen = server

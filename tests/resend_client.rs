@@ -37,6 +37,7 @@ fn new_contact(email: &str) -> NewContact {
         email: email.into(),
         first_name: Some("Ada".into()),
         last_name: None,
+        unsubscribed: false,
     }
 }
 

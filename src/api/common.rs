@@ -64,3 +64,20 @@ pub struct ProviderSyncStatus {
     )]
     pub provider_id: Option<String>,
 }
+
+/// Names provider sync writes on the objects it mirrors: shared by the view (which reads them
+/// back) and the controllers (which write them).
+pub mod sync {
+    /// The finalizer provider sync puts on Contacts, ContactGroups and memberships, so that
+    /// deleting one removes its counterpart at the provider first.
+    pub const FINALIZER: &str = "notification.miloapis.com/resend-sync";
+    /// Condition type of a Contact mirrored to Resend.
+    pub const CONTACT_READY: &str = "ResendContactReady";
+    /// Condition type of a ContactGroup mirrored to a Resend segment.
+    pub const GROUP_READY: &str = "ResendContactGroupReady";
+    /// Condition type of a membership mirrored to a segment membership.
+    pub const MEMBERSHIP_READY: &str = "ResendContactGroupMembershipReady";
+    /// Condition type recording a person's opt-out reported by the provider. Its
+    /// `observedGeneration` is set once the removals it asks for have been created.
+    pub const UNSUBSCRIBED: &str = "Unsubscribed";
+}

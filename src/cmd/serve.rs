@@ -13,8 +13,11 @@ use super::parse_duration;
 use crate::controllers::invitation::InvitationSettings;
 use crate::controllers::invitation::access::AccessBackendKind;
 use crate::controllers::leader::{self, LeaseSettings};
+use crate::controllers::resend::SyncMetrics;
 use crate::controllers::{self, ControllerKind, ControllerSettings};
 use crate::metrics::Metrics;
+use crate::providers::metrics::ProviderMetrics;
+use crate::providers::resend::ResendClient;
 use crate::server::tls::{self, CertPaths, ReloadingCertResolver};
 use crate::server::{ServeOptions, Server, Shutdown};
 use crate::view::manifests::load_paths;
@@ -83,6 +86,9 @@ pub struct ServeArgs {
     /// The embedded controllers (cluster mode only).
     #[command(flatten)]
     pub controllers: ControllerArgs,
+    /// Provider sync and the provider events listener.
+    #[command(flatten)]
+    pub providers: super::provider::ProviderArgs,
 }
 
 /// Flags of the embedded controllers.
@@ -95,7 +101,7 @@ pub struct ControllerArgs {
         long,
         env = "MILO_WEBHOOK_CONTROLLERS",
         value_delimiter = ',',
-        default_value = "enrollment,removal,membership,usercontact,invitation",
+        default_value = "enrollment,removal,membership,usercontact,invitation,resend",
         conflicts_with = "no_controllers"
     )]
     pub controllers: Vec<ControllerKind>,
@@ -271,6 +277,7 @@ impl ControllerArgs {
             concurrency: usize::from(self.controller_concurrency),
             enrollment_concurrency: usize::from(self.enrollment_concurrency),
             invitation: self.invitations.settings(&self.system_namespace),
+            provider_resync: Duration::from_secs(3600),
         }
     }
 
@@ -413,20 +420,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     tracing::info!(webhooks = %args.listen, admin = %args.admin_listen, "listening");
 
+    let events =
+        super::provider::provider_events(&args, client.as_ref(), &view, &metrics, &server.shutdown)
+            .await?;
     let mut leading = None;
     if let Some(client) = client {
         tokio::spawn(crate::view::watch::run(client.clone(), view.clone()));
+        let resend = args
+            .providers
+            .resend_client(metrics.subsystem(ProviderMetrics::register))?
+            .map(|c| (c, metrics.subsystem(SyncMetrics::register)));
         leading = start_controllers(
-            &args.controllers,
+            &args,
             client,
             view,
             metrics.clone(),
+            resend,
             &server.shutdown,
         )
         .await?;
     } else if !args.controllers.selected().is_empty() {
         tracing::info!("offline mode: controllers need a cluster and do not run");
     }
+    let events = events.map(|(listener, router, tls)| {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve_provider_events(listener, router, tls).await })
+    });
     let reload_metrics = metrics.clone();
     let shutdown = server.shutdown.clone();
     tokio::spawn(tls::watch_for_rotation(
@@ -452,6 +471,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { server.serve_admin(admin_listener).await })
     };
     let (webhooks, admin) = tokio::join!(webhooks, admin);
+    if let Some(events) = events {
+        events.await?;
+    }
     if let Some(leading) = leading {
         // Released during the drain already, unless the API server was slow; bounded anyway.
         let _ = tokio::time::timeout(leader::RELEASE_TIMEOUT, leading).await;
@@ -466,12 +488,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// The returned task ends once shutdown has begun, the controllers have stopped and the lease
 /// has been released (within the drain, so the next leader need not wait for expiry).
 async fn start_controllers(
-    args: &ControllerArgs,
+    args: &ServeArgs,
     client: kube::Client,
     view: Arc<ClusterView>,
     metrics: Arc<Metrics>,
+    resend: Option<(ResendClient, SyncMetrics)>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let providers = &args.providers;
+    let args = &args.controllers;
     let selected = args.selected();
     if selected.is_empty() {
         tracing::info!("controllers disabled: serving admission only");
@@ -482,13 +507,19 @@ async fn start_controllers(
         .await
         .context("cannot start leader election")?;
     tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, controllers = ?selected, "joined leader election");
-    let ctx = Arc::new(controllers::Context::new(
+    let mut settings = args.settings();
+    settings.provider_resync = providers.provider_resync;
+    let mut ctx = controllers::Context::new(
         client,
         view,
         metrics.clone(),
-        args.settings(),
+        settings,
         Some(lease.identity.clone()),
-    ));
+    );
+    if let Some((client, sync_metrics)) = resend {
+        ctx = ctx.with_resend(client, sync_metrics);
+    }
+    let ctx = Arc::new(ctx);
     let draining = shutdown.clone();
     Ok(Some(tokio::spawn(leader::lead_until(
         election,

@@ -21,6 +21,7 @@ pub mod membership;
 pub mod names;
 pub mod referents;
 pub mod removal;
+pub mod resend;
 pub mod runner;
 pub mod usercontact;
 
@@ -55,16 +56,19 @@ pub enum ControllerKind {
     UserContact,
     /// Runs the UserInvitation lifecycle: Email, access grants, role assignment, expiry.
     Invitation,
+    /// Mirrors Contacts, ContactGroups and memberships to Resend (only with an API key).
+    Resend,
 }
 
 impl ControllerKind {
     /// Every controller, the default selection.
-    pub const ALL: [ControllerKind; 5] = [
+    pub const ALL: [ControllerKind; 6] = [
         ControllerKind::Enrollment,
         ControllerKind::Removal,
         ControllerKind::Membership,
         ControllerKind::UserContact,
         ControllerKind::Invitation,
+        ControllerKind::Resend,
     ];
 
     /// The name used in flags, metrics and logs.
@@ -75,6 +79,7 @@ impl ControllerKind {
             ControllerKind::Membership => "membership",
             ControllerKind::UserContact => "usercontact",
             ControllerKind::Invitation => "invitation",
+            ControllerKind::Resend => "resend",
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct ControllerSettings {
     pub enrollment_concurrency: usize,
     /// What the invitation controller needs to know.
     pub invitation: invitation::InvitationSettings,
+    /// How often provider sync compares the cluster with the provider (drift repair).
+    pub provider_resync: Duration,
 }
 
 impl Default for ControllerSettings {
@@ -109,6 +116,7 @@ impl Default for ControllerSettings {
             concurrency: 16,
             enrollment_concurrency: 16,
             invitation: invitation::InvitationSettings::default(),
+            provider_resync: Duration::from_secs(3600),
         }
     }
 }
@@ -127,6 +135,8 @@ pub struct Context {
     pub events: events::EventPublisher,
     /// Per-object retry delays.
     pub backoff: RetryBackoff,
+    /// The Resend client, when an API key is configured: provider sync runs only then.
+    pub resend: Option<(crate::providers::resend::ResendClient, resend::SyncMetrics)>,
 }
 
 impl Context {
@@ -146,7 +156,18 @@ impl Context {
             metrics,
             settings,
             backoff: RetryBackoff::default(),
+            resend: None,
         }
+    }
+
+    /// The same context with provider sync through `client`.
+    pub fn with_resend(
+        mut self,
+        client: crate::providers::resend::ResendClient,
+        metrics: resend::SyncMetrics,
+    ) -> Self {
+        self.resend = Some((client, metrics));
+        self
     }
 
     /// Publishes a Normal Event about `regarding`. Events are best effort: a failure is logged
@@ -177,6 +198,13 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
     ctx.view.enable_controller_fields();
     selected
         .iter()
+        .filter(|kind| {
+            let off = **kind == ControllerKind::Resend && ctx.resend.is_none();
+            if off {
+                tracing::info!("no Resend API key configured: provider sync is off");
+            }
+            !off
+        })
         .map(|kind| {
             tracing::info!(controller = kind.as_str(), "starting controller");
             let ctx = ctx.clone();
@@ -191,6 +219,12 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
                         invitation::InvitationContext::new(ctx, settings),
                     )))
                 }
+                ControllerKind::Resend => {
+                    let (client, metrics) = ctx.resend.clone().expect("filtered above");
+                    tokio::spawn(resend::run(Arc::new(resend::ResendSync::new(
+                        ctx, client, metrics,
+                    ))))
+                }
             }
         })
         .collect()
@@ -202,6 +236,9 @@ pub enum Error {
     /// An API call failed.
     #[error("API request failed: {0}")]
     Kube(#[from] kube::Error),
+    /// The provider refused or failed a call.
+    #[error("Resend: {0}")]
+    Provider(#[from] crate::providers::resend::ResendError),
     /// The object cannot be reconciled as it stands (a missing field the schema should have
     /// required, say); retried with backoff in case it is fixed.
     #[error("{0}")]
@@ -216,6 +253,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
             Error::Invalid(_) => "invalid",
+            Error::Provider(_) => "provider",
         }
     }
 }

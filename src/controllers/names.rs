@@ -50,6 +50,18 @@ pub fn enrollment_membership(policy: &str, contact: &str) -> String {
     hashed_join(&[policy, contact], MAX_NAME)
 }
 
+/// Name of the removal an opt-out reported by a provider creates for one (contact, group) pair:
+/// `unsubscribe-<contact>-<group>-<hash>`, the hash covering both namespaces and names, so a
+/// repeated event (or a restart half-way) finds the removal it created before.
+pub fn unsubscribe_removal(contact: (&str, &str), group: (&str, &str)) -> String {
+    let hash = short_hash(&[contact.0, contact.1, group.0, group.1]);
+    let readable = hashed_join(
+        &["unsubscribe", contact.1, group.1],
+        MAX_NAME - HASH_DIGITS - 1,
+    );
+    format!("{readable}-{hash}")
+}
+
 /// A value that fits a label value or a key's name part: `value` itself when it fits, otherwise a
 /// readable prefix and a hash of the whole.
 pub fn label_safe(value: &str) -> String {

@@ -15,6 +15,7 @@ use super::index::{Key, MultiIndex};
 use super::records::{Pair, PairStatus, names_digest};
 use super::store::{NamedRef, Row, Store, ViewKind};
 use super::symbols::{Sym, Symbols};
+use super::sync::{GroupSyncEntry, SyncMarks, unsubscribe_pending};
 use crate::api::iam::UserSpec;
 use crate::api::notification::{
     ContactGroupMembershipRemovalSpec, ContactGroupMembershipRemovalStatus,
@@ -38,6 +39,10 @@ struct ContactExtra {
     /// A digest of `spec.givenName` and `spec.familyName` (see [`names_digest`]).
     names: u64,
     deleting: bool,
+    /// Provider sync's condition and finalizer (in what would be padding).
+    sync: SyncMarks,
+    /// Its `Unsubscribed` condition asks for removals not yet created.
+    unsubscribe_pending: bool,
 }
 
 /// A timestamp that is not set.
@@ -78,6 +83,8 @@ pub(super) struct Extras {
     invitations: HashMap<Key, Arc<UserInvitation>>,
     memberships_by_contact: MultiIndex<Key>,
     removals_by_contact: MultiIndex<Key>,
+    /// Provider sync's fields of ContactGroups (few, so kept as they are).
+    groups: HashMap<Key, GroupSyncEntry>,
 }
 
 fn seconds(time: Option<&Time>) -> i64 {
@@ -119,6 +126,9 @@ impl Extras {
             ViewKind::Removal => {
                 self.removals.remove(&key);
             }
+            ViewKind::ContactGroup => {
+                self.groups.remove(&key);
+            }
             ViewKind::EnrollmentPolicy => {
                 self.policies.remove(&key);
             }
@@ -158,6 +168,11 @@ impl Extras {
             None => self.next_seq(),
         };
         self.forget(ViewKind::Contact, key, symbols);
+        let conditions = contact
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
         let extra = ContactExtra {
             first_seen,
             created: seconds(contact.metadata.creation_timestamp.as_ref()),
@@ -166,6 +181,12 @@ impl Extras {
                 contact.spec.family_name.as_deref(),
             ),
             deleting: deleting(&contact.metadata),
+            sync: SyncMarks::read(
+                &contact.metadata,
+                conditions,
+                crate::api::common::sync::CONTACT_READY,
+            ),
+            unsubscribe_pending: unsubscribe_pending(conditions),
         };
         self.contacts.insert(key, extra);
         for (k, v) in contact.annotations() {
@@ -227,6 +248,20 @@ impl Extras {
     pub(super) fn apply_invitation(&mut self, key: Key, invitation: &UserInvitation) {
         self.invitations.insert(key, slimmed(invitation));
     }
+
+    pub(super) fn apply_group(&mut self, key: Key, group: &crate::api::ContactGroup) {
+        self.groups.insert(key, GroupSyncEntry::of(group));
+    }
+
+    /// A contact's deletion mark, sync marks and pending unsubscribe.
+    pub(super) fn contact_sync_fields(&self, key: Key) -> Option<(bool, SyncMarks, bool)> {
+        let c = self.contacts.get(&key)?;
+        Some((c.deleting, c.sync, c.unsubscribe_pending))
+    }
+
+    pub(super) fn group_sync_entry(&self, key: Key) -> Option<&GroupSyncEntry> {
+        self.groups.get(&key)
+    }
 }
 
 /// What enrollment reads of one contact.
@@ -275,7 +310,7 @@ impl Store {
         self.extras.is_some()
     }
 
-    fn extras(&self) -> Option<&Extras> {
+    pub(super) fn extras(&self) -> Option<&Extras> {
         self.extras.as_deref()
     }
 

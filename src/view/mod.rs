@@ -10,6 +10,7 @@ pub mod manifests;
 pub mod records;
 pub mod store;
 pub mod symbols;
+pub mod sync;
 pub mod watch;
 
 use std::collections::BTreeSet;
@@ -21,6 +22,7 @@ use tokio::sync::broadcast;
 
 pub use extras::{ContactFacts, RECORD_PREFIX};
 pub use store::{ContactView, GroupView, NamedRef, Store, SubjectView, UserView, ViewKind};
+pub use sync::{ContactSync, GroupSync, MembershipSync, SyncMarks};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 

@@ -87,6 +87,8 @@ pub struct PairStatus {
     pub username: Option<Sym>,
     /// Whether it is being deleted.
     pub deleting: bool,
+    /// A membership's provider-sync condition and finalizer.
+    pub sync: super::sync::SyncMarks,
 }
 
 /// `expires_at` of an invitation that never expires.

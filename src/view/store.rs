@@ -12,6 +12,7 @@ use super::records::{
     SubjectRecord, UserRecord, names_digest,
 };
 use super::symbols::{Sym, Symbols};
+use super::sync::SyncMarks;
 use crate::api::common::ObjectRef;
 use crate::api::iam::ORGANIZATION_MEMBERSHIP_LABEL;
 use crate::api::notification::Visibility;
@@ -67,6 +68,7 @@ impl ViewKind {
         matches!(
             self,
             ViewKind::Contact
+                | ViewKind::ContactGroup
                 | ViewKind::Membership
                 | ViewKind::Removal
                 | ViewKind::EnrollmentPolicy
@@ -321,6 +323,9 @@ impl Store {
             visibility: group.spec.visibility,
         });
         self.upsert(ViewKind::ContactGroup, key, row);
+        if let Some(extras) = self.extras.as_mut() {
+            extras.apply_group(key, group);
+        }
     }
 
     fn pair(&mut self, contact: &ObjectRef, group: &ObjectRef) -> Pair {
@@ -335,7 +340,15 @@ impl Store {
         let key = self.key(&m.namespace().unwrap_or_default(), &m.name_any());
         let pair = self.pair(&m.spec.contact_ref, &m.spec.contact_group_ref);
         let username = m.status.as_ref().and_then(|s| s.username.as_deref());
-        let status = self.pair_status(&m.metadata, username);
+        let conditions = m.status.as_ref().map(|s| s.conditions.as_slice());
+        let mut status = self.pair_status(&m.metadata, username);
+        if self.extras.is_some() {
+            status.sync = SyncMarks::read(
+                &m.metadata,
+                conditions.unwrap_or_default(),
+                crate::api::common::sync::MEMBERSHIP_READY,
+            );
+        }
         self.upsert(ViewKind::Membership, key, Row::Membership(pair, status));
     }
 
@@ -361,6 +374,7 @@ impl Store {
         PairStatus {
             username: self.intern_present(username),
             deleting: meta.deletion_timestamp.is_some(),
+            sync: SyncMarks::default(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod fake_resend;
 pub mod fixtures;
 pub mod https;
 pub mod lease_api;
+pub mod live_api;
 pub mod mock_api;
 pub mod rbac;
 pub mod sim_api;

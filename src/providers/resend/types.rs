@@ -1,7 +1,7 @@
 //! Resend's wire shapes for contacts and segments, in its snake_case names.
 //!
-//! The write shapes are deliberately narrower than the API: neither [`NewContact`] nor
-//! [`ContactPatch`] can carry `unsubscribed`, so no code path of ours can write
+//! The write shapes are deliberately narrower than the API: [`ContactPatch`] cannot carry
+//! `unsubscribed` and [`NewContact`] sends it only as `true`, so no code path of ours can write
 //! `unsubscribed: false` over a person's opt-out (Milo's integration re-subscribed people by
 //! deleting and recreating contacts; we only ever patch, and never that field).
 
@@ -34,8 +34,8 @@ pub struct RemoteSegment {
     pub name: String,
 }
 
-/// The body of `POST /contacts`. Has no `unsubscribed` field: a new contact takes Resend's
-/// default, and an existing one (same email) must keep its opt-out.
+/// The body of `POST /contacts`. `unsubscribed` is sent only as `true`: a new contact otherwise
+/// takes Resend's default, and an existing one (same email) keeps its opt-out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NewContact {
     /// Required by Resend.
@@ -46,6 +46,10 @@ pub struct NewContact {
     /// Omitted when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
+    /// Sent only when true: creating (or re-creating) the contact of someone who opted out keeps
+    /// them out; `false` is never sent, so nobody is ever re-subscribed by a create.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unsubscribed: bool,
 }
 
 /// The body of `PATCH /contacts/{id|email}`: only the fields that are `Some` are sent, so a patch
@@ -102,9 +106,19 @@ mod tests {
             email: "a@example.com".into(),
             first_name: None,
             last_name: Some("L".into()),
+            unsubscribed: false,
         };
         let json = serde_json::to_string(&new).unwrap();
         assert!(!json.contains("unsubscribed"), "{json}");
+        let opted_out = NewContact {
+            unsubscribed: true,
+            ..new.clone()
+        };
+        let created = serde_json::to_value(&opted_out).unwrap();
+        assert_eq!(
+            created["unsubscribed"], true,
+            "an opt-out is carried into a create"
+        );
         assert!(!json.contains("first_name"), "{json}");
     }
 

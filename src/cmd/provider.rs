@@ -1,0 +1,237 @@
+//! Flags of provider sync and the provider events listener, and what they build: the Resend
+//! client (only when an API key is configured: without one nothing is called) and the signing
+//! keys of the events listener. Names follow Milo's integration where it had them
+//! (`RESEND_API_KEY`, `RESEND_WEBHOOK_SIGNING_KEY`, `RESEND_CONTACT_WEBHOOK_SIGNING_KEY`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::parse_duration;
+use tokio::net::TcpListener;
+
+use crate::controllers::resend::sink::OptOutSink;
+use crate::metrics::Metrics;
+use crate::providers::metrics::ProviderMetrics;
+use crate::providers::resend::{ResendClient, ResendConfig};
+use crate::server::provider_events;
+use crate::server::{Shutdown, tls};
+use crate::view::ClusterView;
+
+/// Environment variable with the Resend API key (Milo's name).
+pub const API_KEY_ENV: &str = "RESEND_API_KEY";
+
+/// Flags of provider sync.
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    /// File holding the Resend API key (a mounted Secret). Without it, the RESEND_API_KEY
+    /// environment variable; without either, provider sync is off.
+    #[arg(long, env = "MILO_WEBHOOK_RESEND_API_KEY_FILE")]
+    pub resend_api_key_file: Option<PathBuf>,
+    /// Resend's API address.
+    #[arg(
+        long,
+        env = "RESEND_BASE_URL",
+        default_value = "https://api.resend.com"
+    )]
+    pub resend_base_url: String,
+    /// Requests per second for the whole Resend account (every call of every kind shares it).
+    #[arg(long, env = "MILO_WEBHOOK_RESEND_RATE_LIMIT", default_value_t = 5.0, value_parser = positive_rate)]
+    pub resend_rate_limit: f64,
+    /// How often the cluster is compared with Resend to repair drift (listings, not per-object
+    /// reads).
+    #[arg(long, env = "MILO_WEBHOOK_PROVIDER_RESYNC", default_value = "1h", value_parser = parse_duration)]
+    pub provider_resync: Duration,
+    /// Address of the plain-HTTP listener for provider events (Resend webhooks), for an ingress
+    /// or gateway to expose; off when unset. Separate from the admission port, which stays
+    /// private.
+    #[arg(long, env = "MILO_WEBHOOK_PROVIDER_EVENTS_LISTEN")]
+    pub provider_events_listen: Option<SocketAddr>,
+    /// Serve provider events over TLS with this certificate (PEM chain).
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_PROVIDER_EVENTS_TLS_CERT_FILE",
+        requires = "provider_events_tls_key_file"
+    )]
+    pub provider_events_tls_cert_file: Option<PathBuf>,
+    /// Private key of --provider-events-tls-cert-file (PEM).
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_PROVIDER_EVENTS_TLS_KEY_FILE",
+        requires = "provider_events_tls_cert_file"
+    )]
+    pub provider_events_tls_key_file: Option<PathBuf>,
+    /// File with the signing secret (`whsec_…`) of the Resend webhook for email events. Without
+    /// it, the RESEND_WEBHOOK_SIGNING_KEY environment variable.
+    #[arg(long, env = "MILO_WEBHOOK_RESEND_WEBHOOK_SIGNING_KEY_FILE")]
+    pub resend_webhook_signing_key_file: Option<PathBuf>,
+    /// File with the signing secret of the Resend webhook for contact events. Without it, the
+    /// RESEND_CONTACT_WEBHOOK_SIGNING_KEY environment variable; without that, the email key.
+    #[arg(long, env = "MILO_WEBHOOK_RESEND_CONTACT_WEBHOOK_SIGNING_KEY_FILE")]
+    pub resend_contact_webhook_signing_key_file: Option<PathBuf>,
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a positive number of requests per second"
+        )),
+    }
+}
+
+/// A secret from `file` when given, else from the environment variable `env`; `None` when
+/// neither is set. Surrounding whitespace (a trailing newline in a Secret file) is dropped.
+pub fn secret(file: Option<&Path>, env: &str) -> anyhow::Result<Option<String>> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => match std::env::var(env) {
+            Ok(value) => value,
+            Err(_) => return Ok(None),
+        },
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        anyhow::bail!(
+            "{} is empty",
+            file.map_or_else(|| env.to_owned(), |p| p.display().to_string())
+        );
+    }
+    Ok(Some(text.to_owned()))
+}
+
+impl ProviderArgs {
+    /// The Resend client, when an API key is configured.
+    pub fn resend_client(&self, metrics: ProviderMetrics) -> anyhow::Result<Option<ResendClient>> {
+        let Some(api_key) = secret(self.resend_api_key_file.as_deref(), API_KEY_ENV)? else {
+            return Ok(None);
+        };
+        let mut config = ResendConfig::new(api_key);
+        config.base_url = self.resend_base_url.trim_end_matches('/').to_owned();
+        config.rate_limit = self.resend_rate_limit;
+        let client =
+            ResendClient::new(config, metrics).context("cannot build the Resend client")?;
+        Ok(Some(client))
+    }
+}
+
+/// Environment variable with the email events' signing secret (Milo's name).
+pub const EMAIL_SIGNING_KEY_ENV: &str = "RESEND_WEBHOOK_SIGNING_KEY";
+/// Environment variable with the contact events' signing secret (Milo's name).
+pub const CONTACT_SIGNING_KEY_ENV: &str = "RESEND_CONTACT_WEBHOOK_SIGNING_KEY";
+
+fn signing_key(
+    file: Option<&Path>,
+    env: &str,
+    flag: &str,
+) -> anyhow::Result<Option<crate::providers::svix::SigningKey>> {
+    secret(file, env)?
+        .map(|text| {
+            crate::providers::svix::SigningKey::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{flag} (or {env}): {e}"))
+        })
+        .transpose()
+}
+
+impl ProviderArgs {
+    /// The events listener's settings: its signing keys (the contact path falls back to the
+    /// email key when its own is unset).
+    pub fn events_config(
+        &self,
+    ) -> anyhow::Result<crate::server::provider_events::ProviderEventsConfig> {
+        Ok(crate::server::provider_events::ProviderEventsConfig {
+            contact_key: signing_key(
+                self.resend_contact_webhook_signing_key_file.as_deref(),
+                CONTACT_SIGNING_KEY_ENV,
+                "--resend-contact-webhook-signing-key-file",
+            )?,
+            email_key: signing_key(
+                self.resend_webhook_signing_key_file.as_deref(),
+                EMAIL_SIGNING_KEY_ENV,
+                "--resend-webhook-signing-key-file",
+            )?,
+            ..Default::default()
+        })
+    }
+
+    /// The events listener's TLS settings, when it serves TLS; the certificate is reloaded on
+    /// rotation like the admission port's.
+    pub fn events_tls(
+        &self,
+    ) -> anyhow::Result<Option<std::sync::Arc<crate::server::tls::ReloadingCertResolver>>> {
+        let (Some(cert), Some(key)) = (
+            &self.provider_events_tls_cert_file,
+            &self.provider_events_tls_key_file,
+        ) else {
+            return Ok(None);
+        };
+        let paths = crate::server::tls::CertPaths {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        crate::server::tls::ReloadingCertResolver::load(paths)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--provider-events-tls-cert-file/-key-file: {e}"))
+    }
+}
+
+/// A bound provider events listener, its router and its TLS settings.
+pub type EventsListener = (TcpListener, axum::Router, Option<Arc<rustls::ServerConfig>>);
+
+/// Binds the provider events listener when `--provider-events-listen` is set. It needs a cluster:
+/// the opt-outs it receives are recorded on Contacts.
+pub async fn provider_events(
+    args: &super::serve::ServeArgs,
+    client: Option<&kube::Client>,
+    view: &Arc<ClusterView>,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<EventsListener>> {
+    let Some(addr) = args.providers.provider_events_listen else {
+        return Ok(None);
+    };
+    let Some(client) = client else {
+        anyhow::bail!(
+            "--provider-events-listen needs cluster mode: events are recorded on Contacts, which --state cannot hold"
+        );
+    };
+    let config = args.providers.events_config()?;
+    if config.contact_key.is_none() && config.email_key.is_none() {
+        tracing::warn!(
+            "no Resend signing key configured: every provider event is refused (503) until one is"
+        );
+    }
+    let tls = match args.providers.events_tls()? {
+        Some(resolver) => {
+            let config = tls::server_config(resolver.clone())?;
+            let reloads = metrics.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(tls::watch_for_rotation(
+                resolver,
+                args.tls_reload_interval,
+                move |outcome| {
+                    reloads.record_reload(matches!(outcome, tls::ReloadOutcome::Reloaded))
+                },
+                async move { stop.stopped().await },
+            ));
+            Some(config)
+        }
+        None => None,
+    };
+    let sink = Arc::new(OptOutSink::new(client.clone(), view.clone()));
+    let router = provider_events::router(
+        config,
+        sink,
+        metrics.subsystem(provider_events::ProviderEventMetrics::register),
+    );
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(provider_events = %addr, tls = tls.is_some(), "listening for provider events");
+    Ok(Some((listener, router, tls)))
+}

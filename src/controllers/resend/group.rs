@@ -1,0 +1,230 @@
+//! ContactGroup -> Resend segment. Segments cannot be renamed, so the name is fixed from what
+//! never changes: `<namespace>/<name>-<first 8 of uid>`, unique and recognisable in the Resend
+//! dashboard. A segment is looked up by name in a listing (every page) before one is created, so
+//! a crash between create and status write finds it again. Deleting the group deletes the segment.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube::Api;
+
+use super::status::{self, Outcome};
+use super::{Loop, ResendSync, drive_loop};
+use crate::api::ContactGroup;
+use crate::api::common::sync::GROUP_READY;
+use crate::controllers::{Action, Error, ObjectKey, kubeapi};
+use crate::providers::resend::ResendError;
+use crate::view::{Store, ViewChange, ViewKind};
+
+/// The segment name of the group `namespace/name` with uid `uid`.
+pub fn segment_name(namespace: &str, name: &str, uid: &str) -> String {
+    let short: String = uid.chars().take(8).collect();
+    format!("{namespace}/{name}-{short}")
+}
+
+/// What reconciling a group does, decided from the view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing to do.
+    Wait,
+    /// Being deleted: delete the segment (by its id, else found by name), release the finalizer.
+    Release {
+        /// The segment id the status records.
+        segment: Option<String>,
+        /// The segment's name, to find one created but never recorded.
+        name: String,
+    },
+    /// Live: add the finalizer and/or make sure the segment exists.
+    Sync {
+        /// Put the finalizer on first.
+        add_finalizer: bool,
+        /// Look the segment up (or create it) and record it.
+        mirror: bool,
+    },
+}
+
+/// Decides what reconciling the group `namespace/name` does.
+pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
+    let Some(group) = view.group_sync(namespace, name) else {
+        return Plan::Wait;
+    };
+    if group.deleting {
+        if !group.marks.finalizer {
+            return Plan::Wait;
+        }
+        return Plan::Release {
+            segment: group.segment.map(str::to_owned),
+            name: segment_name(namespace, name, group.uid),
+        };
+    }
+    let add_finalizer = !group.marks.finalizer;
+    let mirror = !group.marks.synced || group.segment.is_none() || forced;
+    if add_finalizer || mirror {
+        Plan::Sync {
+            add_finalizer,
+            mirror,
+        }
+    } else {
+        Plan::Wait
+    }
+}
+
+fn needs_work(sync: &ResendSync, view: &Store, namespace: &str, name: &str) -> bool {
+    let forced = sync.is_forced(ViewKind::ContactGroup, namespace, name);
+    plan(view, namespace, name, forced) != Plan::Wait
+}
+
+fn wake(sync: &ResendSync, change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
+    match change {
+        ViewChange::Applied(ViewKind::ContactGroup, ns, name)
+            if needs_work(sync, view, ns, name) =>
+        {
+            vec![ObjectKey::new(ns, name)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Runs the group loop until aborted.
+pub async fn run(sync: Arc<ResendSync>) {
+    let lp = Loop {
+        kind: ViewKind::ContactGroup,
+        label: "contactgroup",
+        relists: &[ViewKind::ContactGroup],
+        needs_work,
+        wake,
+        reconcile,
+    };
+    drive_loop(sync, lp).await;
+}
+
+/// Reconciles one group.
+pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, Error> {
+    let forced = sync.is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
+    let plan = plan(&sync.ctx.view.read(), &key.namespace, &key.name, forced);
+    let api: Api<ContactGroup> = Api::namespaced(sync.ctx.client.clone(), &key.namespace);
+    match plan {
+        Plan::Wait => {}
+        Plan::Release { segment, name } => {
+            let segment = match segment {
+                Some(id) => Some(id),
+                None => lookup(&sync, &name, false).await?,
+            };
+            if let Some(id) = segment {
+                sync.client.delete_segment(&id).await?;
+                forget(&sync, &name).await;
+            }
+            status::set_finalizer(&api, &key.name, false).await?;
+        }
+        Plan::Sync {
+            add_finalizer,
+            mirror,
+        } => {
+            if add_finalizer {
+                status::set_finalizer(&api, &key.name, true).await?;
+            }
+            if mirror {
+                self::mirror(&sync, &api, &key).await?;
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// How long a listing of segments answers look-ups. Only this process creates segments while it
+/// leads (and records each one it creates), so a recent listing is complete; a new leader lists
+/// again.
+const LISTING_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The segment named `name`, from a recent listing unless `fresh`: a group whose segment vanished
+/// must not be handed the stale id again.
+async fn lookup(sync: &ResendSync, name: &str, fresh: bool) -> Result<Option<String>, ResendError> {
+    let mut directory = sync.segments.lock().await;
+    if !fresh
+        && let Some((listed_at, names)) = directory.as_ref()
+        && listed_at.elapsed() < LISTING_TTL
+    {
+        return Ok(names.get(name).cloned());
+    }
+    let listed: HashMap<String, String> = sync
+        .client
+        .list_segments()
+        .await?
+        .into_iter()
+        .map(|s| (s.name, s.id))
+        .collect();
+    let found = listed.get(name).cloned();
+    *directory = Some((std::time::Instant::now(), listed));
+    Ok(found)
+}
+
+async fn remember(sync: &ResendSync, name: &str, id: &str) {
+    if let Some((_, names)) = sync.segments.lock().await.as_mut() {
+        names.insert(name.to_owned(), id.to_owned());
+    }
+}
+
+async fn forget(sync: &ResendSync, name: &str) {
+    if let Some((_, names)) = sync.segments.lock().await.as_mut() {
+        names.remove(name);
+    }
+}
+
+/// Makes sure the group's segment exists and records its id.
+async fn mirror(sync: &ResendSync, api: &Api<ContactGroup>, key: &ObjectKey) -> Result<(), Error> {
+    let Some(group) = kubeapi::get(api, &key.name).await? else {
+        return Ok(());
+    };
+    let uid = group.metadata.uid.clone().unwrap_or_default();
+    let name = segment_name(&key.namespace, &key.name, &uid);
+    let known = crate::view::sync::resend_id(group.status.as_ref()).map(str::to_owned);
+    let conditions = group
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = group.metadata.generation;
+    let forced = sync.is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
+    let found = match (&known, forced) {
+        // The id is known and nobody doubts it: no call at all (a display-name change, say).
+        (Some(id), false) => Ok(id.clone()),
+        _ => ensure(sync, &name, forced).await,
+    };
+    match found {
+        Ok(id) => {
+            let outcome = Outcome {
+                id: Some(&id),
+                failure: None,
+            };
+            let body = status::body(
+                GROUP_READY,
+                &conditions,
+                generation,
+                &outcome,
+                jiff::Timestamp::now(),
+            );
+            status::apply(api, &key.name, body).await?;
+            Ok(())
+        }
+        Err(error) => Err(status::report_failure(
+            api,
+            &key.name,
+            GROUP_READY,
+            &conditions,
+            generation,
+            known.as_deref(),
+            error,
+        )
+        .await),
+    }
+}
+
+/// The id of the segment `name`: found in a listing, else created.
+async fn ensure(sync: &ResendSync, name: &str, fresh: bool) -> Result<String, ResendError> {
+    if let Some(id) = lookup(sync, name, fresh).await? {
+        return Ok(id);
+    }
+    let id = sync.client.create_segment(name).await?;
+    remember(sync, name, &id).await;
+    Ok(id)
+}

@@ -1,0 +1,256 @@
+//! Provider sync with Resend (leader only, and only when an API key is configured): Contacts
+//! become Resend contacts, ContactGroups segments, memberships segment memberships; opt-outs
+//! reported by Resend come back as removals.
+//!
+//! Three loops share one Resend client (so one account rate limit) and the view: [`contact`],
+//! [`group`] and [`membership`], each a [`runner`](super::runner) work queue woken by the view's
+//! changes. What was last synced is read back from each object's own condition (True for its
+//! current generation, see [`crate::view::SyncMarks`]), so a reconcile where nothing changed
+//! costs no provider call and survives a restart. [`drift`] compares with Resend every
+//! `--provider-resync` and forces the objects that drifted; [`optout`] turns a person's
+//! Resend-side opt-out into removals.
+
+pub mod contact;
+pub mod drift;
+pub mod group;
+pub mod membership;
+pub mod optout;
+pub mod sink;
+mod status;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::runner::{self, Driver};
+use super::{Action, Context, ControllerKind, Error, ObjectKey};
+use crate::providers::resend::ResendClient;
+use crate::view::{Store, ViewChange, ViewKind};
+
+/// Field manager of the sync's writes (status conditions, provider ids, its finalizer), apart
+/// from the other controllers' so server-side apply never drops what they wrote.
+pub const FIELD_MANAGER: &str = "milo-webhook-resend";
+
+/// How long a membership waits before trying again when Resend does not know its contact or
+/// segment yet (another loop is about to create it).
+const PREREQUISITE_WAIT: Duration = Duration::from_secs(5);
+
+/// Labels of the backlog gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BacklogLabels {
+    /// `resend`.
+    pub provider: String,
+    /// `contact`, `contactgroup` or `membership`.
+    pub kind: String,
+}
+
+/// The sync's own metrics, registered into the registry it is handed.
+#[derive(Clone, Default)]
+pub struct SyncMetrics {
+    /// Objects waiting to sync, by kind.
+    pub backlog: Family<BacklogLabels, Gauge>,
+}
+
+impl SyncMetrics {
+    /// Registers `milo_webhook_provider_sync_backlog`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "provider_sync_backlog",
+            "Objects waiting to be mirrored to the provider",
+            metrics.backlog.clone(),
+        );
+        metrics
+    }
+
+    fn backlog(&self, kind: &str) -> Gauge {
+        self.backlog
+            .get_or_create(&BacklogLabels {
+                provider: "resend".into(),
+                kind: kind.into(),
+            })
+            .clone()
+    }
+}
+
+/// When segments were listed, and their ids by name.
+type SegmentListing = (
+    std::time::Instant,
+    std::collections::HashMap<String, String>,
+);
+
+/// What the three loops share.
+pub struct ResendSync {
+    /// The controllers' context (API client, view, settings).
+    pub ctx: Arc<Context>,
+    /// The Resend client (one account, one rate limiter).
+    pub client: ResendClient,
+    /// The sync's metrics.
+    pub metrics: SyncMetrics,
+    /// Segment ids by name, as last listed: what a group looks up before creating a segment.
+    segments: tokio::sync::Mutex<Option<SegmentListing>>,
+    /// Objects drift repair found out of step with Resend: synced again even though their
+    /// conditions say they are.
+    forced: Mutex<HashSet<(ViewKind, ObjectKey)>>,
+}
+
+impl ResendSync {
+    /// Sync state for `ctx` through `client`.
+    pub fn new(ctx: Arc<Context>, client: ResendClient, metrics: SyncMetrics) -> Self {
+        Self {
+            ctx,
+            client,
+            metrics,
+            segments: tokio::sync::Mutex::new(None),
+            forced: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn forced_lock(&self) -> std::sync::MutexGuard<'_, HashSet<(ViewKind, ObjectKey)>> {
+        self.forced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether drift repair asked for `namespace/name` of `kind` to be synced again.
+    pub fn is_forced(&self, kind: ViewKind, namespace: &str, name: &str) -> bool {
+        self.forced_lock()
+            .contains(&(kind, ObjectKey::new(namespace, name)))
+    }
+
+    /// Asks for objects to be synced again whatever their conditions say, and wakes them.
+    pub fn force(&self, objects: Vec<(ViewKind, ObjectKey)>) {
+        if objects.is_empty() {
+            return;
+        }
+        self.forced_lock().extend(objects.iter().cloned());
+        for (kind, key) in objects {
+            self.ctx
+                .view
+                .announce(ViewChange::Applied(kind, key.namespace, key.name));
+        }
+    }
+
+    fn settled(&self, kind: ViewKind, key: &ObjectKey) {
+        self.forced_lock().remove(&(kind, key.clone()));
+    }
+
+    /// How many objects are forced (for tests and logs).
+    pub fn forced_count(&self) -> usize {
+        self.forced_lock().len()
+    }
+}
+
+/// Runs the three sync loops and drift repair until aborted (leadership lost).
+pub async fn run(sync: Arc<ResendSync>) {
+    tokio::join!(
+        contact::run(sync.clone()),
+        group::run(sync.clone()),
+        membership::run(sync.clone()),
+        drift::run(sync.clone()),
+    );
+}
+
+/// One kind's loop: what it needs decided in memory, and how to reconcile one key.
+pub(crate) struct Loop<N, W, R> {
+    kind: ViewKind,
+    label: &'static str,
+    relists: &'static [ViewKind],
+    needs_work: N,
+    wake: W,
+    reconcile: R,
+}
+
+/// Drives one kind's loop on the runner: swept when its kinds relist and every resync, woken by
+/// the view's changes, each reconcile's error turned into a retry by [`retry`].
+pub(crate) async fn drive_loop<N, W, R, Fut>(sync: Arc<ResendSync>, lp: Loop<N, W, R>)
+where
+    N: Fn(&ResendSync, &Store, &str, &str) -> bool,
+    W: Fn(&ResendSync, &ViewChange, &Store) -> Vec<ObjectKey>,
+    R: Fn(Arc<ResendSync>, ObjectKey) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let kind = lp.kind;
+    let sweep = |view: &Store| -> Vec<ObjectKey> {
+        view.names(kind)
+            .into_iter()
+            .filter(|(ns, name)| (lp.needs_work)(&sync, view, ns, name))
+            .map(|(namespace, name)| ObjectKey { namespace, name })
+            .collect()
+    };
+    let wake = |change: &ViewChange, view: &Store| (lp.wake)(&sync, change, view);
+    let driver = Driver {
+        kind: ControllerKind::Resend,
+        concurrency: sync.ctx.settings.concurrency,
+        resync: sync.ctx.settings.resync,
+        relists: lp.relists,
+        wake_delay: Duration::ZERO,
+        sweep,
+        wake,
+        depth: sync.metrics.backlog(lp.label),
+    };
+    let reconcile = &lp.reconcile;
+    let sync = &sync;
+    runner::drive(&sync.ctx.view, driver, |key| async move {
+        let label = format!("{}/{key}", lp.label);
+        let outcome = super::instrumented(
+            &sync.ctx,
+            ControllerKind::Resend,
+            label.clone(),
+            reconcile(sync.clone(), key.clone()),
+        )
+        .await;
+        match outcome {
+            Ok(action) => {
+                sync.settled(kind, &key);
+                action
+            }
+            Err(error) => retry(sync, &label, &error),
+        }
+    })
+    .await;
+}
+
+/// The retry policy of the sync: the provider's own wait when it gave one (rate limit, quota),
+/// nothing until the object changes for a permanent refusal (its condition says why), and the
+/// controllers' backoff with jitter for everything else.
+fn retry(sync: &ResendSync, label: &str, error: &Error) -> Action {
+    if let Error::Provider(provider) = error {
+        if provider.is_permanent() {
+            sync.ctx
+                .metrics
+                .controllers
+                .record_error(ControllerKind::Resend.as_str(), error.metric_label());
+            tracing::warn!(object = label, %error, "Resend refused; waiting for a change");
+            return Action::await_change();
+        }
+        if let Some(wait) = provider.retry_in() {
+            sync.ctx
+                .metrics
+                .controllers
+                .record_error(ControllerKind::Resend.as_str(), error.metric_label());
+            tracing::info!(object = label, %error, retry_in = ?wait, "Resend asked to wait");
+            return Action::requeue(wait + Duration::from_millis(fastrand::u64(0..1000)));
+        }
+    }
+    super::retry_after(&sync.ctx, ControllerKind::Resend, label, error)
+}
+
+/// Keys of `kind` in `refs` that need work.
+fn wanting<'a>(
+    sync: &ResendSync,
+    view: &Store,
+    refs: impl IntoIterator<Item = crate::view::NamedRef<'a>>,
+    needs_work: impl Fn(&ResendSync, &Store, &str, &str) -> bool,
+) -> Vec<ObjectKey> {
+    refs.into_iter()
+        .filter(|r| needs_work(sync, view, r.namespace, r.name))
+        .map(|r| ObjectKey::new(r.namespace, r.name))
+        .collect()
+}
+
+#[cfg(test)]
+mod plan_tests;

@@ -1,0 +1,193 @@
+//! Opt-outs reported by Resend. Two halves, so that any replica can take the event and only the
+//! leader acts on it:
+//! - [`record`] (any replica, from the events listener): a signed `contact.updated` sets the
+//!   Contact's `Unsubscribed` condition (reason `ProviderUnsubscribe`, at the event's time); a
+//!   later `unsubscribed: false` clears it. Older events than the condition never overwrite it.
+//! - [`apply`] (the leader, from the contact loop): for a condition not yet acted on, creates a
+//!   ContactGroupMembershipRemoval for every **public** group the contact belongs to (private
+//!   groups are administrative and stay), named deterministically, then marks the condition done
+//!   (its `observedGeneration`). Rejoining stays an explicit act: clearing the condition deletes
+//!   no removal, and memberships made after the opt-out are left alone.
+
+use std::collections::BTreeMap;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::ResendSync;
+use crate::api::common::ObjectRef;
+use crate::api::common::sync::UNSUBSCRIBED;
+use crate::api::notification::{ContactGroupMembershipRemovalSpec, Visibility};
+use crate::api::{Contact, ContactGroupMembershipRemoval};
+use crate::controllers::{Error, ObjectKey, kubeapi, names};
+use crate::view::ClusterView;
+
+/// Field manager of the `Unsubscribed` condition: its own, so the sync's status applies (which
+/// do not mention it) never remove it.
+pub const FIELD_MANAGER: &str = "milo-webhook-optout";
+
+/// Annotation naming what created a removal: the consent audit trail.
+pub const SOURCE_ANNOTATION: &str = "notification.miloapis.com/removal-source";
+/// Annotation with when the person opted out.
+pub const TIME_ANNOTATION: &str = "notification.miloapis.com/removal-time";
+/// Reason of the condition an opt-out sets.
+pub const REASON: &str = "ProviderUnsubscribe";
+
+/// Records on every Contact with `email` that the person opted out (`unsubscribed`) or back in,
+/// as of `at`. Returns how many Contacts changed. A Contact whose condition is as new or newer is
+/// left alone, so late and repeated events change nothing.
+pub async fn record(
+    client: &kube::Client,
+    view: &ClusterView,
+    email: &str,
+    unsubscribed: bool,
+    at: jiff::Timestamp,
+) -> Result<usize, kube::Error> {
+    let contacts: Vec<(String, String)> = view
+        .read()
+        .contacts_by_email(email)
+        .map(|c| (c.key.namespace.to_owned(), c.key.name.to_owned()))
+        .collect();
+    let mut changed = 0;
+    for (namespace, name) in contacts {
+        let api: Api<Contact> = Api::namespaced(client.clone(), &namespace);
+        let Some(contact) = kubeapi::get(&api, &name).await? else {
+            continue;
+        };
+        let current = contact
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == UNSUBSCRIBED));
+        let wanted = if unsubscribed { "True" } else { "False" };
+        let stale = current.is_some_and(|c| c.last_transition_time.0 >= at || c.status == wanted);
+        if stale || (current.is_none() && !unsubscribed) {
+            continue;
+        }
+        let (reason, message) = if unsubscribed {
+            (
+                REASON,
+                "the person opted out at Resend; they leave every public group",
+            )
+        } else {
+            (
+                "ProviderResubscribe",
+                "the person opted back in at Resend; groups they left are not rejoined",
+            )
+        };
+        let condition = json!({
+            "type": UNSUBSCRIBED,
+            "status": wanted,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": jiff::Timestamp::from_second(at.as_second()).unwrap_or(at),
+        });
+        apply_condition(&api, &name, condition).await?;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+async fn apply_condition(
+    api: &Api<Contact>,
+    name: &str,
+    condition: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let body = json!({
+        "apiVersion": "notification.miloapis.com/v1alpha1",
+        "kind": "Contact",
+        "status": {"conditions": [condition]},
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The removals an opt-out asks for: (namespace, name, spec) for every membership of the contact
+/// in a public group that no removal covers yet.
+pub fn removals_for(
+    view: &crate::view::Store,
+    contact: &ObjectKey,
+) -> Vec<(String, ContactGroupMembershipRemovalSpec)> {
+    let contact_ref = ObjectRef {
+        namespace: contact.namespace.clone(),
+        name: contact.name.clone(),
+    };
+    let mut wanted = BTreeMap::new();
+    for m in view.memberships_of_contact(&contact.namespace, &contact.name) {
+        let Some((_, group_ref)) = view.membership(m.namespace, m.name) else {
+            continue;
+        };
+        let public = view
+            .group(&group_ref.namespace, &group_ref.name)
+            .is_some_and(|g| g.visibility == Visibility::Public);
+        if !public || !view.removals_of(&contact_ref, &group_ref).is_empty() {
+            continue;
+        }
+        let name = names::unsubscribe_removal(
+            (&contact.namespace, &contact.name),
+            (&group_ref.namespace, &group_ref.name),
+        );
+        wanted.insert(
+            name,
+            ContactGroupMembershipRemovalSpec {
+                contact_ref: contact_ref.clone(),
+                contact_group_ref: group_ref,
+            },
+        );
+    }
+    wanted.into_iter().collect()
+}
+
+/// Acts on a contact's pending opt-out (leader only): creates its removals in the contact's
+/// namespace, then marks the condition done.
+pub async fn apply(sync: &ResendSync, contact: &ObjectKey) -> Result<(), Error> {
+    let api: Api<Contact> = Api::namespaced(sync.ctx.client.clone(), &contact.namespace);
+    let Some(current) = kubeapi::get(&api, &contact.name).await? else {
+        return Ok(());
+    };
+    let Some(condition) = current
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == UNSUBSCRIBED))
+        .filter(|c| c.status == "True" && c.observed_generation.is_none())
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let removals = removals_for(&sync.ctx.view.read(), contact);
+    let removal_api: Api<ContactGroupMembershipRemoval> =
+        Api::namespaced(sync.ctx.client.clone(), &contact.namespace);
+    let at = condition.last_transition_time.0.to_string();
+    for (name, spec) in &removals {
+        let mut removal = ContactGroupMembershipRemoval::new(name, spec.clone());
+        removal.metadata.namespace = Some(contact.namespace.clone());
+        removal.metadata.annotations = Some(BTreeMap::from([
+            (
+                SOURCE_ANNOTATION.to_owned(),
+                "resend-unsubscribe".to_owned(),
+            ),
+            (TIME_ANNOTATION.to_owned(), at.clone()),
+        ]));
+        kubeapi::create(&removal_api, &removal).await?;
+    }
+    sync.ctx
+        .event(
+            &kube::Resource::object_ref(&current, &()),
+            "ProviderUnsubscribe",
+            "OptOut",
+            format!(
+                "opted out at Resend at {at}: left {} public group(s)",
+                removals.len()
+            ),
+        )
+        .await;
+    let mut done = serde_json::to_value(&condition).map_err(|e| Error::Invalid(e.to_string()))?;
+    done["observedGeneration"] = json!(current.metadata.generation.unwrap_or(1));
+    apply_condition(&api, &contact.name, done).await?;
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! A stateful API server for the provider-sync scenarios: it stores Contacts, ContactGroups,
+//! memberships and removals, serves the requests the sync makes (get, create, merge patches,
+//! server-side apply with list-map merging of `conditions` and `providers`, finalizers, deletion
+//! that waits for finalizers), checks each request against `manifests/deploy/rbac.yaml`, and feeds
+//! every change to a [`ClusterView`] the way the watchers do, so controllers run on it end to end.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use milo_webhook::api::common::sync::FINALIZER;
+use milo_webhook::api::{
+    Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval,
+};
+use milo_webhook::view::{ClusterView, Store, ViewChange, ViewKind};
+use serde_json::{Value, json};
+
+const API: &str = "/apis/notification.miloapis.com/v1alpha1/namespaces/";
+
+/// (plural, namespace, name).
+pub type ObjectId = (String, String, String);
+
+/// What the server holds and what it was asked.
+#[derive(Default)]
+pub struct LiveState {
+    pub objects: BTreeMap<ObjectId, Value>,
+    /// Every request, as `METHOD path`.
+    pub requests: Vec<String>,
+    /// Requests RBAC refused (a test fails when any).
+    pub denied: Vec<String>,
+    version: u64,
+}
+
+/// The server and the view it feeds.
+#[derive(Clone)]
+pub struct LiveApi {
+    pub state: Arc<Mutex<LiveState>>,
+    pub view: Arc<ClusterView>,
+}
+
+fn failure(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "code": code, "reason": reason, "message": message}),
+    )
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// Server-side apply of a status: list-maps merged entry by entry on their key.
+fn apply_status(object: &mut Value, status: &Value) {
+    let Some(fields) = status.as_object() else {
+        return;
+    };
+    for (field, value) in fields {
+        let key = match field.as_str() {
+            "conditions" => Some("type"),
+            "providers" => Some("name"),
+            _ => None,
+        };
+        match (key, value.as_array()) {
+            (Some(key), Some(entries)) => {
+                let list = object["status"][field.as_str()]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let mut merged: Vec<Value> = list
+                    .into_iter()
+                    .filter(|e| !entries.iter().any(|n| n[key] == e[key]))
+                    .collect();
+                merged.extend(entries.iter().cloned());
+                object["status"][field.as_str()] = Value::Array(merged);
+            }
+            _ => object["status"][field.as_str()] = value.clone(),
+        }
+    }
+}
+
+fn kind_of(plural: &str) -> Option<ViewKind> {
+    Some(match plural {
+        "contacts" => ViewKind::Contact,
+        "contactgroups" => ViewKind::ContactGroup,
+        "contactgroupmemberships" => ViewKind::Membership,
+        "contactgroupmembershipremovals" => ViewKind::Removal,
+        _ => return None,
+    })
+}
+
+fn feed(store: &mut Store, plural: &str, object: &Value) {
+    let object = object.clone();
+    match plural {
+        "contacts" => store.apply_contact(&serde_json::from_value::<Contact>(object).unwrap()),
+        "contactgroups" => {
+            store.apply_group(&serde_json::from_value::<ContactGroup>(object).unwrap())
+        }
+        "contactgroupmemberships" => store
+            .apply_membership(&serde_json::from_value::<ContactGroupMembership>(object).unwrap()),
+        "contactgroupmembershipremovals" => store.apply_removal(
+            &serde_json::from_value::<ContactGroupMembershipRemoval>(object).unwrap(),
+        ),
+        _ => {}
+    }
+}
+
+impl LiveApi {
+    /// An empty server and a view with the controllers' fields, synced.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::default(),
+            view: Arc::new(ClusterView::offline(Store::default())),
+        }
+    }
+
+    /// A kube client served by this server.
+    pub fn client(&self) -> Client {
+        let live = self.clone();
+        super::mock_api::answering(move |parts, body| {
+            let path = parts.uri.path().to_owned();
+            let query = parts.uri.query().unwrap_or_default().to_owned();
+            let apply = parts
+                .headers
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
+            live.handle(parts.method.as_str(), &path, &query, apply, body)
+        })
+    }
+
+    fn stamp(state: &mut LiveState, object: &mut Value) {
+        state.version += 1;
+        object["metadata"]["resourceVersion"] = json!(state.version.to_string());
+    }
+
+    /// Stores `object` as a user's create would (uid, generation 1, creation time), and feeds
+    /// the view.
+    pub fn create(&self, plural: &str, mut object: Value) {
+        let ns = object["metadata"]["namespace"].as_str().unwrap().to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let mut state = self.state.lock().unwrap();
+        object["metadata"]["uid"] = json!(format!("uid-{}-{}", state.version + 1, name));
+        object["metadata"]["generation"] = json!(1);
+        object["metadata"]["creationTimestamp"] = json!("2026-11-27T12:00:00Z");
+        Self::stamp(&mut state, &mut object);
+        state
+            .objects
+            .insert((plural.into(), ns.clone(), name.clone()), object.clone());
+        drop(state);
+        self.changed(plural, &ns, &name, Some(&object));
+    }
+
+    /// Changes an object's spec as a user's update would (the generation moves).
+    pub fn update_spec(&self, plural: &str, ns: &str, name: &str, spec: Value) {
+        let mut state = self.state.lock().unwrap();
+        let id = (plural.to_owned(), ns.to_owned(), name.to_owned());
+        let mut object = state.objects.get(&id).cloned().expect("object exists");
+        merge(&mut object["spec"], &spec);
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        object["metadata"]["generation"] = json!(generation);
+        Self::stamp(&mut state, &mut object);
+        state.objects.insert(id, object.clone());
+        drop(state);
+        self.changed(plural, ns, name, Some(&object));
+    }
+
+    /// Deletes as a user would: at once without finalizers, else marked and kept until they go.
+    pub fn delete(&self, plural: &str, ns: &str, name: &str) {
+        let (code, _) = self.remove(plural, ns, name);
+        assert!(code < 300, "delete {plural} {ns}/{name}: {code}");
+    }
+
+    /// The stored object.
+    pub fn get(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let id = (plural.to_owned(), ns.to_owned(), name.to_owned());
+        self.state.lock().unwrap().objects.get(&id).cloned()
+    }
+
+    /// Every stored object of `plural`.
+    pub fn all(&self, plural: &str) -> Vec<Value> {
+        let state = self.state.lock().unwrap();
+        state
+            .objects
+            .iter()
+            .filter(|((p, _, _), _)| p == plural)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    fn changed(&self, plural: &str, ns: &str, name: &str, object: Option<&Value>) {
+        let Some(kind) = kind_of(plural) else {
+            return;
+        };
+        {
+            let mut store = self.view.write();
+            match object {
+                Some(object) => feed(&mut store, plural, object),
+                None => store.delete(kind, ns, name),
+            }
+        }
+        self.view.announce(match object {
+            Some(_) => ViewChange::Applied(kind, ns.into(), name.into()),
+            None => ViewChange::Deleted(kind, ns.into(), name.into()),
+        });
+    }
+
+    fn remove(&self, plural: &str, ns: &str, name: &str) -> (u16, Value) {
+        let id = (plural.to_owned(), ns.to_owned(), name.to_owned());
+        let mut state = self.state.lock().unwrap();
+        let Some(mut object) = state.objects.get(&id).cloned() else {
+            return failure(404, "NotFound", "not found");
+        };
+        let finalizers = object["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if finalizers {
+            if object["metadata"]["deletionTimestamp"].is_null() {
+                object["metadata"]["deletionTimestamp"] = json!("2026-11-27T12:30:00Z");
+                Self::stamp(&mut state, &mut object);
+                state.objects.insert(id, object.clone());
+                drop(state);
+                self.changed(plural, ns, name, Some(&object));
+            }
+            return (200, object);
+        }
+        state.objects.remove(&id);
+        drop(state);
+        self.changed(plural, ns, name, None);
+        (
+            200,
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
+        )
+    }
+
+    fn handle(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        apply: bool,
+        body: Value,
+    ) -> (u16, Value) {
+        {
+            let mut state = self.state.lock().unwrap();
+            state.requests.push(format!("{method} {path}"));
+            if let Some(why) = super::rbac::denied(method, path, query) {
+                state.denied.push(why.clone());
+                return failure(403, "Forbidden", &why);
+            }
+        }
+        if path.starts_with("/apis/events.k8s.io/") || path.contains("/events") {
+            return (201, body);
+        }
+        let Some(rest) = path.strip_prefix(API) else {
+            return failure(404, "NotFound", "unknown path");
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let ns = parts[0].to_owned();
+        let plural = parts.get(1).copied().unwrap_or_default().to_owned();
+        let name = parts.get(2).map(|n| (*n).to_owned());
+        let subresource = parts.get(3).copied();
+        match (method, name) {
+            ("POST", None) => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if self.get(&plural, &ns, &name).is_some() {
+                    return failure(409, "AlreadyExists", "already exists");
+                }
+                let mut object = body;
+                object["metadata"]["namespace"] = json!(ns);
+                self.create(&plural, object);
+                (201, self.get(&plural, &ns, &name).unwrap())
+            }
+            ("GET", Some(name)) => match self.get(&plural, &ns, &name) {
+                Some(object) => (200, object),
+                None => failure(404, "NotFound", "not found"),
+            },
+            ("DELETE", Some(name)) => self.remove(&plural, &ns, &name),
+            ("PATCH", Some(name)) => self.patch(&plural, &ns, &name, subresource, apply, body),
+            _ => failure(405, "MethodNotAllowed", "not served"),
+        }
+    }
+
+    fn patch(
+        &self,
+        plural: &str,
+        ns: &str,
+        name: &str,
+        subresource: Option<&str>,
+        apply: bool,
+        body: Value,
+    ) -> (u16, Value) {
+        let id = (plural.to_owned(), ns.to_owned(), name.to_owned());
+        let mut state = self.state.lock().unwrap();
+        let Some(mut object) = state.objects.get(&id).cloned() else {
+            return failure(404, "NotFound", "not found");
+        };
+        match (subresource, apply) {
+            (Some("status"), true) => apply_status(&mut object, &body["status"]),
+            (Some("status"), false) => merge(&mut object, &json!({"status": body["status"]})),
+            (_, true) => {
+                // Only the sync's finalizer is applied here: ours replaced, others kept.
+                let mut finalizers: Vec<Value> = object["metadata"]["finalizers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|f| f != FINALIZER)
+                    .collect();
+                if let Some(given) = body["metadata"]["finalizers"].as_array() {
+                    finalizers.extend(given.iter().cloned());
+                }
+                object["metadata"]["finalizers"] = json!(finalizers);
+            }
+            (_, false) => merge(&mut object, &body),
+        }
+        Self::stamp(&mut state, &mut object);
+        let gone = !object["metadata"]["deletionTimestamp"].is_null()
+            && object["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty());
+        if gone {
+            state.objects.remove(&id);
+        } else {
+            state.objects.insert(id, object.clone());
+        }
+        drop(state);
+        self.changed(plural, ns, name, (!gone).then_some(&object));
+        (200, object)
+    }
+}
