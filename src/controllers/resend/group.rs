@@ -224,7 +224,16 @@ async fn ensure(sync: &ResendSync, name: &str, fresh: bool) -> Result<String, Re
     if let Some(id) = lookup(sync, name, fresh).await? {
         return Ok(id);
     }
-    let id = sync.client.create_segment(name).await?;
-    remember(sync, name, &id).await;
-    Ok(id)
+    match sync.client.create_segment(name).await {
+        Ok(id) => {
+            remember(sync, name, &id).await;
+            Ok(id)
+        }
+        Err(error) => {
+            // The create may have happened with its answer lost: the next attempt lists again
+            // rather than trusting a listing that cannot show it.
+            *sync.segments.lock().await = None;
+            Err(error)
+        }
+    }
 }

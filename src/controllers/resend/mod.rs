@@ -205,7 +205,10 @@ where
         .await;
         match outcome {
             Ok(action) => {
-                sync.settled(kind, &key);
+                // Done, not merely waiting for a prerequisite: drift repair's doubt is lifted.
+                if action.requeue_after().is_none() {
+                    sync.settled(kind, &key);
+                }
                 action
             }
             Err(error) => retry(sync, &label, &error),

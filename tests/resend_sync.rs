@@ -1,0 +1,402 @@
+//! Provider sync end to end: the three sync loops on the stateful API server (`live_api`, which
+//! checks RBAC and feeds the view like a watch) against the stateful fake Resend.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use milo_webhook::api::common::sync::{CONTACT_READY, FINALIZER, GROUP_READY, MEMBERSHIP_READY};
+use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics, drift};
+use milo_webhook::controllers::{Context, ControllerSettings};
+use milo_webhook::metrics::Metrics;
+use milo_webhook::providers::metrics::ProviderMetrics;
+use milo_webhook::providers::resend::{ResendClient, ResendConfig};
+use serde_json::{Value, json};
+use support::fake_resend::{self, FakeConfig, FakeResend, Fault};
+use support::live_api::LiveApi;
+
+const GROUPS: &str = "contactgroups";
+const CONTACTS: &str = "contacts";
+const MEMBERSHIPS: &str = "contactgroupmemberships";
+
+struct Harness {
+    live: LiveApi,
+    fake: FakeResend,
+    sync: Arc<ResendSync>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn settings() -> ControllerSettings {
+    ControllerSettings {
+        resync: Duration::from_secs(3600),
+        provider_resync: Duration::from_secs(3600),
+        ..ControllerSettings::default()
+    }
+}
+
+impl Harness {
+    async fn new(config: FakeConfig, rate: f64) -> Self {
+        let live = LiveApi::new();
+        let fake = fake_resend::start(config).await;
+        let sync = Self::sync(&live, &fake, rate);
+        Self {
+            live,
+            fake,
+            sync,
+            task: None,
+        }
+    }
+
+    fn sync(live: &LiveApi, fake: &FakeResend, rate: f64) -> Arc<ResendSync> {
+        let mut config = ResendConfig::new("re_test_key");
+        config.base_url = fake.base_url.clone();
+        config.rate_limit = rate;
+        config.timeout = Duration::from_secs(2);
+        let client = ResendClient::new(config, ProviderMetrics::unregistered()).unwrap();
+        let ctx = Context::new(
+            live.client(),
+            live.view.clone(),
+            Arc::new(Metrics::default()),
+            settings(),
+            None,
+        );
+        Arc::new(ResendSync::new(
+            Arc::new(ctx),
+            client,
+            SyncMetrics::default(),
+        ))
+    }
+
+    fn start(&mut self) {
+        self.task = Some(tokio::spawn(resend::run(self.sync.clone())));
+    }
+
+    /// A leader crash: the loops stop mid-flight and a new process starts with no memory.
+    async fn restart(&mut self, rate: f64) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.sync = Self::sync(&self.live, &self.fake, rate);
+        self.start();
+    }
+
+    fn ready(&self, plural: &str, condition: &str) -> usize {
+        self.live
+            .all(plural)
+            .iter()
+            .filter(|o| {
+                o["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["type"] == condition
+                            && c["status"] == "True"
+                            && c["observedGeneration"] == o["metadata"]["generation"]
+                    })
+                })
+            })
+            .count()
+    }
+
+    async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        for _ in 0..400 {
+            if done(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; requests: {:?}",
+            self.fake
+                .requests()
+                .iter()
+                .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    async fn all_synced(&self) {
+        let (c, g, m) = (
+            self.live.all(CONTACTS).len(),
+            self.live.all(GROUPS).len(),
+            self.live.all(MEMBERSHIPS).len(),
+        );
+        self.until("everything synced", |h| {
+            h.ready(CONTACTS, CONTACT_READY) == c
+                && h.ready(GROUPS, GROUP_READY) == g
+                && h.ready(MEMBERSHIPS, MEMBERSHIP_READY) == m
+        })
+        .await;
+    }
+
+    fn no_rbac_denials(&self) {
+        let denied = self.live.state.lock().unwrap().denied.clone();
+        assert!(denied.is_empty(), "RBAC refused: {denied:?}");
+    }
+}
+
+fn contact(name: &str, email: &str) -> Value {
+    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "Contact",
+        "metadata": {"namespace": "people", "name": name},
+        "spec": {"email": email, "givenName": name}})
+}
+
+fn group(name: &str, visibility: &str) -> Value {
+    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroup",
+        "metadata": {"namespace": "groups", "name": name},
+        "spec": {"displayName": name, "visibility": visibility}})
+}
+
+fn membership(name: &str, contact: &str, group: &str) -> Value {
+    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroupMembership",
+        "metadata": {"namespace": "people", "name": name},
+        "spec": {"contactRef": {"namespace": "people", "name": contact},
+                 "contactGroupRef": {"namespace": "groups", "name": group}}})
+}
+
+/// Three contacts, a public and a private group, four memberships.
+fn populate(live: &LiveApi) {
+    let mut ada = contact("ada", "ada@example.com");
+    // Another provider's entry and another writer's condition, which the sync must keep.
+    ada["status"] = json!({"providers": [{"name": "Loops", "id": "loops-1"}],
+        "conditions": [{"type": "LoopsContactReady", "status": "True", "reason": "Synced",
+            "message": "", "lastTransitionTime": "2026-11-27T12:00:00Z"}]});
+    live.create(CONTACTS, ada);
+    live.create(CONTACTS, contact("bob", "bob@example.com"));
+    live.create(CONTACTS, contact("cy", "cy@example.com"));
+    live.create(GROUPS, group("news", "public"));
+    live.create(GROUPS, group("staff", "private"));
+    live.create(MEMBERSHIPS, membership("ada-news", "ada", "news"));
+    live.create(MEMBERSHIPS, membership("bob-news", "bob", "news"));
+    live.create(MEMBERSHIPS, membership("ada-staff", "ada", "staff"));
+    live.create(MEMBERSHIPS, membership("cy-staff", "cy", "staff"));
+}
+
+fn segment_of(h: &Harness, name: &str) -> String {
+    h.live.get(GROUPS, "groups", name).unwrap()["status"]["providers"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn first_sync_mirrors_everything_within_the_call_budget_then_costs_nothing() {
+    let mut h = Harness::new(FakeConfig::default(), 100.0).await;
+    populate(&h.live);
+    h.start();
+    h.all_synced().await;
+    // 2 per new contact (look-up, create), 1 listing and 1 create per group, 1 per membership.
+    assert_eq!(
+        h.sync.client.calls(),
+        3 * 2 + (1 + 2) + 4,
+        "{:?}",
+        h.fake.requests()
+    );
+    assert_eq!(h.fake.contacts().len(), 3);
+    let names: Vec<String> = sorted(h.fake.segments().into_iter().map(|s| s.name).collect());
+    assert!(names[0].starts_with("groups/news-uid-"), "{names:?}");
+    assert!(names[1].starts_with("groups/staff-uid-"), "{names:?}");
+    let news = segment_of(&h, "news");
+    assert_eq!(
+        sorted(h.fake.members(&news)),
+        ["ada@example.com", "bob@example.com"]
+    );
+    let ada = h.live.get(CONTACTS, "people", "ada").unwrap();
+    let providers = ada["status"]["providers"].as_array().unwrap();
+    assert!(
+        providers
+            .iter()
+            .any(|p| p["name"] == "Loops" && p["id"] == "loops-1"),
+        "{providers:?}"
+    );
+    assert!(
+        providers.iter().any(|p| p["name"] == "Resend"),
+        "{providers:?}"
+    );
+    assert_eq!(
+        ada["status"]["providerID"],
+        h.fake.contact("ada@example.com").unwrap().id
+    );
+    let types: Vec<&str> = ada["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    for wanted in ["LoopsContactReady", "ResendContactReady", "Ready"] {
+        assert!(types.contains(&wanted), "{types:?}");
+    }
+    assert_eq!(ada["metadata"]["finalizers"], json!([FINALIZER]));
+    // Nothing changed: a full resync (every kind relisted) makes no call at all, even in a new
+    // process that remembers nothing.
+    let before = h.fake.requests().len();
+    h.restart(100.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        h.fake.requests().len(),
+        before,
+        "a settled cluster costs no provider call"
+    );
+    h.no_rbac_denials();
+}
+
+#[tokio::test]
+async fn lost_answers_and_crashes_never_duplicate_anything() {
+    let mut h = Harness::new(FakeConfig::default(), 100.0).await;
+    populate(&h.live);
+    // Every create's first answer is lost after Resend applied it.
+    h.fake
+        .fail_next_matching(3, http::Method::POST, "/contacts", Fault::DropAnswer);
+    h.fake
+        .fail_next_matching(1, http::Method::POST, "/segments", Fault::DropAnswerAs500);
+    h.start();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // And the leader crashes half-way.
+    h.restart(100.0).await;
+    h.all_synced().await;
+    assert_eq!(h.fake.contacts().len(), 3, "no second contact");
+    assert_eq!(h.fake.segments().len(), 2, "no second segment");
+    let news = segment_of(&h, "news");
+    assert_eq!(
+        sorted(h.fake.members(&news)),
+        ["ada@example.com", "bob@example.com"]
+    );
+    h.no_rbac_denials();
+}
+
+#[tokio::test]
+async fn an_email_change_is_patched_in_place_and_keeps_the_opt_out() {
+    let mut h = Harness::new(FakeConfig::default(), 100.0).await;
+    h.live.create(CONTACTS, contact("ada", "ada@example.com"));
+    h.start();
+    h.all_synced().await;
+    let id = h.fake.contact("ada@example.com").unwrap().id;
+    h.fake.set_unsubscribed("ada@example.com", true);
+    h.live.update_spec(
+        CONTACTS,
+        "people",
+        "ada",
+        json!({"email": "ada@new.example.com", "familyName": "L"}),
+    );
+    h.all_synced().await;
+    let contacts = h.fake.contacts();
+    assert_eq!(contacts.len(), 1, "never deleted and recreated");
+    assert_eq!(contacts[0].id, id);
+    assert_eq!(contacts[0].email, "ada@new.example.com");
+    assert!(contacts[0].unsubscribed, "the person's opt-out is kept");
+    let patches: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == http::Method::PATCH)
+        .collect();
+    assert_eq!(patches.len(), 1, "one PATCH: {patches:?}");
+}
+
+#[tokio::test]
+async fn a_429_storm_is_waited_out_and_the_rate_is_kept() {
+    let config = FakeConfig {
+        rate_limit: Some(10),
+        ..FakeConfig::default()
+    };
+    let mut h = Harness::new(config, 10.0).await;
+    populate(&h.live);
+    h.fake.fail_next(1, Fault::RateLimited { retry_after: 2 });
+    h.start();
+    h.all_synced().await;
+    let log = h.fake.requests();
+    let limited = log
+        .iter()
+        .find(|r| r.status == 429)
+        .expect("a 429 was answered")
+        .at;
+    // Requests already on the wire when the 429 was answered arrive within moments; after
+    // those, nothing until retry-after has passed.
+    let early: Vec<_> = log
+        .iter()
+        .filter(|r| r.at > limited + Duration::from_millis(100))
+        .filter(|r| r.at < limited + Duration::from_millis(1950))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(early.is_empty(), "calls before retry-after: {early:?}");
+    assert_eq!(
+        h.fake.rate_limit_violations(),
+        0,
+        "never over the account's rate"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_repaired_from_listings() {
+    let mut h = Harness::new(FakeConfig::default(), 100.0).await;
+    populate(&h.live);
+    h.start();
+    h.all_synced().await;
+    let news = segment_of(&h, "news");
+    let staff = segment_of(&h, "staff");
+    // In the Resend dashboard: the news segment and cy's contact are deleted, and a stranger is
+    // added to staff.
+    assert!(h.fake.remove_segment(&news));
+    assert!(h.fake.remove_contact("cy@example.com"));
+    h.fake.insert_contact("stranger@example.com", None);
+    h.fake.add_member("stranger@example.com", &staff);
+    let report = drift::repair(&h.sync).await.unwrap();
+    assert_eq!(report.segments_missing, 1, "{report:?}");
+    assert_eq!(report.contacts_missing, 1, "{report:?}");
+    assert_eq!(report.strays_removed, 1, "{report:?}");
+    h.until("news recreated with its members", |h| {
+        let id = segment_of(h, "news");
+        id != news && sorted(h.fake.members(&id)) == ["ada@example.com", "bob@example.com"]
+    })
+    .await;
+    h.until("cy back in staff", |h| {
+        h.fake.contact("cy@example.com").is_some()
+            && sorted(h.fake.members(&staff)) == ["ada@example.com", "cy@example.com"]
+    })
+    .await;
+    let again = drift::repair(&h.sync).await.unwrap();
+    assert_eq!(
+        again,
+        drift::DriftReport::default(),
+        "repaired drift stays repaired"
+    );
+}
+
+#[tokio::test]
+async fn deleting_each_kind_removes_its_counterpart_and_never_hangs() {
+    let mut h = Harness::new(FakeConfig::default(), 100.0).await;
+    populate(&h.live);
+    h.start();
+    h.all_synced().await;
+    let news = segment_of(&h, "news");
+    h.live.delete(MEMBERSHIPS, "people", "bob-news");
+    h.until("bob-news gone", |h| {
+        h.live.get(MEMBERSHIPS, "people", "bob-news").is_none()
+    })
+    .await;
+    assert_eq!(h.fake.members(&news), ["ada@example.com"]);
+    h.live.delete(CONTACTS, "people", "bob");
+    h.until("bob gone", |h| {
+        h.live.get(CONTACTS, "people", "bob").is_none()
+    })
+    .await;
+    assert!(h.fake.contact("bob@example.com").is_none());
+    // The group goes first; its membership's deletion must not wait for a segment that is gone.
+    h.live.delete(GROUPS, "groups", "news");
+    h.until("news gone", |h| {
+        h.live.get(GROUPS, "groups", "news").is_none()
+    })
+    .await;
+    assert!(h.fake.segments().iter().all(|s| s.id != news));
+    h.live.delete(MEMBERSHIPS, "people", "ada-news");
+    h.until("ada-news gone", |h| {
+        h.live.get(MEMBERSHIPS, "people", "ada-news").is_none()
+    })
+    .await;
+    h.no_rbac_denials();
+}
