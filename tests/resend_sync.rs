@@ -400,3 +400,35 @@ async fn deleting_each_kind_removes_its_counterpart_and_never_hangs() {
     .await;
     h.no_rbac_denials();
 }
+
+#[tokio::test]
+async fn a_quota_429_is_recorded_and_retried_only_after_the_reset() {
+    let mut h = Harness::new(FakeConfig::default(), 100.0).await;
+    h.live.create(CONTACTS, contact("ada", "ada@example.com"));
+    h.fake.fail_next_matching(
+        1,
+        http::Method::POST,
+        "/contacts",
+        Fault::Quota { retry_after: 3600 },
+    );
+    h.start();
+    h.until("the quota recorded on the contact", |h| {
+        let ada = h.live.get(CONTACTS, "people", "ada").unwrap();
+        ada["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c["type"] == CONTACT_READY
+                    && c["status"] == "False"
+                    && c["reason"] == "QuotaExceeded"
+            })
+        })
+    })
+    .await;
+    let calls = h.fake.requests().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        h.fake.requests().len(),
+        calls,
+        "nothing is retried before the quota resets"
+    );
+    assert!(h.fake.contacts().is_empty());
+}

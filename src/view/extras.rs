@@ -542,3 +542,12 @@ impl Store {
         Some(self.symbols.resolve(*value))
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// A contact's sync marks and pending opt-out live in padding: its extra did not grow.
+    #[test]
+    fn contact_extra_stays_three_words() {
+        assert_eq!(std::mem::size_of::<super::ContactExtra>(), 24);
+    }
+}

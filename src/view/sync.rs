@@ -176,3 +176,16 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::records::PairStatus;
+    use super::super::store::Row;
+
+    /// The sync's marks live in padding: neither a membership's row nor its status grew.
+    #[test]
+    fn sync_marks_cost_no_bytes_per_row() {
+        assert_eq!(std::mem::size_of::<PairStatus>(), 8);
+        assert_eq!(std::mem::size_of::<Row>(), 32);
+    }
+}

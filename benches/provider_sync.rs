@@ -1,0 +1,212 @@
+//! Provider sync benchmark: the initial sync of an existing cluster to Resend, in process. The
+//! three sync loops run unmodified against the stateful API server of the tests (which feeds the
+//! view like a watch) and the stateful fake Resend, which enforces the account's rate limit.
+//!
+//! `cargo bench --bench provider_sync -- [--contacts N] [--groups N] [--memberships N] [--rate R]`
+//! (defaults: 10,000 contacts in 10 groups with 10,000 memberships at 100 requests/s). Reports
+//! provider calls against the budget (2 per contact + 1 per membership + 1 per group + list
+//! pages), wall time against calls / rate, and the process's memory.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics};
+use milo_webhook::controllers::{Context, ControllerSettings};
+use milo_webhook::metrics::Metrics;
+use milo_webhook::providers::metrics::ProviderMetrics;
+use milo_webhook::providers::resend::{ResendClient, ResendConfig};
+use serde_json::json;
+use support::fake_resend::{self, FakeConfig};
+use support::live_api::LiveApi;
+
+struct Options {
+    contacts: usize,
+    groups: usize,
+    memberships: usize,
+    rate: f64,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        contacts: 10_000,
+        groups: 10,
+        memberships: 10_000,
+        rate: 100.0,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--contacts" => o.contacts = value.parse().expect("--contacts N"),
+            "--groups" => o.groups = value.parse().expect("--groups N"),
+            "--memberships" => o.memberships = value.parse().expect("--memberships N"),
+            "--rate" => o.rate = value.parse().expect("--rate R"),
+            // `cargo bench` passes --bench; anything else is a mistake worth saying.
+            "--bench" => {
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown flag {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+/// Resident and peak memory of this process, in MiB, from /proc.
+fn memory() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn seed(live: &LiveApi, o: &Options) {
+    for g in 0..o.groups {
+        live.create(
+            "contactgroups",
+            json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroup",
+                "metadata": {"namespace": "groups", "name": format!("group-{g}")},
+                "spec": {"displayName": format!("Group {g}"), "visibility": "public"}}),
+        );
+    }
+    for c in 0..o.contacts {
+        live.create(
+            "contacts",
+            json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "Contact",
+                "metadata": {"namespace": "people", "name": format!("contact-{c}")},
+                "spec": {"email": format!("person{c}@example.com"), "givenName": format!("Person {c}")}}),
+        );
+    }
+    for m in 0..o.memberships {
+        live.create(
+            "contactgroupmemberships",
+            json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroupMembership",
+                "metadata": {"namespace": "people", "name": format!("membership-{m}")},
+                "spec": {"contactRef": {"namespace": "people", "name": format!("contact-{}", m % o.contacts)},
+                         "contactGroupRef": {"namespace": "groups", "name": format!("group-{}", m % o.groups)}}}),
+        );
+    }
+}
+
+fn main() {
+    let o = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(o));
+}
+
+async fn run(o: Options) {
+    let live = LiveApi::new();
+    seed(&live, &o);
+    let fake = fake_resend::start(FakeConfig {
+        rate_limit: Some(o.rate as usize),
+        default_page: 100,
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut config = ResendConfig::new("re_test_key");
+    config.base_url = fake.base_url.clone();
+    config.rate_limit = o.rate;
+    let client = ResendClient::new(config, ProviderMetrics::unregistered()).unwrap();
+    let ctx = Context::new(
+        live.client(),
+        live.view.clone(),
+        Arc::new(Metrics::default()),
+        ControllerSettings::default(),
+        None,
+    );
+    let sync = Arc::new(ResendSync::new(
+        Arc::new(ctx),
+        client,
+        SyncMetrics::default(),
+    ));
+    let (rss_before, _) = memory();
+    let started = Instant::now();
+    let task = tokio::spawn(resend::run(sync.clone()));
+    let total_members = o.memberships;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let members: usize = fake
+            .segments()
+            .iter()
+            .map(|s| fake.members(&s.id).len())
+            .sum();
+        let pending = sync
+            .ctx
+            .view
+            .read()
+            .names(milo_webhook::view::ViewKind::Membership)
+            .into_iter()
+            .filter(|(ns, name)| {
+                !sync
+                    .ctx
+                    .view
+                    .read()
+                    .membership_sync(ns, name)
+                    .is_some_and(|m| m.marks.synced)
+            })
+            .count();
+        if members >= total_members && pending == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            panic!("not synced within an hour: {members} members, {pending} pending");
+        }
+    }
+    let wall = started.elapsed();
+    let (rss_after, peak) = memory();
+    task.abort();
+    let calls = sync.client.calls();
+    let pages = o.contacts.div_ceil(100).max(1) + o.groups.div_ceil(100).max(1);
+    let budget = 2 * o.contacts + o.memberships + o.groups + pages;
+    let floor = calls as f64 / o.rate;
+    let count = |m: &str, p: &str| fake.count(http::Method::from_bytes(m.as_bytes()).unwrap(), p);
+    println!(
+        "\nprovider sync benchmark: {} contacts, {} groups, {} memberships, {} requests/s",
+        o.contacts, o.groups, o.memberships, o.rate
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| provider calls | {calls} (budget {budget}: {:.3} of it) |",
+        calls as f64 / budget as f64
+    );
+    println!(
+        "| calls per contact / membership / group | {:.2} / {:.2} / {:.2} |",
+        (count("GET", "/contacts/") + count("POST", "/contacts") - count("POST", "/contacts/"))
+            as f64
+            / o.contacts as f64,
+        count("POST", "/contacts/") as f64 / o.memberships as f64,
+        (count("POST", "/segments") + count("GET", "/segments")) as f64 / o.groups as f64
+    );
+    println!(
+        "| 429s answered by the fake | {} |",
+        fake.requests().iter().filter(|r| r.status == 429).count()
+    );
+    println!(
+        "| rate violations seen by the fake | {} |",
+        fake.rate_limit_violations()
+    );
+    println!(
+        "| wall time | {:.1} s (calls / rate = {floor:.1} s: {:.3} of it) |",
+        wall.as_secs_f64(),
+        wall.as_secs_f64() / floor
+    );
+    println!(
+        "| RSS before / after sync, peak | {rss_before:.1} / {rss_after:.1} MiB, {peak:.1} MiB |"
+    );
+}
