@@ -145,21 +145,18 @@ async fn run(o: Options) {
             .iter()
             .map(|s| fake.members(&s.id).len())
             .sum();
-        let pending = sync
-            .ctx
-            .view
-            .read()
-            .names(milo_webhook::view::ViewKind::Membership)
-            .into_iter()
-            .filter(|(ns, name)| {
-                !sync
-                    .ctx
-                    .view
-                    .read()
-                    .membership_sync(ns, name)
-                    .is_some_and(|m| m.marks.synced)
-            })
-            .count();
+        let pending = {
+            // One read guard: a second read while a writer waits would deadlock.
+            let view = sync.ctx.view.read();
+            view.names(milo_webhook::view::ViewKind::Membership)
+                .into_iter()
+                .filter(|(ns, name)| {
+                    !view
+                        .membership_sync(ns, name)
+                        .is_some_and(|m| m.marks.synced)
+                })
+                .count()
+        };
         if members >= total_members && pending == 0 {
             break;
         }

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use kube::Api;
 
 use super::status::{self, Outcome};
-use super::{Loop, ResendSync, drive_loop, optout};
+use super::{Loop, ResendSync, drive_loop, optout, unrelated};
 use crate::api::Contact;
 use crate::api::common::sync::{CONTACT_READY, UNSUBSCRIBED};
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::resend::ResendError;
 use crate::providers::resend::types::{ContactPatch, NewContact};
 use crate::view::sync::resend_id;
-use crate::view::{Store, ViewChange, ViewKind};
+use crate::view::{Store, ViewKind};
 
 /// What reconciling a contact does, decided from the view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,18 +73,8 @@ pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
     }
 }
 
-fn needs_work(sync: &ResendSync, view: &Store, namespace: &str, name: &str) -> bool {
-    let forced = sync.is_forced(ViewKind::Contact, namespace, name);
-    plan(view, namespace, name, forced) != Plan::Wait
-}
-
-fn wake(sync: &ResendSync, change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
-    match change {
-        ViewChange::Applied(ViewKind::Contact, ns, name) if needs_work(sync, view, ns, name) => {
-            vec![ObjectKey::new(ns, name)]
-        }
-        _ => Vec::new(),
-    }
+fn idle(view: &Store, namespace: &str, name: &str, forced: bool) -> bool {
+    plan(view, namespace, name, forced) == Plan::Wait
 }
 
 /// Runs the contact loop until aborted.
@@ -93,8 +83,8 @@ pub async fn run(sync: Arc<ResendSync>) {
         kind: ViewKind::Contact,
         label: "contact",
         relists: &[ViewKind::Contact],
-        needs_work,
-        wake,
+        idle,
+        related: unrelated,
         reconcile,
     };
     drive_loop(sync, lp).await;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use kube::Api;
 
 use super::status::{self, Outcome};
-use super::{Loop, ResendSync, drive_loop};
+use super::{Loop, ResendSync, drive_loop, unrelated};
 use crate::api::ContactGroup;
 use crate::api::common::sync::GROUP_READY;
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::resend::ResendError;
-use crate::view::{Store, ViewChange, ViewKind};
+use crate::view::{Store, ViewKind};
 
 /// The segment name of the group `namespace/name` with uid `uid`.
 pub fn segment_name(namespace: &str, name: &str, uid: &str) -> String {
@@ -69,20 +69,8 @@ pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
     }
 }
 
-fn needs_work(sync: &ResendSync, view: &Store, namespace: &str, name: &str) -> bool {
-    let forced = sync.is_forced(ViewKind::ContactGroup, namespace, name);
-    plan(view, namespace, name, forced) != Plan::Wait
-}
-
-fn wake(sync: &ResendSync, change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
-    match change {
-        ViewChange::Applied(ViewKind::ContactGroup, ns, name)
-            if needs_work(sync, view, ns, name) =>
-        {
-            vec![ObjectKey::new(ns, name)]
-        }
-        _ => Vec::new(),
-    }
+fn idle(view: &Store, namespace: &str, name: &str, forced: bool) -> bool {
+    plan(view, namespace, name, forced) == Plan::Wait
 }
 
 /// Runs the group loop until aborted.
@@ -91,8 +79,8 @@ pub async fn run(sync: Arc<ResendSync>) {
         kind: ViewKind::ContactGroup,
         label: "contactgroup",
         relists: &[ViewKind::ContactGroup],
-        needs_work,
-        wake,
+        idle,
+        related: unrelated,
         reconcile,
     };
     drive_loop(sync, lp).await;

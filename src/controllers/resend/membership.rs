@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kube::Api;
 
 use super::status::{self, Outcome};
-use super::{Loop, PREREQUISITE_WAIT, ResendSync, drive_loop, wanting};
+use super::{Loop, PREREQUISITE_WAIT, ResendSync, drive_loop, keys};
 use crate::api::ContactGroupMembership;
 use crate::api::common::ObjectRef;
 use crate::api::common::sync::MEMBERSHIP_READY;
@@ -77,29 +77,19 @@ pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
     }
 }
 
-fn needs_work(sync: &ResendSync, view: &Store, namespace: &str, name: &str) -> bool {
-    let forced = sync.is_forced(ViewKind::Membership, namespace, name);
-    plan(view, namespace, name, forced) != Plan::Wait
+fn idle(view: &Store, namespace: &str, name: &str, forced: bool) -> bool {
+    plan(view, namespace, name, forced) == Plan::Wait
 }
 
-/// Memberships a change concerns: its own; those of a contact or group that became mirrored.
-fn wake(sync: &ResendSync, change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
+/// Memberships another change concerns: those of a contact or group that became mirrored.
+fn related(change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
     match change {
-        ViewChange::Applied(ViewKind::Membership, ns, name) if needs_work(sync, view, ns, name) => {
-            vec![ObjectKey::new(ns, name)]
+        ViewChange::Applied(ViewKind::Contact, ns, name) => {
+            keys(view.memberships_of_contact(ns, name))
         }
-        ViewChange::Applied(ViewKind::Contact, ns, name) => wanting(
-            sync,
-            view,
-            view.memberships_of_contact(ns, name),
-            needs_work,
-        ),
-        ViewChange::Applied(ViewKind::ContactGroup, ns, name) => wanting(
-            sync,
-            view,
-            view.naming_group(ViewKind::Membership, ns, name),
-            needs_work,
-        ),
+        ViewChange::Applied(ViewKind::ContactGroup, ns, name) => {
+            keys(view.naming_group(ViewKind::Membership, ns, name))
+        }
         _ => Vec::new(),
     }
 }
@@ -114,8 +104,8 @@ pub async fn run(sync: Arc<ResendSync>) {
             ViewKind::Contact,
             ViewKind::ContactGroup,
         ],
-        needs_work,
-        wake,
+        idle,
+        related,
         reconcile,
     };
     drive_loop(sync, lp).await;

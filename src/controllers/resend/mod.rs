@@ -154,34 +154,47 @@ pub async fn run(sync: Arc<ResendSync>) {
     );
 }
 
-/// One kind's loop: what it needs decided in memory, and how to reconcile one key.
-pub(crate) struct Loop<N, W, R> {
+/// One kind's loop: what it decides in memory, and how to reconcile one key.
+pub(crate) struct Loop<I, W, R> {
     kind: ViewKind,
     label: &'static str,
     relists: &'static [ViewKind],
-    needs_work: N,
-    wake: W,
+    /// Whether reconciling `namespace/name` would do nothing: `(view, namespace, name, forced)`.
+    idle: I,
+    /// Objects of this kind another kind's change concerns (each still checked with `idle`).
+    related: W,
     reconcile: R,
 }
 
 /// Drives one kind's loop on the runner: swept when its kinds relist and every resync, woken by
-/// the view's changes, each reconcile's error turned into a retry by [`retry`].
-pub(crate) async fn drive_loop<N, W, R, Fut>(sync: Arc<ResendSync>, lp: Loop<N, W, R>)
+/// its own objects' changes and by `related` ones, each reconcile's error turned into a retry by
+/// [`retry`].
+pub(crate) async fn drive_loop<I, W, R, Fut>(sync: Arc<ResendSync>, lp: Loop<I, W, R>)
 where
-    N: Fn(&ResendSync, &Store, &str, &str) -> bool,
-    W: Fn(&ResendSync, &ViewChange, &Store) -> Vec<ObjectKey>,
+    I: Fn(&Store, &str, &str, bool) -> bool,
+    W: Fn(&ViewChange, &Store) -> Vec<ObjectKey>,
     R: Fn(Arc<ResendSync>, ObjectKey) -> Fut,
     Fut: std::future::Future<Output = Result<Action, Error>>,
 {
     let kind = lp.kind;
+    let needs_work = |view: &Store, ns: &str, name: &str| {
+        !(lp.idle)(view, ns, name, sync.is_forced(kind, ns, name))
+    };
     let sweep = |view: &Store| -> Vec<ObjectKey> {
         view.names(kind)
             .into_iter()
-            .filter(|(ns, name)| (lp.needs_work)(&sync, view, ns, name))
+            .filter(|(ns, name)| needs_work(view, ns, name))
             .map(|(namespace, name)| ObjectKey { namespace, name })
             .collect()
     };
-    let wake = |change: &ViewChange, view: &Store| (lp.wake)(&sync, change, view);
+    let wake = |change: &ViewChange, view: &Store| -> Vec<ObjectKey> {
+        let mut keys = match change {
+            ViewChange::Applied(k, ns, name) if *k == kind => vec![ObjectKey::new(ns, name)],
+            _ => (lp.related)(change, view),
+        };
+        keys.retain(|key| needs_work(view, &key.namespace, &key.name));
+        keys
+    };
     let driver = Driver {
         kind: ControllerKind::Resend,
         concurrency: sync.ctx.settings.concurrency,
@@ -217,6 +230,18 @@ where
     .await;
 }
 
+/// The keys of `refs`.
+fn keys<'a>(refs: impl IntoIterator<Item = crate::view::NamedRef<'a>>) -> Vec<ObjectKey> {
+    refs.into_iter()
+        .map(|r| ObjectKey::new(r.namespace, r.name))
+        .collect()
+}
+
+/// What a loop without `related` objects passes.
+fn unrelated(_: &ViewChange, _: &Store) -> Vec<ObjectKey> {
+    Vec::new()
+}
+
 /// The retry policy of the sync: the provider's own wait when it gave one (rate limit, quota),
 /// nothing until the object changes for a permanent refusal (its condition says why), and the
 /// controllers' backoff with jitter for everything else.
@@ -240,19 +265,6 @@ fn retry(sync: &ResendSync, label: &str, error: &Error) -> Action {
         }
     }
     super::retry_after(&sync.ctx, ControllerKind::Resend, label, error)
-}
-
-/// Keys of `kind` in `refs` that need work.
-fn wanting<'a>(
-    sync: &ResendSync,
-    view: &Store,
-    refs: impl IntoIterator<Item = crate::view::NamedRef<'a>>,
-    needs_work: impl Fn(&ResendSync, &Store, &str, &str) -> bool,
-) -> Vec<ObjectKey> {
-    refs.into_iter()
-        .filter(|r| needs_work(sync, view, r.namespace, r.name))
-        .map(|r| ObjectKey::new(r.namespace, r.name))
-        .collect()
 }
 
 #[cfg(test)]
