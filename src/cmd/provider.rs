@@ -14,12 +14,13 @@ use clap::Args;
 use super::parse_duration;
 use tokio::net::TcpListener;
 
+use crate::controllers::resend::oneclick::OneClickSink;
 use crate::controllers::resend::sink::OptOutSink;
 use crate::metrics::Metrics;
 use crate::providers::metrics::ProviderMetrics;
 use crate::providers::resend::{ResendClient, ResendConfig};
-use crate::server::provider_events;
 use crate::server::{Shutdown, tls};
+use crate::server::{provider_events, unsubscribe};
 use crate::view::ClusterView;
 
 /// Environment variable with the Resend API key (Milo's name).
@@ -73,6 +74,14 @@ pub struct ProviderArgs {
     /// RESEND_CONTACT_WEBHOOK_SIGNING_KEY environment variable; without that, the email key.
     #[arg(long, env = "MILO_WEBHOOK_RESEND_CONTACT_WEBHOOK_SIGNING_KEY_FILE")]
     pub resend_contact_webhook_signing_key_file: Option<PathBuf>,
+    /// File with the key one-click unsubscribe links are signed with (at least 32 bytes, from a
+    /// Secret). With it, the provider events listener also serves `/unsubscribe/<token>`.
+    #[arg(long, env = "MILO_WEBHOOK_UNSUBSCRIBE_SIGNING_KEY_FILE")]
+    pub unsubscribe_signing_key_file: Option<PathBuf>,
+    /// The public address of the provider events listener, which one-click unsubscribe links in
+    /// mail point at (e.g. `https://mail.example.com`).
+    #[arg(long, env = "MILO_WEBHOOK_UNSUBSCRIBE_BASE_URL")]
+    pub unsubscribe_base_url: Option<String>,
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {
@@ -139,6 +148,18 @@ fn signing_key(
 }
 
 impl ProviderArgs {
+    /// The key one-click unsubscribe links are signed with, when configured.
+    pub fn unsubscribe_key(&self) -> anyhow::Result<Option<unsubscribe::UnsubscribeKey>> {
+        let Some(path) = &self.unsubscribe_signing_key_file else {
+            return Ok(None);
+        };
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        unsubscribe::UnsubscribeKey::new(&bytes)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--unsubscribe-signing-key-file: {e}"))
+    }
+
     /// The events listener's settings: its signing keys (the contact path falls back to the
     /// email key when its own is unset).
     pub fn events_config(
@@ -224,11 +245,15 @@ pub async fn provider_events(
         None => None,
     };
     let sink = Arc::new(OptOutSink::new(client.clone(), view.clone()));
-    let router = provider_events::router(
+    let mut router = provider_events::router(
         config,
         sink,
         metrics.subsystem(provider_events::ProviderEventMetrics::register),
     );
+    if let Some(key) = args.providers.unsubscribe_key()? {
+        let sink = Arc::new(OneClickSink::new(client.clone()));
+        router = router.merge(unsubscribe::router(key, sink));
+    }
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod provider_events;
 pub mod routes;
 pub mod tls;
+pub mod unsubscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

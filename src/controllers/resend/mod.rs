@@ -14,6 +14,7 @@ pub mod contact;
 pub mod drift;
 pub mod group;
 pub mod membership;
+pub mod oneclick;
 pub mod optout;
 pub mod sink;
 mod status;
