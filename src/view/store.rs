@@ -45,11 +45,13 @@ pub enum ViewKind {
     ClusterRole,
     /// `rbac.authorization.k8s.io` RoleBinding labelled as an organization membership.
     MemberBinding,
+    /// `notification.miloapis.com` Email (its delivery state and provider id).
+    Email,
 }
 
 impl ViewKind {
     /// Every indexed kind, so sync tracking can wait for all of them.
-    pub const ALL: [ViewKind; 10] = [
+    pub const ALL: [ViewKind; 11] = [
         ViewKind::Contact,
         ViewKind::ContactGroup,
         ViewKind::Membership,
@@ -60,6 +62,7 @@ impl ViewKind {
         ViewKind::Role,
         ViewKind::ClusterRole,
         ViewKind::MemberBinding,
+        ViewKind::Email,
     ];
 
     /// Whether the leader keeps fields of this kind that admission does not read, so that
@@ -74,7 +77,7 @@ impl ViewKind {
                 | ViewKind::EnrollmentPolicy
                 | ViewKind::User
                 | ViewKind::Invitation
-        )
+        ) || matches!(self, ViewKind::Email)
     }
 
     /// The Kubernetes kind name, for logs and metrics.
@@ -90,6 +93,7 @@ impl ViewKind {
             ViewKind::Role => "Role",
             ViewKind::ClusterRole => "ClusterRole",
             ViewKind::MemberBinding => "RoleBinding",
+            ViewKind::Email => "Email",
         }
     }
 }
@@ -106,6 +110,7 @@ pub(super) enum Row {
     Invitation(InvitationRecord),
     Role,
     MemberBinding(Box<[Sym]>),
+    Email(super::emails::EmailRecord),
 }
 
 #[derive(Clone, Default)]
@@ -118,6 +123,7 @@ pub(super) struct Indexes {
     pub(super) users_by_email: MultiIndex<Sym>,
     pub(super) invitations_by_email_org: MultiIndex<(Sym, Sym)>,
     pub(super) members_by_namespace_user: MultiIndex<(Sym, Sym)>,
+    pub(super) emails_by_provider_id: MultiIndex<Sym>,
 }
 
 impl Indexes {
@@ -162,6 +168,11 @@ impl Indexes {
                 key,
                 add,
             ),
+            Row::Email(e) => {
+                if let Some(id) = e.provider_id {
+                    apply(&mut self.emails_by_provider_id, id, key, add);
+                }
+            }
         }
     }
 }
@@ -207,6 +218,7 @@ impl Row {
             Row::Invitation(i) => each(&[i.email_key, i.organization]),
             Row::Role => {}
             Row::MemberBinding(users) => each(users),
+            Row::Email(e) => each(e.provider_id.as_slice()),
         }
     }
 }
@@ -261,6 +273,16 @@ impl Store {
             self.symbols.intern(email),
             self.symbols.intern(&email.to_lowercase()),
         )
+    }
+
+    /// The key of `namespace/name`, interning both.
+    pub(super) fn lookup_or_intern(&mut self, namespace: &str, name: &str) -> Key {
+        self.key(namespace, name)
+    }
+
+    /// Stores a row, replacing (and unindexing) what was there.
+    pub(super) fn upsert_row(&mut self, kind: ViewKind, key: Key, row: Row) {
+        self.upsert(kind, key, row)
     }
 
     fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
