@@ -11,6 +11,7 @@ pub mod records;
 pub mod store;
 pub mod symbols;
 pub mod sync;
+pub mod templates;
 pub mod watch;
 
 use std::collections::BTreeSet;
@@ -28,7 +29,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, User, UserInvitation,
+    ContactGroupMembershipRemoval, EmailTemplate, User, UserInvitation,
 };
 
 /// The shared view: a store behind a lock, which kinds have finished their initial listing, and a
@@ -240,4 +241,5 @@ viewed! {
     ContactGroupEnrollmentPolicy => EnrollmentPolicy, apply_policy;
     User => User, apply_user;
     UserInvitation => Invitation, apply_invitation;
+    EmailTemplate => EmailTemplate, apply_email_template;
 }

@@ -9,7 +9,7 @@ pub use super::found::{ContactView, GroupView, NamedRef, SubjectView, UserView};
 use super::index::{Key, MultiIndex};
 use super::records::{
     ContactRecord, GroupRecord, InvitationRecord, NEVER, Pair, PairStatus, PolicyRecord,
-    SubjectRecord, UserRecord, names_digest,
+    SubjectRecord, TemplateVariableRecord, UserRecord, names_digest,
 };
 use super::symbols::{Sym, Symbols};
 use super::sync::SyncMarks;
@@ -45,11 +45,13 @@ pub enum ViewKind {
     ClusterRole,
     /// `rbac.authorization.k8s.io` RoleBinding labelled as an organization membership.
     MemberBinding,
+    /// `notification.miloapis.com` EmailTemplate (declared variables only, not the bodies).
+    EmailTemplate,
 }
 
 impl ViewKind {
     /// Every indexed kind, so sync tracking can wait for all of them.
-    pub const ALL: [ViewKind; 10] = [
+    pub const ALL: [ViewKind; 11] = [
         ViewKind::Contact,
         ViewKind::ContactGroup,
         ViewKind::Membership,
@@ -60,6 +62,7 @@ impl ViewKind {
         ViewKind::Role,
         ViewKind::ClusterRole,
         ViewKind::MemberBinding,
+        ViewKind::EmailTemplate,
     ];
 
     /// Whether the leader keeps fields of this kind that admission does not read, so that
@@ -90,6 +93,7 @@ impl ViewKind {
             ViewKind::Role => "Role",
             ViewKind::ClusterRole => "ClusterRole",
             ViewKind::MemberBinding => "RoleBinding",
+            ViewKind::EmailTemplate => "EmailTemplate",
         }
     }
 }
@@ -106,6 +110,7 @@ pub(super) enum Row {
     Invitation(InvitationRecord),
     Role,
     MemberBinding(Box<[Sym]>),
+    EmailTemplate(Box<[TemplateVariableRecord]>),
 }
 
 #[derive(Clone, Default)]
@@ -162,6 +167,7 @@ impl Indexes {
                 key,
                 add,
             ),
+            Row::EmailTemplate(_) => {}
         }
     }
 }
@@ -207,6 +213,7 @@ impl Row {
             Row::Invitation(i) => each(&[i.email_key, i.organization]),
             Row::Role => {}
             Row::MemberBinding(users) => each(users),
+            Row::EmailTemplate(variables) => variables.iter().for_each(|v| f(v.name)),
         }
     }
 }
@@ -242,7 +249,7 @@ impl Store {
         }
     }
 
-    fn key(&mut self, namespace: &str, name: &str) -> Key {
+    pub(super) fn key(&mut self, namespace: &str, name: &str) -> Key {
         Key {
             namespace: self.symbols.intern(namespace),
             name: self.symbols.intern(name),
@@ -263,7 +270,7 @@ impl Store {
         )
     }
 
-    fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
+    pub(super) fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
         let new_pair = row.pair();
         let previous = self.tables[kind as usize].insert(key, row.clone());
         if let Some(old) = previous {
