@@ -82,7 +82,7 @@ impl Store {
     /// Stores or replaces an Email.
     pub fn apply_email(&mut self, email: &Email) {
         let key_ns = email.namespace().unwrap_or_default();
-        let key = self.lookup_or_intern(&key_ns, &email.name_any());
+        let key = self.key(&key_ns, &email.name_any());
         let status = email.status.as_ref();
         let provider_id =
             self.intern_present(status.and_then(|s| s.provider_id.as_deref()));
@@ -100,7 +100,7 @@ impl Store {
             done: leader && delivery_final(conditions),
             deleting: leader && email.metadata.deletion_timestamp.is_some(),
         };
-        self.upsert_row(ViewKind::Email, key, Row::Email(record));
+        self.upsert(ViewKind::Email, key, Row::Email(record));
     }
 
     /// The Email `namespace/name` as the sender reads it.

@@ -12,6 +12,7 @@ pub mod records;
 pub mod store;
 pub mod symbols;
 pub mod sync;
+pub mod templates;
 pub mod watch;
 
 use std::collections::BTreeSet;
@@ -29,7 +30,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, Email, User, UserInvitation,
+    ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
 };
 
 /// The shared view: a store behind a lock, which kinds have finished their initial listing, and a
@@ -242,4 +243,5 @@ viewed! {
     User => User, apply_user;
     UserInvitation => Invitation, apply_invitation;
     Email => Email, apply_email;
+    EmailTemplate => EmailTemplate, apply_email_template;
 }

@@ -9,7 +9,7 @@ pub use super::found::{ContactView, GroupView, NamedRef, SubjectView, UserView};
 use super::index::{Key, MultiIndex};
 use super::records::{
     ContactRecord, GroupRecord, InvitationRecord, NEVER, Pair, PairStatus, PolicyRecord,
-    SubjectRecord, UserRecord, names_digest,
+    SubjectRecord, TemplateVariableRecord, UserRecord, names_digest,
 };
 use super::symbols::{Sym, Symbols};
 use super::sync::SyncMarks;
@@ -47,11 +47,13 @@ pub enum ViewKind {
     MemberBinding,
     /// `notification.miloapis.com` Email (its delivery state and provider id).
     Email,
+    /// `notification.miloapis.com` EmailTemplate (declared variables only, not the bodies).
+    EmailTemplate,
 }
 
 impl ViewKind {
     /// Every indexed kind, so sync tracking can wait for all of them.
-    pub const ALL: [ViewKind; 11] = [
+    pub const ALL: [ViewKind; 12] = [
         ViewKind::Contact,
         ViewKind::ContactGroup,
         ViewKind::Membership,
@@ -63,6 +65,7 @@ impl ViewKind {
         ViewKind::ClusterRole,
         ViewKind::MemberBinding,
         ViewKind::Email,
+        ViewKind::EmailTemplate,
     ];
 
     /// Whether the leader keeps fields of this kind that admission does not read, so that
@@ -94,6 +97,7 @@ impl ViewKind {
             ViewKind::ClusterRole => "ClusterRole",
             ViewKind::MemberBinding => "RoleBinding",
             ViewKind::Email => "Email",
+            ViewKind::EmailTemplate => "EmailTemplate",
         }
     }
 }
@@ -111,6 +115,7 @@ pub(super) enum Row {
     Role,
     MemberBinding(Box<[Sym]>),
     Email(super::emails::EmailRecord),
+    EmailTemplate(Box<[TemplateVariableRecord]>),
 }
 
 #[derive(Clone, Default)]
@@ -173,6 +178,7 @@ impl Indexes {
                     apply(&mut self.emails_by_provider_id, id, key, add);
                 }
             }
+            Row::EmailTemplate(_) => {}
         }
     }
 }
@@ -219,6 +225,7 @@ impl Row {
             Row::Role => {}
             Row::MemberBinding(users) => each(users),
             Row::Email(e) => each(e.provider_id.as_slice()),
+            Row::EmailTemplate(variables) => variables.iter().for_each(|v| f(v.name)),
         }
     }
 }
@@ -254,7 +261,7 @@ impl Store {
         }
     }
 
-    fn key(&mut self, namespace: &str, name: &str) -> Key {
+    pub(super) fn key(&mut self, namespace: &str, name: &str) -> Key {
         Key {
             namespace: self.symbols.intern(namespace),
             name: self.symbols.intern(name),
@@ -275,17 +282,7 @@ impl Store {
         )
     }
 
-    /// The key of `namespace/name`, interning both.
-    pub(super) fn lookup_or_intern(&mut self, namespace: &str, name: &str) -> Key {
-        self.key(namespace, name)
-    }
-
-    /// Stores a row, replacing (and unindexing) what was there.
-    pub(super) fn upsert_row(&mut self, kind: ViewKind, key: Key, row: Row) {
-        self.upsert(kind, key, row)
-    }
-
-    fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
+    pub(super) fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
         let new_pair = row.pair();
         let previous = self.tables[kind as usize].insert(key, row.clone());
         if let Some(old) = previous {
