@@ -60,8 +60,13 @@ async fn a_repeated_key_sends_once_and_answers_the_first_id() {
 async fn a_lost_answer_is_repeated_safely() {
     let (fake, client, _) = setup().await;
     fake.fail_next_matching(1, Method::POST, "/emails", Fault::DropAnswer);
-    let lost = client.send_email(&email("a@example.com", "Hi"), "uid-1").await;
-    assert!(matches!(lost, Err(ResendError::Transient { .. })), "{lost:?}");
+    let lost = client
+        .send_email(&email("a@example.com", "Hi"), "uid-1")
+        .await;
+    assert!(
+        matches!(lost, Err(ResendError::Transient { .. })),
+        "{lost:?}"
+    );
     let id = client
         .send_email(&email("a@example.com", "Hi"), "uid-1")
         .await

@@ -84,8 +84,7 @@ impl Store {
         let key_ns = email.namespace().unwrap_or_default();
         let key = self.key(&key_ns, &email.name_any());
         let status = email.status.as_ref();
-        let provider_id =
-            self.intern_present(status.and_then(|s| s.provider_id.as_deref()));
+        let provider_id = self.intern_present(status.and_then(|s| s.provider_id.as_deref()));
         let leader = self.extras.is_some();
         let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
         let generation = email.metadata.generation;

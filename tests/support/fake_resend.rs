@@ -5,7 +5,6 @@
 mod api;
 pub mod emails;
 
-
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Deref;

@@ -30,6 +30,9 @@ pub struct LiveState {
     pub requests: Vec<String>,
     /// Requests RBAC refused (a test fails when any).
     pub denied: Vec<String>,
+    /// Requests answered 500 once, instead of served: each entry is matched against
+    /// `METHOD path` and removed when it fires (a crash or a lost write, injected).
+    pub fail_once: Vec<String>,
     version: u64,
 }
 
@@ -266,6 +269,15 @@ impl LiveApi {
             if let Some(why) = super::rbac::denied(method, path, query) {
                 state.denied.push(why.clone());
                 return failure(403, "Forbidden", &why);
+            }
+            let request = format!("{method} {path}");
+            if let Some(i) = state
+                .fail_once
+                .iter()
+                .position(|f| request.contains(f.as_str()))
+            {
+                state.fail_once.remove(i);
+                return failure(500, "InternalError", "injected failure");
             }
         }
         if path.starts_with("/apis/events.k8s.io/") || path.contains("/events") {

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use crate::api::notification::EmailPriority;
 
-/// Slots: how many sends may wait on the rate limiter at once. Small, so that the order in which
+/// Slots: how many reconciles may read and send at once. Small, so that the order in which
 /// the limiter serves them is (nearly) the gate's order; more than one, so a slow answer does not
 /// idle the account's rate.
 pub const SLOTS: usize = 2;

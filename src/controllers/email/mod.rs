@@ -145,6 +145,14 @@ fn retry(ctx: &Context, label: &str, error: &Error) -> Action {
 /// Sends one Email unless it was sent (or settled) for its generation.
 async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Error> {
     let ctx = &sender.ctx;
+    // The slot is taken before the reads, so a high-priority Email is waiting at the gate (not
+    // reading its template) whenever a slot frees.
+    let priority = ctx
+        .view
+        .read()
+        .email_state(&key.namespace, &key.name)
+        .map_or(EmailPriority::Normal, |e| e.priority);
+    let _pass = sender.gate.enter(priority).await;
     let api: Api<Email> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let Some(email) = kubeapi::get(&api, &key.name).await? else {
         return Ok(Action::await_change());
@@ -159,7 +167,9 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
     }
     let uid = email.metadata.uid.clone().unwrap_or_default();
     if uid.is_empty() {
-        return Err(Error::Invalid("the Email has no uid to key its send".into()));
+        return Err(Error::Invalid(
+            "the Email has no uid to key its send".into(),
+        ));
     }
     let recipient = &email.spec.recipient;
     let address = match (&recipient.email_address, &recipient.user_ref) {
@@ -201,11 +211,7 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
         &key.namespace,
         &sender.sender,
     );
-    let sent = {
-        let _pass = sender.gate.enter(email.spec.priority).await;
-        sender.client.send_email(&outgoing, &uid).await
-    };
-    match sent {
+    match sender.client.send_email(&outgoing, &uid).await {
         Ok(id) => {
             let status = json!({
                 "providerID": id,

@@ -23,8 +23,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ratelimit::RateLimiter;
 use super::answer::Answer;
+use super::ratelimit::RateLimiter;
 use super::types::{
     ContactPatch, Created, ErrorBody, ListPage, NewContact, RemoteContact, RemoteSegment,
 };

@@ -113,7 +113,13 @@ impl ResendClient {
         }
         let body = json_body(&emails)?;
         let answer = self
-            .send_idempotent("send_batch", &["emails", "batch"], body, idempotency_key, true)
+            .send_idempotent(
+                "send_batch",
+                &["emails", "batch"],
+                body,
+                idempotency_key,
+                true,
+            )
             .await?;
         let sent: BatchAnswer = answer.json()?;
         if sent.data.len() != emails.len() {
@@ -149,7 +155,11 @@ impl ResendClient {
                 return answer.into_result();
             }
             attempt += 1;
-            tracing::debug!(operation, ?wait, "same idempotency key still in flight; waiting");
+            tracing::debug!(
+                operation,
+                ?wait,
+                "same idempotency key still in flight; waiting"
+            );
             tokio::time::sleep(wait + Duration::from_millis(fastrand::u64(0..50))).await;
             wait *= 2;
         }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::api::error;
-use super::{Fault, FakeHandle};
+use super::{FakeHandle, Fault};
 
 /// How long Resend remembers an idempotency key.
 const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -36,7 +36,11 @@ impl SentEmail {
     /// The first recipient.
     pub fn to(&self) -> String {
         match &self.payload["to"] {
-            Value::Array(to) => to.first().and_then(Value::as_str).unwrap_or_default().into(),
+            Value::Array(to) => to
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
             Value::String(to) => to.clone(),
             _ => String::new(),
         }
@@ -162,7 +166,13 @@ pub(super) async fn serve(
 
 /// Validates and records the email(s); the answer Resend would give.
 fn send(fake: &FakeHandle, key: Option<&str>, batch: bool, body: &[u8]) -> Result<Value, Response> {
-    let invalid = |message: &str| error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter", message);
+    let invalid = |message: &str| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_parameter",
+            message,
+        )
+    };
     let parsed: Value = serde_json::from_slice(body).map_err(|_| invalid("body is not JSON"))?;
     let emails: Vec<Value> = match (batch, parsed) {
         (true, Value::Array(items)) if (1..=100).contains(&items.len()) => items,
