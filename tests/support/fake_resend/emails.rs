@@ -151,7 +151,7 @@ pub(super) async fn serve(
     drop(inner);
     let response = match outcome {
         Ok(answer) => (StatusCode::OK, axum::Json(answer)).into_response(),
-        Err(refused) => return Some(refused),
+        Err(refused) => return Some(*refused),
     };
     match fault {
         Some(Fault::DropAnswer) => None,
@@ -165,7 +165,12 @@ pub(super) async fn serve(
 }
 
 /// Validates and records the email(s); the answer Resend would give.
-fn send(fake: &FakeHandle, key: Option<&str>, batch: bool, body: &[u8]) -> Result<Value, Response> {
+fn send(
+    fake: &FakeHandle,
+    key: Option<&str>,
+    batch: bool,
+    body: &[u8],
+) -> Result<Value, Box<Response>> {
     let invalid = |message: &str| {
         error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -173,22 +178,23 @@ fn send(fake: &FakeHandle, key: Option<&str>, batch: bool, body: &[u8]) -> Resul
             message,
         )
     };
-    let parsed: Value = serde_json::from_slice(body).map_err(|_| invalid("body is not JSON"))?;
+    let parsed: Value =
+        serde_json::from_slice(body).map_err(|_| Box::new(invalid("body is not JSON")))?;
     let emails: Vec<Value> = match (batch, parsed) {
         (true, Value::Array(items)) if (1..=100).contains(&items.len()) => items,
-        (true, _) => return Err(invalid("a batch is an array of 1-100 emails")),
+        (true, _) => return Err(Box::new(invalid("a batch is an array of 1-100 emails"))),
         (false, email @ Value::Object(_)) => vec![email],
-        (false, _) => return Err(invalid("an email is an object")),
+        (false, _) => return Err(Box::new(invalid("an email is an object"))),
     };
     let mut inner = fake.lock();
     for email in &emails {
         for field in ["from", "to", "subject"] {
             if email.get(field).is_none_or(Value::is_null) {
-                return Err(error(
+                return Err(Box::new(error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "missing_required_field",
                     &format!("Missing `{field}` field."),
-                ));
+                )));
             }
         }
         let text = format!("{} {}", email["from"], email["to"]);
@@ -198,7 +204,7 @@ fn send(fake: &FakeHandle, key: Option<&str>, batch: bool, body: &[u8]) -> Resul
             .iter()
             .find(|(needle, ..)| text.contains(needle.as_str()))
         {
-            return Err(error(*status, name, message));
+            return Err(Box::new(error(*status, name, message)));
         }
     }
     let mut ids = Vec::new();
