@@ -18,6 +18,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ContactGroupEnrollmentPolicy::crd(),
         Email::crd(),
         EmailTemplate::crd(),
+        crate::api::broadcast::crd(),
         User::crd(),
         UserInvitation::crd(),
     ]

@@ -14,5 +14,6 @@ pub mod crds;
 pub mod metrics;
 pub mod providers;
 pub mod server;
+pub mod template;
 pub mod view;
 pub mod webhook_config;

@@ -100,6 +100,11 @@ fn names_scopes_and_subresources_follow_the_api_reference() {
             "EmailTemplate",
             "Cluster",
         ),
+        (
+            "emailbroadcasts.notification.miloapis.com",
+            "EmailBroadcast",
+            "Namespaced",
+        ),
         ("users.iam.miloapis.com", "User", "Cluster"),
         (
             "userinvitations.iam.miloapis.com",
@@ -338,4 +343,33 @@ fn cel_rules_enforce_what_their_messages_say() {
         cel_errors(crd, email(json!({})), None),
         ["exactly one of userRef or emailAddress must be set"]
     );
+}
+
+#[test]
+fn email_broadcast_matches_milo_and_defaults_its_ready_condition() {
+    let crd = crds::all()
+        .into_iter()
+        .find(|c| c.metadata.name.as_deref() == Some("emailbroadcasts.notification.miloapis.com"))
+        .expect("EmailBroadcast CRD");
+    let annotations = crd.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("discovery.miloapis.com/parent-contexts")
+            .map(String::as_str),
+        Some("Platform,User")
+    );
+    let columns: Vec<&str> = crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        ["DisplayName", "ContactGroup", "Template", "Ready", "Age"]
+    );
+    let schema = schema_of("emailbroadcasts.notification.miloapis.com");
+    let conditions = &schema["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["default"][0]["reason"], "CreatePending");
+    assert_eq!(conditions["default"][0]["status"], "Unknown");
 }

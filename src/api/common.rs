@@ -80,4 +80,7 @@ pub mod sync {
     /// Condition type recording a person's opt-out reported by the provider. Its
     /// `observedGeneration` is set once the removals it asks for have been created.
     pub const UNSUBSCRIBED: &str = "Unsubscribed";
+    /// Condition type marking a Contact's address as suppressed (hard bounce or complaint):
+    /// nothing is sent to it while the condition is True. Only an operator removes it.
+    pub const SUPPRESSED: &str = "Suppressed";
 }

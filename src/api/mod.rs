@@ -4,11 +4,13 @@
 //! Milo's own CRDs (see `shared/reference/api.md`); the CRDs in `manifests/crds/` are generated from
 //! these types, so a change here is a change to the cluster's schema.
 
+pub mod broadcast;
 pub mod common;
 pub mod external;
 pub mod iam;
 pub mod notification;
 
+pub use broadcast::EmailBroadcast;
 pub use common::{ObjectRef, ProviderRef};
 pub use iam::{User, UserInvitation};
 pub use notification::{

@@ -82,6 +82,13 @@ pub struct ProviderArgs {
     /// mail point at (e.g. `https://mail.example.com`).
     #[arg(long, env = "MILO_WEBHOOK_UNSUBSCRIBE_BASE_URL")]
     pub unsubscribe_base_url: Option<String>,
+    /// The `from` of every Email sent (Milo's flag), e.g. `Milo <noreply@example.com>` on a
+    /// domain verified at Resend. Without it the email controller does not run.
+    #[arg(long, env = "MILO_WEBHOOK_EMAIL_FROM_ADDRESS")]
+    pub email_from_address: Option<String>,
+    /// The `reply_to` of every Email sent (Milo's flag); none when unset.
+    #[arg(long, env = "MILO_WEBHOOK_EMAIL_REPLY_TO_ADDRESS")]
+    pub email_reply_to_address: Option<String>,
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {
@@ -115,6 +122,20 @@ pub fn secret(file: Option<&Path>, env: &str) -> anyhow::Result<Option<String>> 
 }
 
 impl ProviderArgs {
+    /// The email sender's addresses; blank flags count as unset.
+    pub fn email_settings(&self) -> crate::controllers::email::EmailSettings {
+        let present = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        crate::controllers::email::EmailSettings {
+            from: present(&self.email_from_address),
+            reply_to: present(&self.email_reply_to_address),
+        }
+    }
+
     /// The Resend client, when an API key is configured.
     pub fn resend_client(&self, metrics: ProviderMetrics) -> anyhow::Result<Option<ResendClient>> {
         let Some(api_key) = secret(self.resend_api_key_file.as_deref(), API_KEY_ENV)? else {

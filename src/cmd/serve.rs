@@ -101,7 +101,7 @@ pub struct ControllerArgs {
         long,
         env = "MILO_WEBHOOK_CONTROLLERS",
         value_delimiter = ',',
-        default_value = "enrollment,removal,membership,usercontact,invitation,resend",
+        default_value = "enrollment,removal,membership,usercontact,invitation,resend,email",
         conflicts_with = "no_controllers"
     )]
     pub controllers: Vec<ControllerKind>,
@@ -278,6 +278,7 @@ impl ControllerArgs {
             enrollment_concurrency: usize::from(self.enrollment_concurrency),
             invitation: self.invitations.settings(&self.system_namespace),
             provider_resync: Duration::from_secs(3600),
+            email: Default::default(),
         }
     }
 
@@ -509,6 +510,7 @@ async fn start_controllers(
     tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, controllers = ?selected, "joined leader election");
     let mut settings = args.settings();
     settings.provider_resync = providers.provider_resync;
+    settings.email = providers.email_settings();
     let mut ctx = controllers::Context::new(
         client,
         view,

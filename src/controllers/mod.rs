@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod conditions;
+pub mod email;
 pub mod enrollment;
 pub mod events;
 pub mod invitation;
@@ -58,17 +59,20 @@ pub enum ControllerKind {
     Invitation,
     /// Mirrors Contacts, ContactGroups and memberships to Resend (only with an API key).
     Resend,
+    /// Sends Emails through Resend (only with an API key and a from address).
+    Email,
 }
 
 impl ControllerKind {
     /// Every controller, the default selection.
-    pub const ALL: [ControllerKind; 6] = [
+    pub const ALL: [ControllerKind; 7] = [
         ControllerKind::Enrollment,
         ControllerKind::Removal,
         ControllerKind::Membership,
         ControllerKind::UserContact,
         ControllerKind::Invitation,
         ControllerKind::Resend,
+        ControllerKind::Email,
     ];
 
     /// The name used in flags, metrics and logs.
@@ -80,6 +84,7 @@ impl ControllerKind {
             ControllerKind::UserContact => "usercontact",
             ControllerKind::Invitation => "invitation",
             ControllerKind::Resend => "resend",
+            ControllerKind::Email => "email",
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct ControllerSettings {
     pub invitation: invitation::InvitationSettings,
     /// How often provider sync compares the cluster with the provider (drift repair).
     pub provider_resync: Duration,
+    /// The email sender's addresses.
+    pub email: email::EmailSettings,
 }
 
 impl Default for ControllerSettings {
@@ -117,6 +124,7 @@ impl Default for ControllerSettings {
             enrollment_concurrency: 16,
             invitation: invitation::InvitationSettings::default(),
             provider_resync: Duration::from_secs(3600),
+            email: email::EmailSettings::default(),
         }
     }
 }
@@ -199,9 +207,18 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
     selected
         .iter()
         .filter(|kind| {
-            let off = **kind == ControllerKind::Resend && ctx.resend.is_none();
-            if off {
+            let off = match kind {
+                ControllerKind::Resend => ctx.resend.is_none(),
+                ControllerKind::Email => ctx.resend.is_none() || ctx.settings.email.from.is_none(),
+                _ => false,
+            };
+            if off && **kind == ControllerKind::Resend {
                 tracing::info!("no Resend API key configured: provider sync is off");
+            }
+            if off && **kind == ControllerKind::Email {
+                tracing::warn!(
+                    "email delivery is off: it needs a Resend API key and --email-from-address"
+                );
             }
             !off
         })
@@ -223,6 +240,17 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
                     let (client, metrics) = ctx.resend.clone().expect("filtered above");
                     tokio::spawn(resend::run(Arc::new(resend::ResendSync::new(
                         ctx, client, metrics,
+                    ))))
+                }
+                ControllerKind::Email => {
+                    let (client, _) = ctx.resend.clone().expect("filtered above");
+                    let settings = ctx.settings.email.clone();
+                    let sender = email::render::Sender {
+                        from: settings.from.unwrap_or_default(),
+                        reply_to: settings.reply_to,
+                    };
+                    tokio::spawn(email::run(Arc::new(email::EmailSender::new(
+                        ctx, client, sender,
                     ))))
                 }
             }

@@ -43,6 +43,8 @@ struct ContactExtra {
     sync: SyncMarks,
     /// Its `Unsubscribed` condition asks for removals not yet created.
     unsubscribe_pending: bool,
+    /// Its `Suppressed` condition is True: nothing is sent to its address.
+    suppressed: bool,
 }
 
 /// A timestamp that is not set.
@@ -187,6 +189,9 @@ impl Extras {
                 crate::api::common::sync::CONTACT_READY,
             ),
             unsubscribe_pending: unsubscribe_pending(conditions),
+            suppressed: conditions
+                .iter()
+                .any(|c| c.type_ == crate::api::common::sync::SUPPRESSED && c.status == "True"),
         };
         self.contacts.insert(key, extra);
         for (k, v) in contact.annotations() {
@@ -254,9 +259,9 @@ impl Extras {
     }
 
     /// A contact's deletion mark, sync marks and pending unsubscribe.
-    pub(super) fn contact_sync_fields(&self, key: Key) -> Option<(bool, SyncMarks, bool)> {
+    pub(super) fn contact_sync_fields(&self, key: Key) -> Option<(bool, SyncMarks, bool, bool)> {
         let c = self.contacts.get(&key)?;
-        Some((c.deleting, c.sync, c.unsubscribe_pending))
+        Some((c.deleting, c.sync, c.unsubscribe_pending, c.suppressed))
     }
 
     pub(super) fn group_sync_entry(&self, key: Key) -> Option<&GroupSyncEntry> {

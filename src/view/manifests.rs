@@ -15,7 +15,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, User, UserInvitation,
+    ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
 };
 
 /// Why a state file could not be loaded; names the file and document so it can be fixed.
@@ -239,6 +239,10 @@ pub fn apply_object(
         ("rbac.authorization.k8s.io/v1", "Role") => typed::<Role>(store, value),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => typed::<ClusterRole>(store, value),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => typed::<RoleBinding>(store, value),
+        ("notification.miloapis.com/v1alpha1", "Email") => typed::<Email>(store, value),
+        ("notification.miloapis.com/v1alpha1", "EmailTemplate") => {
+            typed::<EmailTemplate>(store, value)
+        }
         _ => Ok(false),
     }
 }

@@ -2,6 +2,7 @@
 //! the API server. It is fed by kube watchers in a cluster ([`watch`]) or by manifest files offline
 //! ([`manifests`]); either way, decisions never perform I/O.
 
+pub mod emails;
 pub mod extras;
 pub mod found;
 pub mod index;
@@ -11,6 +12,7 @@ pub mod records;
 pub mod store;
 pub mod symbols;
 pub mod sync;
+pub mod templates;
 pub mod watch;
 
 use std::collections::BTreeSet;
@@ -28,7 +30,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, User, UserInvitation,
+    ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
 };
 
 /// The shared view: a store behind a lock, which kinds have finished their initial listing, and a
@@ -240,4 +242,6 @@ viewed! {
     ContactGroupEnrollmentPolicy => EnrollmentPolicy, apply_policy;
     User => User, apply_user;
     UserInvitation => Invitation, apply_invitation;
+    Email => Email, apply_email;
+    EmailTemplate => EmailTemplate, apply_email_template;
 }

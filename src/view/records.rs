@@ -114,3 +114,15 @@ pub struct PolicyRecord {
     /// `spec.contactGroupRef`.
     pub group: Key,
 }
+
+/// A variable an EmailTemplate declares: all admission and the invitation controller read of a
+/// template (bodies are checked when the template itself is admitted, never looked up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateVariableRecord {
+    /// `name`.
+    pub name: Sym,
+    /// `required`.
+    pub required: bool,
+    /// Whether `type` is `url` (values must be absolute https URLs).
+    pub url: bool,
+}

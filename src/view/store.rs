@@ -9,7 +9,7 @@ pub use super::found::{ContactView, GroupView, NamedRef, SubjectView, UserView};
 use super::index::{Key, MultiIndex};
 use super::records::{
     ContactRecord, GroupRecord, InvitationRecord, NEVER, Pair, PairStatus, PolicyRecord,
-    SubjectRecord, UserRecord, names_digest,
+    SubjectRecord, TemplateVariableRecord, UserRecord, names_digest,
 };
 use super::symbols::{Sym, Symbols};
 use super::sync::SyncMarks;
@@ -45,11 +45,15 @@ pub enum ViewKind {
     ClusterRole,
     /// `rbac.authorization.k8s.io` RoleBinding labelled as an organization membership.
     MemberBinding,
+    /// `notification.miloapis.com` Email (its delivery state and provider id).
+    Email,
+    /// `notification.miloapis.com` EmailTemplate (declared variables only, not the bodies).
+    EmailTemplate,
 }
 
 impl ViewKind {
     /// Every indexed kind, so sync tracking can wait for all of them.
-    pub const ALL: [ViewKind; 10] = [
+    pub const ALL: [ViewKind; 12] = [
         ViewKind::Contact,
         ViewKind::ContactGroup,
         ViewKind::Membership,
@@ -60,6 +64,8 @@ impl ViewKind {
         ViewKind::Role,
         ViewKind::ClusterRole,
         ViewKind::MemberBinding,
+        ViewKind::Email,
+        ViewKind::EmailTemplate,
     ];
 
     /// Whether the leader keeps fields of this kind that admission does not read, so that
@@ -74,7 +80,7 @@ impl ViewKind {
                 | ViewKind::EnrollmentPolicy
                 | ViewKind::User
                 | ViewKind::Invitation
-        )
+        ) || matches!(self, ViewKind::Email)
     }
 
     /// The Kubernetes kind name, for logs and metrics.
@@ -90,6 +96,8 @@ impl ViewKind {
             ViewKind::Role => "Role",
             ViewKind::ClusterRole => "ClusterRole",
             ViewKind::MemberBinding => "RoleBinding",
+            ViewKind::Email => "Email",
+            ViewKind::EmailTemplate => "EmailTemplate",
         }
     }
 }
@@ -106,6 +114,8 @@ pub(super) enum Row {
     Invitation(InvitationRecord),
     Role,
     MemberBinding(Box<[Sym]>),
+    Email(super::emails::EmailRecord),
+    EmailTemplate(Box<[TemplateVariableRecord]>),
 }
 
 #[derive(Clone, Default)]
@@ -118,6 +128,7 @@ pub(super) struct Indexes {
     pub(super) users_by_email: MultiIndex<Sym>,
     pub(super) invitations_by_email_org: MultiIndex<(Sym, Sym)>,
     pub(super) members_by_namespace_user: MultiIndex<(Sym, Sym)>,
+    pub(super) emails_by_provider_id: MultiIndex<Sym>,
 }
 
 impl Indexes {
@@ -162,6 +173,12 @@ impl Indexes {
                 key,
                 add,
             ),
+            Row::Email(e) => {
+                if let Some(id) = e.provider_id {
+                    apply(&mut self.emails_by_provider_id, id, key, add);
+                }
+            }
+            Row::EmailTemplate(_) => {}
         }
     }
 }
@@ -207,6 +224,8 @@ impl Row {
             Row::Invitation(i) => each(&[i.email_key, i.organization]),
             Row::Role => {}
             Row::MemberBinding(users) => each(users),
+            Row::Email(e) => each(e.provider_id.as_slice()),
+            Row::EmailTemplate(variables) => variables.iter().for_each(|v| f(v.name)),
         }
     }
 }
@@ -242,7 +261,7 @@ impl Store {
         }
     }
 
-    fn key(&mut self, namespace: &str, name: &str) -> Key {
+    pub(super) fn key(&mut self, namespace: &str, name: &str) -> Key {
         Key {
             namespace: self.symbols.intern(namespace),
             name: self.symbols.intern(name),
@@ -263,7 +282,7 @@ impl Store {
         )
     }
 
-    fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
+    pub(super) fn upsert(&mut self, kind: ViewKind, key: Key, row: Row) {
         let new_pair = row.pair();
         let previous = self.tables[kind as usize].insert(key, row.clone());
         if let Some(old) = previous {

@@ -92,6 +92,8 @@ pub struct ContactSync<'a> {
     pub marks: SyncMarks,
     /// Its `Unsubscribed` condition asks for removals not yet created.
     pub unsubscribe_pending: bool,
+    /// Its `Suppressed` condition is True: the address hard-bounced or complained.
+    pub suppressed: bool,
 }
 
 /// A ContactGroup as provider sync reads it.
@@ -127,6 +129,14 @@ pub struct MembershipSync<'a> {
 }
 
 impl Store {
+    /// Whether any Contact with `email` (case-insensitive) is suppressed (leader only).
+    pub fn email_suppressed(&self, email: &str) -> bool {
+        self.contacts_by_email(email).any(|c| {
+            self.contact_sync(c.key.namespace, c.key.name)
+                .is_some_and(|s| s.suppressed)
+        })
+    }
+
     /// The Contact `namespace/name` as provider sync reads it (leader only).
     pub fn contact_sync(&self, namespace: &str, name: &str) -> Option<ContactSync<'_>> {
         let (key, row) = self.row(ViewKind::Contact, namespace, name)?;
@@ -140,6 +150,7 @@ impl Store {
             deleting: extra.0,
             marks: extra.1,
             unsubscribe_pending: extra.2,
+            suppressed: extra.3,
         })
     }
 

@@ -1,8 +1,9 @@
-//! A stateful fake of Resend's contacts and segments API for tests: plain HTTP on 127.0.0.1,
+//! A stateful fake of Resend's contacts, segments and sending API for tests: plain HTTP on 127.0.0.1,
 //! Resend's shapes (lists, errors, id-or-email paths), its auth and `User-Agent` checks, its
 //! rate-limit headers and an enforced rate limit, fault injection and full inspection.
 
 mod api;
+pub mod emails;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -88,6 +89,8 @@ pub struct RequestRecord {
     pub at: Instant,
     pub user_agent: Option<String>,
     pub authorization: Option<String>,
+    /// The `Idempotency-Key` HTTP header.
+    pub idempotency_key: Option<String>,
     pub body: String,
     /// The status answered (0 for a dropped answer).
     pub status: u16,
@@ -120,6 +123,7 @@ struct Inner {
     faults: Vec<PendingFault>,
     violations: usize,
     next_id: u64,
+    emails: emails::EmailState,
 }
 
 /// Inspection and control of a running fake; cheap to clone.
@@ -175,6 +179,7 @@ pub async fn start(config: FakeConfig) -> FakeResend {
             faults: Vec::new(),
             violations: 0,
             next_id: 1,
+            emails: emails::EmailState::default(),
         })),
     };
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -434,6 +439,7 @@ async fn serve(State(fake): State<FakeHandle>, request: Request) -> Response {
             at: now,
             user_agent: header("user-agent"),
             authorization: header("authorization"),
+            idempotency_key: header("idempotency-key"),
             body: String::from_utf8_lossy(&body).into_owned(),
             status: 0,
         });
@@ -481,6 +487,26 @@ async fn serve(State(fake): State<FakeHandle>, request: Request) -> Response {
         };
         (index, fault, early)
     };
+    let sending = parts.method == Method::POST
+        && matches!(parts.uri.path(), "/emails" | "/emails/batch")
+        && matches!(
+            fault,
+            None | Some(Fault::Delay(_) | Fault::DropAnswer | Fault::DropAnswerAs500)
+        );
+    let (early, fault) = match (early, sending) {
+        (None, true) => {
+            let batch = parts.uri.path() == "/emails/batch";
+            let key = header("idempotency-key");
+            match emails::serve(&fake, key, batch, &body, fault).await {
+                Some(response) => (Some(response), None),
+                None => {
+                    fake.lock().log[index].status = 0;
+                    return dropped();
+                }
+            }
+        }
+        other => (other.0, fault),
+    };
     let mut response = match (early, fault) {
         (Some(r), _) => r,
         (None, Some(Fault::RateLimited { retry_after })) => {
@@ -514,13 +540,8 @@ async fn serve(State(fake): State<FakeHandle>, request: Request) -> Response {
         }
         (None, Some(Fault::DropAnswer)) => {
             let _ = route(&fake, &parts.method, &path_and_query, &body);
-            let stream = futures::stream::once(async {
-                Err::<bytes::Bytes, _>(std::io::Error::other("answer dropped"))
-            });
-            let mut r = Response::new(Body::from_stream(stream));
-            *r.status_mut() = StatusCode::OK;
             fake.lock().log[index].status = 0;
-            return r;
+            return dropped();
         }
         (None, Some(Fault::DropAnswerAs500)) => {
             let _ = route(&fake, &parts.method, &path_and_query, &body);
@@ -540,4 +561,14 @@ async fn serve(State(fake): State<FakeHandle>, request: Request) -> Response {
     headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
     headers.insert("ratelimit-reset", HeaderValue::from(reset));
     response
+}
+
+/// A 200 whose body breaks off: the client sees a transport error after the work was done.
+fn dropped() -> Response {
+    let stream = futures::stream::once(async {
+        Err::<bytes::Bytes, _>(std::io::Error::other("answer dropped"))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    *r.status_mut() = StatusCode::OK;
+    r
 }

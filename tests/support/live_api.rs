@@ -1,5 +1,6 @@
-//! A stateful API server for the provider-sync scenarios: it stores Contacts, ContactGroups,
-//! memberships and removals, serves the requests the sync makes (get, create, merge patches,
+//! A stateful API server for the provider-sync and email scenarios: it stores Contacts,
+//! ContactGroups, memberships, removals, Emails, EmailTemplates and Users (the last two
+//! cluster-scoped, under the namespace ""), serves the requests the sync makes (get, create, merge patches,
 //! server-side apply with list-map merging of `conditions` and `providers`, finalizers, deletion
 //! that waits for finalizers), checks each request against `manifests/deploy/rbac.yaml`, and feeds
 //! every change to a [`ClusterView`] the way the watchers do, so controllers run on it end to end.
@@ -10,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use kube::Client;
 use milo_webhook::api::common::sync::FINALIZER;
 use milo_webhook::api::{
-    Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval,
+    Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval, Email, User,
 };
 use milo_webhook::view::{ClusterView, Store, ViewChange, ViewKind};
 use serde_json::{Value, json};
 
-const API: &str = "/apis/notification.miloapis.com/v1alpha1/namespaces/";
+const NOTIFICATION: &str = "/apis/notification.miloapis.com/v1alpha1/";
+const IAM: &str = "/apis/iam.miloapis.com/v1alpha1/";
 
 /// (plural, namespace, name).
 pub type ObjectId = (String, String, String);
@@ -28,6 +30,9 @@ pub struct LiveState {
     pub requests: Vec<String>,
     /// Requests RBAC refused (a test fails when any).
     pub denied: Vec<String>,
+    /// Requests answered 500 once, instead of served: each entry is matched against
+    /// `METHOD path` and removed when it fires (a crash or a lost write, injected).
+    pub fail_once: Vec<String>,
     version: u64,
 }
 
@@ -96,6 +101,8 @@ fn kind_of(plural: &str) -> Option<ViewKind> {
         "contactgroups" => ViewKind::ContactGroup,
         "contactgroupmemberships" => ViewKind::Membership,
         "contactgroupmembershipremovals" => ViewKind::Removal,
+        "emails" => ViewKind::Email,
+        "users" => ViewKind::User,
         _ => return None,
     })
 }
@@ -112,6 +119,8 @@ fn feed(store: &mut Store, plural: &str, object: &Value) {
         "contactgroupmembershipremovals" => store.apply_removal(
             &serde_json::from_value::<ContactGroupMembershipRemoval>(object).unwrap(),
         ),
+        "emails" => store.apply_email(&serde_json::from_value::<Email>(object).unwrap()),
+        "users" => store.apply_user(&serde_json::from_value::<User>(object).unwrap()),
         _ => {}
     }
 }
@@ -147,7 +156,10 @@ impl LiveApi {
     /// Stores `object` as a user's create would (uid, generation 1, creation time), and feeds
     /// the view.
     pub fn create(&self, plural: &str, mut object: Value) {
-        let ns = object["metadata"]["namespace"].as_str().unwrap().to_owned();
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         let mut state = self.state.lock().unwrap();
         object["metadata"]["uid"] = json!(format!("uid-{}-{}", state.version + 1, name));
@@ -258,18 +270,37 @@ impl LiveApi {
                 state.denied.push(why.clone());
                 return failure(403, "Forbidden", &why);
             }
+            let request = format!("{method} {path}");
+            if let Some(i) = state
+                .fail_once
+                .iter()
+                .position(|f| request.contains(f.as_str()))
+            {
+                state.fail_once.remove(i);
+                return failure(500, "InternalError", "injected failure");
+            }
         }
         if path.starts_with("/apis/events.k8s.io/") || path.contains("/events") {
             return (201, body);
         }
-        let Some(rest) = path.strip_prefix(API) else {
+        let Some(rest) = path
+            .strip_prefix(NOTIFICATION)
+            .or_else(|| path.strip_prefix(IAM))
+        else {
             return failure(404, "NotFound", "unknown path");
         };
+        // Namespaced: namespaces/<ns>/<plural>[/<name>[/<sub>]]; cluster: <plural>[/<name>...].
+        let (ns, rest) = match rest.strip_prefix("namespaces/") {
+            Some(rest) => match rest.split_once('/') {
+                Some((ns, rest)) => (ns.to_owned(), rest),
+                None => return failure(404, "NotFound", "unknown path"),
+            },
+            None => (String::new(), rest),
+        };
         let parts: Vec<&str> = rest.split('/').collect();
-        let ns = parts[0].to_owned();
-        let plural = parts.get(1).copied().unwrap_or_default().to_owned();
-        let name = parts.get(2).map(|n| (*n).to_owned());
-        let subresource = parts.get(3).copied();
+        let plural = parts[0].to_owned();
+        let name = parts.get(1).map(|n| (*n).to_owned());
+        let subresource = parts.get(2).copied();
         match (method, name) {
             ("POST", None) => {
                 let name = body["metadata"]["name"]
@@ -280,7 +311,9 @@ impl LiveApi {
                     return failure(409, "AlreadyExists", "already exists");
                 }
                 let mut object = body;
-                object["metadata"]["namespace"] = json!(ns);
+                if !ns.is_empty() {
+                    object["metadata"]["namespace"] = json!(ns);
+                }
                 self.create(&plural, object);
                 (201, self.get(&plural, &ns, &name).unwrap())
             }

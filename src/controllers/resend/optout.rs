@@ -44,6 +44,38 @@ pub async fn record(
     unsubscribed: bool,
     at: jiff::Timestamp,
 ) -> Result<usize, kube::Error> {
+    let reason = if unsubscribed {
+        Reason::ProviderUnsubscribe
+    } else {
+        Reason::ProviderResubscribe
+    };
+    record_as(client, view, email, reason, at).await
+}
+
+/// Why a person's opt-out condition changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// They opted out at Resend (reason [`REASON`]).
+    ProviderUnsubscribe,
+    /// They opted back in at Resend (clears the condition; rejoins nothing).
+    ProviderResubscribe,
+    /// They reported mail as spam (reason `Complaint`): an opt-out from every public group.
+    Complaint,
+}
+
+/// Reason of the condition a complaint sets.
+pub const COMPLAINT_REASON: &str = "Complaint";
+
+/// [`record`] with the reason named: a complaint opts out like an unsubscribe, and its removals
+/// say so in their source annotation.
+pub async fn record_as(
+    client: &kube::Client,
+    view: &ClusterView,
+    email: &str,
+    why: Reason,
+    at: jiff::Timestamp,
+) -> Result<usize, kube::Error> {
+    let unsubscribed = why != Reason::ProviderResubscribe;
     let contacts: Vec<(String, String)> = view
         .read()
         .contacts_by_email(email)
@@ -64,16 +96,19 @@ pub async fn record(
         if stale || (current.is_none() && !unsubscribed) {
             continue;
         }
-        let (reason, message) = if unsubscribed {
-            (
+        let (reason, message) = match why {
+            Reason::ProviderUnsubscribe => (
                 REASON,
                 "the person opted out at Resend; they leave every public group",
-            )
-        } else {
-            (
+            ),
+            Reason::Complaint => (
+                COMPLAINT_REASON,
+                "the person reported mail as spam; they leave every public group",
+            ),
+            Reason::ProviderResubscribe => (
                 "ProviderResubscribe",
                 "the person opted back in at Resend; groups they left are not rejoined",
-            )
+            ),
         };
         let condition = json!({
             "type": UNSUBSCRIBED,
@@ -163,14 +198,16 @@ pub async fn apply(sync: &ResendSync, contact: &ObjectKey) -> Result<(), Error> 
     let removal_api: Api<ContactGroupMembershipRemoval> =
         Api::namespaced(sync.ctx.client.clone(), &contact.namespace);
     let at = condition.last_transition_time.0.to_string();
+    let source = if condition.reason == COMPLAINT_REASON {
+        "resend-complaint"
+    } else {
+        "resend-unsubscribe"
+    };
     for (name, spec) in &removals {
         let mut removal = ContactGroupMembershipRemoval::new(name, spec.clone());
         removal.metadata.namespace = Some(contact.namespace.clone());
         removal.metadata.annotations = Some(BTreeMap::from([
-            (
-                SOURCE_ANNOTATION.to_owned(),
-                "resend-unsubscribe".to_owned(),
-            ),
+            (SOURCE_ANNOTATION.to_owned(), source.to_owned()),
             (TIME_ANNOTATION.to_owned(), at.clone()),
         ]));
         kubeapi::create(&removal_api, &removal).await?;

@@ -1,4 +1,5 @@
-//! What the provider events listener hands contact events to. Any replica may take an event: it
+//! What the provider events listener hands contact and email events to (email events: see
+//! [`crate::controllers::email::events`]). Any replica may take an event: it
 //! only records the opt-out on the Contact ([`optout::record`]); the leader's contact loop acts
 //! on it. An event about an address no Contact has is answered 2xx and ignored (other systems
 //! may share the Resend account).
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::optout;
-use crate::providers::resend::events::{ContactEvent, ContactEventKind};
+use crate::providers::resend::events::{ContactEvent, ContactEventKind, EmailEvent};
 use crate::server::provider_events::{EventOutcome, ProviderEventSink, SinkError};
 use crate::view::ClusterView;
 
@@ -56,5 +57,16 @@ impl ProviderEventSink for OptOutSink {
                 Err(error) => Err(SinkError(format!("cannot record the opt-out: {error}"))),
             }
         })
+    }
+
+    fn email_event(
+        &self,
+        event: EmailEvent,
+    ) -> BoxFuture<'static, Result<EventOutcome, SinkError>> {
+        let client = self.client.clone();
+        let view = self.view.clone();
+        Box::pin(
+            async move { crate::controllers::email::events::record(&client, &view, event).await },
+        )
     }
 }

@@ -23,6 +23,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::answer::Answer;
 use super::ratelimit::RateLimiter;
 use super::types::{
     ContactPatch, Created, ErrorBody, ListPage, NewContact, RemoteContact, RemoteSegment,
@@ -148,7 +149,7 @@ impl ResendError {
         }
     }
 
-    fn transient(message: impl Into<String>) -> Self {
+    pub(super) fn transient(message: impl Into<String>) -> Self {
         Self::Transient {
             message: message.into(),
         }
@@ -168,78 +169,6 @@ struct Inner {
     limiter: RateLimiter,
     metrics: ProviderMetrics,
     calls: AtomicU64,
-}
-
-/// A non-429, non-5xx answer, to be read by the caller.
-struct Answer {
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json<T: DeserializeOwned>(&self) -> Result<T, ResendError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ResendError::transient(format!("unexpected answer from Resend: {e}")))
-    }
-
-    fn error_body(&self) -> ErrorBody {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| ErrorBody {
-            name: String::new(),
-            message: String::from_utf8_lossy(&self.body)
-                .chars()
-                .take(200)
-                .collect(),
-        })
-    }
-
-    /// The error for a 4xx answer the caller did not expect.
-    fn into_error(self) -> ResendError {
-        if self.status == StatusCode::NOT_FOUND {
-            return ResendError::NotFound;
-        }
-        let ErrorBody { name, message } = self.error_body();
-        match name.as_str() {
-            // Someone else is changing the resource or the same request is in flight: soon fine.
-            "resource_locked" | "concurrent_idempotent_requests" => {
-                ResendError::transient(format!("{} {name}: {message}", self.status.as_u16()))
-            }
-            _ => ResendError::Invalid {
-                status: self.status.as_u16(),
-                name,
-                message,
-            },
-        }
-    }
-
-    fn into_result(self) -> Result<Self, ResendError> {
-        if self.status.is_success() {
-            Ok(self)
-        } else {
-            Err(self.into_error())
-        }
-    }
-
-    /// 2xx -> true, 404 -> false, anything else an error.
-    fn existed(self) -> Result<bool, ResendError> {
-        match self.status {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.into_error()),
-        }
-    }
-
-    /// A 409/422 saying the thing already exists (Resend's wording is undocumented).
-    fn says_already_exists(&self) -> bool {
-        if !matches!(
-            self.status,
-            StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY
-        ) {
-            return false;
-        }
-        let body = self.error_body();
-        let text = format!("{} {}", body.name, body.message).to_ascii_lowercase();
-        text.contains("already exist") || text.contains("already_exist")
-    }
 }
 
 impl ResendClient {
@@ -289,7 +218,7 @@ impl ResendClient {
     }
 
     /// `base/<segments...>`, each segment percent-escaped (emails may hold `+`, `/`, `%`).
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.inner.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -297,8 +226,7 @@ impl ResendClient {
         url
     }
 
-    /// Sends one request through the limiter, handling 429s and classifying failures. Returns
-    /// every other answer (2xx and 4xx) for the caller to read.
+    /// [`execute_with`](Self::execute_with) without extra headers.
     async fn execute(
         &self,
         operation: &'static str,
@@ -306,13 +234,30 @@ impl ResendClient {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ResendError> {
+        self.execute_with(operation, method, url, body, &HeaderMap::new())
+            .await
+    }
+
+    /// Sends one request (with `headers`, e.g. `Idempotency-Key`) through the limiter, handling
+    /// 429s and classifying failures. Returns every other answer (2xx and 4xx) for the caller.
+    pub(super) async fn execute_with(
+        &self,
+        operation: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        headers: &HeaderMap,
+    ) -> Result<Answer, ResendError> {
         let inner = &self.inner;
         let mut rate_limited = 0;
         let mut retried_get = false;
         loop {
             inner.limiter.acquire().await;
             inner.calls.fetch_add(1, Ordering::Relaxed);
-            let mut request = inner.http.request(method.clone(), url.clone());
+            let mut request = inner
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
             if let Some(body) = &body {
                 request = request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -583,7 +528,7 @@ fn seconds_header(headers: &HeaderMap, name: &str) -> Option<Duration> {
 }
 
 /// A request body as JSON bytes (serialized once, resent as-is on retries).
-fn json_body<T: Serialize>(value: &T) -> Result<Vec<u8>, ResendError> {
+pub(super) fn json_body<T: Serialize>(value: &T) -> Result<Vec<u8>, ResendError> {
     serde_json::to_vec(value).map_err(|e| ResendError::Invalid {
         status: 0,
         name: "unserializable_body".into(),

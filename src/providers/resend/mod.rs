@@ -1,9 +1,12 @@
-//! Resend (<https://resend.com>): the client for contacts, segments and memberships, its account
-//! rate limiter, and the events Resend sends back.
+//! Resend (<https://resend.com>): the client for contacts, segments, memberships and sending
+//! mail, its account rate limiter, and the events Resend sends back.
 
+mod answer;
 pub mod client;
+pub mod emails;
 pub mod events;
 pub mod ratelimit;
 pub mod types;
 
 pub use client::{ResendClient, ResendConfig, ResendError};
+pub use emails::{EmailTag, OutgoingEmail};

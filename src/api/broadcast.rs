@@ -1,0 +1,118 @@
+//! `notification.miloapis.com/v1alpha1` EmailBroadcast: one template sent to every member of a
+//! contact group. Wire-compatible with Milo's kind; the recipient counts and `observedGeneration`
+//! in the status are ours (sending happens per recipient here, not through the provider's own
+//! broadcasts, so progress is ours to report).
+// kube's `printcolumn(...)` attributes repeat keys by design.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResourceExt;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{NameRef, ObjectRef};
+
+/// A template sent to a contact group, at `scheduledAt` or at once.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "notification.miloapis.com",
+    version = "v1alpha1",
+    kind = "EmailBroadcast",
+    plural = "emailbroadcasts",
+    namespaced,
+    status = "EmailBroadcastStatus",
+    doc = "An EmailTemplate sent to every member of a ContactGroup.",
+    printcolumn(
+        name = "DisplayName",
+        type_ = "string",
+        json_path = ".spec.displayName"
+    ),
+    printcolumn(
+        name = "ContactGroup",
+        type_ = "string",
+        json_path = ".spec.contactGroupRef.name"
+    ),
+    printcolumn(
+        name = "Template",
+        type_ = "string",
+        json_path = ".spec.templateRef.name"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable"))]
+#[serde(rename_all = "camelCase")]
+pub struct EmailBroadcastSpec {
+    /// A human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000))]
+    pub display_name: Option<String>,
+    /// The group whose members receive the email.
+    pub contact_group_ref: ObjectRef,
+    /// The template sent.
+    pub template_ref: NameRef,
+    /// When to send; absent means now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<Time>,
+}
+
+/// Progress of a broadcast.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailBroadcastStatus {
+    /// `Ready`: `CreatePending` while sending, `CreateSuccessful` when done, False on failure.
+    /// Defaults to one `Ready`/`Unknown`/`CreatePending` condition, as Milo's CRD does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(extend("default" = [{
+        "type": "Ready",
+        "status": "Unknown",
+        "reason": "CreatePending",
+        "message": "Waiting for control plane to reconcile",
+        "lastTransitionTime": "1970-01-01T00:00:00Z"
+    }]))]
+    pub conditions: Vec<Condition>,
+    /// The provider's identifier, when the provider holds one for the broadcast.
+    #[serde(
+        default,
+        rename = "providerID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub provider_id: Option<String>,
+    /// Recipients the email was sent to.
+    #[serde(default)]
+    pub recipients_sent: i64,
+    /// Members passed over: opted out, suppressed or unsubscribed.
+    #[serde(default)]
+    pub recipients_skipped: i64,
+    /// Recipients the provider refused.
+    #[serde(default)]
+    pub recipients_failed: i64,
+    /// The generation the counts describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The annotation Milo's CRDs carry for its discovery service: the contexts the kind is served in.
+pub const PARENT_CONTEXTS_ANNOTATION: (&str, &str) =
+    ("discovery.miloapis.com/parent-contexts", "Platform,User");
+
+/// The EmailBroadcast CRD with Milo's discovery annotation.
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut crd = EmailBroadcast::crd();
+    let (key, value) = PARENT_CONTEXTS_ANNOTATION;
+    crd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(key.into(), value.into());
+    crd
+}
