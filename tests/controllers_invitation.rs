@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::Client;
 use milo_webhook::api::iam::ORGANIZATION_MEMBERSHIP_LABEL;
-use milo_webhook::api::{User, UserInvitation};
+use milo_webhook::api::{EmailTemplate, User, UserInvitation};
 use milo_webhook::controllers::Action;
 use milo_webhook::controllers::ObjectKey;
 use milo_webhook::controllers::invitation::access::{
@@ -24,7 +24,7 @@ use milo_webhook::controllers::invitation::{
 };
 use milo_webhook::controllers::{Context, ControllerSettings, Error};
 use milo_webhook::metrics::Metrics;
-use milo_webhook::view::{ClusterView, Store};
+use milo_webhook::view::{ClusterView, Store, ViewKind};
 use serde_json::{Value, json};
 use support::mock_api::{self, Exchange, Seen};
 
@@ -81,10 +81,41 @@ fn store(with_bob: bool) -> Store {
         }))
         .unwrap(),
     );
+    add_template(&mut store, &EVERY_VARIABLE.map(|n| (n, false)));
     if with_bob {
         add_bob(&mut store);
     }
     store
+}
+
+const TEMPLATE: &str = "emailtemplates.notification.miloapis.com-userinvitationemailtemplate";
+
+/// Every variable the controller can fill: Milo's invitation template declares them.
+const EVERY_VARIABLE: [&str; 8] = [
+    "OrganizationDisplayName",
+    "InviterDisplayName",
+    "InviterEmail",
+    "RecipientName",
+    "Roles",
+    "ExpirationDate",
+    "UserInvitationName",
+    "InvitationLink",
+];
+
+/// The invitation EmailTemplate in the view, declaring `variables` (name, required).
+fn add_template(store: &mut Store, variables: &[(&str, bool)]) {
+    let variables: Vec<Value> = variables
+        .iter()
+        .map(|(name, required)| json!({"name": name, "required": required, "type": "string"}))
+        .collect();
+    store.apply_email_template(
+        &serde_json::from_value::<EmailTemplate>(json!({
+            "apiVersion": "notification.miloapis.com/v1alpha1", "kind": "EmailTemplate",
+            "metadata": {"name": TEMPLATE},
+            "spec": {"subject": "s", "htmlBody": "h", "textBody": "t", "variables": variables},
+        }))
+        .unwrap(),
+    );
 }
 
 fn add_bob(store: &mut Store) {
@@ -226,18 +257,9 @@ fn inviter() -> Exchange {
     }))
 }
 
-fn template() -> Exchange {
-    Exchange::get("/apis/notification.miloapis.com/v1alpha1/emailtemplates/emailtemplates.notification.miloapis.com-userinvitationemailtemplate")
-        .respond(json!({
-            "apiVersion": "notification.miloapis.com/v1alpha1", "kind": "EmailTemplate",
-            "metadata": {"name": "emailtemplates.notification.miloapis.com-userinvitationemailtemplate"},
-            "spec": {"subject": "s", "htmlBody": "h", "textBody": "t"},
-        }))
-}
-
-/// The lookups of a first reconcile: organization, inviter, template.
+/// The lookups of a first reconcile: organization and inviter (the template is in the view).
 fn lookups(backend: AccessBackendKind) -> Vec<Exchange> {
-    vec![organization(backend), inviter(), template()]
+    vec![organization(backend), inviter()]
 }
 
 fn email(invitation: &UserInvitation) -> Exchange {
@@ -912,7 +934,7 @@ async fn a_missing_template_or_organization_is_reported_and_retried() {
     for backend in BACKENDS {
         let invitation = invitation("welcome-bob", "uid-1", "Pending");
         let steps = script(vec![
-            vec![organization(backend), inviter(), template().not_found()],
+            vec![organization(backend), inviter()],
             grant(backend, &invitation),
             vec![
                 status(&invitation, json!({
@@ -923,8 +945,10 @@ async fn a_missing_template_or_organization_is_reported_and_retried() {
                 event("AccessGranted"),
             ],
         ]);
+        let mut no_template = store(true);
+        no_template.delete(ViewKind::EmailTemplate, "", TEMPLATE);
         let (result, _, metrics) =
-            run("no template", backend, store(true), NOW, &invitation, steps).await;
+            run("no template", backend, no_template, NOW, &invitation, steps).await;
         let error = result.unwrap_err();
         assert!(
             error
@@ -963,6 +987,31 @@ async fn a_missing_template_or_organization_is_reported_and_retried() {
                 .to_string()
                 .contains("organization \"acme\" not found")
         );
+    }
+}
+
+#[tokio::test]
+async fn a_template_requiring_a_variable_the_controller_cannot_fill_gets_no_email() {
+    for backend in BACKENDS {
+        let invitation = invitation("welcome-bob", "uid-1", "Pending");
+        let mut view = store(true);
+        add_template(&mut view, &[("RecipientName", true), ("PromoCode", true)]);
+        // No POST of an Email: admission would refuse it, so the controller does not try.
+        let steps = script(vec![
+            lookups(backend),
+            grant(backend, &invitation),
+            vec![
+                status(&invitation, json!({
+                    "inviteeUser": {"name": "bob"},
+                    "conditions": conditions(("False", "EmailTemplateVariableUnavailable"), ("True", "Pending"), ("False", "NotExpired")),
+                }))
+                .without("status.organization"),
+                event("AccessGranted"),
+            ],
+        ]);
+        let (result, _, _) = run("unfillable", backend, view, NOW, &invitation, steps).await;
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains("\"PromoCode\""), "{error}");
     }
 }
 

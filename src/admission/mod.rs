@@ -2,10 +2,13 @@
 //! resource. Nothing here performs I/O; the transport ([`crate::server`]) and the offline commands
 //! both call [`decide`].
 
+pub mod broadcast;
 pub mod chain;
 pub mod checks;
 pub mod contact;
 pub mod decode;
+pub mod email;
+pub mod emailtemplate;
 pub mod group;
 pub mod invitation;
 pub mod membership;

@@ -4,7 +4,10 @@
 
 use super::review::Request;
 use super::status::Denial;
-use super::{Decide, contact, group, invitation, membership, policy, removal};
+use super::{
+    Decide, broadcast, contact, email, emailtemplate, group, invitation, membership, policy,
+    removal,
+};
 
 /// Mutating webhooks run first, then validating ones, as in the API server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +147,39 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: false,
         decide: policy::validate,
+    },
+    Webhook {
+        path: "/validate-notification-miloapis-com-v1alpha1-email",
+        name: "vemail.notification.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "emails",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: true,
+        decide: email::validate,
+    },
+    Webhook {
+        path: "/validate-notification-miloapis-com-v1alpha1-emailtemplate",
+        name: "vemailtemplate.notification.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "emailtemplates",
+        operations: &["CREATE", "UPDATE"],
+        namespaced: false,
+        decide: emailtemplate::validate,
+    },
+    Webhook {
+        path: "/validate-notification-miloapis-com-v1alpha1-emailbroadcast",
+        name: "vemailbroadcast.notification.miloapis.com",
+        kind: WebhookType::Validating,
+        group: "notification.miloapis.com",
+        version: "v1alpha1",
+        resource: "emailbroadcasts",
+        operations: &["CREATE"],
+        namespaced: true,
+        decide: broadcast::validate,
     },
     Webhook {
         path: "/mutate-iam-miloapis-com-v1alpha1-userinvitation",

@@ -388,7 +388,7 @@ fn well_typed(kind: &GroupVersionKind, object: Source<'_>) -> Result<(), String>
 fn spec_of(typed: &(dyn Any + Send + Sync)) -> Option<&dyn Any> {
     use crate::api::{
         Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-        ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
+        ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, User, UserInvitation,
     };
     use kube::core::object::HasSpec;
     fn spec<K: HasSpec + 'static>(typed: &(dyn Any + Send + Sync)) -> Option<&dyn Any> {
@@ -403,13 +403,14 @@ fn spec_of(typed: &(dyn Any + Send + Sync)) -> Option<&dyn Any> {
         .or_else(|| spec::<EmailTemplate>(typed))
         .or_else(|| spec::<User>(typed))
         .or_else(|| spec::<UserInvitation>(typed))
+        .or_else(|| spec::<EmailBroadcast>(typed))
 }
 
 /// Decodes an object's JSON as the Rust type of its kind (`DynamicObject` for other kinds).
 fn decode_kind(kind: &GroupVersionKind, raw: &str) -> Typed {
     use crate::api::{
         Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-        ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
+        ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, User, UserInvitation,
     };
     fn check<K: DeserializeOwned + Send + Sync + 'static>(raw: &str) -> Typed {
         match serde_json::from_str::<K>(raw) {
@@ -432,6 +433,7 @@ fn decode_kind(kind: &GroupVersionKind, raw: &str) -> Typed {
         }
         ("notification.miloapis.com", "Email") => check::<Email>(object),
         ("notification.miloapis.com", "EmailTemplate") => check::<EmailTemplate>(object),
+        ("notification.miloapis.com", "EmailBroadcast") => check::<EmailBroadcast>(object),
         ("iam.miloapis.com", "User") => check::<User>(object),
         ("iam.miloapis.com", "UserInvitation") => check::<UserInvitation>(object),
         _ => check::<kube::core::DynamicObject>(object),

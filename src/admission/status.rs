@@ -210,6 +210,19 @@ impl Denial {
         Self::new(403, "Forbidden", message, Some(target.details(Vec::new())))
     }
 
+    /// 405 MethodNotAllowed, as `apierrors.NewMethodNotSupported` words it: for kinds whose
+    /// objects cannot change once created (Milo's Emails).
+    pub fn method_not_supported(group: &str, resource: &str, action: &str) -> Self {
+        let qualified = format!("{resource}.{group}");
+        let message = format!("{action} is not supported on resources of kind {qualified:?}");
+        let details = StatusDetails {
+            group: group.to_owned(),
+            kind: resource.to_owned(),
+            ..StatusDetails::default()
+        };
+        Self::new(405, "MethodNotAllowed", message, Some(details))
+    }
+
     /// 400 BadRequest: the request itself could not be understood.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into(), None)

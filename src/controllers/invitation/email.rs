@@ -9,6 +9,11 @@
 //! invitation expires), `UserInvitationName`, and `InvitationLink`, the URL template with
 //! `{organization}`, `{namespace}` and `{invitation}` replaced by the organization's name, the
 //! invitation's namespace and its name.
+//!
+//! Only the variables the template declares are set: Email admission (Milo's rule) refuses
+//! undeclared ones, so Milo's templates, which declare a subset, keep receiving invitation Emails.
+//! A template that requires a variable this controller cannot fill gets no Email (the plan says
+//! so in `Ready`; see [`unfillable`]).
 
 use kube::{Resource, ResourceExt};
 
@@ -16,7 +21,7 @@ use super::InvitationSettings;
 use super::access::{invitation_object_meta, invitation_object_name};
 use crate::api::common::NameRef;
 use crate::api::iam::{InviterUser, UserInvitation};
-use crate::api::notification::{Email, EmailRecipient, EmailSpec, EmailVariable};
+use crate::api::notification::{Email, EmailRecipient, EmailSpec, EmailVariable, TemplateVariable};
 
 /// Longest value an Email variable may hold (the CRD's limit).
 const MAX_VALUE: usize = 4096;
@@ -65,15 +70,13 @@ fn clamp(mut value: String) -> String {
     value
 }
 
-/// The Email for `invitation`, given the organization's display name and what is known of the
-/// inviter (their display name falls back to `spec.invitedBy.name`, which the mutating webhook
-/// always sets).
-pub fn build(
+/// Every variable this controller can fill for `invitation`, in a fixed order.
+fn all_variables(
     invitation: &UserInvitation,
-    settings: &InvitationSettings,
+    link: String,
     organization: &str,
     inviter: Option<&InviterUser>,
-) -> Email {
+) -> Vec<(&'static str, String)> {
     let inviter_name = inviter
         .and_then(|i| i.display_name.clone())
         .or_else(|| invitation.spec.invited_by.as_ref().map(|r| r.name.clone()))
@@ -97,10 +100,38 @@ pub fn build(
         variables.push(("ExpirationDate", expires.0.to_string()));
     }
     variables.push(("UserInvitationName", invitation.name_any()));
-    variables.push((
-        "InvitationLink",
-        invitation_link(&settings.url_template, invitation),
-    ));
+    variables.push(("InvitationLink", link));
+    variables
+}
+
+/// The required variables of `declared` this controller cannot fill for `invitation` (an
+/// unknown name, or `InviterEmail`/`ExpirationDate` when there is none): when any, no Email is
+/// created, since admission would refuse it.
+pub fn unfillable(
+    invitation: &UserInvitation,
+    inviter: Option<&InviterUser>,
+    declared: &[TemplateVariable],
+) -> Vec<String> {
+    let available = all_variables(invitation, String::new(), "", inviter);
+    declared
+        .iter()
+        .filter(|d| d.required && !available.iter().any(|(name, _)| *name == d.name))
+        .map(|d| d.name.clone())
+        .collect()
+}
+
+/// The Email for `invitation`, given the organization's display name, what is known of the
+/// inviter (their display name falls back to `spec.invitedBy.name`, which the mutating webhook
+/// always sets) and the names the template declares (only those are set).
+pub fn build(
+    invitation: &UserInvitation,
+    settings: &InvitationSettings,
+    organization: &str,
+    inviter: Option<&InviterUser>,
+    declared: &[String],
+) -> Email {
+    let link = invitation_link(&settings.url_template, invitation);
+    let variables = all_variables(invitation, link, organization, inviter);
     Email {
         metadata: invitation_object_meta(invitation, email_name(invitation)),
         spec: EmailSpec {
@@ -113,6 +144,7 @@ pub fn build(
             },
             variables: variables
                 .into_iter()
+                .filter(|(name, _)| declared.iter().any(|d| d == name))
                 .map(|(name, value)| EmailVariable {
                     name: name.into(),
                     value: clamp(value),
@@ -161,6 +193,65 @@ mod tests {
         invitation
     }
 
+    fn all_names() -> Vec<String> {
+        [
+            "OrganizationDisplayName",
+            "InviterDisplayName",
+            "InviterEmail",
+            "RecipientName",
+            "Roles",
+            "ExpirationDate",
+            "UserInvitationName",
+            "InvitationLink",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn declared(name: &str, required: bool) -> TemplateVariable {
+        TemplateVariable {
+            name: name.into(),
+            required,
+            ..TemplateVariable::default()
+        }
+    }
+
+    #[test]
+    fn only_declared_variables_are_set_and_unfillable_required_ones_are_named() {
+        let email = build(
+            &invitation(),
+            &InvitationSettings::default(),
+            "Acme Inc",
+            None,
+            &["RecipientName".into(), "Unknown".into()],
+        );
+        let names: Vec<&str> = email
+            .spec
+            .variables
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(names, ["RecipientName"]);
+        let template = [
+            declared("RecipientName", true),
+            declared("InviterEmail", true),
+            declared("Promo", true),
+            declared("Footer", false),
+        ];
+        assert_eq!(
+            unfillable(&invitation(), None, &template),
+            ["InviterEmail", "Promo"]
+        );
+        let inviter = InviterUser {
+            display_name: None,
+            email_address: Some("alice@example.com".into()),
+        };
+        assert_eq!(
+            unfillable(&invitation(), Some(&inviter), &template),
+            ["Promo"]
+        );
+    }
+
     #[test]
     fn the_email_carries_every_variable_and_is_owned_by_the_invitation() {
         let settings = InvitationSettings {
@@ -171,7 +262,13 @@ mod tests {
             display_name: Some("Alice Admin".into()),
             email_address: Some("alice@example.com".into()),
         };
-        let email = build(&invitation(), &settings, "Acme Inc", Some(&inviter));
+        let email = build(
+            &invitation(),
+            &settings,
+            "Acme Inc",
+            Some(&inviter),
+            &all_names(),
+        );
         assert_eq!(email.metadata.name, Some(email_name(&invitation())));
         assert!(email_name(&invitation()).starts_with("userinvitation-welcome-bob-"));
         assert_eq!(email.spec.template_ref.name, settings.email_template);
@@ -212,7 +309,13 @@ mod tests {
     fn an_unknown_inviter_falls_back_to_invited_by_and_names_to_the_address() {
         let mut bare = invitation();
         bare.spec.given_name = None;
-        let email = build(&bare, &InvitationSettings::default(), "acme", None);
+        let email = build(
+            &bare,
+            &InvitationSettings::default(),
+            "acme",
+            None,
+            &all_names(),
+        );
         let get = |name: &str| {
             email
                 .spec

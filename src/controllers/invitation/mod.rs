@@ -352,6 +352,7 @@ async fn effects(
             &ctx.settings,
             &inputs.organization,
             inputs.inviter.as_ref(),
+            &inputs.variables,
         );
         let namespace = invitation.namespace().unwrap_or_default();
         let emails: Api<Email> = Api::namespaced(ctx.shared.client.clone(), &namespace);

@@ -1,6 +1,6 @@
 //! What a reconcile reads before it plans: the invitee from the view, and, while the invitation
-//! Email is still to be sent, the organization (through the access backend), the inviter User
-//! and the EmailTemplate from the API server. Also which invitations a User change concerns.
+//! Email is still to be sent, the organization (through the access backend) and the inviter User
+//! from the API server, and the EmailTemplate's declared variables from the view. Also which invitations a User change concerns.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use super::InvitationContext;
 use super::access::Invitee;
 use super::plan::{Introduction, Observed, answered_at, needs_introduction};
 use crate::api::iam::{InvitationState, InviterUser, User, UserInvitation};
-use crate::api::notification::EmailTemplate;
+use crate::api::notification::{TemplateVariable, TemplateVariableType};
 use crate::controllers::kubeapi;
 use crate::controllers::{Error, ObjectKey};
 use crate::view::Store;
@@ -115,13 +115,31 @@ async fn introduce(
         Some(by) => Some(inviter(ctx, &by.name).await?),
         None => None,
     };
-    let templates: Api<EmailTemplate> = Api::all(ctx.shared.client.clone());
-    let template_found = kubeapi::get(&templates, &template).await?.is_some();
+    // From the view (which keeps each template's declared variables), not the API server: the
+    // Email is built with exactly the variables the template declares.
+    let template_variables = ctx
+        .shared
+        .view
+        .read()
+        .email_template(&template)
+        .map(|vars| {
+            vars.iter()
+                .map(|v| TemplateVariable {
+                    name: v.name.to_owned(),
+                    required: v.required,
+                    type_: if v.url {
+                        TemplateVariableType::Url
+                    } else {
+                        TemplateVariableType::String
+                    },
+                })
+                .collect()
+        });
     Ok(Introduction {
         organization,
         inviter,
         template,
-        template_found,
+        template_variables,
     })
 }
 

@@ -26,6 +26,7 @@ pub use super::status::{Cond, DesiredStatus, Step, Transition, failed_status, tr
 use crate::api::iam::{
     InvitationOrganization, InvitationState, InviterUser, UserInvitation, UserInvitationStatus,
 };
+use crate::api::notification::TemplateVariable;
 
 /// The finalizer that makes deleting an invitation wait until its grants are revoked.
 pub const FINALIZER: &str = "iam.miloapis.com/userinvitation";
@@ -58,8 +59,8 @@ pub struct Introduction {
     pub inviter: Option<InviterUser>,
     /// The EmailTemplate name.
     pub template: String,
-    /// Whether that EmailTemplate exists.
-    pub template_found: bool,
+    /// The variables that EmailTemplate declares; `None` when it does not exist.
+    pub template_variables: Option<Vec<TemplateVariable>>,
 }
 
 /// A failure the plan itself detects (something missing), reported in `Ready` and retried
@@ -79,6 +80,8 @@ pub struct EmailInputs {
     pub organization: String,
     /// The inviter, when known.
     pub inviter: Option<InviterUser>,
+    /// The variable names the template declares: only these are set on the Email.
+    pub variables: Vec<String>,
 }
 
 /// What the reconcile does, in this order: finalizer, grant, Email, roles, revoke, status,
@@ -385,6 +388,12 @@ fn pending(
         return;
     };
     let organization = &invitation.spec.organization_ref.name;
+    let unfillable = match (&introduction.organization, &introduction.template_variables) {
+        (Some(_), Some(declared)) => {
+            super::email::unfillable(invitation, introduction.inviter.as_ref(), declared)
+        }
+        _ => Vec::new(),
+    };
     match &introduction.organization {
         None => fail(
             plan,
@@ -393,7 +402,7 @@ fn pending(
             "OrganizationNotFound",
             format!("organization {organization:?} not found; the invitation Email was not sent"),
         ),
-        Some(_) if !introduction.template_found => fail(
+        Some(_) if introduction.template_variables.is_none() => fail(
             plan,
             desired,
             Step::Email,
@@ -403,10 +412,31 @@ fn pending(
                 introduction.template
             ),
         ),
+        Some(_) if !unfillable.is_empty() => fail(
+            plan,
+            desired,
+            Step::Email,
+            "EmailTemplateVariableUnavailable",
+            format!(
+                "EmailTemplate {:?} requires variables the invitation cannot provide ({}); the invitation Email was not sent",
+                introduction.template,
+                unfillable
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
         Some(display_name) => {
             plan.send_email = Some(EmailInputs {
                 organization: display_name.clone(),
                 inviter: introduction.inviter.clone(),
+                variables: introduction
+                    .template_variables
+                    .iter()
+                    .flatten()
+                    .map(|v| v.name.clone())
+                    .collect(),
             });
             desired.organization = Some(InvitationOrganization {
                 display_name: Some(display_name.clone()),

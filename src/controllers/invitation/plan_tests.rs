@@ -57,7 +57,11 @@ fn introduction() -> Introduction {
             email_address: Some("alice@example.com".into()),
         }),
         template: "userinvitation-email".into(),
-        template_found: true,
+        template_variables: Some(vec![TemplateVariable {
+            name: "RecipientName".into(),
+            required: true,
+            ..TemplateVariable::default()
+        }]),
     }
 }
 
@@ -106,6 +110,7 @@ fn a_new_invitation_gets_the_finalizer_and_its_email_then_waits_for_sign_up() {
         Some(EmailInputs {
             organization: "Acme Inc".into(),
             inviter: introduction().inviter,
+            variables: vec!["RecipientName".into()],
         })
     );
     assert_eq!(plan.wake_at, Some(at("2026-11-21T12:05:00Z")));
@@ -201,7 +206,7 @@ fn a_missing_organization_or_template_is_reported_and_retried_without_an_email()
     );
     let no_template = Observed {
         introduction: Some(Introduction {
-            template_found: false,
+            template_variables: None,
             ..introduction()
         }),
         ..Observed::default()
@@ -213,6 +218,31 @@ fn a_missing_organization_or_template_is_reported_and_retried_without_an_email()
         ready.message.contains("userinvitation-email"),
         "{}",
         ready.message
+    );
+    let unfillable = Observed {
+        introduction: Some(Introduction {
+            template_variables: Some(vec![TemplateVariable {
+                name: "PromoCode".into(),
+                required: true,
+                ..TemplateVariable::default()
+            }]),
+            ..introduction()
+        }),
+        ..Observed::default()
+    };
+    let plan_c = plan(&pending, &unfillable, now(), RETENTION);
+    assert_eq!(plan_c.send_email, None, "admission would refuse the Email");
+    assert_eq!(plan_c.failure.as_ref().unwrap().step, Step::Email);
+    let status = plan_c.status.unwrap();
+    assert_eq!(status.ready.reason, "EmailTemplateVariableUnavailable");
+    assert!(
+        status.ready.message.contains("\"PromoCode\""),
+        "{}",
+        status.ready.message
+    );
+    assert_eq!(
+        status.organization, None,
+        "the Email is not recorded as sent"
     );
 }
 
