@@ -41,11 +41,15 @@ struct ContactExtra {
     deleting: bool,
     /// Provider sync's condition and finalizer (in what would be padding).
     sync: SyncMarks,
-    /// Its `Unsubscribed` condition asks for removals not yet created.
-    unsubscribe_pending: bool,
-    /// Its `Suppressed` condition is True: nothing is sent to its address.
-    suppressed: bool,
+    /// Consent state from its conditions, as bits (see [`UNSUBSCRIBE_PENDING`],
+    /// [`SUPPRESSED`]): one byte, so the record stays three words.
+    consent: u8,
 }
+
+/// [`ContactExtra::consent`] bit: its `Unsubscribed` condition asks for removals not yet created.
+const UNSUBSCRIBE_PENDING: u8 = 1;
+/// [`ContactExtra::consent`] bit: its `Suppressed` condition is True, nothing is sent to it.
+const SUPPRESSED: u8 = 2;
 
 /// A timestamp that is not set.
 const NO_TIME: i64 = i64::MIN;
@@ -188,10 +192,13 @@ impl Extras {
                 conditions,
                 crate::api::common::sync::CONTACT_READY,
             ),
-            unsubscribe_pending: unsubscribe_pending(conditions),
-            suppressed: conditions
-                .iter()
-                .any(|c| c.type_ == crate::api::common::sync::SUPPRESSED && c.status == "True"),
+            consent: {
+                let suppressed = conditions
+                    .iter()
+                    .any(|c| c.type_ == crate::api::common::sync::SUPPRESSED && c.status == "True");
+                (u8::from(unsubscribe_pending(conditions)) * UNSUBSCRIBE_PENDING)
+                    | (u8::from(suppressed) * SUPPRESSED)
+            },
         };
         self.contacts.insert(key, extra);
         for (k, v) in contact.annotations() {
@@ -261,7 +268,12 @@ impl Extras {
     /// A contact's deletion mark, sync marks and pending unsubscribe.
     pub(super) fn contact_sync_fields(&self, key: Key) -> Option<(bool, SyncMarks, bool, bool)> {
         let c = self.contacts.get(&key)?;
-        Some((c.deleting, c.sync, c.unsubscribe_pending, c.suppressed))
+        Some((
+            c.deleting,
+            c.sync,
+            c.consent & UNSUBSCRIBE_PENDING != 0,
+            c.consent & SUPPRESSED != 0,
+        ))
     }
 
     pub(super) fn group_sync_entry(&self, key: Key) -> Option<&GroupSyncEntry> {
