@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::Request;
 use milo_webhook::api::common::sync::UNSUBSCRIBED;
-use milo_webhook::controllers::resend::optout::{self, SOURCE_ANNOTATION};
+use milo_webhook::controllers::resend::optout::{self, EVENT_ANNOTATION, SOURCE_ANNOTATION};
 use milo_webhook::controllers::resend::sink::OptOutSink;
 use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics};
 use milo_webhook::controllers::{Context, ControllerSettings};

@@ -330,8 +330,14 @@ async fn handle(listener: Arc<Listener>, path: Path, request: Request) -> Respon
         }
     }
     let handled = match event {
-        ResendEvent::Contact(event) => Some(listener.sink.contact_event(event)),
-        ResendEvent::Email(event) => Some(listener.sink.email_event(event)),
+        ResendEvent::Contact(mut event) => {
+            event.delivery = id.to_owned();
+            Some(listener.sink.contact_event(event))
+        }
+        ResendEvent::Email(mut event) => {
+            event.delivery = id.to_owned();
+            Some(listener.sink.email_event(event))
+        }
         ResendEvent::Other { .. } => None,
     };
     let outcome = match handled {

@@ -128,6 +128,7 @@ pub async fn record(
                     &address,
                     optout::Reason::Complaint,
                     event.created_at,
+                    &event.delivery,
                 )
                 .await
                 .map_err(|e| fail("record the opt-out", e))?;

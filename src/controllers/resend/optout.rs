@@ -31,6 +31,17 @@ pub const FIELD_MANAGER: &str = "milo-webhook-optout";
 pub const SOURCE_ANNOTATION: &str = "notification.miloapis.com/removal-source";
 /// Annotation with when the person opted out.
 pub const TIME_ANNOTATION: &str = "notification.miloapis.com/removal-time";
+/// Annotation with the provider event (its delivery's `svix-id`) that reported the opt-out.
+pub const EVENT_ANNOTATION: &str = "notification.miloapis.com/removal-event";
+
+/// How the condition's message names the event, so the leader can carry it onto removals.
+const EVENT_MARK: &str = "event ";
+
+/// The event id an `Unsubscribed` condition's message names, if any.
+fn event_of(message: &str) -> Option<&str> {
+    let (_, rest) = message.rsplit_once(&format!("({EVENT_MARK}"))?;
+    rest.strip_suffix(')').filter(|id| !id.is_empty())
+}
 /// Reason of the condition an opt-out sets.
 pub const REASON: &str = "ProviderUnsubscribe";
 
@@ -43,13 +54,14 @@ pub async fn record(
     email: &str,
     unsubscribed: bool,
     at: jiff::Timestamp,
+    event_id: &str,
 ) -> Result<usize, kube::Error> {
     let reason = if unsubscribed {
         Reason::ProviderUnsubscribe
     } else {
         Reason::ProviderResubscribe
     };
-    record_as(client, view, email, reason, at).await
+    record_as(client, view, email, reason, at, event_id).await
 }
 
 /// Why a person's opt-out condition changes.
@@ -74,6 +86,7 @@ pub async fn record_as(
     email: &str,
     why: Reason,
     at: jiff::Timestamp,
+    event_id: &str,
 ) -> Result<usize, kube::Error> {
     let unsubscribed = why != Reason::ProviderResubscribe;
     let contacts: Vec<(String, String)> = view
@@ -109,6 +122,11 @@ pub async fn record_as(
                 "ProviderResubscribe",
                 "the person opted back in at Resend; groups they left are not rejoined",
             ),
+        };
+        let message = if event_id.is_empty() {
+            message.to_owned()
+        } else {
+            format!("{message} ({EVENT_MARK}{event_id})")
         };
         let condition = json!({
             "type": UNSUBSCRIBED,
@@ -206,10 +224,14 @@ pub async fn apply(sync: &ResendSync, contact: &ObjectKey) -> Result<(), Error> 
     for (name, spec) in &removals {
         let mut removal = ContactGroupMembershipRemoval::new(name, spec.clone());
         removal.metadata.namespace = Some(contact.namespace.clone());
-        removal.metadata.annotations = Some(BTreeMap::from([
+        let mut annotations = BTreeMap::from([
             (SOURCE_ANNOTATION.to_owned(), source.to_owned()),
             (TIME_ANNOTATION.to_owned(), at.clone()),
-        ]));
+        ]);
+        if let Some(event) = event_of(&condition.message) {
+            annotations.insert(EVENT_ANNOTATION.to_owned(), event.to_owned());
+        }
+        removal.metadata.annotations = Some(annotations);
         kubeapi::create(&removal_api, &removal).await?;
     }
     sync.ctx
@@ -227,4 +249,19 @@ pub async fn apply(sync: &ResendSync, contact: &ObjectKey) -> Result<(), Error> 
     done["observedGeneration"] = json!(current.metadata.generation.unwrap_or(1));
     apply_condition(&api, &contact.name, done).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_event_id_is_read_back_from_the_message() {
+        assert_eq!(
+            super::event_of(
+                "the person opted out at Resend; they leave every public group (event msg_2Ab)"
+            ),
+            Some("msg_2Ab")
+        );
+        assert_eq!(super::event_of("no event here"), None);
+        assert_eq!(super::event_of("empty (event )"), None);
+    }
 }

@@ -49,6 +49,7 @@ impl ProviderEventSink for OptOutSink {
                 &event.data.email,
                 unsubscribed,
                 event.created_at,
+                &event.delivery,
             )
             .await
             {

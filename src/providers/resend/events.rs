@@ -93,6 +93,9 @@ pub struct ContactEvent {
     pub created_at: jiff::Timestamp,
     /// The contact as it is after the event.
     pub data: ContactEventData,
+    /// The delivery's `svix-id`, set by the listener (empty when parsed alone): the audit
+    /// trail's event id.
+    pub delivery: String,
 }
 
 /// A contact as a contact event carries it.
@@ -127,6 +130,8 @@ pub struct EmailEvent {
     pub email_id: String,
     /// The whole `data` object (bounce and failure details, tags).
     pub data: Value,
+    /// The delivery's `svix-id`, set by the listener (empty when parsed alone).
+    pub delivery: String,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +159,7 @@ pub fn parse_event(body: &[u8]) -> Result<ResendEvent, EventError> {
             kind,
             created_at,
             data,
+            delivery: String::new(),
         }));
     }
     if type_.starts_with("email.") {
@@ -166,6 +172,7 @@ pub fn parse_event(body: &[u8]) -> Result<ResendEvent, EventError> {
             created_at,
             email_id,
             data: envelope.data,
+            delivery: String::new(),
         }));
     }
     Ok(ResendEvent::Other { type_ })
