@@ -236,6 +236,10 @@ async fn an_opt_out_removes_the_person_from_public_groups_once() {
             r["metadata"]["annotations"][SOURCE_ANNOTATION],
             "resend-unsubscribe"
         );
+        assert_eq!(
+            r["metadata"]["annotations"][EVENT_ANNOTATION], "msg_1",
+            "the audit trail names the event"
+        );
     }
     // The same event again (a redelivery) and an older one change nothing.
     assert_eq!(
