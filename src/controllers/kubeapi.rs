@@ -120,12 +120,26 @@ pub async fn apply_status<K>(api: &Api<K>, name: &str, status: Value) -> Result<
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    apply_status_as(api, name, status, FIELD_MANAGER).await
+}
+
+/// [`apply_status`] under the field manager `manager`: each writer that applies status with its
+/// own manager owns only what it sends, so one writer's apply never removes what another wrote.
+pub async fn apply_status_as<K>(
+    api: &Api<K>,
+    name: &str,
+    status: Value,
+    manager: &str,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(manager).force();
     api.patch_status(name, &params, &Patch::Apply(&body))
         .await
         .map(|_| ())

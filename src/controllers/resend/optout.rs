@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use super::ResendSync;
@@ -146,18 +145,8 @@ async fn apply_condition(
     name: &str,
     condition: serde_json::Value,
 ) -> Result<(), kube::Error> {
-    let body = json!({
-        "apiVersion": "notification.miloapis.com/v1alpha1",
-        "kind": "Contact",
-        "status": {"conditions": [condition]},
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|_| ())
+    let status = json!({"conditions": [condition]});
+    kubeapi::apply_status_as(api, name, status, FIELD_MANAGER).await
 }
 
 /// The removals an opt-out asks for: (namespace, name, spec) for every membership of the contact

@@ -111,18 +111,7 @@ pub async fn apply<K>(api: &Api<K>, name: &str, status: Value) -> Result<(), kub
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let body = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|_| ())
+    crate::controllers::kubeapi::apply_status_as(api, name, status, FIELD_MANAGER).await
 }
 
 /// Records a failed sync on the object, best effort (the reconcile's error is what retries), and
