@@ -170,6 +170,31 @@ fn counts(live: &LiveApi) -> (i64, i64, i64) {
     )
 }
 
+/// Lets the first batch go out (the caller slows it down) and fails the status write after it,
+/// then stops the sender: a crash between the send and its record. The sender retries at once
+/// (its own write woke it), so the writes keep failing until it is stopped: however often it
+/// repeated the batch meanwhile, the batch stays recorded and unconfirmed.
+async fn crash_after_the_first_batch(live: &LiveApi, task: tokio::task::JoinHandle<()>) {
+    let writes = |live: &LiveApi| {
+        let state = live.state.lock().unwrap();
+        state
+            .requests
+            .iter()
+            .filter(|r| r.as_str() == STATUS_PATH)
+            .count()
+    };
+    // The batch is recorded (one write) before the slow send; the next writes come after it.
+    until("the first batch recorded", || writes(live) >= 1).await;
+    live.state.lock().unwrap().fail_once = vec![STATUS_PATH.to_owned(); 20];
+    until("the status write after the send failed", || {
+        writes(live) >= 2
+    })
+    .await;
+    task.abort();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    live.state.lock().unwrap().fail_once.clear();
+}
+
 fn assert_no_denials(live: &LiveApi) {
     let denied = live.state.lock().unwrap().denied.clone();
     assert!(denied.is_empty(), "RBAC refused: {denied:?}");
@@ -318,20 +343,7 @@ async fn every_recipient_gets_mail_exactly_once_across_a_crash_after_a_batch_was
         Fault::Delay(Duration::from_millis(400)),
     );
     let task = start(&live, &fake, true);
-    until("the first batch in flight", || {
-        fake.count(Method::POST, "/emails/batch") >= 1
-    })
-    .await;
-    live.state
-        .lock()
-        .unwrap()
-        .fail_once
-        .push(STATUS_PATH.into());
-    until("the status write after the send failed", || {
-        live.state.lock().unwrap().fail_once.is_empty()
-    })
-    .await;
-    task.abort();
+    crash_after_the_first_batch(&live, task).await;
     assert_eq!(fake.sent_emails().len(), 100, "the first batch went out");
     let status = live.get("emailbroadcasts", "groups", "b1").unwrap()["status"].clone();
     assert_eq!(status["pendingBatch"]["key"], json!(format!("{uid}-0")));
@@ -376,20 +388,7 @@ async fn a_changed_range_after_a_crash_is_recognised_as_sent_by_its_used_key() {
         Fault::Delay(Duration::from_millis(400)),
     );
     let task = start(&live, &fake, true);
-    until("the first batch in flight", || {
-        fake.count(Method::POST, "/emails/batch") >= 1
-    })
-    .await;
-    live.state
-        .lock()
-        .unwrap()
-        .fail_once
-        .push(STATUS_PATH.into());
-    until("the status write failed", || {
-        live.state.lock().unwrap().fail_once.is_empty()
-    })
-    .await;
-    task.abort();
+    crash_after_the_first_batch(&live, task).await;
     // Someone in the sent range opts out meanwhile: the replay's payload differs, the key is used.
     live.create(
         "contactgroupmembershipremovals",
@@ -406,7 +405,16 @@ async fn a_changed_range_after_a_crash_is_recognised_as_sent_by_its_used_key() {
     task.abort();
     let sent = per_address(&fake);
     assert_eq!(sent.len(), 150);
-    assert!(sent.values().all(|n| *n == 1), "nobody twice");
+    let log: Vec<(String, u16, Option<String>)> = fake
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.status, r.idempotency_key.clone()))
+        .collect();
+    assert!(
+        sent.values().all(|n| *n == 1),
+        "nobody twice: {:?} {log:?}",
+        sent.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
     assert!(
         fake.requests().iter().any(|r| r.status == 409),
         "the replay was refused as a used key"

@@ -103,8 +103,9 @@ pub struct EmailBroadcastStatus {
     /// done: the cursor a restarted sender continues after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_through: Option<String>,
-    /// The batch handed to the provider and not yet recorded as done: recorded before the send,
-    /// so a restart repeats exactly this batch under the same idempotency key.
+    /// The last batch recorded, before it was handed to the provider; pending (not known to be
+    /// sent) while `sentThrough` is before its `lastContact`, and then repeated by a restarted
+    /// sender under the same idempotency key. Kept once done, so batch indexes never repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_batch: Option<PendingBatch>,
 }

@@ -6,7 +6,8 @@
 //! Exactly once across crashes: members are sent in a fixed order (Contact namespace, then
 //! name). Before a batch goes out its range and idempotency key (`<uid>-<index>`) are recorded
 //! in `status.pendingBatch`; after the send one status write moves the cursor
-//! (`status.sentThrough`) to the range's end together with the counts. A sender that restarts with
+//! (`status.sentThrough`) to the range's end together with the counts (the record stays, as the
+//! last batch, so indexes and keys never repeat; it is pending while the cursor is before its end). A sender that restarts with
 //! a batch recorded and not confirmed sends that range again under the same key: Resend answers a
 //! repeat of the same payload with the first answer (nothing sent twice), and a 409
 //! `invalid_idempotent_request` (the range's members changed, but the key was used) means the
@@ -131,9 +132,9 @@ struct Progress {
     skipped: i64,
     failed: i64,
     sent_through: Option<String>,
-    pending: Option<PendingBatch>,
-    /// Batches confirmed so far (the next batch's index).
-    batches: i64,
+    /// The last batch recorded, kept in every write (also once it is done), so the next batch's
+    /// index, and so its key, never repeats one used before.
+    last_batch: Option<PendingBatch>,
 }
 
 impl Progress {
@@ -145,22 +146,26 @@ impl Progress {
                 ..Self::default()
             };
         }
-        let batches = status.pending_batch.as_ref().map_or(0, |p| {
-            let done = !batch::is_pending(p, status.sent_through.as_deref());
-            p.index + i64::from(done)
-        });
         Self {
             generation,
             sent: status.recipients_sent,
             skipped: status.recipients_skipped,
             failed: status.recipients_failed,
             sent_through: status.sent_through.clone(),
-            pending: status
-                .pending_batch
-                .clone()
-                .filter(|p| batch::is_pending(p, status.sent_through.as_deref())),
-            batches,
+            last_batch: status.pending_batch.clone(),
         }
+    }
+
+    /// The recorded batch not yet confirmed, if any: the cursor is before its end.
+    fn pending(&self) -> Option<&PendingBatch> {
+        self.last_batch
+            .as_ref()
+            .filter(|p| batch::is_pending(p, self.sent_through.as_deref()))
+    }
+
+    /// The index of the next batch to plan.
+    fn next_index(&self) -> i64 {
+        self.last_batch.as_ref().map_or(0, |p| p.index + 1)
     }
 
     fn status(&self, ready: Value) -> Value {
@@ -176,8 +181,8 @@ impl Progress {
         if let Some(cursor) = &self.sent_through {
             status["sentThrough"] = json!(cursor);
         }
-        if let Some(pending) = &self.pending {
-            status["pendingBatch"] = json!(pending);
+        if let Some(last) = &self.last_batch {
+            status["pendingBatch"] = json!(last);
         }
         status
     }
@@ -321,22 +326,23 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
             .read()
             .broadcast_members(&group_ref.namespace, &group_ref.name);
         let total = progress.sent + members.iter().filter(|m| m.skip.is_none()).count() as i64;
-        let (plan, pending) = match progress.pending.clone() {
-            Some(pending) => (batch::replan(&members, &pending), pending),
+        let (plan, pending, replay) = match progress.pending().cloned() {
+            Some(pending) => (batch::replan(&members, &pending), pending, true),
             None => {
                 let cursor = progress.sent_through.as_deref();
                 let Some(plan) = batch::next_batch(&members, cursor) else {
                     return finish(&api, &key.name, &mut progress, &members).await;
                 };
+                let index = progress.next_index();
                 let pending = PendingBatch {
-                    index: progress.batches,
-                    key: format!("{uid}-{}", progress.batches),
+                    index,
+                    key: format!("{uid}-{index}"),
                     first_contact: plan.first.clone(),
                     last_contact: plan.last.clone(),
                     recipients: plan.recipients.len() as i64,
                     skipped: plan.skipped,
                 };
-                progress.pending = Some(pending.clone());
+                progress.last_batch = Some(pending.clone());
                 let message = format!(
                     "sending batch {}: {} of about {total} recipients sent",
                     pending.index + 1,
@@ -344,16 +350,14 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
                 );
                 let ready = progress.ready("Unknown", CREATE_PENDING, &message);
                 apply_status(&api, &key.name, progress.status(ready)).await?;
-                (plan, pending)
+                (plan, pending, false)
             }
         };
-        let outcome = send(sender, &contacts, &mailing, &plan, &pending).await?;
+        let outcome = send(sender, &contacts, &mailing, &plan, &pending, replay).await?;
         progress.sent += outcome.sent;
         progress.skipped += outcome.skipped;
         progress.failed += outcome.failed;
         progress.sent_through = Some(plan.last.clone());
-        progress.pending = None;
-        progress.batches = pending.index + 1;
         let message = format!(
             "{} of about {total} recipients sent, {} skipped, {} failed",
             progress.sent, progress.skipped, progress.failed
@@ -434,14 +438,15 @@ fn excluded(contact: &Contact) -> bool {
         || contact.metadata.deletion_timestamp.is_some()
 }
 
-/// Sends one batch under its key. A 409 `invalid_idempotent_request` on a recorded batch means it
-/// went out before (with other members in its range): counted as the recorded plan.
+/// Sends one batch under its key. A 409 `invalid_idempotent_request` on the replay of a recorded
+/// batch means it went out before (with other members in its range): counted as recorded.
 async fn send(
     sender: &BroadcastSender,
     contacts: &Contacts,
     mailing: &Mailing<'_>,
     plan: &Plan,
     pending: &PendingBatch,
+    replay: bool,
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome {
         skipped: plan.skipped,
@@ -457,7 +462,11 @@ async fn send(
     }
     match sender.client.send_batch(&emails, &pending.key).await {
         Ok(ids) => outcome.sent = ids.len() as i64,
-        Err(ResendError::Invalid { name, .. }) if name == "invalid_idempotent_request" => {
+        // Only a replay's 409 means "sent before": on a fresh batch it would be a key clash,
+        // an error to surface (retried with backoff), never a reason to skip anyone.
+        Err(ResendError::Invalid { name, .. })
+            if replay && name == "invalid_idempotent_request" =>
+        {
             tracing::info!(key = %pending.key, "batch already sent under its key; moving on");
             return Ok(Outcome {
                 sent: pending.recipients,
