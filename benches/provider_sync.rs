@@ -19,6 +19,7 @@ use milo_webhook::metrics::Metrics;
 use milo_webhook::providers::metrics::ProviderMetrics;
 use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use serde_json::json;
+use support::bench::memory;
 use support::fake_resend::{self, FakeConfig};
 use support::live_api::LiveApi;
 
@@ -55,20 +56,6 @@ fn options() -> Options {
         i += 2;
     }
     o
-}
-
-/// Resident and peak memory of this process, in MiB, from /proc.
-fn memory() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn seed(live: &LiveApi, o: &Options) {

@@ -99,6 +99,35 @@ pub struct EmailBroadcastStatus {
     /// The generation the counts describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The last member (`namespace/name` of the Contact, in the sending order) whose batch is
+    /// done: the cursor a restarted sender continues after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_through: Option<String>,
+    /// The last batch recorded, before it was handed to the provider; pending (not known to be
+    /// sent) while `sentThrough` is before its `lastContact`, and then repeated by a restarted
+    /// sender under the same idempotency key. Kept once done, so batch indexes never repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_batch: Option<PendingBatch>,
+}
+
+/// A batch of a broadcast recorded before it is sent (see [`EmailBroadcastStatus::pending_batch`]).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingBatch {
+    /// The batch's number, from 0.
+    pub index: i64,
+    /// The `Idempotency-Key` it is sent under: the broadcast's uid and the index.
+    pub key: String,
+    /// The first member of its range (`namespace/name` of the Contact).
+    pub first_contact: String,
+    /// The last member of its range.
+    pub last_contact: String,
+    /// Recipients in the batch when it was planned.
+    #[serde(default)]
+    pub recipients: i64,
+    /// Members of its range passed over (opted out, suppressed or unsubscribed).
+    #[serde(default)]
+    pub skipped: i64,
 }
 
 /// The annotation Milo's CRDs carry for its discovery service: the contexts the kind is served in.

@@ -122,18 +122,25 @@ pub fn secret(file: Option<&Path>, env: &str) -> anyhow::Result<Option<String>> 
 }
 
 impl ProviderArgs {
-    /// The email sender's addresses; blank flags count as unset.
-    pub fn email_settings(&self) -> crate::controllers::email::EmailSettings {
+    /// The email sender's addresses and unsubscribe links; blank flags count as unset.
+    pub fn email_settings(&self) -> anyhow::Result<crate::controllers::email::EmailSettings> {
         let present = |v: &Option<String>| {
             v.as_deref()
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
         };
-        crate::controllers::email::EmailSettings {
+        let unsubscribe = match (self.unsubscribe_key()?, present(&self.unsubscribe_base_url)) {
+            (Some(key), Some(base_url)) => {
+                Some(crate::controllers::email::UnsubscribeLinks { key, base_url })
+            }
+            _ => None,
+        };
+        Ok(crate::controllers::email::EmailSettings {
             from: present(&self.email_from_address),
             reply_to: present(&self.email_reply_to_address),
-        }
+            unsubscribe,
+        })
     }
 
     /// The Resend client, when an API key is configured.

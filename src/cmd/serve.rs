@@ -510,7 +510,7 @@ async fn start_controllers(
     tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, controllers = ?selected, "joined leader election");
     let mut settings = args.settings();
     settings.provider_resync = providers.provider_resync;
-    settings.email = providers.email_settings();
+    settings.email = providers.email_settings()?;
     let mut ctx = controllers::Context::new(
         client,
         view,

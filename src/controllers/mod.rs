@@ -246,12 +246,19 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
                     let (client, _) = ctx.resend.clone().expect("filtered above");
                     let settings = ctx.settings.email.clone();
                     let sender = email::render::Sender {
-                        from: settings.from.unwrap_or_default(),
-                        reply_to: settings.reply_to,
+                        from: settings.from.clone().unwrap_or_default(),
+                        reply_to: settings.reply_to.clone(),
                     };
-                    tokio::spawn(email::run(Arc::new(email::EmailSender::new(
-                        ctx, client, sender,
-                    ))))
+                    let broadcasts = Arc::new(email::broadcast::BroadcastSender::new(
+                        ctx.clone(),
+                        client.clone(),
+                        settings,
+                    ));
+                    let emails = Arc::new(email::EmailSender::new(ctx, client, sender));
+                    // Emails and broadcasts share the client, so one account rate limit.
+                    tokio::spawn(async move {
+                        tokio::join!(email::run(emails), email::broadcast::run(broadcasts));
+                    })
                 }
             }
         })

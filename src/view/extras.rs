@@ -50,6 +50,9 @@ struct ContactExtra {
 const UNSUBSCRIBE_PENDING: u8 = 1;
 /// [`ContactExtra::consent`] bit: its `Suppressed` condition is True, nothing is sent to it.
 const SUPPRESSED: u8 = 2;
+/// [`ContactExtra::consent`] bit: its `Unsubscribed` condition is True (pending or not): no
+/// broadcast is sent to it.
+const UNSUBSCRIBED: u8 = 4;
 
 /// A timestamp that is not set.
 const NO_TIME: i64 = i64::MIN;
@@ -196,8 +199,12 @@ impl Extras {
                 let suppressed = conditions
                     .iter()
                     .any(|c| c.type_ == crate::api::common::sync::SUPPRESSED && c.status == "True");
+                let unsubscribed = conditions.iter().any(|c| {
+                    c.type_ == crate::api::common::sync::UNSUBSCRIBED && c.status == "True"
+                });
                 (u8::from(unsubscribe_pending(conditions)) * UNSUBSCRIBE_PENDING)
                     | (u8::from(suppressed) * SUPPRESSED)
+                    | (u8::from(unsubscribed) * UNSUBSCRIBED)
             },
         };
         self.contacts.insert(key, extra);
@@ -274,6 +281,13 @@ impl Extras {
             c.consent & UNSUBSCRIBE_PENDING != 0,
             c.consent & SUPPRESSED != 0,
         ))
+    }
+
+    /// Whether a contact's `Unsubscribed` condition is True (whatever its removals).
+    pub(super) fn contact_unsubscribed(&self, key: Key) -> bool {
+        self.contacts
+            .get(&key)
+            .is_some_and(|c| c.consent & UNSUBSCRIBED != 0)
     }
 
     pub(super) fn group_sync_entry(&self, key: Key) -> Option<&GroupSyncEntry> {

@@ -15,7 +15,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
+    ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, User, UserInvitation,
 };
 
 /// Why a state file could not be loaded; names the file and document so it can be fixed.
@@ -242,6 +242,9 @@ pub fn apply_object(
         ("notification.miloapis.com/v1alpha1", "Email") => typed::<Email>(store, value),
         ("notification.miloapis.com/v1alpha1", "EmailTemplate") => {
             typed::<EmailTemplate>(store, value)
+        }
+        ("notification.miloapis.com/v1alpha1", "EmailBroadcast") => {
+            typed::<EmailBroadcast>(store, value)
         }
         _ => Ok(false),
     }

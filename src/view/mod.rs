@@ -2,6 +2,7 @@
 //! the API server. It is fed by kube watchers in a cluster ([`watch`]) or by manifest files offline
 //! ([`manifests`]); either way, decisions never perform I/O.
 
+pub mod broadcasts;
 pub mod emails;
 pub mod extras;
 pub mod found;
@@ -30,7 +31,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
+    ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, User, UserInvitation,
 };
 
 /// The shared view: a store behind a lock, which kinds have finished their initial listing, and a
@@ -244,4 +245,5 @@ viewed! {
     UserInvitation => Invitation, apply_invitation;
     Email => Email, apply_email;
     EmailTemplate => EmailTemplate, apply_email_template;
+    EmailBroadcast => EmailBroadcast, apply_broadcast;
 }

@@ -49,11 +49,13 @@ pub enum ViewKind {
     Email,
     /// `notification.miloapis.com` EmailTemplate (declared variables only, not the bodies).
     EmailTemplate,
+    /// `notification.miloapis.com` EmailBroadcast (when it is due and whether it is done).
+    EmailBroadcast,
 }
 
 impl ViewKind {
     /// Every indexed kind, so sync tracking can wait for all of them.
-    pub const ALL: [ViewKind; 12] = [
+    pub const ALL: [ViewKind; 13] = [
         ViewKind::Contact,
         ViewKind::ContactGroup,
         ViewKind::Membership,
@@ -66,6 +68,7 @@ impl ViewKind {
         ViewKind::MemberBinding,
         ViewKind::Email,
         ViewKind::EmailTemplate,
+        ViewKind::EmailBroadcast,
     ];
 
     /// Whether the leader keeps fields of this kind that admission does not read, so that
@@ -80,7 +83,7 @@ impl ViewKind {
                 | ViewKind::EnrollmentPolicy
                 | ViewKind::User
                 | ViewKind::Invitation
-        ) || matches!(self, ViewKind::Email)
+        ) || matches!(self, ViewKind::Email | ViewKind::EmailBroadcast)
     }
 
     /// The Kubernetes kind name, for logs and metrics.
@@ -98,6 +101,7 @@ impl ViewKind {
             ViewKind::MemberBinding => "RoleBinding",
             ViewKind::Email => "Email",
             ViewKind::EmailTemplate => "EmailTemplate",
+            ViewKind::EmailBroadcast => "EmailBroadcast",
         }
     }
 }
@@ -116,6 +120,7 @@ pub(super) enum Row {
     MemberBinding(Box<[Sym]>),
     Email(super::emails::EmailRecord),
     EmailTemplate(Box<[TemplateVariableRecord]>),
+    EmailBroadcast(super::broadcasts::BroadcastRecord),
 }
 
 #[derive(Clone, Default)]
@@ -178,7 +183,7 @@ impl Indexes {
                     apply(&mut self.emails_by_provider_id, id, key, add);
                 }
             }
-            Row::EmailTemplate(_) => {}
+            Row::EmailTemplate(_) | Row::EmailBroadcast(_) => {}
         }
     }
 }
@@ -226,6 +231,7 @@ impl Row {
             Row::MemberBinding(users) => each(users),
             Row::Email(e) => each(e.provider_id.as_slice()),
             Row::EmailTemplate(variables) => variables.iter().for_each(|v| f(v.name)),
+            Row::EmailBroadcast(_) => {}
         }
     }
 }

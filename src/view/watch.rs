@@ -16,7 +16,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use crate::api::iam::ORGANIZATION_MEMBERSHIP_LABEL;
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
+    ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, User, UserInvitation,
 };
 
 /// Runs every watcher until the process ends; each retries with backoff on its own.
@@ -33,7 +33,8 @@ pub async fn run(client: Client, view: Arc<ClusterView>) {
         watch_kind::<ClusterRole>(client.clone(), view.clone()),
         watch_membership_bindings(client.clone(), view.clone()),
         watch_kind::<Email>(client.clone(), view.clone()),
-        watch_kind::<EmailTemplate>(client, view),
+        watch_kind::<EmailTemplate>(client.clone(), view.clone()),
+        watch_kind::<EmailBroadcast>(client, view),
     );
 }
 

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use kube::Client;
 use milo_webhook::api::common::sync::FINALIZER;
 use milo_webhook::api::{
-    Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval, Email, User,
+    Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval, Email,
+    EmailBroadcast, User,
 };
 use milo_webhook::view::{ClusterView, Store, ViewChange, ViewKind};
 use serde_json::{Value, json};
@@ -103,6 +104,7 @@ fn kind_of(plural: &str) -> Option<ViewKind> {
         "contactgroupmembershipremovals" => ViewKind::Removal,
         "emails" => ViewKind::Email,
         "users" => ViewKind::User,
+        "emailbroadcasts" => ViewKind::EmailBroadcast,
         _ => return None,
     })
 }
@@ -121,6 +123,9 @@ fn feed(store: &mut Store, plural: &str, object: &Value) {
         ),
         "emails" => store.apply_email(&serde_json::from_value::<Email>(object).unwrap()),
         "users" => store.apply_user(&serde_json::from_value::<User>(object).unwrap()),
+        "emailbroadcasts" => {
+            store.apply_broadcast(&serde_json::from_value::<EmailBroadcast>(object).unwrap())
+        }
         _ => {}
     }
 }

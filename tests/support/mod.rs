@@ -1,6 +1,7 @@
 //! Shared test support: the fixture corpus and a real TLS client/server pair, and a scripted mock API server.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod fake_resend;
 pub mod fixtures;
 pub mod https;

@@ -16,6 +16,7 @@
 //! Transient failures write nothing and back off. [`events`] moves `Delivered` on as Resend
 //! reports delivery, and suppresses addresses.
 
+pub mod broadcast;
 pub mod events;
 pub mod gate;
 pub mod render;
@@ -47,6 +48,18 @@ pub struct EmailSettings {
     pub from: Option<String>,
     /// `reply_to` of every Email, when set.
     pub reply_to: Option<String>,
+    /// How one-click unsubscribe links are made (`--unsubscribe-signing-key-file`,
+    /// `--unsubscribe-base-url`); without it no broadcast to a public group is sent.
+    pub unsubscribe: Option<UnsubscribeLinks>,
+}
+
+/// What one-click unsubscribe links are made of.
+#[derive(Clone, Debug)]
+pub struct UnsubscribeLinks {
+    /// The key tokens are signed with.
+    pub key: crate::server::unsubscribe::UnsubscribeKey,
+    /// The public address of the events listener the links point at.
+    pub base_url: String,
 }
 
 /// What the sender's three queues share.

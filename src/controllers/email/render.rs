@@ -24,16 +24,40 @@ pub fn render(template: &EmailTemplateSpec, email: &EmailSpec) -> Result<Rendere
         .iter()
         .map(|v| (v.name.clone(), Value::Text(v.value.clone())))
         .collect();
-    let part = |name: &str, source: &str, escape: Escape| {
-        Template::parse(source)
-            .and_then(|t| t.render(&variables, escape))
-            .map_err(|e| format!("the template's {name} cannot be rendered: {e}"))
-    };
-    Ok(Rendered {
-        subject: part("subject", &template.subject, Escape::None)?,
-        html: part("htmlBody", &template.html_body, Escape::Html)?,
-        text: part("textBody", &template.text_body, Escape::None)?,
-    })
+    Ok(Parsed::parse(template)?.render(&variables))
+}
+
+/// A template's three parts parsed once, to be rendered for many recipients (a broadcast).
+pub struct Parsed {
+    subject: Template,
+    html: Template,
+    text: Template,
+}
+
+impl Parsed {
+    /// Parses the subject and bodies; the error names the part that does not parse.
+    pub fn parse(template: &EmailTemplateSpec) -> Result<Self, String> {
+        let part = |name: &str, source: &str| {
+            Template::parse(source)
+                .map_err(|e| format!("the template's {name} cannot be rendered: {e}"))
+        };
+        Ok(Self {
+            subject: part("subject", &template.subject)?,
+            html: part("htmlBody", &template.html_body)?,
+            text: part("textBody", &template.text_body)?,
+        })
+    }
+
+    /// Renders with `variables`, values HTML-escaped in the HTML body only. A parsed template
+    /// always renders (the renderer's contract); a failure would render as empty text.
+    pub fn render(&self, variables: &Variables) -> Rendered {
+        let part = |t: &Template, escape| t.render(variables, escape).unwrap_or_default();
+        Rendered {
+            subject: part(&self.subject, Escape::None),
+            html: part(&self.html, Escape::Html),
+            text: part(&self.text, Escape::None),
+        }
+    }
 }
 
 /// The sender's addresses (`--email-from-address`, `--email-reply-to-address`).
@@ -55,6 +79,21 @@ pub fn outgoing(
     namespace: &str,
     sender: &Sender,
 ) -> OutgoingEmail {
+    OutgoingEmail {
+        cc: email.cc.clone(),
+        bcc: email.bcc.clone(),
+        ..outgoing_to(rendered, to, namespace, sender)
+    }
+}
+
+/// The provider request for `rendered` to `to` alone (no cc or bcc, no headers), tagged with
+/// `namespace`: what an Email and each recipient of a broadcast share.
+pub fn outgoing_to(
+    rendered: &Rendered,
+    to: &str,
+    namespace: &str,
+    sender: &Sender,
+) -> OutgoingEmail {
     let tag_value: String = namespace
         .chars()
         .map(|c| {
@@ -73,8 +112,8 @@ pub fn outgoing(
         html: Some(rendered.html.clone()),
         text: Some(rendered.text.clone()),
         reply_to: sender.reply_to.clone(),
-        cc: email.cc.clone(),
-        bcc: email.bcc.clone(),
+        cc: Vec::new(),
+        bcc: Vec::new(),
         headers: Default::default(),
         tags: (!tag_value.is_empty())
             .then(|| EmailTag {
