@@ -18,7 +18,6 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::super::kubeapi;
@@ -181,17 +180,8 @@ async fn update_email(
     if let Some(generation) = email.metadata.generation {
         condition["observedGeneration"] = json!(generation);
     }
-    let body = json!({
-        "apiVersion": "notification.miloapis.com/v1alpha1",
-        "kind": "Email",
-        "status": {"conditions": [condition]},
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
+    let status = json!({"conditions": [condition]});
+    kubeapi::apply_status_as(&api, &name, status, FIELD_MANAGER).await?;
     Ok(true)
 }
 
@@ -228,24 +218,15 @@ async fn suppress(
         } else {
             "was reported as spam"
         };
-        let body = json!({
-            "apiVersion": "notification.miloapis.com/v1alpha1",
-            "kind": "Contact",
-            "status": {"conditions": [{
-                "type": SUPPRESSED, "status": "True", "reason": reason,
-                "message": format!(
-                    "mail to this address {what} at {at} (Resend email {}); nothing more is sent to it until an operator removes this condition",
-                    event.email_id
-                ),
-                "lastTransitionTime": at.to_string(),
-            }]},
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
+        let status = json!({"conditions": [{
+            "type": SUPPRESSED, "status": "True", "reason": reason,
+            "message": format!(
+                "mail to this address {what} at {at} (Resend email {}); nothing more is sent to it until an operator removes this condition",
+                event.email_id
+            ),
+            "lastTransitionTime": at.to_string(),
+        }]});
+        kubeapi::apply_status_as(&api, &name, status, FIELD_MANAGER).await?;
         changed += 1;
     }
     Ok(changed)

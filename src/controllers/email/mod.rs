@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::runner::{self, Driver};
@@ -297,16 +296,5 @@ fn delivered(status: &str, reason: &str, message: &str, generation: Option<i64>)
 
 /// Applies `status` to the Email's status subresource under the sender's field manager.
 async fn apply_status(api: &Api<Email>, name: &str, status: Value) -> Result<(), kube::Error> {
-    let body = json!({
-        "apiVersion": "notification.miloapis.com/v1alpha1",
-        "kind": "Email",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|_| ())
+    kubeapi::apply_status_as(api, name, status, FIELD_MANAGER).await
 }

@@ -26,7 +26,6 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::render::{Parsed, Sender};
@@ -215,18 +214,7 @@ fn says(conditions: &[Condition], reason: &str, generation: Option<i64>) -> bool
 
 /// Applies the sender's status of the broadcast `name`.
 async fn apply_status(api: &Api<EmailBroadcast>, name: &str, status: Value) -> Result<(), Error> {
-    let body = json!({
-        "apiVersion": "notification.miloapis.com/v1alpha1",
-        "kind": "EmailBroadcast",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
+    Ok(kubeapi::apply_status_as(api, name, status, FIELD_MANAGER).await?)
 }
 
 /// Sends what is left of one broadcast, batch by batch.
