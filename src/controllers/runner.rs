@@ -224,6 +224,46 @@ pub struct Driver<S, W> {
     pub depth: Gauge,
 }
 
+/// The sweep and the wake of a controller of one view kind whose work `needs` decides from the
+/// view: the sweep keeps the objects of `kind` that need work; a change wakes the object it is
+/// about when that needs work, and the objects `related` names for other kinds' changes (each
+/// checked with `needs` too). Every such controller shares this instead of writing its own.
+pub fn kind_feeds<N, W>(
+    kind: ViewKind,
+    needs: N,
+    related: W,
+) -> (
+    impl Fn(&Store) -> Vec<ObjectKey>,
+    impl Fn(&ViewChange, &Store) -> Vec<ObjectKey>,
+)
+where
+    N: Fn(&Store, &str, &str) -> bool + Clone,
+    W: Fn(&ViewChange, &Store) -> Vec<ObjectKey>,
+{
+    let sweep_needs = needs.clone();
+    let sweep = move |view: &Store| -> Vec<ObjectKey> {
+        view.names(kind)
+            .into_iter()
+            .filter(|(ns, name)| sweep_needs(view, ns, name))
+            .map(|(namespace, name)| ObjectKey { namespace, name })
+            .collect()
+    };
+    let wake = move |change: &ViewChange, view: &Store| -> Vec<ObjectKey> {
+        let mut keys = match change {
+            ViewChange::Applied(k, ns, name) if *k == kind => vec![ObjectKey::new(ns, name)],
+            _ => related(change, view),
+        };
+        keys.retain(|key| needs(view, &key.namespace, &key.name));
+        keys
+    };
+    (sweep, wake)
+}
+
+/// What a controller whose objects no other kind's change concerns passes as `related`.
+pub fn unrelated(_: &ViewChange, _: &Store) -> Vec<ObjectKey> {
+    Vec::new()
+}
+
 /// Runs a controller until its task is aborted (leadership lost, which also cancels the
 /// reconciles in flight). It starts once the view holds the controllers' fields of every kind.
 pub async fn drive<S, W, R, Fut>(view: &ClusterView, driver: Driver<S, W>, reconcile: R)

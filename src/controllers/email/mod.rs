@@ -33,7 +33,7 @@ use crate::api::notification::EmailPriority;
 use crate::api::{Email, EmailTemplate};
 use crate::providers::resend::{ResendClient, ResendError};
 use crate::view::emails::{DELIVERED, DELIVERY_FAILED, DELIVERY_PENDING, SUPPRESSED};
-use crate::view::{Store, ViewChange, ViewKind};
+use crate::view::{Store, ViewKind};
 use gate::PriorityGate;
 use render::Sender;
 
@@ -98,19 +98,8 @@ pub async fn run(sender: Arc<EmailSender>) {
 
 async fn run_queue(sender: Arc<EmailSender>, priority: EmailPriority) {
     let ctx = sender.ctx.clone();
-    let sweep = |view: &Store| -> Vec<ObjectKey> {
-        view.names(ViewKind::Email)
-            .into_iter()
-            .filter(|(ns, name)| needs_send(view, ns, name, priority))
-            .map(|(namespace, name)| ObjectKey { namespace, name })
-            .collect()
-    };
-    let wake = |change: &ViewChange, view: &Store| match change {
-        ViewChange::Applied(ViewKind::Email, ns, name) if needs_send(view, ns, name, priority) => {
-            vec![ObjectKey::new(ns, name)]
-        }
-        _ => Vec::new(),
-    };
+    let needs = move |view: &Store, ns: &str, name: &str| needs_send(view, ns, name, priority);
+    let (sweep, wake) = runner::kind_feeds(ViewKind::Email, needs, runner::unrelated);
     let driver = Driver {
         kind: ControllerKind::Email,
         concurrency: ctx.settings.concurrency,

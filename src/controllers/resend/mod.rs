@@ -178,24 +178,11 @@ where
     Fut: std::future::Future<Output = Result<Action, Error>>,
 {
     let kind = lp.kind;
-    let needs_work = |view: &Store, ns: &str, name: &str| {
-        !(lp.idle)(view, ns, name, sync.is_forced(kind, ns, name))
+    let (idle, forced) = (&lp.idle, &sync);
+    let needs_work = move |view: &Store, ns: &str, name: &str| {
+        !idle(view, ns, name, forced.is_forced(kind, ns, name))
     };
-    let sweep = |view: &Store| -> Vec<ObjectKey> {
-        view.names(kind)
-            .into_iter()
-            .filter(|(ns, name)| needs_work(view, ns, name))
-            .map(|(namespace, name)| ObjectKey { namespace, name })
-            .collect()
-    };
-    let wake = |change: &ViewChange, view: &Store| -> Vec<ObjectKey> {
-        let mut keys = match change {
-            ViewChange::Applied(k, ns, name) if *k == kind => vec![ObjectKey::new(ns, name)],
-            _ => (lp.related)(change, view),
-        };
-        keys.retain(|key| needs_work(view, &key.namespace, &key.name));
-        keys
-    };
+    let (sweep, wake) = runner::kind_feeds(kind, needs_work, &lp.related);
     let driver = Driver {
         kind: ControllerKind::Resend,
         concurrency: sync.ctx.settings.concurrency,
@@ -238,10 +225,7 @@ fn keys<'a>(refs: impl IntoIterator<Item = crate::view::NamedRef<'a>>) -> Vec<Ob
         .collect()
 }
 
-/// What a loop without `related` objects passes.
-fn unrelated(_: &ViewChange, _: &Store) -> Vec<ObjectKey> {
-    Vec::new()
-}
+use super::runner::unrelated;
 
 /// The retry policy of the sync: the provider's own wait when it gave one (rate limit, quota),
 /// nothing until the object changes for a permanent refusal (its condition says why), and the

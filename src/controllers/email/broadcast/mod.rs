@@ -42,7 +42,7 @@ use crate::view::broadcasts::{
     CREATE_PENDING, CREATE_SUCCESSFUL, READY, SEND_FAILED, TEMPLATE_INVALID,
     UNSUBSCRIBE_NOT_CONFIGURED, broadcast_settled,
 };
-use crate::view::{Store, ViewChange, ViewKind};
+use crate::view::{Store, ViewKind};
 use batch::{Audience, Mailing, Plan};
 
 /// Field manager of the broadcast sender's status writes.
@@ -82,19 +82,7 @@ fn needs_send(view: &Store, namespace: &str, name: &str) -> bool {
 /// Runs the broadcast loop until aborted (leadership lost).
 pub async fn run(sender: Arc<BroadcastSender>) {
     let ctx = sender.ctx.clone();
-    let sweep = |view: &Store| -> Vec<ObjectKey> {
-        view.names(ViewKind::EmailBroadcast)
-            .into_iter()
-            .filter(|(ns, name)| needs_send(view, ns, name))
-            .map(|(namespace, name)| ObjectKey { namespace, name })
-            .collect()
-    };
-    let wake = |change: &ViewChange, view: &Store| match change {
-        ViewChange::Applied(ViewKind::EmailBroadcast, ns, name) if needs_send(view, ns, name) => {
-            vec![ObjectKey::new(ns, name)]
-        }
-        _ => Vec::new(),
-    };
+    let (sweep, wake) = runner::kind_feeds(ViewKind::EmailBroadcast, needs_send, runner::unrelated);
     let driver = Driver {
         kind: ControllerKind::Email,
         concurrency: ctx.settings.concurrency,
