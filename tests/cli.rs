@@ -354,3 +354,46 @@ fn check_needs_no_state_and_its_output_format_has_an_environment_variable() {
         "{outcomes}"
     );
 }
+
+#[test]
+fn provider_events_offline_are_refused_before_anything_is_generated_or_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let (code, err) = run(milo_webhook(&[
+        "serve",
+        "--state",
+        "manifests/samples/state",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--certs-dir",
+        certs.to_str().unwrap(),
+        "--provider-events-listen",
+        "127.0.0.1:0",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "milo-webhook: {}",
+            milo_webhook::cmd::provider::EVENTS_NEED_CLUSTER
+        )
+    );
+    assert!(!certs.exists(), "no development certificate was generated");
+}
+
+#[test]
+fn a_rate_limit_that_is_not_positive_is_refused_by_name() {
+    let (code, err) = run(milo_webhook(&[
+        "serve",
+        "--state",
+        "manifests/samples/state",
+        "--resend-rate-limit",
+        "0",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--resend-rate-limit"), "{err}");
+    assert!(err.contains("not a positive number"), "{err}");
+}

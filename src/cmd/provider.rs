@@ -23,6 +23,9 @@ use crate::server::{Shutdown, tls};
 use crate::server::{provider_events, unsubscribe};
 use crate::view::ClusterView;
 
+/// Why `--provider-events-listen` is refused offline.
+pub const EVENTS_NEED_CLUSTER: &str = "--provider-events-listen needs cluster mode: events are recorded on Contacts, which --state cannot hold";
+
 /// Environment variable with the Resend API key (Milo's name).
 pub const API_KEY_ENV: &str = "RESEND_API_KEY";
 
@@ -245,9 +248,7 @@ pub async fn provider_events(
         return Ok(None);
     };
     let Some(client) = client else {
-        anyhow::bail!(
-            "--provider-events-listen needs cluster mode: events are recorded on Contacts, which --state cannot hold"
-        );
+        anyhow::bail!(EVENTS_NEED_CLUSTER);
     };
     let config = args.providers.events_config()?;
     if config.contact_key.is_none() && config.email_key.is_none() {

@@ -394,6 +394,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Source::Offline(store) => (Arc::new(ClusterView::offline(*store)), None),
         Source::Cluster(client) => (Arc::new(ClusterView::unsynced()), Some(client)),
     };
+    if client.is_none() && args.providers.provider_events_listen.is_some() {
+        // Before anything is generated or bound: the flag cannot work offline.
+        anyhow::bail!(super::provider::EVENTS_NEED_CLUSTER);
+    }
     let resolver = certificates(&args)?;
     let tls_config = tls::server_config(resolver.clone())?;
     let listener = TcpListener::bind(args.listen)
