@@ -22,7 +22,7 @@ use milo_webhook::providers::metrics::ProviderMetrics;
 use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use milo_webhook::server::unsubscribe::UnsubscribeKey;
 use serde_json::json;
-use support::bench::memory;
+use support::bench::{flags, memory, parse};
 use support::fake_resend::{self, FakeConfig};
 use support::live_api::LiveApi;
 
@@ -36,21 +36,14 @@ fn options() -> Options {
         members: 10_000,
         rate: 100.0,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--members" => o.members = value.parse().expect("--members N"),
-            "--rate" => o.rate = value.parse().expect("--rate R"),
-            "--bench" => {
-                i += 1;
-                continue;
-            }
-            other => panic!("unknown flag {other}"),
+    flags(|flag, value| {
+        match flag {
+            "--members" => o.members = parse(value)?,
+            "--rate" => o.rate = parse(value)?,
+            other => return Err(format!("unknown flag {other}")),
         }
-        i += 2;
-    }
+        Ok(())
+    });
     o
 }
 

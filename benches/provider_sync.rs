@@ -19,7 +19,7 @@ use milo_webhook::metrics::Metrics;
 use milo_webhook::providers::metrics::ProviderMetrics;
 use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use serde_json::json;
-use support::bench::memory;
+use support::bench::{flags, memory, parse};
 use support::fake_resend::{self, FakeConfig};
 use support::live_api::LiveApi;
 
@@ -37,24 +37,16 @@ fn options() -> Options {
         memberships: 10_000,
         rate: 100.0,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--contacts" => o.contacts = value.parse().expect("--contacts N"),
-            "--groups" => o.groups = value.parse().expect("--groups N"),
-            "--memberships" => o.memberships = value.parse().expect("--memberships N"),
-            "--rate" => o.rate = value.parse().expect("--rate R"),
-            // `cargo bench` passes --bench; anything else is a mistake worth saying.
-            "--bench" => {
-                i += 1;
-                continue;
-            }
-            other => panic!("unknown flag {other}"),
+    flags(|flag, value| {
+        match flag {
+            "--contacts" => o.contacts = parse(value)?,
+            "--groups" => o.groups = parse(value)?,
+            "--memberships" => o.memberships = parse(value)?,
+            "--rate" => o.rate = parse(value)?,
+            other => return Err(format!("unknown flag {other}")),
         }
-        i += 2;
-    }
+        Ok(())
+    });
     o
 }
 

@@ -322,12 +322,24 @@ where
     result
 }
 
-/// The error policy every controller uses: conflicts retried at once (with a little jitter),
-/// everything else with per-object exponential backoff and jitter.
+/// The error policy every controller uses: conflicts retried at once (with a little jitter); a
+/// provider's permanent refusal waits for the object to change (its condition says why); a
+/// provider's own wait (rate limit, quota) is obeyed; everything else gets per-object
+/// exponential backoff and jitter.
 pub fn retry_after(ctx: &Context, controller: ControllerKind, key: &str, error: &Error) -> Action {
     ctx.metrics
         .controllers
         .record_error(controller.as_str(), error.metric_label());
+    if let Error::Provider(provider) = error {
+        if provider.is_permanent() {
+            tracing::warn!(controller = controller.as_str(), object = key, %error, "the provider refused; waiting for a change");
+            return Action::await_change();
+        }
+        if let Some(wait) = provider.retry_in() {
+            tracing::info!(controller = controller.as_str(), object = key, %error, retry_in = ?wait, "the provider asked to wait");
+            return Action::requeue(wait + Duration::from_millis(fastrand::u64(0..1000)));
+        }
+    }
     if let Error::Kube(e) = error
         && kubeapi::is_conflict(e)
     {
@@ -341,6 +353,23 @@ pub fn retry_after(ctx: &Context, controller: ControllerKind, key: &str, error: 
     let delay = ctx.backoff.failed(&format!("{controller}/{key}"));
     tracing::warn!(controller = controller.as_str(), object = key, %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// One reconcile as every runner-driven controller runs it: [`instrumented`], and an error turned
+/// into the next attempt by [`retry_after`].
+pub async fn reconcile_or_retry<F>(
+    ctx: &Context,
+    controller: ControllerKind,
+    label: String,
+    reconcile: F,
+) -> Action
+where
+    F: Future<Output = Result<Action, Error>>,
+{
+    match instrumented(ctx, controller, label.clone(), reconcile).await {
+        Ok(action) => action,
+        Err(error) => retry_after(ctx, controller, &label, &error),
+    }
 }
 
 /// The view's change feed as a stream. A listener that fell behind gets a `Relisted` for every

@@ -224,6 +224,28 @@ pub struct Driver<S, W> {
     pub depth: Gauge,
 }
 
+impl<S, W> Driver<S, W> {
+    /// A driver with the controllers' settings (concurrency, resync), no wake delay, and the
+    /// queue-depth gauge of `kind`; `feeds` is the sweep and the wake (see [`kind_feeds`]).
+    pub fn new(
+        ctx: &super::Context,
+        kind: ControllerKind,
+        relists: &'static [ViewKind],
+        (sweep, wake): (S, W),
+    ) -> Self {
+        Self {
+            kind,
+            concurrency: ctx.settings.concurrency,
+            resync: ctx.settings.resync,
+            relists,
+            wake_delay: Duration::ZERO,
+            sweep,
+            wake,
+            depth: ctx.queue_depth(kind),
+        }
+    }
+}
+
 /// The sweep and the wake of a controller of one view kind whose work `needs` decides from the
 /// view: the sweep keeps the objects of `kind` that need work; a change wakes the object it is
 /// about when that needs work, and the objects `related` names for other kinds' changes (each

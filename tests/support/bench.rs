@@ -13,3 +13,27 @@ pub fn memory() -> (f64, f64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+/// The benchmark's `--name value` flags (after `cargo bench`'s own `--bench`), each parsed into
+/// the field `set` names; an unknown flag or a bad value stops the run with a message.
+pub fn flags(mut set: impl FnMut(&str, &str) -> Result<(), String>) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        if flag == "--bench" {
+            continue;
+        }
+        let value = rest.next().map(String::as_str).unwrap_or_default();
+        if let Err(error) = set(flag, value) {
+            eprintln!("{flag} {value}: {error}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `value` parsed as `T`, or why not.
+pub fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a valid value"))
+}

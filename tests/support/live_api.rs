@@ -52,20 +52,7 @@ fn failure(code: u16, reason: &str, message: &str) -> (u16, Value) {
     )
 }
 
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
+use super::sim_api::merge;
 
 /// Server-side apply of a status: list-maps merged entry by entry on their key.
 fn apply_status(object: &mut Value, status: &Value) {

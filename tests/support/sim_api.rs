@@ -40,7 +40,8 @@ fn status(code: u16, reason: &str, message: &str, cause: Option<&str>) -> (u16, 
     (code, body)
 }
 
-fn merge(target: &mut Value, patch: &Value) {
+/// A JSON merge patch (RFC 7386) of `patch` into `target`, as the API server applies one.
+pub fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
             for (k, v) in p {

@@ -22,7 +22,6 @@ pub mod gate;
 pub mod render;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::Api;
 use serde_json::{Value, json};
@@ -99,48 +98,14 @@ pub async fn run(sender: Arc<EmailSender>) {
 async fn run_queue(sender: Arc<EmailSender>, priority: EmailPriority) {
     let ctx = sender.ctx.clone();
     let needs = move |view: &Store, ns: &str, name: &str| needs_send(view, ns, name, priority);
-    let (sweep, wake) = runner::kind_feeds(ViewKind::Email, needs, runner::unrelated);
-    let driver = Driver {
-        kind: ControllerKind::Email,
-        concurrency: ctx.settings.concurrency,
-        resync: ctx.settings.resync,
-        relists: &[ViewKind::Email],
-        wake_delay: Duration::ZERO,
-        sweep,
-        wake,
-        depth: ctx.queue_depth(ControllerKind::Email),
-    };
+    let feeds = runner::kind_feeds(ViewKind::Email, needs, runner::unrelated);
+    let driver = Driver::new(&ctx, ControllerKind::Email, &[ViewKind::Email], feeds);
     let sender = &sender;
     runner::drive(&ctx.view, driver, |key| async move {
-        let label = key.to_string();
-        let outcome = super::instrumented(
-            &sender.ctx,
-            ControllerKind::Email,
-            label.clone(),
-            reconcile(sender, &key),
-        )
-        .await;
-        match outcome {
-            Ok(action) => action,
-            Err(error) => retry(&sender.ctx, &label, &error),
-        }
+        let work = reconcile(sender, &key);
+        super::reconcile_or_retry(&sender.ctx, ControllerKind::Email, key.to_string(), work).await
     })
     .await;
-}
-
-/// The provider's own wait when it gave one (rate limit, quota), the controllers' backoff
-/// otherwise. Permanent refusals never get here: they are recorded on the Email.
-fn retry(ctx: &Context, label: &str, error: &Error) -> Action {
-    if let Error::Provider(provider) = error
-        && let Some(wait) = provider.retry_in()
-    {
-        ctx.metrics
-            .controllers
-            .record_error(ControllerKind::Email.as_str(), error.metric_label());
-        tracing::info!(object = label, %error, retry_in = ?wait, "Resend asked to wait");
-        return Action::requeue(wait + Duration::from_millis(fastrand::u64(0..1000)));
-    }
-    super::retry_after(ctx, ControllerKind::Email, label, error)
 }
 
 /// Sends one Email unless it was sent (or settled) for its generation.

@@ -182,38 +182,21 @@ where
     let needs_work = move |view: &Store, ns: &str, name: &str| {
         !idle(view, ns, name, forced.is_forced(kind, ns, name))
     };
-    let (sweep, wake) = runner::kind_feeds(kind, needs_work, &lp.related);
-    let driver = Driver {
-        kind: ControllerKind::Resend,
-        concurrency: sync.ctx.settings.concurrency,
-        resync: sync.ctx.settings.resync,
-        relists: lp.relists,
-        wake_delay: Duration::ZERO,
-        sweep,
-        wake,
-        depth: sync.metrics.backlog(lp.label),
-    };
+    let feeds = runner::kind_feeds(kind, needs_work, &lp.related);
+    let mut driver = Driver::new(&sync.ctx, ControllerKind::Resend, lp.relists, feeds);
+    driver.depth = sync.metrics.backlog(lp.label);
     let reconcile = &lp.reconcile;
     let sync = &sync;
     runner::drive(&sync.ctx.view, driver, |key| async move {
         let label = format!("{}/{key}", lp.label);
-        let outcome = super::instrumented(
-            &sync.ctx,
-            ControllerKind::Resend,
-            label.clone(),
-            reconcile(sync.clone(), key.clone()),
-        )
-        .await;
-        match outcome {
-            Ok(action) => {
-                // Done, not merely waiting for a prerequisite: drift repair's doubt is lifted.
-                if action.requeue_after().is_none() {
-                    sync.settled(kind, &key);
-                }
-                action
-            }
-            Err(error) => retry(sync, &label, &error),
+        let work = reconcile(sync.clone(), key.clone());
+        let action =
+            super::reconcile_or_retry(&sync.ctx, ControllerKind::Resend, label, work).await;
+        // Done, not merely waiting or retrying: drift repair's doubt is lifted.
+        if action.requeue_after().is_none() {
+            sync.settled(kind, &key);
         }
+        action
     })
     .await;
 }
@@ -226,31 +209,6 @@ fn keys<'a>(refs: impl IntoIterator<Item = crate::view::NamedRef<'a>>) -> Vec<Ob
 }
 
 use super::runner::unrelated;
-
-/// The retry policy of the sync: the provider's own wait when it gave one (rate limit, quota),
-/// nothing until the object changes for a permanent refusal (its condition says why), and the
-/// controllers' backoff with jitter for everything else.
-fn retry(sync: &ResendSync, label: &str, error: &Error) -> Action {
-    if let Error::Provider(provider) = error {
-        if provider.is_permanent() {
-            sync.ctx
-                .metrics
-                .controllers
-                .record_error(ControllerKind::Resend.as_str(), error.metric_label());
-            tracing::warn!(object = label, %error, "Resend refused; waiting for a change");
-            return Action::await_change();
-        }
-        if let Some(wait) = provider.retry_in() {
-            sync.ctx
-                .metrics
-                .controllers
-                .record_error(ControllerKind::Resend.as_str(), error.metric_label());
-            tracing::info!(object = label, %error, retry_in = ?wait, "Resend asked to wait");
-            return Action::requeue(wait + Duration::from_millis(fastrand::u64(0..1000)));
-        }
-    }
-    super::retry_after(&sync.ctx, ControllerKind::Resend, label, error)
-}
 
 #[cfg(test)]
 mod plan_tests;

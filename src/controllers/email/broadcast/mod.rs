@@ -82,31 +82,19 @@ fn needs_send(view: &Store, namespace: &str, name: &str) -> bool {
 /// Runs the broadcast loop until aborted (leadership lost).
 pub async fn run(sender: Arc<BroadcastSender>) {
     let ctx = sender.ctx.clone();
-    let (sweep, wake) = runner::kind_feeds(ViewKind::EmailBroadcast, needs_send, runner::unrelated);
-    let driver = Driver {
-        kind: ControllerKind::Email,
-        concurrency: ctx.settings.concurrency,
-        resync: ctx.settings.resync,
-        relists: &[ViewKind::EmailBroadcast],
-        wake_delay: Duration::ZERO,
-        sweep,
-        wake,
-        depth: ctx.queue_depth(ControllerKind::Email),
-    };
+    let feeds = runner::kind_feeds(ViewKind::EmailBroadcast, needs_send, runner::unrelated);
+    let driver = Driver::new(
+        &ctx,
+        ControllerKind::Email,
+        &[ViewKind::EmailBroadcast],
+        feeds,
+    );
     let sender = &sender;
     runner::drive(&ctx.view, driver, |key| async move {
         let label = format!("emailbroadcast/{key}");
-        let outcome = crate::controllers::instrumented(
-            &sender.ctx,
-            ControllerKind::Email,
-            label.clone(),
-            reconcile(sender, &key),
-        )
-        .await;
-        match outcome {
-            Ok(action) => action,
-            Err(error) => super::retry(&sender.ctx, &label, &error),
-        }
+        let work = reconcile(sender, &key);
+        crate::controllers::reconcile_or_retry(&sender.ctx, ControllerKind::Email, label, work)
+            .await
     })
     .await;
 }
