@@ -14,12 +14,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use milo_webhook::controllers::ControllerSettings;
 use milo_webhook::controllers::email::broadcast::{self, BroadcastSender};
 use milo_webhook::controllers::email::{EmailSettings, UnsubscribeLinks};
-use milo_webhook::controllers::{Context, ControllerSettings};
-use milo_webhook::metrics::Metrics;
-use milo_webhook::providers::metrics::ProviderMetrics;
-use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use milo_webhook::server::unsubscribe::UnsubscribeKey;
 use serde_json::json;
 use support::bench::{flags, memory, parse};
@@ -112,17 +109,8 @@ async fn run(o: Options) {
         ..FakeConfig::default()
     })
     .await;
-    let mut config = ResendConfig::new("re_test_key");
-    config.base_url = fake.base_url.clone();
-    config.rate_limit = o.rate;
-    let client = ResendClient::new(config, ProviderMetrics::unregistered()).unwrap();
-    let ctx = Context::new(
-        live.client(),
-        live.view.clone(),
-        Arc::new(Metrics::default()),
-        ControllerSettings::default(),
-        None,
-    );
+    let client = fake.client(o.rate);
+    let ctx = live.context(ControllerSettings::default());
     let settings = EmailSettings {
         from: Some("Milo <news@example.com>".into()),
         reply_to: None,

@@ -13,11 +13,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use milo_webhook::controllers::ControllerSettings;
 use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics};
-use milo_webhook::controllers::{Context, ControllerSettings};
-use milo_webhook::metrics::Metrics;
-use milo_webhook::providers::metrics::ProviderMetrics;
-use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use serde_json::json;
 use support::bench::{flags, memory, parse};
 use support::fake_resend::{self, FakeConfig};
@@ -97,17 +94,8 @@ async fn run(o: Options) {
         ..FakeConfig::default()
     })
     .await;
-    let mut config = ResendConfig::new("re_test_key");
-    config.base_url = fake.base_url.clone();
-    config.rate_limit = o.rate;
-    let client = ResendClient::new(config, ProviderMetrics::unregistered()).unwrap();
-    let ctx = Context::new(
-        live.client(),
-        live.view.clone(),
-        Arc::new(Metrics::default()),
-        ControllerSettings::default(),
-        None,
-    );
+    let client = fake.client(o.rate);
+    let ctx = live.context(ControllerSettings::default());
     let sync = Arc::new(ResendSync::new(
         Arc::new(ctx),
         client,

@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
+use milo_webhook::controllers::ControllerSettings;
 use milo_webhook::controllers::email::broadcast::{self, BroadcastSender};
 use milo_webhook::controllers::email::{EmailSettings, UnsubscribeLinks};
-use milo_webhook::controllers::{Context, ControllerSettings};
-use milo_webhook::metrics::Metrics;
-use milo_webhook::providers::metrics::ProviderMetrics;
-use milo_webhook::providers::resend::{ResendClient, ResendConfig};
+use milo_webhook::providers::resend::ResendClient;
 use milo_webhook::server::unsubscribe::{UnsubscribeKey, verify};
 use serde_json::{Value, json};
 use support::fake_resend::{self, FakeConfig, FakeResend, Fault};
@@ -102,20 +100,11 @@ fn broadcast(live: &LiveApi, extra: Value) {
 }
 
 fn client(fake: &FakeResend) -> ResendClient {
-    let mut config = ResendConfig::new("re_test_key");
-    config.base_url = fake.base_url.clone();
-    config.rate_limit = 200.0;
-    ResendClient::new(config, ProviderMetrics::unregistered()).unwrap()
+    fake.client(200.0)
 }
 
 fn start(live: &LiveApi, fake: &FakeResend, links: bool) -> tokio::task::JoinHandle<()> {
-    let ctx = Arc::new(Context::new(
-        live.client(),
-        live.view.clone(),
-        Arc::new(Metrics::default()),
-        ControllerSettings::default(),
-        None,
-    ));
+    let ctx = Arc::new(live.context(ControllerSettings::default()));
     let settings = EmailSettings {
         from: Some(FROM.into()),
         reply_to: None,

@@ -14,9 +14,7 @@ use milo_webhook::controllers::email::{self, EmailSender, render::Sender};
 use milo_webhook::controllers::resend::sink::OptOutSink;
 use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics};
 use milo_webhook::controllers::{Context, ControllerSettings};
-use milo_webhook::metrics::Metrics;
-use milo_webhook::providers::metrics::ProviderMetrics;
-use milo_webhook::providers::resend::{ResendClient, ResendConfig};
+use milo_webhook::providers::resend::ResendClient;
 use milo_webhook::providers::svix::{SigningKey, sign};
 use milo_webhook::server::provider_events::{
     EMAIL_EVENTS_PATH, ProviderEventMetrics, ProviderEventsConfig, router,
@@ -70,20 +68,11 @@ async fn sender(live: &LiveApi, rate: f64) -> (tokio::task::JoinHandle<()>, Fake
 }
 
 fn client(fake: &FakeResend, rate: f64) -> ResendClient {
-    let mut config = ResendConfig::new("re_test_key");
-    config.base_url = fake.base_url.clone();
-    config.rate_limit = rate;
-    ResendClient::new(config, ProviderMetrics::unregistered()).unwrap()
+    fake.client(rate)
 }
 
 fn context(live: &LiveApi) -> Arc<Context> {
-    Arc::new(Context::new(
-        live.client(),
-        live.view.clone(),
-        Arc::new(Metrics::default()),
-        ControllerSettings::default(),
-        None,
-    ))
+    Arc::new(live.context(ControllerSettings::default()))
 }
 
 fn start_sender(live: &LiveApi, fake: &FakeResend, rate: f64) -> tokio::task::JoinHandle<()> {

@@ -10,13 +10,10 @@ use std::time::Duration;
 use axum::body::Body;
 use http::Request;
 use milo_webhook::api::common::sync::UNSUBSCRIBED;
+use milo_webhook::controllers::ControllerSettings;
 use milo_webhook::controllers::resend::optout::{self, EVENT_ANNOTATION, SOURCE_ANNOTATION};
 use milo_webhook::controllers::resend::sink::OptOutSink;
 use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics};
-use milo_webhook::controllers::{Context, ControllerSettings};
-use milo_webhook::metrics::Metrics;
-use milo_webhook::providers::metrics::ProviderMetrics;
-use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use milo_webhook::providers::svix::{SigningKey, sign};
 use milo_webhook::server::provider_events::{
     CONTACT_EVENTS_PATH, ProviderEventMetrics, ProviderEventsConfig, router,
@@ -143,17 +140,8 @@ async fn leader(
     support::fake_resend::FakeResend,
 ) {
     let fake = fake_resend::start(FakeConfig::default()).await;
-    let mut config = ResendConfig::new("re_test_key");
-    config.base_url = fake.base_url.clone();
-    config.rate_limit = 100.0;
-    let client = ResendClient::new(config, ProviderMetrics::unregistered()).unwrap();
-    let ctx = Context::new(
-        live.client(),
-        live.view.clone(),
-        Arc::new(Metrics::default()),
-        ControllerSettings::default(),
-        None,
-    );
+    let client = fake.client(100.0);
+    let ctx = live.context(ControllerSettings::default());
     let sync = Arc::new(ResendSync::new(
         Arc::new(ctx),
         client,

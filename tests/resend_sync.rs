@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use milo_webhook::api::common::sync::{CONTACT_READY, FINALIZER, GROUP_READY, MEMBERSHIP_READY};
+use milo_webhook::controllers::ControllerSettings;
 use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics, drift};
-use milo_webhook::controllers::{Context, ControllerSettings};
-use milo_webhook::metrics::Metrics;
 use milo_webhook::providers::metrics::ProviderMetrics;
 use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use serde_json::{Value, json};
@@ -54,13 +53,7 @@ impl Harness {
         config.rate_limit = rate;
         config.timeout = Duration::from_secs(2);
         let client = ResendClient::new(config, ProviderMetrics::unregistered()).unwrap();
-        let ctx = Context::new(
-            live.client(),
-            live.view.clone(),
-            Arc::new(Metrics::default()),
-            settings(),
-            None,
-        );
+        let ctx = live.context(settings());
         Arc::new(ResendSync::new(
             Arc::new(ctx),
             client,

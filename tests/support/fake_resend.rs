@@ -202,6 +202,18 @@ pub async fn start(config: FakeConfig) -> FakeResend {
     }
 }
 
+impl FakeResend {
+    /// A client of this fake's account at `rate` requests per second (the key the fake accepts,
+    /// no exported metrics): what scenarios and benchmarks sync through.
+    pub fn client(&self, rate: f64) -> milo_webhook::providers::resend::ResendClient {
+        let mut config = milo_webhook::providers::resend::ResendConfig::new("re_test_key");
+        config.base_url = self.base_url.clone();
+        config.rate_limit = rate;
+        let metrics = milo_webhook::providers::metrics::ProviderMetrics::unregistered();
+        milo_webhook::providers::resend::ResendClient::new(config, metrics).expect("fake client")
+    }
+}
+
 impl FakeHandle {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

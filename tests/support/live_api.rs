@@ -126,6 +126,20 @@ impl LiveApi {
         }
     }
 
+    /// The controllers' context on this server and its view, with `settings`.
+    pub fn context(
+        &self,
+        settings: milo_webhook::controllers::ControllerSettings,
+    ) -> milo_webhook::controllers::Context {
+        milo_webhook::controllers::Context::new(
+            self.client(),
+            self.view.clone(),
+            std::sync::Arc::new(milo_webhook::metrics::Metrics::default()),
+            settings,
+            None,
+        )
+    }
+
     /// A kube client served by this server.
     pub fn client(&self) -> Client {
         let live = self.clone();
