@@ -1,5 +1,5 @@
-//! The hot path of review decoding: one scan that rejects duplicate keys without building a tree,
-//! then one typed decode of the envelope and request straight from the bytes, with the objects
+//! The hot path of review decoding: one byte scan that rejects duplicate keys without decoding
+//! anything ([`keys_are_unique`]), then one typed decode of the envelope and request straight from the bytes, with the objects
 //! kept as raw JSON ([`Object`]) that rules decode into exactly the types they read. Anything
 //! unusual (bad JSON, a wrong envelope, a malformed request) falls back to the tree-based parser
 //! in [`super::review`], so every error message stays what it was; the fast path only ever
@@ -210,91 +210,96 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Valid JSON with no object naming a key twice, checked without building anything.
-struct NoDuplicates;
+/// Objects with up to this many keys are checked for a repeated key as each key is read; larger
+/// ones (label maps, `managedFields`) are sorted once when they close, so no body costs more
+/// than `n log n` comparisons.
+const LINEAR_KEYS: usize = 32;
 
-impl<'de> Deserialize<'de> for NoDuplicates {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NoDuplicatesVisitor)
-    }
-}
+/// Nesting deeper than serde_json decodes (its recursion limit is 128) is left to it to refuse.
+const MAX_DEPTH: usize = 128;
 
-struct NoDuplicatesVisitor;
-
-impl<'de> Visitor<'de> for NoDuplicatesVisitor {
-    type Value = NoDuplicates;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
+/// Whether no JSON object in `body` names a key twice, found in one pass over the bytes without
+/// decoding anything. Only meaningful for valid JSON (the typed decode that follows checks that):
+/// it reads keys where the grammar puts them and skips every other token. `false` also for what
+/// it does not try to judge, a key with an escape sequence (`"a"` and `"\u0061"` are the same
+/// key) or nesting past [`MAX_DEPTH`]: such bodies take the tree-based parser, which words the
+/// error.
+pub fn keys_are_unique(body: &[u8]) -> bool {
+    /// An open array, or an open object with its first key's index in `keys`.
+    #[derive(Clone, Copy)]
+    enum Open {
+        Array,
+        Object(usize),
     }
-
-    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
-    }
-    fn visit_unit<E>(self) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NoDuplicates, A::Error> {
-        while seq.next_element::<NoDuplicates>()?.is_some() {}
-        Ok(NoDuplicates)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
-        // Objects in reviews are small: a linear search beats hashing, and the first few keys
-        // live on the stack.
-        let mut seen: smallkeys::Keys<'de> = smallkeys::Keys::default();
-        while let Some(Key(key)) = map.next_key()? {
-            if !seen.insert(key) {
-                return Err(de::Error::custom("duplicate key"));
+    let mut keys: Vec<&[u8]> = Vec::with_capacity(64);
+    let mut open: Vec<Open> = Vec::with_capacity(16);
+    let mut expect_key = false;
+    let mut i = 0;
+    while let Some(&byte) = body.get(i) {
+        i += 1;
+        match byte {
+            b'"' => {
+                let (start, mut escaped) = (i, false);
+                loop {
+                    let Some(at) = body
+                        .get(i..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    else {
+                        return false;
+                    };
+                    i += at;
+                    if body[i] == b'"' {
+                        break;
+                    }
+                    escaped = true;
+                    i += 2;
+                }
+                let key = &body[start..i];
+                i += 1;
+                if !expect_key {
+                    continue;
+                }
+                expect_key = false;
+                let Some(&Open::Object(first)) = open.last() else {
+                    return false;
+                };
+                let siblings = &keys[first..];
+                if escaped || (siblings.len() < LINEAR_KEYS && siblings.contains(&key)) {
+                    return false;
+                }
+                keys.push(key);
             }
-            map.next_value::<NoDuplicates>()?;
+            b'{' | b'[' if open.len() >= MAX_DEPTH => return false,
+            b'{' => {
+                open.push(Open::Object(keys.len()));
+                expect_key = true;
+            }
+            b'[' => {
+                open.push(Open::Array);
+                expect_key = false;
+            }
+            b'}' | b']' => {
+                expect_key = false;
+                match open.pop() {
+                    Some(Open::Object(first)) => {
+                        let siblings = &mut keys[first..];
+                        if siblings.len() > LINEAR_KEYS {
+                            siblings.sort_unstable();
+                            if siblings.windows(2).any(|pair| pair[0] == pair[1]) {
+                                return false;
+                            }
+                        }
+                        keys.truncate(first);
+                    }
+                    Some(Open::Array) => {}
+                    None => return false,
+                }
+            }
+            b',' => expect_key = matches!(open.last(), Some(Open::Object(_))),
+            _ => {}
         }
-        Ok(NoDuplicates)
     }
-}
-
-mod smallkeys {
-    use std::borrow::Cow;
-
-    const INLINE: usize = 12;
-
-    /// Keys of one object: the first `INLINE` inline, the rest on the heap.
-    #[derive(Default)]
-    pub struct Keys<'de> {
-        inline: [Option<Cow<'de, str>>; INLINE],
-        len: usize,
-        spill: Vec<Cow<'de, str>>,
-    }
-
-    impl<'de> Keys<'de> {
-        /// Adds `key`; false if it was already there.
-        pub fn insert(&mut self, key: Cow<'de, str>) -> bool {
-            let inline = self.inline[..self.len].iter().flatten();
-            if inline.chain(&self.spill).any(|k| *k == key) {
-                return false;
-            }
-            if self.len < INLINE {
-                self.inline[self.len] = Some(key);
-                self.len += 1;
-            } else {
-                self.spill.push(key);
-            }
-            true
-        }
-    }
+    open.is_empty()
 }
 
 /// The envelope, read straight from the body.
@@ -330,7 +335,9 @@ pub fn fast_review(body: &[u8]) -> Option<Request> {
     if *first != b'{' {
         return None;
     }
-    serde_json::from_slice::<NoDuplicates>(body).ok()?;
+    if !keys_are_unique(body) {
+        return None;
+    }
     let envelope: Envelope<'_> = serde_json::from_slice(body).ok()?;
     let request = envelope.request?;
     let valid = envelope.api_version.as_deref() == Some(ADMISSION_API_VERSION)
@@ -341,7 +348,7 @@ pub fn fast_review(body: &[u8]) -> Option<Request> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::review::{parse_review, parse_review_slowly};
+    use super::super::review::{json_without_duplicate_keys, parse_review, parse_review_slowly};
     use super::*;
 
     const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
@@ -385,6 +392,110 @@ mod tests {
                 parse_review_slowly(body.as_bytes()),
             );
             assert_eq!(fast.err(), slow.err());
+        }
+    }
+
+    #[test]
+    fn the_key_scan_finds_repeats_at_any_depth_and_only_there() {
+        let unique = [
+            r#"{"a":1,"b":{"a":2,"b":[{"a":3},{"a":4}]},"c":"{\"a\":1,\"a\":2}"}"#,
+            r#"[{"a":1},{"a":1}]"#,
+            r#"{"a":"}","b":"\\","c":[],"d":{}}"#,
+            r#"{}"#,
+            r#""a""#,
+        ];
+        for body in unique {
+            assert!(keys_are_unique(body.as_bytes()), "{body}");
+        }
+        let many: Vec<String> = (0..100).map(|k| format!(r#""k{k}":{k}"#)).collect();
+        assert!(keys_are_unique(
+            format!("{{{}}}", many.join(",")).as_bytes()
+        ));
+        let refused = [
+            r#"{"a":1,"a":2}"#.to_owned(),
+            r#"{"x":{"b":[{"a":1,"c":{"d":1,"d":1}}]}}"#.to_owned(),
+            r#"[1,{"a":{},"a":[]}]"#.to_owned(),
+            // After the linear limit, found when the object closes.
+            format!(r#"{{{},"k7":0}}"#, many.join(",")),
+            // Escaped keys are left to the tree-based parser.
+            r#"{"\u0061":1}"#.to_owned(),
+            // Unbalanced or unterminated text.
+            r#"{"a":1"#.to_owned(),
+            r#"{"a":1}}"#.to_owned(),
+            r#"{"a"#.to_owned(),
+            format!(
+                "{}1{}",
+                "[".repeat(MAX_DEPTH + 1),
+                "]".repeat(MAX_DEPTH + 1)
+            ),
+        ];
+        for body in refused {
+            assert!(!keys_are_unique(body.as_bytes()), "{body}");
+        }
+    }
+
+    /// A JSON tree whose objects may repeat keys (drawn from few names), written out by hand.
+    #[derive(Clone, Debug)]
+    enum Json {
+        Leaf(String),
+        Array(Vec<Json>),
+        Object(Vec<(String, Json)>),
+    }
+
+    impl Json {
+        fn write(&self, out: &mut String) {
+            match self {
+                Json::Leaf(text) => out.push_str(text),
+                Json::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        out.push_str(if i == 0 { "" } else { "," });
+                        item.write(out);
+                    }
+                    out.push(']');
+                }
+                Json::Object(members) => {
+                    out.push('{');
+                    for (i, (key, value)) in members.iter().enumerate() {
+                        out.push_str(if i == 0 { "" } else { " , " });
+                        out.push_str(&serde_json::to_string(key).unwrap());
+                        out.push_str(" : ");
+                        value.write(out);
+                    }
+                    out.push('}');
+                }
+            }
+        }
+    }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Json> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            // Strings full of structure: braces, quotes, backslashes, commas, colons.
+            "[a-c{}\\[\\]\":,\\\\ ]{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ]
+        .prop_map(Json::Leaf);
+        leaf.prop_recursive(6, 96, 40, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
+                // Few names, so repeats are common; sometimes past the linear limit.
+                proptest::collection::vec(("[a-e]", inner.clone()), 0..6).prop_map(Json::Object),
+                proptest::collection::vec(("[a-z]{1,2}", inner), 30..40).prop_map(Json::Object),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The scan agrees with the tree-based parser on every JSON text whose keys need no
+        /// escapes.
+        #[test]
+        fn the_key_scan_agrees_with_the_tree(tree in json()) {
+            let mut text = String::new();
+            tree.write(&mut text);
+            let tree_says = json_without_duplicate_keys(text.as_bytes()).is_ok();
+            proptest::prop_assert_eq!(keys_are_unique(text.as_bytes()), tree_says, "{}", text);
         }
     }
 
