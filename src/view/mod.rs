@@ -17,6 +17,7 @@ pub mod templates;
 pub mod watch;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use kube::ResourceExt;
@@ -39,6 +40,9 @@ use crate::api::{
 pub struct ClusterView {
     store: RwLock<Store>,
     synced: Mutex<BTreeSet<ViewKind>>,
+    /// Whether `synced` holds every kind: read on every review, so without the lock. Kinds are
+    /// only ever added, so once true it stays true.
+    all_synced: AtomicBool,
     /// Kinds relisted since the controllers' fields were enabled: only these hold them all.
     controller_synced: Mutex<BTreeSet<ViewKind>>,
     /// Whether the controllers' fields are kept; watchers relist when it turns on.
@@ -72,6 +76,7 @@ impl ClusterView {
         };
         Self {
             store: RwLock::new(store),
+            all_synced: AtomicBool::new(synced.len() == ViewKind::ALL.len()),
             synced: Mutex::new(synced),
             controller_synced: Mutex::new(controller_synced),
             controller_fields: tokio::sync::watch::channel(fields).0,
@@ -164,16 +169,17 @@ impl ClusterView {
 
     /// Records that `kind` has completed its initial listing.
     pub fn mark_synced(&self, kind: ViewKind) {
-        self.synced
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(kind);
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        synced.insert(kind);
+        if synced.len() == ViewKind::ALL.len() {
+            self.all_synced.store(true, Ordering::Release);
+        }
     }
 
     /// Whether every kind has completed its initial listing; until then decisions could miss
     /// objects, so the server is not ready and refuses to decide.
     pub fn is_synced(&self) -> bool {
-        self.synced.lock().unwrap_or_else(|p| p.into_inner()).len() == ViewKind::ALL.len()
+        self.all_synced.load(Ordering::Acquire)
     }
 
     /// Kinds still waiting for their initial listing, for the readiness message.
