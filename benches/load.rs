@@ -7,8 +7,9 @@
 //! [--format-objects 200000]`
 //!
 //! The server and the floor (`load/floor.rs`: the same stack parsing the review into a `Value`
-//! and allowing it) run pinned to one core, the client on the others; every run reports the
-//! server's closed-loop rate as a ratio of the floor's. Then every webhook runs at `--rate` for
+//! and allowing it) run pinned to one core, the client on the others, in alternating one-second
+//! closed-loop rounds (`--seconds` each); every run reports the server's closed-loop rate as a
+//! ratio of the floor's, with the spread of the rounds' ratios. Then every webhook runs at `--rate` for
 //! the per-webhook review durations of the server's histogram. `MILO_LOAD_SERVER_BIN=<path>`
 //! measures another build of the server under the same client.
 //!
@@ -354,6 +355,12 @@ impl Tally {
     }
 
     /// Prints the first few failures and their count; returns the count.
+    fn absorb(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.failures.extend(other.failures);
+        self.last = self.last.max(other.last);
+    }
+
     fn report(&self, phase: &str) -> usize {
         let count = self.failures.len();
         for failure in self.failures.iter().take(10) {
@@ -392,8 +399,9 @@ async fn connect_all(addr: SocketAddr, tls: &TlsConnector, count: usize) -> Resu
     Ok(senders)
 }
 
-/// Runs every connection off `jobs` until they run out; returns what all of them saw.
-async fn drive(senders: Vec<Sender>, cases: &Cases, jobs: Jobs) -> Result<Tally> {
+/// Runs every connection off `jobs` until they run out; returns what all of them saw and the
+/// connections, for the next round.
+async fn drive(senders: Vec<Sender>, cases: &Cases, jobs: Jobs) -> Result<(Tally, Vec<Sender>)> {
     let (jobs, connections) = (Arc::new(jobs), senders.len());
     let mut tasks = Vec::with_capacity(connections);
     for (c, mut sender) in senders.into_iter().enumerate() {
@@ -415,27 +423,104 @@ async fn drive(senders: Vec<Sender>, cases: &Cases, jobs: Jobs) -> Result<Tally>
                     }
                 }
             }
-            tally
+            (tally, sender)
         }));
     }
     drop(jobs); // the queue closes for the pacer once every connection has given up
-    let mut total = Tally::default();
+    let (mut total, mut senders) = (Tally::default(), Vec::with_capacity(connections));
     for task in tasks {
-        let tally = task.await?;
-        total.latencies.extend(tally.latencies);
-        total.failures.extend(tally.failures);
-        total.last = total.last.max(tally.last);
+        let (tally, sender) = task.await?;
+        total.absorb(tally);
+        senders.push(sender);
     }
-    Ok(total)
+    Ok((total, senders))
 }
 
-/// Closed loop for `--seconds`: what it saw and the reviews per second.
-async fn closed_loop(senders: Vec<Sender>, cases: &Cases, o: &Options) -> Result<(Tally, f64)> {
+/// Time the process `pid` has spent on a CPU, all its threads together, in seconds (from
+/// `/proc/<pid>/task/*/schedstat`, nanosecond precision); 0 where that is not available.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let on_cpu = |task: std::fs::DirEntry| -> Option<u64> {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        stat.split_whitespace().next()?.parse().ok()
+    };
+    let ns: u64 = tasks.flatten().filter_map(on_cpu).sum();
+    ns as f64 / 1e9
+}
+
+/// One closed-loop round of `seconds`: what it saw, the time it took and the connections back.
+async fn closed_round(
+    senders: Vec<Sender>,
+    cases: &Cases,
+    seconds: f64,
+) -> Result<(Tally, f64, Vec<Sender>)> {
     let start = Instant::now();
-    let deadline = Jobs::Until(start + Duration::from_secs(o.seconds));
-    let tally = drive(senders, cases, deadline).await?;
-    let throughput = tally.latencies.len() as f64 / start.elapsed().as_secs_f64();
-    Ok((tally, throughput))
+    let deadline = Jobs::Until(start + Duration::from_secs_f64(seconds));
+    let (tally, senders) = drive(senders, cases, deadline).await?;
+    Ok((tally, start.elapsed().as_secs_f64(), senders))
+}
+
+/// The closed loop against the server and the floor in alternating rounds of one second (each
+/// side `--seconds` in all), so drift in the machine's speed (other tenants, frequency) falls on
+/// both alike. Returns both tallies, both throughputs and the per-round ratios, sorted.
+async fn closed_loops(
+    (server, floor): (Vec<Sender>, Vec<Sender>),
+    (cases, floor_cases): (&Cases, &Cases),
+    (server_pid, floor_pid): (u32, u32),
+    o: &Options,
+) -> Result<(Side, Side, Vec<f64>)> {
+    let (mut server, mut floor) = (server, floor);
+    let (mut ours, mut theirs) = (Side::default(), Side::default());
+    let mut ratios = Vec::new();
+    for _ in 0..o.seconds {
+        server = ours.round(server, cases, server_pid).await?;
+        floor = theirs.round(floor, floor_cases, floor_pid).await?;
+        ratios.push(ours.last_rate / theirs.last_rate.max(1e-9));
+    }
+    ratios.sort_by(f64::total_cmp);
+    Ok((ours, theirs, ratios))
+}
+
+/// What one side (the server or the floor) of the closed loop saw over its rounds.
+#[derive(Default)]
+struct Side {
+    tally: Tally,
+    /// Wall time of its rounds.
+    seconds: f64,
+    /// CPU time the process spent in its rounds.
+    cpu_seconds: f64,
+    /// Reviews per second in its last round.
+    last_rate: f64,
+}
+
+impl Side {
+    /// Runs one one-second round; returns the connections.
+    async fn round(
+        &mut self,
+        senders: Vec<Sender>,
+        cases: &Cases,
+        pid: u32,
+    ) -> Result<Vec<Sender>> {
+        let cpu = cpu_seconds(pid);
+        let (tally, secs, senders) = closed_round(senders, cases, 1.0).await?;
+        self.cpu_seconds += cpu_seconds(pid) - cpu;
+        self.last_rate = tally.latencies.len() as f64 / secs;
+        self.tally.absorb(tally);
+        self.seconds += secs;
+        Ok(senders)
+    }
+
+    /// Reviews per second over all rounds.
+    fn rate(&self) -> f64 {
+        self.tally.latencies.len() as f64 / self.seconds.max(1e-9)
+    }
+
+    /// The process's CPU time per review, in microseconds.
+    fn cpu_us_per_review(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.tally.latencies.len().max(1) as f64
+    }
 }
 
 /// Open loop: a thread (precise sleeps, unlike tokio's 1 ms timer wheel) schedules one review
@@ -456,7 +541,7 @@ async fn fixed_rate(senders: Vec<Sender>, cases: &Cases, o: &Options) -> Result<
     let tally = drive(senders, cases, Jobs::Queue(Mutex::new(rx))).await;
     let joined = pacer.join();
     joined.map_err(|_| anyhow::anyhow!("pacer panicked"))?;
-    let tally = tally?;
+    let (tally, _) = tally?;
     let elapsed = tally.last.map_or(0.0, |last| (last - start).as_secs_f64());
     let achieved = tally.latencies.len() as f64 / elapsed.max(1e-9);
     Ok((tally, achieved))
@@ -477,9 +562,6 @@ async fn bench(dir: &Path, n: usize, o: &Options, baseline: f64) -> Result<Summa
     let (rss, ready_s) = (server.rss()?, server.ready_after.as_secs_f64());
     println!("N={n}: ready after {ready_s:.1} s, RSS {rss:.1} MiB");
     let (cases, tls) = (Arc::new(cases(n)), connector(&server.ca_pem)?);
-    let senders = connect_all(server.addr, &tls, o.concurrency).await?;
-    let (mut closed, throughput) = closed_loop(senders, &cases, o).await?;
-    println!("N={n}: {throughput:.0} reviews/s in the closed loop; the floor next");
     // The floor allows everything, so every case expects an allow there.
     let floor_cases: Vec<Case> = cases
         .iter()
@@ -490,11 +572,34 @@ async fn bench(dir: &Path, n: usize, o: &Options, baseline: f64) -> Result<Summa
         })
         .collect();
     let floor_server = floor::Floor::start(&dir.join("certs")).await?;
-    let senders = connect_all(floor_server.addr, &tls, o.concurrency).await?;
-    let (mut floor, floor_throughput) = closed_loop(senders, &Arc::new(floor_cases), o).await?;
+    let senders = (
+        connect_all(server.addr, &tls, o.concurrency).await?,
+        connect_all(floor_server.addr, &tls, o.concurrency).await?,
+    );
+    let both = (&cases, &Arc::new(floor_cases));
+    let pids = (server.child.id(), floor_server.child.id());
+    let (ours, theirs, ratios) = closed_loops(senders, both, pids, o).await?;
     drop(floor_server);
+    let (throughput, floor_throughput) = (ours.rate(), theirs.rate());
+    let (cpu, floor_cpu) = (ours.cpu_us_per_review(), theirs.cpu_us_per_review());
+    let (mut closed, mut floor) = (ours.tally, theirs.tally);
     let ratio = throughput / floor_throughput;
-    println!("N={n}: floor {floor_throughput:.0} reviews/s, ratio {ratio:.2}; fixed rate next");
+    let spread = match ratios.as_slice() {
+        [] => String::new(),
+        r => format!(
+            " (rounds: min {:.2}, median {:.2}, max {:.2})",
+            r[0],
+            r[r.len() / 2],
+            r[r.len() - 1]
+        ),
+    };
+    println!(
+        "N={n}: {throughput:.0} reviews/s in the closed loop, floor {floor_throughput:.0}/s, ratio {ratio:.2}{spread}"
+    );
+    println!(
+        "N={n}: CPU per review {cpu:.1} us, floor {floor_cpu:.1} us, ratio {:.2}; fixed rate next",
+        floor_cpu / cpu.max(1e-9)
+    );
     let senders = connect_all(server.addr, &tls, RATE_CONNECTIONS).await?;
     let (mut open, rate) = fixed_rate(senders, &cases, o).await?;
     let rss_after = server.rss()?;

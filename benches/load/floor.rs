@@ -144,7 +144,8 @@ pub fn pin_client() {
 
 /// The floor server (see `load/floor.rs`); killed on drop.
 pub struct Floor {
-    child: Child,
+    /// The floor's process.
+    pub child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
 }
