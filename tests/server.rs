@@ -18,6 +18,8 @@ use serde_json::Value;
 use support::fixtures;
 use support::https::{Client, TestServer, connect, h2_exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 const MEMBERSHIP: &str = "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership";
 
@@ -102,6 +104,68 @@ async fn a_stalled_body_gets_408_within_the_request_deadline() {
         .unwrap();
     let text = String::from_utf8_lossy(&response[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    server.stop().await;
+}
+
+/// A connection that delivers no request head for a head timeout is closed, idle after one to
+/// two of them, still sending headers after one to three; one that keeps sending reviews is not.
+#[tokio::test]
+async fn connections_without_a_request_head_are_closed_after_the_head_timeout() {
+    const HEAD_TIMEOUT: Duration = Duration::from_millis(300);
+    let options = ServeOptions {
+        head_timeout: HEAD_TIMEOUT,
+        ..ServeOptions::default()
+    };
+    let (server, f) = start("membership-create-allowed", options).await;
+    let closed_within = |mut tls: TlsStream<TcpStream>, started: std::time::Instant| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest))
+            .await
+            .expect("closed by the server")
+            .ok();
+        (started.elapsed(), rest)
+    };
+
+    // Headers that never end.
+    let started = std::time::Instant::now();
+    let mut slow = connect(server.addr, &server.ca_pem, &[b"http/1.1"]).await;
+    slow.write_all(format!("POST {MEMBERSHIP} HTTP/1.1\r\nhost: localhost\r\n").as_bytes())
+        .await
+        .unwrap();
+    slow.flush().await.unwrap();
+    let (after, rest) = closed_within(slow, started).await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        after >= HEAD_TIMEOUT && after < 3 * HEAD_TIMEOUT,
+        "{after:?}"
+    );
+
+    // A keep-alive connection stays open while reviews keep coming, then closes once idle.
+    let tls = connect(server.addr, &server.ca_pem, &[b"http/1.1"]).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..12 {
+        let review = http::Request::post(MEMBERSHIP)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(f.body())))
+            .unwrap();
+        let response = sender.send_request(review).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        f.check_http(200, &body);
+        tokio::time::sleep(HEAD_TIMEOUT / 3).await;
+    }
+    assert!(!conn.is_finished(), "a busy connection stays open");
+    let idle = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("an idle connection is closed")
+        .unwrap()
+        .ok();
+    assert!(idle.elapsed() < 3 * HEAD_TIMEOUT, "{:?}", idle.elapsed());
     server.stop().await;
 }
 

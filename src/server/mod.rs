@@ -14,11 +14,11 @@ pub mod unsubscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
@@ -30,7 +30,8 @@ use crate::admission::Settings;
 use crate::metrics::Metrics;
 use crate::view::ClusterView;
 
-/// How long a client has to finish the TLS handshake or send request headers.
+/// How long a client has to finish the TLS handshake, and the default of
+/// [`ServeOptions::head_timeout`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default of [`ServeOptions::max_connection_age`] (`--max-connection-age`).
@@ -49,6 +50,10 @@ pub struct ServeOptions {
     /// [0.9, 1.1] times this), so that clients reconnect and a Service spreads them over the
     /// replicas; one still busy `request_timeout` later is dropped. `None`: no limit.
     pub max_connection_age: Option<Duration>,
+    /// An HTTP/1.1 connection that completes no request head for this long, because it is idle
+    /// or because a client sends its headers too slowly, is closed after one to three of these
+    /// (see [`drive`]).
+    pub head_timeout: Duration,
     /// Settings the admission rules read.
     pub settings: Arc<Settings>,
 }
@@ -60,6 +65,7 @@ impl Default for ServeOptions {
             shutdown_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             max_connection_age: Some(DEFAULT_MAX_CONNECTION_AGE),
+            head_timeout: HANDSHAKE_TIMEOUT,
             settings: Arc::new(Settings {
                 invitation_ttl: Some(Settings::DEFAULT_INVITATION_TTL),
                 clock: None,
@@ -159,8 +165,7 @@ impl Server {
             router,
             Some(TlsAcceptor::from(tls)),
             &self.shutdown,
-            self.options.drain_timeout,
-            age_limit,
+            self.limits(age_limit),
         )
         .await
     }
@@ -172,8 +177,7 @@ impl Server {
             self.admin_router(),
             None,
             &self.shutdown,
-            self.options.drain_timeout,
-            None,
+            self.limits(None),
         )
         .await
     }
@@ -192,11 +196,31 @@ impl Server {
             router,
             tls.map(TlsAcceptor::from),
             &self.shutdown,
-            self.options.drain_timeout,
-            None,
+            self.limits(None),
         )
         .await
     }
+}
+
+impl Server {
+    fn limits(&self, age_limit: Option<AgeLimit>) -> Limits {
+        Limits {
+            drain_timeout: self.options.drain_timeout,
+            age_limit,
+            head_timeout: self.options.head_timeout,
+        }
+    }
+}
+
+/// What bounds a listener's connections.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// How long in-flight requests may take to finish once the listener closes.
+    drain_timeout: Duration,
+    /// The connections' lifetime, if bounded.
+    age_limit: Option<AgeLimit>,
+    /// See [`ServeOptions::head_timeout`].
+    head_timeout: Duration,
 }
 
 /// A bounded connection lifetime.
@@ -220,17 +244,20 @@ async fn serve(
     router: Router,
     tls: Option<TlsAcceptor>,
     shutdown: &Shutdown,
-    drain_timeout: Duration,
-    age_limit: Option<AgeLimit>,
+    limits: Limits,
 ) {
+    let Limits {
+        drain_timeout,
+        age_limit,
+        head_timeout,
+    } = limits;
     // Every connection task holds a receiver; the drain waits until all are gone.
     let (drained, connections) = watch::channel(());
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
-        .keep_alive(true);
+    // No hyper header-read timer: it arms and drops a timer for every request, which cost
+    // about a tenth of the review rate (benches/load.rs); `drive`'s head watchdog bounds slow
+    // and idle connections with one timer per connection instead.
+    builder.http1().keep_alive(true);
     let builder = Arc::new(builder);
     let stopped = shutdown.stopped();
     tokio::pin!(stopped);
@@ -250,10 +277,8 @@ async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
         }
-        // Set once an HTTP/1.1 connection is past its age: its next answer says
-        // `Connection: close`.
-        let expired = Arc::new(AtomicBool::new(false));
-        let service = TowerToHyperService::new(close_when(router.clone(), expired.clone()));
+        let state = Arc::new(ConnState::default());
+        let service = TowerToHyperService::new(per_connection(router.clone(), state.clone()));
         let builder = builder.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
@@ -271,10 +296,13 @@ async fn serve(
                             let expiry = expiry.map(|(at, grace)| Expiry {
                                 at,
                                 grace,
-                                close_after_next: (!h2).then_some(expired),
+                                close_after_next: (!h2).then(|| state.clone()),
                             });
+                            // As hyper's header timeout did, the watchdog guards HTTP/1.1 only.
+                            let heads = (!h2).then_some((state, head_timeout));
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            finish(peer, drive(conn.into_owned(), &shutdown, expiry)).await
+                            let driven = drive(conn.into_owned(), &shutdown, expiry, heads);
+                            finish(peer, driven).await
                         }
                         Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -282,7 +310,8 @@ async fn serve(
                 }
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    finish(peer, drive(conn.into_owned(), &shutdown, None)).await
+                    let heads = Some((state, head_timeout));
+                    finish(peer, drive(conn.into_owned(), &shutdown, None, heads)).await
                 }
             }
         });
@@ -303,75 +332,120 @@ struct Expiry {
     at: tokio::time::Instant,
     /// How long an HTTP/2 connection may stay busy after that.
     grace: Duration,
-    /// HTTP/1.1: the flag that makes its next answer say `Connection: close`. An idle HTTP/1.1
-    /// connection is never closed under the client: a request it sends at that instant would
+    /// HTTP/1.1: the connection whose next answer says `Connection: close` (its `expired`). A
+    /// busy HTTP/1.1 connection is not cut at its age: a request it sends at that instant would
     /// fail (Go's client does not retry a POST), so the client learns from the answer instead.
-    close_after_next: Option<Arc<AtomicBool>>,
+    close_after_next: Option<Arc<ConnState>>,
 }
 
-/// `router`, answering with `Connection: close` once `expired` is set (hyper then closes the
-/// connection after that answer).
-fn close_when(
+/// What a connection's service and [`drive`] share.
+#[derive(Default)]
+struct ConnState {
+    /// Set once an HTTP/1.1 connection is past its age: its next answer says `Connection: close`.
+    expired: AtomicBool,
+    /// Request heads received so far (the service is called once per head): the head watchdog
+    /// closes a connection on which this stops moving.
+    heads: AtomicU64,
+}
+
+/// `router` for one connection: counts the request heads it receives and answers with
+/// `Connection: close` once the connection has expired (hyper then closes it after that answer).
+fn per_connection(
     router: Router,
-    expired: Arc<AtomicBool>,
+    state: Arc<ConnState>,
 ) -> impl tower::Service<
     axum::http::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
     Error = std::convert::Infallible,
     Future = impl Send,
 > + Clone {
-    tower::ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_response(
-        router,
-        move |mut response: axum::response::Response| {
-            if expired.load(Ordering::Relaxed) {
+    use tower::ServiceExt;
+    let counted = state.clone();
+    router
+        .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
+            counted.heads.fetch_add(1, Ordering::Relaxed);
+            request
+        })
+        .map_response(move |mut response: axum::response::Response| {
+            if state.expired.load(Ordering::Relaxed) {
                 response.headers_mut().insert(
                     axum::http::header::CONNECTION,
                     axum::http::HeaderValue::from_static("close"),
                 );
             }
             response
-        },
-    )
+        })
 }
 
 /// Serves one connection until it ends. It is asked to close gracefully when the server stops
 /// (the drain is bounded by the caller). At its age an HTTP/2 connection sends GOAWAY and lets
 /// the streams in flight finish (a connection still busy the grace period later is dropped);
 /// an HTTP/1.1 connection answers its next request with `Connection: close`.
+///
+/// With `heads`, a watchdog wakes every head timeout and closes the connection when no request
+/// head arrived since its last wake: an idle keep-alive connection closes then (after one to two
+/// head timeouts), a request in flight finishes first (within its own deadline), and a client
+/// still sending one request's headers is cut off one head timeout later. That costs one timer
+/// per connection rather than one per request.
 async fn drive<C: GracefulConnection>(
     conn: C,
     shutdown: &Shutdown,
     expiry: Option<Expiry>,
+    heads: Option<(Arc<ConnState>, Duration)>,
 ) -> Result<(), C::Error> {
     tokio::pin!(conn);
-    if let Some(expiry) = expiry {
+    let stopped = shutdown.stopped();
+    tokio::pin!(stopped);
+    let (at, mut aging) = match &expiry {
+        Some(expiry) => (expiry.at, true),
+        None => (tokio::time::Instant::now(), false),
+    };
+    let age = tokio::time::sleep_until(at);
+    tokio::pin!(age);
+    let period = heads.as_ref().map_or(Duration::ZERO, |(_, period)| *period);
+    let watchdog = tokio::time::sleep(period);
+    tokio::pin!(watchdog);
+    let mut seen = heads
+        .as_ref()
+        .map(|(state, _)| state.heads.load(Ordering::Relaxed));
+    loop {
         tokio::select! {
             result = &mut conn => return result,
-            () = shutdown.stopped() => {
+            () = &mut stopped => {
                 conn.as_mut().graceful_shutdown();
                 return conn.await;
             }
-            () = tokio::time::sleep_until(expiry.at) => {}
-        }
-        match expiry.close_after_next {
-            Some(flag) => flag.store(true, Ordering::Relaxed),
-            None => {
-                conn.as_mut().graceful_shutdown();
-                return match tokio::time::timeout(expiry.grace, &mut conn).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::debug!("connection still busy past its maximum age; closing it");
-                        Ok(())
+            () = &mut age, if aging => {
+                aging = false;
+                let Some(expiry) = &expiry else { continue };
+                match &expiry.close_after_next {
+                    Some(state) => state.expired.store(true, Ordering::Relaxed),
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        return match tokio::time::timeout(expiry.grace, &mut conn).await {
+                            Ok(result) => result,
+                            Err(_) => {
+                                tracing::debug!(
+                                    "connection still busy past its maximum age; closing it"
+                                );
+                                Ok(())
+                            }
+                        };
                     }
-                };
+                }
             }
-        }
-    }
-    tokio::select! {
-        result = &mut conn => result,
-        () = shutdown.stopped() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            () = &mut watchdog, if seen.is_some() => {
+                let now = heads.as_ref().map(|(state, _)| state.heads.load(Ordering::Relaxed));
+                if now == seen {
+                    // Idle: closes at once. A request in flight: finishes first, within its
+                    // deadline. Headers still coming: hyper waits for them, so one more period.
+                    tracing::debug!("no request head within the head timeout; closing");
+                    conn.as_mut().graceful_shutdown();
+                    return tokio::time::timeout(period, &mut conn).await.unwrap_or(Ok(()));
+                }
+                seen = now;
+                watchdog.as_mut().reset(tokio::time::Instant::now() + period);
+            }
         }
     }
 }
