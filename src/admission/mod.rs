@@ -18,6 +18,7 @@ pub mod registry;
 pub mod removal;
 pub mod requester;
 pub mod review;
+pub mod shape;
 pub mod status;
 
 pub use registry::{WEBHOOKS, Webhook, WebhookType};

@@ -4,7 +4,6 @@
 //! gets an AdmissionReview denial the API server can match, not just an HTTP error.
 
 use base64::Engine;
-use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::de::DeserializeOwned;
@@ -13,6 +12,7 @@ use serde_json::Value;
 
 use super::Verdict;
 use super::decode::{Object, Typed, fast_review, without_position};
+use super::shape::{self, UserInfo};
 use super::status::{Denial, Target};
 use std::any::Any;
 
@@ -33,13 +33,13 @@ pub struct Request {
     #[serde(default)]
     pub sub_resource: Option<String>,
     /// The kind, resource and subresource originally requested, when a conversion or an
-    /// equivalent-resource match changed them: not read by the rules, but typed, so a review
-    /// with a malformed one is refused like any other malformed request.
+    /// equivalent-resource match changed them: not read by the rules, but checked for shape, so
+    /// a review with a malformed one is refused like any other malformed request.
     #[serde(default)]
-    pub request_kind: Option<GroupVersionKind>,
+    pub request_kind: Option<shape::GroupVersionKind>,
     /// See `request_kind`.
     #[serde(default)]
-    pub request_resource: Option<GroupVersionResource>,
+    pub request_resource: Option<shape::GroupVersionResource>,
     /// See `request_kind`.
     #[serde(default)]
     pub request_sub_resource: Option<String>,
