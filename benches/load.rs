@@ -20,6 +20,8 @@
 mod floor;
 #[path = "load/formats.rs"]
 mod formats;
+#[path = "load/membership.rs"]
+mod membership;
 #[path = "load/webhooks.rs"]
 mod webhooks;
 
@@ -39,14 +41,14 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc::UnboundedReceiver};
 use tokio_rustls::TlsConnector;
 
+use membership::{API, NS};
+
 const PATH: &str = "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership";
-const API: &str = "notification.miloapis.com/v1alpha1";
-const NS: &str = "milo-system";
 const GROUPS: usize = 100;
 const CASES: usize = 1000;
 const RATE_CONNECTIONS: usize = 8;
@@ -149,15 +151,7 @@ fn cases(n: usize) -> Vec<Case> {
         let (j, duplicate) = ((k * 7919 + k / 3) % (n / 2), k % 5 == 0);
         let group = (j + if duplicate { 0 } else { 1 + k % 7 }) % GROUPS;
         let uid = format!("bench-{k}");
-        let kind = json!({"group": "notification.miloapis.com", "version": "v1alpha1", "kind": "ContactGroupMembership"});
-        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": uid, "kind": kind, "requestKind": kind, "name": uid, "namespace": NS,
-            "resource": {"group": "notification.miloapis.com", "version": "v1alpha1", "resource": "contactgroupmemberships"},
-            "operation": "CREATE", "dryRun": false,
-            "userInfo": {"username": "admin", "uid": "admin-uid", "groups": ["system:masters", "system:authenticated"]},
-            "object": {"apiVersion": API, "kind": "ContactGroupMembership", "metadata": {"name": uid, "namespace": NS},
-                "spec": {"contactRef": {"name": format!("contact-{j}"), "namespace": NS},
-                         "contactGroupRef": {"name": format!("group-{group}"), "namespace": NS}}}}});
+        let review = membership::review(&uid, j, group);
         let (body, allowed) = (
             serde_json::to_vec(&review).unwrap().into(),
             Some(!duplicate),

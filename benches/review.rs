@@ -25,9 +25,11 @@ use milo_webhook::view::{ClusterView, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+#[path = "load/membership.rs"]
+mod membership;
+use membership::{API, NS};
+
 const PATH: &str = "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership";
-const API: &str = "notification.miloapis.com/v1alpha1";
-const NS: &str = "milo-system";
 /// Contacts (and as many memberships) in the view, as in the load benchmark's 100k case.
 const CONTACTS: usize = 50_000;
 const GROUPS: usize = 100;
@@ -63,16 +65,7 @@ fn view() -> Arc<ClusterView> {
 
 /// The load benchmark's review: a new membership of contact `j` in another group (allowed).
 fn body(j: usize) -> Bytes {
-    let kind = json!({"group": "notification.miloapis.com", "version": "v1alpha1", "kind": "ContactGroupMembership"});
-    let uid = format!("bench-{j}");
-    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": uid, "kind": kind, "requestKind": kind, "name": uid, "namespace": NS,
-        "resource": {"group": "notification.miloapis.com", "version": "v1alpha1", "resource": "contactgroupmemberships"},
-        "operation": "CREATE", "dryRun": false,
-        "userInfo": {"username": "admin", "uid": "admin-uid", "groups": ["system:masters", "system:authenticated"]},
-        "object": {"apiVersion": API, "kind": "ContactGroupMembership", "metadata": {"name": uid, "namespace": NS},
-            "spec": {"contactRef": {"name": format!("contact-{j}"), "namespace": NS},
-                     "contactGroupRef": {"name": format!("group-{}", (j + 1) % GROUPS), "namespace": NS}}}}});
+    let review = membership::review(&format!("bench-{j}"), j, (j + 1) % GROUPS);
     serde_json::to_vec(&review).expect("encodes").into()
 }
 
