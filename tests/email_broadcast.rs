@@ -15,7 +15,7 @@ use milo_webhook::providers::resend::ResendClient;
 use milo_webhook::server::unsubscribe::{UnsubscribeKey, verify};
 use serde_json::{Value, json};
 use support::fake_resend::{self, FakeConfig, FakeResend, Fault};
-use support::live_api::LiveApi;
+use support::live_api::{LiveApi, notification_object as object};
 
 const FROM: &str = "Milo <news@example.com>";
 const BASE: &str = "https://mail.example.com";
@@ -24,11 +24,6 @@ const STATUS_PATH: &str =
 
 fn key() -> UnsubscribeKey {
     UnsubscribeKey::new(&[7u8; 32]).unwrap()
-}
-
-fn object(kind: &str, ns: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": kind,
-        "metadata": {"namespace": ns, "name": name}, "spec": spec})
 }
 
 fn condition(type_: &str) -> Value {

@@ -21,16 +21,11 @@ use milo_webhook::server::provider_events::{
 };
 use serde_json::{Value, json};
 use support::fake_resend::{self, FakeConfig, FakeResend, Fault};
-use support::live_api::LiveApi;
+use support::live_api::{LiveApi, notification_object as object};
 use tower::ServiceExt;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const FROM: &str = "Milo <noreply@example.com>";
-
-fn object(kind: &str, ns: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": kind,
-        "metadata": {"namespace": ns, "name": name}, "spec": spec})
-}
 
 fn cluster() -> LiveApi {
     let live = LiveApi::new();

@@ -11,13 +11,8 @@ use milo_webhook::controllers::resend::oneclick::{OneClickSink, TOKEN_ANNOTATION
 use milo_webhook::controllers::resend::optout::SOURCE_ANNOTATION;
 use milo_webhook::server::unsubscribe::{Named, Target, UnsubscribeKey, mint, router};
 use serde_json::{Value, json};
-use support::live_api::LiveApi;
+use support::live_api::{LiveApi, notification_object as object};
 use tower::ServiceExt;
-
-fn object(kind: &str, ns: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": kind,
-        "metadata": {"namespace": ns, "name": name}, "spec": spec})
-}
 
 fn cluster() -> LiveApi {
     let live = LiveApi::new();

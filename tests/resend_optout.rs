@@ -20,15 +20,10 @@ use milo_webhook::server::provider_events::{
 };
 use serde_json::{Value, json};
 use support::fake_resend::{self, FakeConfig};
-use support::live_api::LiveApi;
+use support::live_api::{LiveApi, notification_object as object};
 use tower::ServiceExt;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn object(kind: &str, ns: &str, name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": kind,
-        "metadata": {"namespace": ns, "name": name}, "spec": spec})
-}
 
 fn membership(name: &str, group: &str) -> Value {
     object(

@@ -117,6 +117,13 @@ fn feed(store: &mut Store, plural: &str, object: &Value) {
     }
 }
 
+/// A `notification.miloapis.com/v1alpha1` object of `kind` at `ns/name` with `spec`, as the
+/// scenarios create them.
+pub fn notification_object(kind: &str, ns: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": kind,
+        "metadata": {"namespace": ns, "name": name}, "spec": spec})
+}
+
 impl LiveApi {
     /// An empty server and a view with the controllers' fields, synced.
     pub fn new() -> Self {
