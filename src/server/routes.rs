@@ -47,14 +47,18 @@ pub struct WebhookState {
 pub fn router(state: WebhookState) -> Router {
     let mut router = Router::new();
     for webhook in WEBHOOKS {
-        let series = Arc::new(state.metrics.review_series(webhook.path));
+        // What a review needs, behind one reference count taken per request (axum's `State`
+        // would clone the state's three).
+        let endpoint = Arc::new(Endpoint {
+            webhook,
+            series: state.metrics.review_series(webhook.path),
+            state: state.clone(),
+        });
         router = router.route(
             webhook.path,
-            post(
-                move |State(state): State<WebhookState>, request: axum::extract::Request| {
-                    handle(webhook, series, state, request.into_body())
-                },
-            ),
+            post(move |request: axum::extract::Request| {
+                handle(endpoint.clone(), request.into_body())
+            }),
         );
     }
     router
@@ -100,22 +104,32 @@ async fn drain(body: &mut Body, mut budget: usize) {
     }
 }
 
-async fn handle(
+/// One webhook's route.
+struct Endpoint {
     webhook: &'static Webhook,
-    series: Arc<ReviewSeries>,
+    series: ReviewSeries,
     state: WebhookState,
-    body: Body,
-) -> Response {
+}
+
+async fn handle(endpoint: Arc<Endpoint>, body: Body) -> Response {
+    let Endpoint {
+        webhook,
+        series,
+        state,
+    } = &*endpoint;
     let started = Instant::now();
     let record = |operation: &str, verdict: &str| {
         series.record(operation, verdict, started.elapsed().as_secs_f64())
     };
-    match tokio::time::timeout(
-        state.request_timeout,
-        review(webhook, &state, body, &record),
-    )
-    .await
-    {
+    let review = review(webhook, state, body, &record);
+    tokio::pin!(review);
+    // A review almost always arrives whole with its head and is answered in the first poll,
+    // which then needs no timer: arming and dropping one per request cost more than the lookups.
+    if let std::task::Poll::Ready(response) = futures::poll!(review.as_mut()) {
+        return response;
+    }
+    let deadline = tokio::time::Instant::from_std(started + state.request_timeout);
+    match tokio::time::timeout_at(deadline, review).await {
         Ok(response) => response,
         Err(_) => {
             record("unknown", "error");
