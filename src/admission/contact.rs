@@ -125,6 +125,7 @@ pub fn mutate(request: &Request, ctx: &Context<'_>) -> Verdict {
     };
     let Some(subject) = spec
         .subject
+        .as_ref()
         .filter(|s| s.api_group == IAM_GROUP && s.kind == "User")
     else {
         return Verdict::allow();

@@ -196,8 +196,8 @@ fn update(request: &Request, ctx: &Context<'_>) -> Verdict {
         }
     }
     let (Ok(new_spec), Ok(old_spec)) = (
-        serde_json::from_value::<UserInvitationSpec>(new),
-        serde_json::from_value::<UserInvitationSpec>(old),
+        serde_json::from_value::<UserInvitationSpec>(new.into_owned()),
+        serde_json::from_value::<UserInvitationSpec>(old.into_owned()),
     ) else {
         return verdict_for(request, errors);
     };

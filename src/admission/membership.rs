@@ -6,9 +6,10 @@ use super::pair::{self, PairRules};
 use super::review::Request;
 use super::status::{FieldError, FieldErrorType};
 use super::{Context, Verdict};
-use crate::api::notification::{ContactGroupMembershipSpec, ContactGroupPair, Visibility};
+use crate::api::notification::{ContactGroupMembershipSpec, Visibility};
+use crate::view::lookups::PairLookup;
 
-const RULES: PairRules<ContactGroupMembershipSpec> = PairRules {
+const RULES: PairRules = PairRules {
     noun: "membership",
     resource: "contactgroupmemberships",
     create_checks,
@@ -17,33 +18,25 @@ const RULES: PairRules<ContactGroupMembershipSpec> = PairRules {
 
 /// The validating webhook's rule.
 pub fn decide(request: &Request, ctx: &Context<'_>) -> Verdict {
-    pair::decide(request, ctx, &RULES)
+    pair::decide::<ContactGroupMembershipSpec>(request, ctx, &RULES)
 }
 
-fn private_group(spec: &ContactGroupMembershipSpec, ctx: &Context<'_>) -> Option<&'static str> {
-    let group = spec.contact_group_ref();
-    let private = ctx
-        .store
-        .group(&group.namespace, &group.name)
+fn private_group(pair: &PairLookup<'_>) -> Option<&'static str> {
+    let private = pair
+        .group()
         .is_some_and(|g| g.visibility == Visibility::Private);
     private.then_some("private groups are managed by administrators")
 }
 
-fn create_checks(
-    request: &Request,
-    spec: &ContactGroupMembershipSpec,
-    ctx: &Context<'_>,
-    errors: &mut Vec<FieldError>,
-) {
-    let (contact, group) = (spec.contact_ref(), spec.contact_group_ref());
-    if let Some(removal) = other_than_self(request, ctx.store.removals_of(contact, group)) {
+fn create_checks(request: &Request, pair: &PairLookup<'_>, errors: &mut Vec<FieldError>) {
+    if let Some(removal) = other_than_self(request, pair.removals()) {
         errors.push(FieldError::without_value(
             FieldErrorType::Forbidden,
             "spec",
             format!("cannot create membership as a ContactGroupMembershipRemoval {removal} already exists"),
         ));
     }
-    if let Some(existing) = other_than_self(request, ctx.store.memberships_of(contact, group)) {
+    if let Some(existing) = other_than_self(request, pair.memberships()) {
         errors.push(FieldError::without_value(
             FieldErrorType::Duplicate,
             "spec",

@@ -10,17 +10,18 @@ use super::review::Request;
 use super::status::{Denial, FieldError};
 use super::{Context, Verdict};
 use crate::api::notification::ContactGroupPair;
+use crate::view::lookups::PairLookup;
 
 /// How one membership-like kind differs from the other.
-pub struct PairRules<S> {
+pub struct PairRules {
     /// The noun in ownership messages: "membership" or "membership removal".
     pub noun: &'static str,
     /// The plural resource, for Forbidden messages.
     pub resource: &'static str,
-    /// Checks on CREATE after the references resolved.
-    pub create_checks: fn(&Request, &S, &Context<'_>, &mut Vec<FieldError>),
+    /// Checks on CREATE after the references resolved, given the pair as looked up.
+    pub create_checks: fn(&Request, &PairLookup<'_>, &mut Vec<FieldError>),
     /// Extra authorization in user context, after ownership (memberships: private groups).
-    pub authorize_user: fn(&S, &Context<'_>) -> Option<&'static str>,
+    pub authorize_user: fn(&PairLookup<'_>) -> Option<&'static str>,
 }
 
 /// Decides a membership-like request. CREATE: in user context the contact must be the
@@ -28,15 +29,18 @@ pub struct PairRules<S> {
 /// spec immutability only, so metadata-only updates such as finalizer removal always pass, even
 /// when the contact or group is gone. DELETE: in user context only the owner may delete, unless
 /// the contact is gone.
-pub fn decide<S>(request: &Request, ctx: &Context<'_>, rules: &PairRules<S>) -> Verdict
+pub fn decide<S>(request: &Request, ctx: &Context<'_>, rules: &PairRules) -> Verdict
 where
     S: ContactGroupPair + PartialEq + DeserializeOwned + Clone + 'static,
 {
     let result = match request.operation {
         Operation::Create => request.spec::<S>().and_then(|spec| {
-            authorize(request, ctx, rules, &spec, "create")?;
-            let mut errors = missing_references(&spec, ctx);
-            (rules.create_checks)(request, &spec, ctx, &mut errors);
+            let pair = ctx
+                .store
+                .pair_lookup(spec.contact_ref(), spec.contact_group_ref());
+            authorize(request, rules, &pair, "create")?;
+            let mut errors = missing_references(&*spec, &pair);
+            (rules.create_checks)(request, &pair, &mut errors);
             Ok(errors)
         }),
         Operation::Update => request.spec_pair::<S>().map(|(new, old)| {
@@ -45,9 +49,12 @@ where
                 .into_iter()
                 .collect()
         }),
-        Operation::Delete => request
-            .old_spec::<S>()
-            .and_then(|spec| authorize(request, ctx, rules, &spec, "delete").map(|()| Vec::new())),
+        Operation::Delete => request.old_spec::<S>().and_then(|spec| {
+            let pair = ctx
+                .store
+                .pair_lookup(spec.contact_ref(), spec.contact_group_ref());
+            authorize(request, rules, &pair, "delete").map(|()| Vec::new())
+        }),
         Operation::Connect => Ok(Vec::new()),
     };
     match result {
@@ -58,19 +65,17 @@ where
 
 /// In user context, the contact must exist with the requester as its subject (a contact that is
 /// gone owns nothing, so anyone RBAC allows may clean up after it on delete).
-fn authorize<S: ContactGroupPair>(
+fn authorize(
     request: &Request,
-    ctx: &Context<'_>,
-    rules: &PairRules<S>,
-    spec: &S,
+    rules: &PairRules,
+    pair: &PairLookup<'_>,
     verb: &str,
 ) -> Result<(), Denial> {
     let Some(user) = request.user_context() else {
         return Ok(());
     };
-    let contact = spec.contact_ref();
     let forbidden = |reason: &str| Denial::forbidden(&request.target(), rules.resource, reason);
-    match ctx.store.contact(&contact.namespace, &contact.name) {
+    match pair.contact() {
         // On create the 422 NotFound says more than a 403 would; on delete a contact that is gone
         // owns nothing, so whoever RBAC allows may clean up.
         None => return Ok(()),
@@ -84,21 +89,17 @@ fn authorize<S: ContactGroupPair>(
             )));
         }
     }
-    match (rules.authorize_user)(spec, ctx) {
+    match (rules.authorize_user)(pair) {
         Some(reason) if verb == "create" => Err(forbidden(reason)),
         _ => Ok(()),
     }
 }
 
 /// NotFound errors for a contact or group that does not exist.
-pub fn missing_references(spec: &impl ContactGroupPair, ctx: &Context<'_>) -> Vec<FieldError> {
+pub fn missing_references(spec: &impl ContactGroupPair, pair: &PairLookup<'_>) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let contact = spec.contact_ref();
-    if ctx
-        .store
-        .contact(&contact.namespace, &contact.name)
-        .is_none()
-    {
+    if !pair.contact_exists() {
+        let contact = spec.contact_ref();
         errors.push(not_found(
             "spec.contactRef.name",
             "Contact",
@@ -106,8 +107,8 @@ pub fn missing_references(spec: &impl ContactGroupPair, ctx: &Context<'_>) -> Ve
             &contact.name,
         ));
     }
-    let group = spec.contact_group_ref();
-    if ctx.store.group(&group.namespace, &group.name).is_none() {
+    if pair.group().is_none() {
+        let group = spec.contact_group_ref();
         errors.push(not_found(
             "spec.contactGroupRef.name",
             "ContactGroup",

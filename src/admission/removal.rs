@@ -6,40 +6,33 @@ use super::pair::{self, PairRules};
 use super::review::Request;
 use super::status::{FieldError, FieldErrorType};
 use super::{Context, Verdict};
-use crate::api::notification::{ContactGroupMembershipRemovalSpec, ContactGroupPair, Visibility};
+use crate::api::notification::{ContactGroupMembershipRemovalSpec, Visibility};
+use crate::view::lookups::PairLookup;
 
-const RULES: PairRules<ContactGroupMembershipRemovalSpec> = PairRules {
+const RULES: PairRules = PairRules {
     noun: "membership removal",
     resource: "contactgroupmembershipremovals",
     create_checks,
-    authorize_user: |_, _| None,
+    authorize_user: |_| None,
 };
 
 /// The validating webhook's rule.
 pub fn decide(request: &Request, ctx: &Context<'_>) -> Verdict {
-    pair::decide(request, ctx, &RULES)
+    pair::decide::<ContactGroupMembershipRemovalSpec>(request, ctx, &RULES)
 }
 
-fn create_checks(
-    request: &Request,
-    spec: &ContactGroupMembershipRemovalSpec,
-    ctx: &Context<'_>,
-    errors: &mut Vec<FieldError>,
-) {
-    let (contact, group) = (spec.contact_ref(), spec.contact_group_ref());
-    if ctx
-        .store
-        .group(&group.namespace, &group.name)
-        .is_some_and(|g| g.visibility == Visibility::Private)
+fn create_checks(request: &Request, pair: &PairLookup<'_>, errors: &mut Vec<FieldError>) {
+    if let Some(group) = pair.group()
+        && group.visibility == Visibility::Private
     {
         errors.push(FieldError::new(
             FieldErrorType::Invalid,
             "spec.contactGroupRef.name",
-            &group.name,
+            group.key.name,
             "ContactGroup must be public for creating a ContactGroupMembershipRemoval",
         ));
     }
-    if let Some(existing) = other_than_self(request, ctx.store.removals_of(contact, group)) {
+    if let Some(existing) = other_than_self(request, pair.removals()) {
         errors.push(FieldError::without_value(
             FieldErrorType::Duplicate,
             "spec",

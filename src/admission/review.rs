@@ -15,6 +15,7 @@ use super::decode::{Object, Typed, fast_review, without_position};
 use super::shape::{self, UserInfo};
 use super::status::{Denial, Target};
 use std::any::Any;
+use std::borrow::Cow;
 
 /// The only AdmissionReview version served; webhook configurations ask for it alone.
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -76,34 +77,36 @@ pub fn operation_name(op: &Operation) -> &'static str {
 }
 
 impl Request {
-    fn parse<K: DeserializeOwned + Clone + 'static>(
-        &self,
-        object: Option<&Object>,
+    fn parse<'s, K: DeserializeOwned + Clone + 'static>(
+        &'s self,
+        object: Option<&'s Object>,
         field: &str,
-    ) -> Result<K, Denial> {
+    ) -> Result<Cow<'s, K>, Denial> {
         // The kind's own type, decoded once and kept for the malformed-object check, holds the
         // spec when the rule reads the kind's spec type; anything else decodes the spec alone.
         let typed = object.map(|o| o.typed(|raw| decode_kind(&self.kind, raw)));
         let spec = typed.and_then(|typed| spec_of(typed.as_ref().ok()?.as_ref()));
         if let Some(spec) = spec.and_then(|spec| spec.downcast_ref::<K>()) {
-            return Ok(spec.clone());
+            return Ok(Cow::Borrowed(spec));
         }
         let spec = object.map(Object::spec).transpose();
         match spec.map(Option::flatten) {
-            Ok(Some(spec)) => Ok(spec),
+            Ok(Some(spec)) => Ok(Cow::Owned(spec)),
             Ok(None) => Err(Denial::bad_request(format!("{field} is required"))),
             Err(e) => Err(Denial::bad_request(format!("{field} is malformed: {e}"))),
         }
     }
 
-    /// `request.object.spec` as `S`, for rules that only read the spec: decoded straight from
-    /// the object's JSON, skipping everything else.
-    pub fn spec<S: DeserializeOwned + Clone + 'static>(&self) -> Result<S, Denial> {
+    /// `request.object.spec` as `S`, for rules that only read the spec: borrowed from the object
+    /// as its kind's type when that decodes, else decoded straight from the object's JSON.
+    pub fn spec<S: DeserializeOwned + Clone + 'static>(&self) -> Result<Cow<'_, S>, Denial> {
         self.parse(self.object.as_ref(), "request.object.spec")
     }
 
     /// The new and old specs of an UPDATE.
-    pub fn spec_pair<S: DeserializeOwned + Clone + 'static>(&self) -> Result<(S, S), Denial> {
+    pub fn spec_pair<S: DeserializeOwned + Clone + 'static>(
+        &self,
+    ) -> Result<(Cow<'_, S>, Cow<'_, S>), Denial> {
         Ok((self.spec()?, self.old_spec()?))
     }
 
@@ -111,7 +114,7 @@ impl Request {
     /// operations, which spec rules have nothing to say about.
     pub fn new_and_old_spec<S: DeserializeOwned + Clone + 'static>(
         &self,
-    ) -> Result<Option<(S, Option<S>)>, Denial> {
+    ) -> Result<Option<(Cow<'_, S>, Option<Cow<'_, S>>)>, Denial> {
         match self.operation {
             Operation::Create => Ok(Some((self.spec()?, None))),
             Operation::Update => Ok(Some((self.spec()?, Some(self.old_spec()?)))),
@@ -120,7 +123,7 @@ impl Request {
     }
 
     /// `request.oldObject.spec`, for DELETE.
-    pub fn old_spec<S: DeserializeOwned + Clone + 'static>(&self) -> Result<S, Denial> {
+    pub fn old_spec<S: DeserializeOwned + Clone + 'static>(&self) -> Result<Cow<'_, S>, Denial> {
         self.parse(self.old_object.as_ref(), "request.oldObject.spec")
     }
 
