@@ -20,8 +20,9 @@ use super::review::{ADMISSION_API_VERSION, Request};
 /// An object of a review (`object`, `oldObject`): its JSON text as received, decoded on demand
 /// into the type a rule reads, and into a `Value` tree only when something needs one (pointer
 /// lookups on rare paths, patching).
-pub struct Object {
-    raw: Box<RawValue>,
+pub struct Object<'a> {
+    /// Borrowed from the review's body on the fast path; owned when built from a tree.
+    raw: Cow<'a, RawValue>,
     tree: OnceLock<Value>,
     /// The object as the Rust type of its kind, decoded once for both the rule (which reads its
     /// spec) and the malformed-object check (which needs the whole object to decode).
@@ -31,7 +32,7 @@ pub struct Object {
 /// An object decoded as the Rust type of its kind, or why it does not decode.
 pub type Typed = Result<Box<dyn Any + Send + Sync>, String>;
 
-impl Clone for Object {
+impl Clone for Object<'_> {
     fn clone(&self) -> Self {
         Self {
             raw: self.raw.clone(),
@@ -41,33 +42,33 @@ impl Clone for Object {
     }
 }
 
-impl fmt::Debug for Object {
+impl fmt::Debug for Object<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.raw.get())
     }
 }
 
-impl PartialEq for Object {
+impl PartialEq for Object<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.value() == other.value()
     }
 }
 
-impl<'de> Deserialize<'de> for Object {
+impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(deserializer).map(Object::from_raw)
+        <&'de RawValue>::deserialize(deserializer).map(|raw| Object::from_raw(Cow::Borrowed(raw)))
     }
 }
 
-impl Serialize for Object {
+impl Serialize for Object<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.raw.serialize(serializer)
     }
 }
 
-impl Object {
+impl<'a> Object<'a> {
     /// An object from JSON text already known to be valid.
-    pub fn from_raw(raw: Box<RawValue>) -> Self {
+    pub fn from_raw(raw: Cow<'a, RawValue>) -> Self {
         Self {
             raw,
             tree: OnceLock::new(),
@@ -80,7 +81,7 @@ impl Object {
         let raw =
             serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned());
         Self {
-            raw,
+            raw: Cow::Owned(raw),
             tree: OnceLock::from(value),
             typed: OnceLock::new(),
         }
@@ -310,19 +311,19 @@ struct Envelope<'a> {
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
-    #[serde(default, deserialize_with = "object_request")]
-    request: Option<Request>,
+    #[serde(borrow, default, deserialize_with = "object_request")]
+    request: Option<Request<'a>>,
 }
 
 /// `request` only when it is a JSON object (derived structs also accept arrays).
-fn object_request<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Request>, D::Error> {
+fn object_request<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Request<'de>>, D::Error> {
     struct RequestVisitor;
     impl<'de> Visitor<'de> for RequestVisitor {
-        type Value = Option<Request>;
+        type Value = Option<Request<'de>>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an AdmissionReview request object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<Request>, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<Request<'de>>, A::Error> {
             Request::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
         }
     }
@@ -330,7 +331,7 @@ fn object_request<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Request>, D:
 }
 
 /// The fast path: `Some` only for a review the tree-based parser would accept as is.
-pub fn fast_review(body: &[u8]) -> Option<Request> {
+pub fn fast_review(body: &[u8]) -> Option<Request<'_>> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
     if *first != b'{' {
         return None;
@@ -501,7 +502,8 @@ mod tests {
 
     #[test]
     fn specs_decode_from_the_raw_object() {
-        let object = |json: &str| Object::from_raw(RawValue::from_string(json.into()).unwrap());
+        let object =
+            |json: &str| Object::from_raw(Cow::Owned(RawValue::from_string(json.into()).unwrap()));
         let spec = object(r#"{"kind":"X","spec":{"a":1},"status":{}}"#).spec::<Value>();
         assert_eq!(spec, Ok(Some(serde_json::json!({"a": 1}))));
         assert_eq!(object(r#"{"spec":null}"#).spec::<Value>(), Ok(None));

@@ -9,7 +9,7 @@ pub const PARENT_TYPE: &str = "iam.miloapis.com/parent-type";
 /// `userInfo.extra` key naming the principal a request is made for.
 pub const PARENT_NAME: &str = "iam.miloapis.com/parent-name";
 
-impl Request {
+impl Request<'_> {
     fn extra(&self, key: &str) -> Option<&[String]> {
         self.user_info.extra.as_ref()?.get(key).map(Vec::as_slice)
     }

@@ -5,14 +5,13 @@
 
 use base64::Engine;
 use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Verdict;
 use super::decode::{Object, Typed, fast_review, without_position};
-use super::shape::{self, UserInfo};
+use super::shape::{self, GroupVersionKind, GroupVersionResource, UserInfo};
 use super::status::{Denial, Target};
 use std::any::Any;
 use std::borrow::Cow;
@@ -20,51 +19,60 @@ use std::borrow::Cow;
 /// The only AdmissionReview version served; webhook configurations ask for it alone.
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
 
-/// The `request` of an AdmissionReview; objects stay raw until a rule asks for its type.
+/// The `request` of an AdmissionReview, borrowing its strings and objects from the body where it
+/// can (the offline commands, which parse trees, get an owned `Request<'static>`); objects stay
+/// raw until a rule asks for their type.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Request {
+pub struct Request<'a> {
     /// Echoed in the response.
-    pub uid: String,
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
     /// Kind of the object.
-    pub kind: GroupVersionKind,
+    #[serde(borrow)]
+    pub kind: GroupVersionKind<'a>,
     /// Resource requested.
-    pub resource: GroupVersionResource,
+    #[serde(borrow)]
+    pub resource: GroupVersionResource<'a>,
     /// Subresource, if any (`status`, ...).
-    #[serde(default)]
-    pub sub_resource: Option<String>,
+    #[serde(borrow, default)]
+    pub sub_resource: Option<Cow<'a, str>>,
     /// The kind, resource and subresource originally requested, when a conversion or an
     /// equivalent-resource match changed them: not read by the rules, but checked for shape, so
     /// a review with a malformed one is refused like any other malformed request.
     #[serde(default)]
-    pub request_kind: Option<shape::GroupVersionKind>,
+    pub request_kind: Option<shape::AnyGroupVersionKind>,
     /// See `request_kind`.
     #[serde(default)]
-    pub request_resource: Option<shape::GroupVersionResource>,
+    pub request_resource: Option<shape::AnyGroupVersionResource>,
     /// See `request_kind`.
     #[serde(default)]
-    pub request_sub_resource: Option<String>,
+    pub request_sub_resource: Option<shape::AnyString>,
     /// Object name; empty on CREATE with generateName.
-    #[serde(default)]
-    pub name: String,
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
     /// Namespace, for namespaced kinds.
-    #[serde(default)]
-    pub namespace: Option<String>,
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
     /// What is being done.
     pub operation: Operation,
     /// Who is doing it: the API server always says, and the rules depend on it, so a review
     /// without it is malformed (found by tests/fuzz_reviews.rs: it was decided as nobody).
-    pub user_info: UserInfo,
+    #[serde(borrow)]
+    pub user_info: UserInfo<'a>,
     /// The object after the operation (absent on DELETE), as raw JSON.
-    #[serde(default)]
-    pub object: Option<Object>,
+    #[serde(borrow, default)]
+    pub object: Option<Object<'a>>,
     /// The object before the operation (UPDATE and DELETE), as raw JSON.
-    #[serde(default)]
-    pub old_object: Option<Object>,
+    #[serde(borrow, default)]
+    pub old_object: Option<Object<'a>>,
     /// Whether the request is a dry run.
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
+
+/// A spec on CREATE (no old one) or the new and old specs on UPDATE, borrowed where they can be.
+pub type NewAndOld<'a, S> = (Cow<'a, S>, Option<Cow<'a, S>>);
 
 /// The wire name of an operation.
 pub fn operation_name(op: &Operation) -> &'static str {
@@ -76,10 +84,10 @@ pub fn operation_name(op: &Operation) -> &'static str {
     }
 }
 
-impl Request {
+impl Request<'_> {
     fn parse<'s, K: DeserializeOwned + Clone + 'static>(
         &'s self,
-        object: Option<&'s Object>,
+        object: Option<&'s Object<'_>>,
         field: &str,
     ) -> Result<Cow<'s, K>, Denial> {
         // The kind's own type, decoded once and kept for the malformed-object check, holds the
@@ -114,7 +122,7 @@ impl Request {
     /// operations, which spec rules have nothing to say about.
     pub fn new_and_old_spec<S: DeserializeOwned + Clone + 'static>(
         &self,
-    ) -> Result<Option<(Cow<'_, S>, Option<Cow<'_, S>>)>, Denial> {
+    ) -> Result<Option<NewAndOld<'_, S>>, Denial> {
         match self.operation {
             Operation::Create => Ok(Some((self.spec()?, None))),
             Operation::Update => Ok(Some((self.spec()?, Some(self.old_spec()?)))),
@@ -135,8 +143,8 @@ impl Request {
     /// The object the request is about, for denial messages.
     pub fn target(&self) -> Target {
         Target {
-            group: self.kind.group.clone(),
-            kind: self.kind.kind.clone(),
+            group: self.kind.group.to_string(),
+            kind: self.kind.kind.to_string(),
             name: self.own_name().to_owned(),
         }
     }
@@ -189,7 +197,7 @@ impl BadReview {
 
 /// Parses an HTTP body as an AdmissionReview: typed and straight from the bytes when the review
 /// is well formed ([`fast_review`]), else through a tree, which words what is wrong.
-pub fn parse_review(body: &[u8]) -> Result<Request, BadReview> {
+pub fn parse_review(body: &[u8]) -> Result<Request<'_>, BadReview> {
     match fast_review(body) {
         Some(request) => Ok(request),
         None => parse_review_slowly(body),
@@ -197,7 +205,7 @@ pub fn parse_review(body: &[u8]) -> Result<Request, BadReview> {
 }
 
 /// Parses an HTTP body as an AdmissionReview through a `Value` tree.
-pub fn parse_review_slowly(body: &[u8]) -> Result<Request, BadReview> {
+pub fn parse_review_slowly(body: &[u8]) -> Result<Request<'static>, BadReview> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BadReview::new(
             None,
@@ -295,7 +303,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
 }
 
 /// Checks the envelope of an already-decoded AdmissionReview and reads its request.
-pub fn parse_review_value(mut value: Value) -> Result<Request, BadReview> {
+pub fn parse_review_value(mut value: Value) -> Result<Request<'static>, BadReview> {
     let Some(review) = value.as_object_mut() else {
         return Err(BadReview::new(
             None,
@@ -336,14 +344,14 @@ pub fn parse_review_value(mut value: Value) -> Result<Request, BadReview> {
     // and a bad header produce different messages.
     let object = request.as_object_mut().and_then(|r| r.remove("object"));
     let old_object = request.as_object_mut().and_then(|r| r.remove("oldObject"));
-    let mut parsed: Request = Request::deserialize(&request)
+    let mut parsed: Request<'static> = Request::deserialize(request)
         .map_err(|e| BadReview::new(uid, format!("AdmissionReview request is malformed: {e}")))?;
     parsed.object = object.filter(|v| !v.is_null()).map(Object::from_value);
     parsed.old_object = old_object.filter(|v| !v.is_null()).map(Object::from_value);
     Ok(parsed)
 }
 
-impl Request {
+impl Request<'_> {
     /// Before an allow: the objects (`object` as the webhooks patched it) must match the Rust type
     /// of their kind, metadata included. The rules read only the parts they judge, and a part
     /// they skip must not let a malformed request through (found by tests/fuzz_reviews.rs);
@@ -374,12 +382,12 @@ impl Request {
 /// An object to check: as received, or as a tree (patched).
 #[derive(Clone, Copy)]
 enum Source<'a> {
-    Raw(&'a Object),
+    Raw(&'a Object<'a>),
     Tree(&'a Value),
 }
 
 /// Checks an object against the Rust type of its kind; a received object is decoded only once.
-fn well_typed(kind: &GroupVersionKind, object: Source<'_>) -> Result<(), String> {
+fn well_typed(kind: &GroupVersionKind<'_>, object: Source<'_>) -> Result<(), String> {
     let decode = |raw: &str| decode_kind(kind, raw);
     match object {
         Source::Raw(raw) => raw.typed(decode).as_ref().map(drop).map_err(Clone::clone),
@@ -410,7 +418,7 @@ fn spec_of(typed: &(dyn Any + Send + Sync)) -> Option<&dyn Any> {
 }
 
 /// Decodes an object's JSON as the Rust type of its kind (`DynamicObject` for other kinds).
-fn decode_kind(kind: &GroupVersionKind, raw: &str) -> Typed {
+fn decode_kind(kind: &GroupVersionKind<'_>, raw: &str) -> Typed {
     use crate::api::{
         Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
         ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, User, UserInvitation,
@@ -422,7 +430,7 @@ fn decode_kind(kind: &GroupVersionKind, raw: &str) -> Typed {
         }
     }
     let object = raw;
-    match (kind.group.as_str(), kind.kind.as_str()) {
+    match (&*kind.group, &*kind.kind) {
         ("notification.miloapis.com", "Contact") => check::<Contact>(object),
         ("notification.miloapis.com", "ContactGroup") => check::<ContactGroup>(object),
         ("notification.miloapis.com", "ContactGroupMembership") => {

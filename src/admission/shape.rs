@@ -4,6 +4,7 @@
 //! accepts (kube's `GroupVersionKind` and `GroupVersionResource`, a list of strings), with the
 //! same words when it does not.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -51,48 +52,87 @@ impl<'de> Deserialize<'de> for AnyStrings {
     }
 }
 
-/// `requestKind`, shaped as kube's `GroupVersionKind` and named alike, so that errors read the
-/// same ("expected struct GroupVersionKind"); nothing of it is kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct GroupVersionKind {
-    group: AnyString,
-    version: AnyString,
-    kind: AnyString,
+/// `kind`, read as kube's `GroupVersionKind` reads it, named alike so that errors read the same
+/// ("expected struct GroupVersionKind"), with its strings borrowed from the body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct GroupVersionKind<'a> {
+    /// API group ("" for the core group).
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    /// API version.
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    /// Kind.
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
 }
 
-/// `requestResource`, shaped as kube's `GroupVersionResource` and named alike; nothing of it is
-/// kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct GroupVersionResource {
-    group: AnyString,
-    version: AnyString,
-    resource: AnyString,
+/// `resource`, read as kube's `GroupVersionResource` reads it, with its strings borrowed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct GroupVersionResource<'a> {
+    /// API group ("" for the core group).
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    /// API version.
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    /// Plural resource name.
+    #[serde(borrow)]
+    pub resource: Cow<'a, str>,
     #[serde(default)]
     api_version: AnyString,
+}
+
+pub use unread::{
+    GroupVersionKind as AnyGroupVersionKind, GroupVersionResource as AnyGroupVersionResource,
+};
+
+/// Shapes named as the types they stand in for, so that serde's errors name them the same.
+mod unread {
+    use super::AnyString;
+    use serde::Deserialize;
+
+    /// `requestKind`, shaped as kube's `GroupVersionKind`; nothing of it is kept.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+    pub struct GroupVersionKind {
+        group: AnyString,
+        version: AnyString,
+        kind: AnyString,
+    }
+
+    /// `requestResource`, shaped as kube's `GroupVersionResource`; nothing of it is kept.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+    pub struct GroupVersionResource {
+        group: AnyString,
+        version: AnyString,
+        resource: AnyString,
+        #[serde(default)]
+        api_version: AnyString,
+    }
 }
 
 /// `request.userInfo`, as k8s-openapi's `UserInfo` reads it (a JSON object only, every field
 /// optional, null as absent), with `groups`, which no rule reads, checked and not kept.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct UserInfo {
+pub struct UserInfo<'a> {
     /// The requester's name.
-    pub username: Option<String>,
+    pub username: Option<Cow<'a, str>>,
     /// The requester's uid: in Milo, the name of their User.
-    pub uid: Option<String>,
+    pub uid: Option<Cow<'a, str>>,
     /// Whether a `groups` list was sent.
     pub groups: Option<AnyStrings>,
     /// Extra attributes; Milo's parent-type and parent-name mark requests made in user context.
     pub extra: Option<BTreeMap<String, Vec<String>>>,
 }
 
-impl<'de> Deserialize<'de> for UserInfo {
+impl<'de: 'a, 'a> Deserialize<'de> for UserInfo<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        struct Fields {
-            #[serde(default)]
-            username: Option<String>,
-            #[serde(default)]
-            uid: Option<String>,
+        struct Fields<'a> {
+            #[serde(borrow, default)]
+            username: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            uid: Option<Cow<'a, str>>,
             #[serde(default)]
             groups: Option<AnyStrings>,
             #[serde(default)]
@@ -100,12 +140,12 @@ impl<'de> Deserialize<'de> for UserInfo {
         }
         struct UserInfoVisitor;
         impl<'de> Visitor<'de> for UserInfoVisitor {
-            type Value = UserInfo;
+            type Value = UserInfo<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("UserInfo")
             }
             // A derived struct would also take a JSON array; k8s-openapi's type does not.
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UserInfo, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UserInfo<'de>, A::Error> {
                 let f = Fields::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 Ok(UserInfo {
                     username: f.username,
@@ -125,7 +165,7 @@ mod tests {
     use serde_json::{Value, json};
 
     /// Whether `value` decodes as `T`, and with which error.
-    fn verdict<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
+    fn verdict<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<(), String> {
         T::deserialize(value).map(drop).map_err(|e| e.to_string())
     }
 
@@ -147,6 +187,11 @@ mod tests {
         ];
         for value in &kinds {
             assert_eq!(
+                verdict::<AnyGroupVersionKind>(value),
+                verdict::<KubeKind>(value),
+                "{value}"
+            );
+            assert_eq!(
                 verdict::<GroupVersionKind>(value),
                 verdict::<KubeKind>(value),
                 "{value}"
@@ -160,6 +205,11 @@ mod tests {
             json!(["g", "v1", "ks"]),
         ];
         for value in &resources {
+            assert_eq!(
+                verdict::<AnyGroupVersionResource>(value),
+                verdict::<KubeResource>(value),
+                "{value}"
+            );
             assert_eq!(
                 verdict::<GroupVersionResource>(value),
                 verdict::<KubeResource>(value),
@@ -186,7 +236,7 @@ mod tests {
                 "{value}"
             );
         }
-        let full: UserInfo = serde_json::from_value(users[0].clone()).unwrap();
+        let full = UserInfo::deserialize(&users[0]).unwrap();
         assert_eq!(full.username.as_deref(), Some("a"));
         assert_eq!(full.uid.as_deref(), Some("u"));
         assert_eq!(full.groups, Some(AnyStrings));
