@@ -38,7 +38,7 @@ where
             let pair = ctx
                 .store
                 .pair_lookup(spec.contact_ref(), spec.contact_group_ref());
-            authorize(request, rules, &pair, "create")?;
+            authorize(request, rules, || pair, "create")?;
             let mut errors = missing_references(&*spec, &pair);
             (rules.create_checks)(request, &pair, &mut errors);
             Ok(errors)
@@ -50,10 +50,11 @@ where
                 .collect()
         }),
         Operation::Delete => request.old_spec::<S>().and_then(|spec| {
-            let pair = ctx
-                .store
-                .pair_lookup(spec.contact_ref(), spec.contact_group_ref());
-            authorize(request, rules, &pair, "delete").map(|()| Vec::new())
+            let pair = || {
+                ctx.store
+                    .pair_lookup(spec.contact_ref(), spec.contact_group_ref())
+            };
+            authorize(request, rules, pair, "delete").map(|()| Vec::new())
         }),
         Operation::Connect => Ok(Vec::new()),
     };
@@ -64,16 +65,18 @@ where
 }
 
 /// In user context, the contact must exist with the requester as its subject (a contact that is
-/// gone owns nothing, so anyone RBAC allows may clean up after it on delete).
-fn authorize(
+/// gone owns nothing, so anyone RBAC allows may clean up after it on delete). The pair is looked
+/// up only in user context.
+fn authorize<'v>(
     request: &Request,
     rules: &PairRules,
-    pair: &PairLookup<'_>,
+    pair: impl FnOnce() -> PairLookup<'v>,
     verb: &str,
 ) -> Result<(), Denial> {
     let Some(user) = request.user_context() else {
         return Ok(());
     };
+    let pair = pair();
     let forbidden = |reason: &str| Denial::forbidden(&request.target(), rules.resource, reason);
     match pair.contact() {
         // On create the 422 NotFound says more than a 403 would; on delete a contact that is gone
@@ -89,7 +92,7 @@ fn authorize(
             )));
         }
     }
-    match (rules.authorize_user)(pair) {
+    match (rules.authorize_user)(&pair) {
         Some(reason) if verb == "create" => Err(forbidden(reason)),
         _ => Ok(()),
     }

@@ -38,13 +38,13 @@ pub struct Request<'a> {
     #[serde(borrow, default)]
     pub sub_resource: Option<Cow<'a, str>>,
     /// The kind, resource and subresource originally requested, when a conversion or an
-    /// equivalent-resource match changed them: not read by the rules, but checked for shape, so
-    /// a review with a malformed one is refused like any other malformed request.
-    #[serde(default)]
-    pub request_kind: Option<shape::AnyGroupVersionKind>,
+    /// equivalent-resource match changed them: not read by the rules, but decoded (borrowed, so
+    /// at no cost), so a review with a malformed one is refused like any other malformed request.
+    #[serde(borrow, default)]
+    pub request_kind: Option<GroupVersionKind<'a>>,
     /// See `request_kind`.
-    #[serde(default)]
-    pub request_resource: Option<shape::AnyGroupVersionResource>,
+    #[serde(borrow, default)]
+    pub request_resource: Option<GroupVersionResource<'a>>,
     /// See `request_kind`.
     #[serde(default)]
     pub request_sub_resource: Option<shape::AnyString>,

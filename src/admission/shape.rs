@@ -1,8 +1,9 @@
-//! Parts of a review that no rule reads but that must still be well formed, so that a malformed
-//! request is refused like any other: checked for shape while the review is decoded and kept as
-//! nothing, so they cost no allocation. Each accepts exactly what the type it stands in for
-//! accepts (kube's `GroupVersionKind` and `GroupVersionResource`, a list of strings), with the
-//! same words when it does not.
+//! The parts of a review read in our own types rather than kube's and k8s-openapi's: borrowed
+//! from the body, or (what no rule reads but must still be well formed, so that a malformed
+//! request is refused like any other) checked and kept as nothing, so they cost no allocation.
+//! Each accepts exactly what the type it stands in for accepts (kube's `GroupVersionKind` and
+//! `GroupVersionResource`, k8s-openapi's `UserInfo`, a list of strings), with the same words when
+//! it does not.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -83,34 +84,6 @@ pub struct GroupVersionResource<'a> {
     api_version: AnyString,
 }
 
-pub use unread::{
-    GroupVersionKind as AnyGroupVersionKind, GroupVersionResource as AnyGroupVersionResource,
-};
-
-/// Shapes named as the types they stand in for, so that serde's errors name them the same.
-mod unread {
-    use super::AnyString;
-    use serde::Deserialize;
-
-    /// `requestKind`, shaped as kube's `GroupVersionKind`; nothing of it is kept.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-    pub struct GroupVersionKind {
-        group: AnyString,
-        version: AnyString,
-        kind: AnyString,
-    }
-
-    /// `requestResource`, shaped as kube's `GroupVersionResource`; nothing of it is kept.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-    pub struct GroupVersionResource {
-        group: AnyString,
-        version: AnyString,
-        resource: AnyString,
-        #[serde(default)]
-        api_version: AnyString,
-    }
-}
-
 /// `request.userInfo`, as k8s-openapi's `UserInfo` reads it (a JSON object only, every field
 /// optional, null as absent), with `groups`, which no rule reads, checked and not kept.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -187,11 +160,6 @@ mod tests {
         ];
         for value in &kinds {
             assert_eq!(
-                verdict::<AnyGroupVersionKind>(value),
-                verdict::<KubeKind>(value),
-                "{value}"
-            );
-            assert_eq!(
                 verdict::<GroupVersionKind>(value),
                 verdict::<KubeKind>(value),
                 "{value}"
@@ -205,11 +173,6 @@ mod tests {
             json!(["g", "v1", "ks"]),
         ];
         for value in &resources {
-            assert_eq!(
-                verdict::<AnyGroupVersionResource>(value),
-                verdict::<KubeResource>(value),
-                "{value}"
-            );
             assert_eq!(
                 verdict::<GroupVersionResource>(value),
                 verdict::<KubeResource>(value),

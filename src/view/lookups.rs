@@ -94,23 +94,13 @@ impl Store {
         self.resolve_all(self.indexes.groups_by_identity.get(&(ns, dn, visibility)))
     }
 
-    fn lookup_pair(&self, contact: &ObjectRef, group: &ObjectRef) -> Option<Pair> {
-        Some(Pair {
-            contact: self.lookup_key(&contact.namespace, &contact.name)?,
-            group: self.lookup_key(&group.namespace, &group.name)?,
-        })
-    }
-
     fn resolve_all(&self, keys: &[Key]) -> Vec<NamedRef<'_>> {
         keys.iter().map(|k| self.named(*k)).collect()
     }
 
     /// Memberships of `contact` in `group`, wherever they live.
     pub fn memberships_of(&self, contact: &ObjectRef, group: &ObjectRef) -> Vec<NamedRef<'_>> {
-        match self.lookup_pair(contact, group) {
-            Some(pair) => self.resolve_all(self.indexes.memberships_by_pair.get(&pair)),
-            None => Vec::new(),
-        }
+        self.pair_lookup(contact, group).memberships()
     }
 
     /// The pair `contact`, `group`, looked up once for the several questions a rule asks of it.
@@ -152,10 +142,7 @@ impl Store {
 
     /// Removals (opt-outs) of `contact` from `group`, wherever they live.
     pub fn removals_of(&self, contact: &ObjectRef, group: &ObjectRef) -> Vec<NamedRef<'_>> {
-        match self.lookup_pair(contact, group) {
-            Some(pair) => self.resolve_all(self.indexes.removals_by_pair.get(&pair)),
-            None => Vec::new(),
-        }
+        self.pair_lookup(contact, group).removals()
     }
 
     /// The User `name`: its email and uid.
@@ -234,6 +221,7 @@ impl Store {
 /// each exists and what memberships and removals the pair has, and each of those asked by name
 /// would hash and compare the same strings again (the name lookups were the largest part of a
 /// review's decision in the load benchmark's profile).
+#[derive(Clone, Copy)]
 pub struct PairLookup<'a> {
     store: &'a Store,
     contact: Option<Key>,
@@ -241,27 +229,28 @@ pub struct PairLookup<'a> {
 }
 
 impl<'a> PairLookup<'a> {
-    /// Whether the Contact exists.
+    fn row(&self, kind: ViewKind, key: Option<Key>) -> Option<(Key, &'a Row)> {
+        let key = key?;
+        Some((key, self.store.tables[kind as usize].get(&key)?))
+    }
+
+    /// Whether the Contact exists (without resolving its fields, as [`PairLookup::contact`] does).
     pub fn contact_exists(&self) -> bool {
-        self.contact
-            .and_then(|key| self.store.tables[ViewKind::Contact as usize].get(&key))
-            .is_some()
+        self.row(ViewKind::Contact, self.contact).is_some()
     }
 
     /// The Contact, when it exists.
     pub fn contact(&self) -> Option<ContactView<'a>> {
-        let key = self.contact?;
-        match self.store.tables[ViewKind::Contact as usize].get(&key)? {
-            Row::Contact(c) => Some(self.store.contact_view(key, c)),
+        match self.row(ViewKind::Contact, self.contact)? {
+            (key, Row::Contact(c)) => Some(self.store.contact_view(key, c)),
             _ => None,
         }
     }
 
     /// The ContactGroup, when it exists.
     pub fn group(&self) -> Option<GroupView<'a>> {
-        let key = self.group?;
-        match self.store.tables[ViewKind::ContactGroup as usize].get(&key)? {
-            Row::Group(g) => Some(self.store.group_view(key, g)),
+        match self.row(ViewKind::ContactGroup, self.group)? {
+            (key, Row::Group(g)) => Some(self.store.group_view(key, g)),
             _ => None,
         }
     }
