@@ -41,7 +41,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc::UnboundedReceiver};
 use tokio_rustls::TlsConnector;
@@ -313,18 +312,34 @@ async fn review(sender: &mut Sender, case: &Case) -> Result<Result<(), String>> 
     };
     let exchange = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
     let (status, body) = exchange.context("request timed out")??;
-    let reply: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let allowed = reply.pointer("/response/allowed").and_then(Value::as_bool);
-    let uid = reply.pointer("/response/uid").and_then(Value::as_str);
+    let reply = serde_json::from_slice::<Reply>(&body)
+        .ok()
+        .and_then(|r| r.response);
+    let (uid, allowed) = reply.map_or((None, None), |r| (r.uid, r.allowed));
     let verdict = case
         .allowed
         .map_or(allowed.is_some(), |want| allowed == Some(want));
-    if status == 200 && verdict && uid == Some(&case.uid) {
+    if status == 200 && verdict && uid.as_deref() == Some(case.uid.as_str()) {
         return Ok(Ok(()));
     }
     let (uid, want, got) = (&case.uid, case.allowed, String::from_utf8_lossy(&body));
     let mismatch = format!("MISMATCH {uid}: expected 200, allowed={want:?}; got {status}: {got}");
     Ok(Err(mismatch))
+}
+
+/// The part of an `AdmissionReview` reply the client checks, decoded typed and borrowed so that
+/// checking every answer costs the client little beside the server it measures.
+#[derive(serde::Deserialize)]
+struct Reply<'a> {
+    #[serde(borrow)]
+    response: Option<ReplyResponse<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReplyResponse<'a> {
+    #[serde(borrow)]
+    uid: Option<std::borrow::Cow<'a, str>>,
+    allowed: Option<bool>,
 }
 
 /// What a phase saw: latencies in ns, wrong verdicts, transport errors, when it last heard back.
@@ -485,6 +500,8 @@ struct Side {
     seconds: f64,
     /// CPU time the process spent in its rounds.
     cpu_seconds: f64,
+    /// CPU time the client (this process) spent in those rounds.
+    client_cpu_seconds: f64,
     /// Reviews per second in its last round.
     last_rate: f64,
 }
@@ -497,9 +514,10 @@ impl Side {
         cases: &Cases,
         pid: u32,
     ) -> Result<Vec<Sender>> {
-        let cpu = cpu_seconds(pid);
+        let (cpu, client_cpu) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
         let (tally, secs, senders) = closed_round(senders, cases, 1.0).await?;
         self.cpu_seconds += cpu_seconds(pid) - cpu;
+        self.client_cpu_seconds += cpu_seconds(std::process::id()) - client_cpu;
         self.last_rate = tally.latencies.len() as f64 / secs;
         self.tally.absorb(tally);
         self.seconds += secs;
@@ -514,6 +532,17 @@ impl Side {
     /// The process's CPU time per review, in microseconds.
     fn cpu_us_per_review(&self) -> f64 {
         self.cpu_seconds * 1e6 / self.tally.latencies.len().max(1) as f64
+    }
+
+    /// The client's CPU time per review against this side, in microseconds.
+    fn client_cpu_us_per_review(&self) -> f64 {
+        self.client_cpu_seconds * 1e6 / self.tally.latencies.len().max(1) as f64
+    }
+
+    /// How busy the process kept its core: under about 0.9, the client, not this side, set the
+    /// rate, and the rate ratio understates the difference (the CPU ratio does not).
+    fn busy(&self) -> f64 {
+        self.cpu_seconds / self.seconds.max(1e-9)
     }
 }
 
@@ -576,6 +605,9 @@ async fn bench(dir: &Path, n: usize, o: &Options, baseline: f64) -> Result<Summa
     drop(floor_server);
     let (throughput, floor_throughput) = (ours.rate(), theirs.rate());
     let (cpu, floor_cpu) = (ours.cpu_us_per_review(), theirs.cpu_us_per_review());
+    let (busy, floor_busy) = (ours.busy() * 100.0, theirs.busy() * 100.0);
+    let client_cpu = ours.client_cpu_us_per_review();
+    let floor_client_cpu = theirs.client_cpu_us_per_review();
     let (mut closed, mut floor) = (ours.tally, theirs.tally);
     let ratio = throughput / floor_throughput;
     let spread = match ratios.as_slice() {
@@ -591,8 +623,11 @@ async fn bench(dir: &Path, n: usize, o: &Options, baseline: f64) -> Result<Summa
         "N={n}: {throughput:.0} reviews/s in the closed loop, floor {floor_throughput:.0}/s, ratio {ratio:.2}{spread}"
     );
     println!(
-        "N={n}: CPU per review {cpu:.1} us, floor {floor_cpu:.1} us, ratio {:.2}; fixed rate next",
+        "N={n}: CPU per review {cpu:.1} us, floor {floor_cpu:.1} us, ratio {:.2}",
         floor_cpu / cpu.max(1e-9)
+    );
+    println!(
+        "N={n}: core busy {busy:.0}%, floor's {floor_busy:.0}%; client CPU per review {client_cpu:.1} us, {floor_client_cpu:.1} us against the floor; fixed rate next"
     );
     let senders = connect_all(server.addr, &tls, RATE_CONNECTIONS).await?;
     let (mut open, rate) = fixed_rate(senders, &cases, o).await?;
@@ -634,12 +669,14 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The client runtime has 2 workers, so it cannot outgrow the server it measures.
+/// The client runtime has at most 2 workers, so it cannot outgrow the server it measures, and no
+/// more than the cores it is pinned to, so its workers do not take turns on one core.
 fn run() -> Result<usize> {
     let o = options()?;
     floor::pin_client();
+    let workers = floor::client_cpus().min(2);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    let runtime = runtime.worker_threads(2).enable_all().build()?;
+    let runtime = runtime.worker_threads(workers).enable_all().build()?;
     runtime.block_on(async {
         let dir = tempfile::tempdir()?;
         let empty = dir.path().join("state-empty.json");

@@ -95,9 +95,22 @@ async fn serve(addr: SocketAddr, certs: &Path) -> Result<()> {
 /// The core the server and the floor run on; the client runs on the others.
 pub const SERVER_CPU: usize = 0;
 
+/// The cores this bench may use, read once before `pin_client` narrows the process to the client's
+/// share (after which `available_parallelism` would count only those, and the server and the
+/// floor would silently be left on the client's cores).
+fn machine_cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Whether there are cores to spare for pinning the server apart from the client.
 fn pinning() -> bool {
-    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+    machine_cpus() >= 2
+}
+
+/// Cores the client runs on once pinned (at least one).
+pub fn client_cpus() -> usize {
+    if pinning() { machine_cpus() - 1 } else { 1 }
 }
 
 /// The CPUs in a set, for `sched_setaffinity`.
@@ -131,13 +144,10 @@ pub fn pin(command: &mut Command, cpu: usize) {
 
 /// Keeps this process (the client) off the server's core; threads started later inherit it.
 pub fn pin_client() {
-    let Ok(n) = std::thread::available_parallelism() else {
-        return;
-    };
-    if n.get() < 2 {
+    if !pinning() {
         return;
     }
-    let set = cpu_set((0..n.get()).filter(|&c| c != SERVER_CPU));
+    let set = cpu_set((0..machine_cpus()).filter(|&c| c != SERVER_CPU));
     // SAFETY: sets the calling thread's own affinity from a valid set.
     unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
 }
