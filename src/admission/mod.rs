@@ -20,6 +20,7 @@ pub mod requester;
 pub mod review;
 pub mod shape;
 pub mod status;
+pub mod unique_keys;
 
 pub use registry::{WEBHOOKS, Webhook, WebhookType};
 pub use review::{AdmissionResponse, BadReview, Request, ReviewResponse};
