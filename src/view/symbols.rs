@@ -67,10 +67,9 @@ impl Symbols {
             }
         };
         let (entries, hasher) = (&self.entries, &self.hasher);
-        self.table
-            .insert_unique(hash, id, |&id| {
-                hasher.hash_one(entries[id as usize].text.as_str())
-            });
+        self.table.insert_unique(hash, id, |&id| {
+            hasher.hash_one(entries[id as usize].text.as_str())
+        });
         Sym::new(id)
     }
 
