@@ -208,6 +208,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(File::create(&log)?)
             .spawn()?;
+        floor::check_pinned(child.id(), floor::SERVER_CPU)?;
         let (ca_pem, ready_after) = (String::new(), Duration::ZERO);
         let mut server = Server {
             child,

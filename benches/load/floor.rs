@@ -142,6 +142,23 @@ pub fn pin(command: &mut Command, cpu: usize) {
     }
 }
 
+/// Fails unless the process `pid` runs on `cpu` alone where the bench pins (the pinning once
+/// silently did nothing, and every figure compared processes sharing the client's core).
+pub fn check_pinned(pid: u32, cpu: usize) -> Result<()> {
+    if !pinning() {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(str::trim);
+    if allowed != Some(cpu.to_string().as_str()) {
+        bail!("process {pid} runs on CPUs {allowed:?}, not on CPU {cpu} alone");
+    }
+    Ok(())
+}
+
 /// Keeps this process (the client) off the server's core; threads started later inherit it.
 pub fn pin_client() {
     if !pinning() {
@@ -180,6 +197,7 @@ impl Floor {
             .stdout(Stdio::null())
             .spawn()?;
         let mut floor = Floor { child, addr };
+        check_pinned(floor.child.id(), SERVER_CPU)?;
         let started = Instant::now();
         while TcpStream::connect(addr).await.is_err() {
             if let Some(status) = floor.child.try_wait()? {
