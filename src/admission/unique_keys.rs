@@ -11,7 +11,7 @@
 const LINEAR_KEYS: usize = 32;
 
 /// Nesting deeper than serde_json decodes (its recursion limit is 128) is left to it to refuse.
-pub const MAX_DEPTH: usize = 128;
+const MAX_DEPTH: usize = 128;
 
 /// Whether no JSON object in `body` names a key twice, found in one pass over the bytes without
 /// decoding anything. Only meaningful for valid JSON (the typed decode that follows checks that):

@@ -25,18 +25,18 @@ impl Store {
 
     /// The Contact `namespace/name`.
     pub fn contact(&self, namespace: &str, name: &str) -> Option<ContactView<'_>> {
-        match self.row(ViewKind::Contact, namespace, name)? {
+        self.contact_at(self.lookup_key(namespace, name)?)
+    }
+
+    fn contact_at(&self, key: Key) -> Option<ContactView<'_>> {
+        match self.row_at(ViewKind::Contact, key)? {
             (key, Row::Contact(c)) => Some(self.contact_view(key, c)),
             _ => None,
         }
     }
 
     fn contacts_at<'a>(&'a self, keys: &'a [Key]) -> impl Iterator<Item = ContactView<'a>> + 'a {
-        let table = &self.tables[ViewKind::Contact as usize];
-        keys.iter().filter_map(move |k| match table.get(k)? {
-            Row::Contact(c) => Some(self.contact_view(*k, c)),
-            _ => None,
-        })
+        keys.iter().filter_map(move |k| self.contact_at(*k))
     }
 
     /// Contacts whose email equals `email`, compared case-insensitively.
@@ -74,7 +74,11 @@ impl Store {
 
     /// The ContactGroup `namespace/name`.
     pub fn group(&self, namespace: &str, name: &str) -> Option<GroupView<'_>> {
-        match self.row(ViewKind::ContactGroup, namespace, name)? {
+        self.group_at(self.lookup_key(namespace, name)?)
+    }
+
+    fn group_at(&self, key: Key) -> Option<GroupView<'_>> {
+        match self.row_at(ViewKind::ContactGroup, key)? {
             (key, Row::Group(g)) => Some(self.group_view(key, g)),
             _ => None,
         }
@@ -229,30 +233,21 @@ pub struct PairLookup<'a> {
 }
 
 impl<'a> PairLookup<'a> {
-    fn row(&self, kind: ViewKind, key: Option<Key>) -> Option<(Key, &'a Row)> {
-        let key = key?;
-        Some((key, self.store.tables[kind as usize].get(&key)?))
-    }
-
     /// Whether the Contact exists (without resolving its fields, as [`PairLookup::contact`] does).
     pub fn contact_exists(&self) -> bool {
-        self.row(ViewKind::Contact, self.contact).is_some()
+        self.contact
+            .and_then(|key| self.store.row_at(ViewKind::Contact, key))
+            .is_some()
     }
 
     /// The Contact, when it exists.
     pub fn contact(&self) -> Option<ContactView<'a>> {
-        match self.row(ViewKind::Contact, self.contact)? {
-            (key, Row::Contact(c)) => Some(self.store.contact_view(key, c)),
-            _ => None,
-        }
+        self.store.contact_at(self.contact?)
     }
 
     /// The ContactGroup, when it exists.
     pub fn group(&self) -> Option<GroupView<'a>> {
-        match self.row(ViewKind::ContactGroup, self.group)? {
-            (key, Row::Group(g)) => Some(self.store.group_view(key, g)),
-            _ => None,
-        }
+        self.store.group_at(self.group?)
     }
 
     fn both(&self) -> Option<Pair> {

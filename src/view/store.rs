@@ -571,7 +571,11 @@ impl Store {
     }
 
     pub(super) fn row(&self, kind: ViewKind, namespace: &str, name: &str) -> Option<(Key, &Row)> {
-        let key = self.lookup_key(namespace, name)?;
+        self.row_at(kind, self.lookup_key(namespace, name)?)
+    }
+
+    /// The row of `kind` at a key already resolved (see `lookups::PairLookup`).
+    pub(super) fn row_at(&self, kind: ViewKind, key: Key) -> Option<(Key, &Row)> {
         self.tables[kind as usize].get(&key).map(|row| (key, row))
     }
 }
