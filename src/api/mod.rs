@@ -7,6 +7,7 @@
 pub mod broadcast;
 pub mod common;
 pub mod external;
+pub mod fields;
 pub mod iam;
 pub mod notification;
 
