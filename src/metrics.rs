@@ -107,6 +107,15 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+/// Labels naming a field an installed CRD does not declare.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrdFieldLabels {
+    /// The kind (`EmailBroadcast`).
+    pub kind: String,
+    /// The field's path (`status.pendingBatch`), or `status` for a missing status subresource.
+    pub field: String,
+}
+
 /// Reconcile durations, one histogram per controller.
 pub type ControllerDurationFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
@@ -130,6 +139,8 @@ pub struct ControllerMetrics {
     pub queue_depth: Family<ControllerLabels, Gauge>,
     /// Events not published because the Event budget was spent.
     pub events_dropped: Counter,
+    /// 1 for each field the controllers write that the installed CRD does not declare.
+    pub crd_missing_fields: Family<CrdFieldLabels, Gauge>,
 }
 
 /// Reconcile duration buckets, 1ms to 30s: reconciles make API calls.
@@ -148,6 +159,7 @@ impl ControllerMetrics {
             leader: Gauge::default(),
             queue_depth: Family::default(),
             events_dropped: Counter::default(),
+            crd_missing_fields: Family::default(),
         };
         registry.register(
             "controller_reconciles",
@@ -188,6 +200,12 @@ impl ControllerMetrics {
             "controller_events_dropped",
             "Kubernetes Events not published because the per-process Event budget was spent",
             metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "crd_missing_fields",
+            "Fields the controllers write that the installed CRD does not declare (1 each): such a \
+             field is not sent, and a feature that needs it stays off",
+            metrics.crd_missing_fields.clone(),
         );
         metrics
     }

@@ -128,6 +128,8 @@ async fn scenario(
         ),
         backoff: Default::default(),
         resend: None,
+        schemas: Default::default(),
+        check_crds: false,
     });
     drop(used);
     let seen = server

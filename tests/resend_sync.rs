@@ -425,3 +425,62 @@ async fn a_quota_429_is_recorded_and_retried_only_after_the_reset() {
     );
     assert!(h.fake.contacts().is_empty());
 }
+
+/// A status write that fails after the provider call must not repeat the call: the sync
+/// remembers Resend's answer until the status lands (the real API server refused every
+/// membership status write once, and each retry spent the account's rate on a repeat).
+#[tokio::test]
+async fn a_failing_status_write_never_repeats_the_provider_call() {
+    let mut h = Harness::new(FakeConfig::default(), 100.0).await;
+    let mut ctx = h.live.context(settings());
+    ctx.backoff = milo_webhook::controllers::backoff::RetryBackoff::new(
+        Duration::from_millis(10),
+        Duration::from_millis(40),
+    );
+    h.sync = Arc::new(ResendSync::new(
+        Arc::new(ctx),
+        h.sync.client.clone(),
+        SyncMetrics::default(),
+    ));
+    h.live.create(CONTACTS, contact("ada", "ada@example.com"));
+    h.live.create(GROUPS, group("news", "public"));
+    h.live
+        .create(MEMBERSHIPS, membership("ada-news", "ada", "news"));
+    let status = |plural: &str, ns: &str, name: &str| {
+        format!(
+            "PATCH /apis/notification.miloapis.com/v1alpha1/namespaces/{ns}/{plural}/{name}/status"
+        )
+    };
+    let contact_status = status(CONTACTS, "people", "ada");
+    let membership_status = status(MEMBERSHIPS, "people", "ada-news");
+    {
+        let mut state = h.live.state.lock().unwrap();
+        state.fail_once = [contact_status.clone(), membership_status.clone()]
+            .into_iter()
+            .flat_map(|path| std::iter::repeat_n(path, 5))
+            .collect();
+    }
+    h.start();
+    h.all_synced().await;
+    let state = h.live.state.lock().unwrap();
+    assert!(state.fail_once.is_empty(), "every injected failure fired");
+    let writes = |path: &str| state.requests.iter().filter(|r| *r == path).count();
+    assert!(writes(&contact_status) >= 6, "{:?}", state.requests);
+    assert!(writes(&membership_status) >= 6, "{:?}", state.requests);
+    drop(state);
+    let requests = h.fake.requests();
+    let calls = |method: &str, path: &dyn Fn(&str) -> bool| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && path(&r.path))
+            .count()
+    };
+    // One look-up and one create for the new contact, one add for the membership: as many as
+    // with no failure at all.
+    let lookups = calls("GET", &|p| p.starts_with("/contacts/"));
+    let creates = calls("POST", &|p| p == "/contacts");
+    let adds = calls("POST", &|p| p.contains("/segments/"));
+    assert_eq!((lookups, creates, adds), (1, 1, 1), "{requests:?}");
+    assert_eq!(h.sync.unrecorded.len(), 0, "nothing waits once recorded");
+    h.no_rbac_denials();
+}

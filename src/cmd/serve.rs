@@ -521,7 +521,8 @@ async fn start_controllers(
         metrics.clone(),
         settings,
         Some(lease.identity.clone()),
-    );
+    )
+    .with_crd_check();
     if let Some((client, sync_metrics)) = resend {
         ctx = ctx.with_resend(client, sync_metrics);
     }

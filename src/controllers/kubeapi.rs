@@ -8,6 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::schemas::{InstalledSchemas, StatusWrite};
+
 /// Field manager of every write the controllers make.
 pub const FIELD_MANAGER: &str = "milo-webhook";
 
@@ -116,16 +118,24 @@ pub fn is_conflict(error: &kube::Error) -> bool {
 /// `type` in every CRD here, so apply merges our conditions entry by entry and leaves conditions
 /// other writers own (a provider sync's `Ready`, say) untouched, which a merge patch of the whole
 /// list would clobber.
-pub async fn apply_status<K>(api: &Api<K>, name: &str, status: Value) -> Result<(), kube::Error>
+pub async fn apply_status<K>(
+    schemas: &InstalledSchemas,
+    api: &Api<K>,
+    name: &str,
+    status: Value,
+) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    apply_status_as(api, name, status, FIELD_MANAGER).await
+    apply_status_as(schemas, api, name, status, FIELD_MANAGER).await
 }
 
 /// [`apply_status`] under the field manager `manager`: each writer that applies status with its
 /// own manager owns only what it sends, so one writer's apply never removes what another wrote.
+/// The body is shaped to the installed CRD first (`schemas`): a field it does not declare is
+/// left out rather than sent to be refused, and a kind with no status subresource is not written.
 pub async fn apply_status_as<K>(
+    schemas: &InstalledSchemas,
     api: &Api<K>,
     name: &str,
     status: Value,
@@ -134,11 +144,14 @@ pub async fn apply_status_as<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    if schemas.prepare_status(&K::kind(&()), &mut body) == StatusWrite::Skip {
+        return Ok(());
+    }
     let params = PatchParams::apply(manager).force();
     api.patch_status(name, &params, &Patch::Apply(&body))
         .await

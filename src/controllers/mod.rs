@@ -24,6 +24,7 @@ pub mod referents;
 pub mod removal;
 pub mod resend;
 pub mod runner;
+pub mod schemas;
 pub mod usercontact;
 
 pub use runner::{Action, ObjectKey};
@@ -145,6 +146,12 @@ pub struct Context {
     pub backoff: RetryBackoff,
     /// The Resend client, when an API key is configured: provider sync runs only then.
     pub resend: Option<(crate::providers::resend::ResendClient, resend::SyncMetrics)>,
+    /// The installed CRDs' schemas every status write is shaped to; read by the leader when
+    /// [`with_crd_check`](Self::with_crd_check) asked for it, else unchecked (writes go out
+    /// as they are).
+    pub schemas: Arc<schemas::InstalledSchemas>,
+    /// Whether the leader reads the installed CRDs before the controllers start.
+    pub check_crds: bool,
 }
 
 impl Context {
@@ -165,7 +172,18 @@ impl Context {
             settings,
             backoff: RetryBackoff::default(),
             resend: None,
+            schemas: Arc::default(),
+            check_crds: false,
         }
+    }
+
+    /// The same context with the installed CRDs read at each leadership's start (and every
+    /// resync), the controllers waiting for the first read: what a real cluster needs, where the
+    /// installed CRDs may lack fields ours declare.
+    pub fn with_crd_check(mut self) -> Self {
+        self.schemas = Arc::new(schemas::InstalledSchemas::pending());
+        self.check_crds = true;
+        self
     }
 
     /// The same context with provider sync through `client`.
@@ -204,7 +222,15 @@ impl Context {
 /// The view starts keeping the controllers' fields first (a relist; the controllers wait for it).
 pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task::JoinHandle<()>> {
     ctx.view.enable_controller_fields();
-    selected
+    let checker = ctx.check_crds.then(|| {
+        tokio::spawn(schemas::keep_checked(
+            ctx.schemas.clone(),
+            ctx.client.clone(),
+            ctx.metrics.clone(),
+            ctx.settings.resync,
+        ))
+    });
+    let controllers: Vec<_> = selected
         .iter()
         .filter(|kind| {
             let off = match kind {
@@ -225,22 +251,29 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
         .map(|kind| {
             tracing::info!(controller = kind.as_str(), "starting controller");
             let ctx = ctx.clone();
+            // Every controller waits for the first read of the installed CRDs, so none sends a
+            // write the cluster would refuse.
+            let schemas = ctx.schemas.clone();
             match kind {
-                ControllerKind::Enrollment => tokio::spawn(enrollment::run(ctx)),
-                ControllerKind::Removal => tokio::spawn(removal::run(ctx)),
-                ControllerKind::Membership => tokio::spawn(membership::run(ctx)),
-                ControllerKind::UserContact => tokio::spawn(usercontact::run(ctx)),
+                ControllerKind::Enrollment => after_check(&schemas, enrollment::run(ctx)),
+                ControllerKind::Removal => after_check(&schemas, removal::run(ctx)),
+                ControllerKind::Membership => after_check(&schemas, membership::run(ctx)),
+                ControllerKind::UserContact => after_check(&schemas, usercontact::run(ctx)),
                 ControllerKind::Invitation => {
                     let settings = ctx.settings.invitation.clone();
-                    tokio::spawn(invitation::run(Arc::new(
-                        invitation::InvitationContext::new(ctx, settings),
-                    )))
+                    after_check(
+                        &schemas,
+                        invitation::run(Arc::new(invitation::InvitationContext::new(
+                            ctx, settings,
+                        ))),
+                    )
                 }
                 ControllerKind::Resend => {
                     let (client, metrics) = ctx.resend.clone().expect("filtered above");
-                    tokio::spawn(resend::run(Arc::new(resend::ResendSync::new(
-                        ctx, client, metrics,
-                    ))))
+                    after_check(
+                        &schemas,
+                        resend::run(Arc::new(resend::ResendSync::new(ctx, client, metrics))),
+                    )
                 }
                 ControllerKind::Email => {
                     let (client, _) = ctx.resend.clone().expect("filtered above");
@@ -256,13 +289,26 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
                     ));
                     let emails = Arc::new(email::EmailSender::new(ctx, client, sender));
                     // Emails and broadcasts share the client, so one account rate limit.
-                    tokio::spawn(async move {
+                    after_check(&schemas, async move {
                         tokio::join!(email::run(emails), email::broadcast::run(broadcasts));
                     })
                 }
             }
         })
-        .collect()
+        .collect();
+    checker.into_iter().chain(controllers).collect()
+}
+
+/// Spawns `work` to start once the installed CRDs have been read (at once when unchecked).
+fn after_check<F>(schemas: &Arc<schemas::InstalledSchemas>, work: F) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let schemas = schemas.clone();
+    tokio::spawn(async move {
+        schemas.ready().await;
+        work.await
+    })
 }
 
 /// Why a reconcile failed.

@@ -213,7 +213,7 @@ async fn enforce(removal: &Removal, ctx: &Context) -> Result<Action, Error> {
             body.insert("username".into(), Value::String(username));
         }
         let api: Api<Removal> = Api::namespaced(ctx.client.clone(), &namespace);
-        kubeapi::apply_status(&api, &name, Value::Object(body)).await?;
+        kubeapi::apply_status(&ctx.schemas, &api, &name, Value::Object(body)).await?;
     }
     Ok(Action::await_change())
 }

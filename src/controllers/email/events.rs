@@ -16,6 +16,7 @@
 //! Transient bounces change nothing. Removing a suppression is an operator's act: delete the
 //! Contact's `Suppressed` condition (for example with a status patch) once the address is good.
 
+use crate::controllers::schemas::InstalledSchemas;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use serde_json::{Value, json};
@@ -181,7 +182,15 @@ async fn update_email(
         condition["observedGeneration"] = json!(generation);
     }
     let status = json!({"conditions": [condition]});
-    kubeapi::apply_status_as(&api, &name, status, FIELD_MANAGER).await?;
+    // Conditions only, which every CRD declares: nothing to shape to the installed one.
+    kubeapi::apply_status_as(
+        InstalledSchemas::unchecked_ref(),
+        &api,
+        &name,
+        status,
+        FIELD_MANAGER,
+    )
+    .await?;
     Ok(true)
 }
 
@@ -226,7 +235,14 @@ async fn suppress(
             ),
             "lastTransitionTime": at.to_string(),
         }]});
-        kubeapi::apply_status_as(&api, &name, status, FIELD_MANAGER).await?;
+        kubeapi::apply_status_as(
+            InstalledSchemas::unchecked_ref(),
+            &api,
+            &name,
+            status,
+            FIELD_MANAGER,
+        )
+        .await?;
         changed += 1;
     }
     Ok(changed)

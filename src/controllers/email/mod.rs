@@ -27,6 +27,7 @@ use kube::Api;
 use serde_json::{Value, json};
 
 use super::runner::{self, Driver};
+use super::schemas::InstalledSchemas;
 use super::{Action, Context, ControllerKind, Error, ObjectKey, kubeapi};
 use crate::api::notification::EmailPriority;
 use crate::api::{Email, EmailTemplate};
@@ -146,7 +147,15 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
         },
         (None, None) => {
             let outcome = Failure::new(DELIVERY_FAILED, "the Email names no recipient".into());
-            return finish(&api, &key.name, generation, None, outcome).await;
+            return finish(
+                &sender.ctx.schemas,
+                &api,
+                &key.name,
+                generation,
+                None,
+                outcome,
+            )
+            .await;
         }
     };
     if ctx.view.read().email_suppressed(&address) {
@@ -154,7 +163,15 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
             "not sent: {address} is suppressed (hard bounce or complaint); an operator removes the Contact's Suppressed condition to allow it again"
         );
         let outcome = Failure::new(SUPPRESSED, message);
-        return finish(&api, &key.name, generation, Some(&address), outcome).await;
+        return finish(
+            &sender.ctx.schemas,
+            &api,
+            &key.name,
+            generation,
+            Some(&address),
+            outcome,
+        )
+        .await;
     }
     let templates: Api<EmailTemplate> = Api::all(ctx.client.clone());
     let template_name = &email.spec.template_ref.name;
@@ -167,7 +184,15 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
         Ok(rendered) => rendered,
         Err(message) => {
             let outcome = Failure::new(DELIVERY_FAILED, message);
-            return finish(&api, &key.name, generation, Some(&address), outcome).await;
+            return finish(
+                &sender.ctx.schemas,
+                &api,
+                &key.name,
+                generation,
+                Some(&address),
+                outcome,
+            )
+            .await;
         }
     };
     let outgoing = render::outgoing(
@@ -188,7 +213,7 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
                 "conditions": [delivered("Unknown", DELIVERY_PENDING,
                     "accepted by Resend; waiting for delivery", generation)],
             });
-            apply_status(&api, &key.name, status).await?;
+            apply_status(&sender.ctx.schemas, &api, &key.name, status).await?;
             Ok(Action::await_change())
         }
         Err(error) if error.is_permanent() => {
@@ -197,7 +222,15 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
                 other => other.to_string(),
             };
             let outcome = Failure::new(DELIVERY_FAILED, message);
-            finish(&api, &key.name, generation, Some(&address), outcome).await
+            finish(
+                &sender.ctx.schemas,
+                &api,
+                &key.name,
+                generation,
+                Some(&address),
+                outcome,
+            )
+            .await
         }
         Err(error) => Err(Error::Provider(error)),
     }
@@ -217,6 +250,7 @@ impl Failure {
 
 /// Records `Delivered` False for this generation: nothing is tried again until it changes.
 async fn finish(
+    schemas: &InstalledSchemas,
     api: &Api<Email>,
     name: &str,
     generation: Option<i64>,
@@ -230,7 +264,7 @@ async fn finish(
     if let Some(address) = address {
         status["emailAddress"] = json!(address);
     }
-    apply_status(api, name, status).await?;
+    apply_status(schemas, api, name, status).await?;
     Ok(Action::await_change())
 }
 
@@ -249,6 +283,11 @@ fn delivered(status: &str, reason: &str, message: &str, generation: Option<i64>)
 }
 
 /// Applies `status` to the Email's status subresource under the sender's field manager.
-async fn apply_status(api: &Api<Email>, name: &str, status: Value) -> Result<(), kube::Error> {
-    kubeapi::apply_status_as(api, name, status, FIELD_MANAGER).await
+async fn apply_status(
+    schemas: &InstalledSchemas,
+    api: &Api<Email>,
+    name: &str,
+    status: Value,
+) -> Result<(), kube::Error> {
+    kubeapi::apply_status_as(schemas, api, name, status, FIELD_MANAGER).await
 }

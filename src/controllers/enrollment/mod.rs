@@ -386,7 +386,7 @@ async fn write_status(
         status["sameSecondContacts"] = json!(boundary);
     }
     let api = Api::<ContactGroupEnrollmentPolicy>::all(ctx.shared.client.clone());
-    kubeapi::apply_status(&api, &policy.name_any(), status).await?;
+    kubeapi::apply_status(&ctx.shared.schemas, &api, &policy.name_any(), status).await?;
     Ok(())
 }
 

@@ -295,7 +295,9 @@ async fn execute(
         }
         if let Some(desired) = &plan.status {
             let failed = failed_status(desired, &current, step, format!("{error}"));
-            if let Err(status_error) = write_status(&api, invitation, &failed, now).await {
+            if let Err(status_error) =
+                write_status(&ctx.shared.schemas, &api, invitation, &failed, now).await
+            {
                 tracing::warn!(error = %status_error, "cannot report the failure in the status");
             } else {
                 announce(invitation, ctx, &current, &failed).await;
@@ -304,7 +306,7 @@ async fn execute(
         return Err(error);
     }
     if let Some(desired) = &plan.status {
-        write_status(&api, invitation, desired, now).await?;
+        write_status(&ctx.shared.schemas, &api, invitation, desired, now).await?;
         announce(invitation, ctx, &current, desired).await;
     }
     if let Some(failure) = plan.failure {
@@ -381,6 +383,7 @@ async fn effects(
 }
 
 async fn write_status(
+    schemas: &crate::controllers::schemas::InstalledSchemas,
     api: &Api<UserInvitation>,
     invitation: &UserInvitation,
     desired: &DesiredStatus,
@@ -392,7 +395,7 @@ async fn write_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let status = desired.render(existing, invitation.meta().generation, now);
-    kubeapi::apply_status(api, &invitation.name_any(), status).await?;
+    kubeapi::apply_status(schemas, api, &invitation.name_any(), status).await?;
     Ok(())
 }
 

@@ -98,6 +98,7 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
     match plan {
         Plan::Wait => {}
         Plan::Release { delete_remote } => {
+            sync.unrecorded.recorded(ViewKind::Contact, &key);
             if delete_remote {
                 release(&sync, &api, &key).await?;
             }
@@ -156,7 +157,21 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
     let generation = contact.metadata.generation;
-    match upsert(sync, &contact, known.as_deref()).await {
+    // What Resend already answered for this very object and generation, when only the status
+    // write after it failed: recorded now without a second call.
+    let stamp = format!(
+        "{}/{}",
+        contact.metadata.uid.as_deref().unwrap_or_default(),
+        generation.unwrap_or_default()
+    );
+    let unrecorded = &sync.unrecorded;
+    let answered = match unrecorded.recall(ViewKind::Contact, key, &stamp) {
+        Some(id) => Ok(id),
+        None => upsert(sync, &contact, known.as_deref())
+            .await
+            .inspect(|id| unrecorded.remember(ViewKind::Contact, key, stamp.clone(), id.clone())),
+    };
+    match answered {
         Ok(id) => {
             let outcome = Outcome {
                 id: Some(&id),
@@ -169,10 +184,12 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
                 &outcome,
                 jiff::Timestamp::now(),
             );
-            status::apply(api, &key.name, body).await?;
+            status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
+            unrecorded.recorded(ViewKind::Contact, key);
             Ok(())
         }
         Err(error) => Err(status::report_failure(
+            &sync.ctx.schemas,
             api,
             &key.name,
             CONTACT_READY,

@@ -191,10 +191,11 @@ async fn mirror(sync: &ResendSync, api: &Api<ContactGroup>, key: &ObjectKey) -> 
                 &outcome,
                 jiff::Timestamp::now(),
             );
-            status::apply(api, &key.name, body).await?;
+            status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
             Ok(())
         }
         Err(error) => Err(status::report_failure(
+            &sync.ctx.schemas,
             api,
             &key.name,
             GROUP_READY,

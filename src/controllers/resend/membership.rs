@@ -119,6 +119,7 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
     match plan {
         Plan::Wait => {}
         Plan::Release { remote } => {
+            sync.unrecorded.recorded(ViewKind::Membership, &key);
             if let Some((email, segment)) = remote {
                 match sync.client.remove_from_segment(&email, &segment).await {
                     // Gone already, or the contact is unknown there: nothing left to remove.
@@ -153,7 +154,20 @@ async fn mirror(
     // Memberships are immutable: generation 1 unless the API server says otherwise, which the
     // status written reads back the same way the view does.
     let generation = Some(1);
-    match sync.client.add_to_segment(email, segment).await {
+    // Added already, with only the status write after it lost: recorded now without a call.
+    let stamp = format!("{email}/{segment}");
+    let unrecorded = &sync.unrecorded;
+    let added = match unrecorded.recall(ViewKind::Membership, key, &stamp) {
+        Some(_) => Ok(()),
+        None => sync
+            .client
+            .add_to_segment(email, segment)
+            .await
+            .inspect(|()| {
+                unrecorded.remember(ViewKind::Membership, key, stamp.clone(), segment.into())
+            }),
+    };
+    match added {
         Ok(()) => {
             let outcome = Outcome {
                 id: Some(segment),
@@ -166,12 +180,14 @@ async fn mirror(
                 &outcome,
                 jiff::Timestamp::now(),
             );
-            status::apply(api, &key.name, body).await?;
+            status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
+            unrecorded.recorded(ViewKind::Membership, key);
             Ok(Action::await_change())
         }
         // The contact or segment is being recreated by the other loops: try again shortly.
         Err(ResendError::NotFound) => Ok(Action::requeue(PREREQUISITE_WAIT)),
         Err(error) => Err(status::report_failure(
+            &sync.ctx.schemas,
             api,
             &key.name,
             MEMBERSHIP_READY,

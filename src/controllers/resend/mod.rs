@@ -18,6 +18,7 @@ pub mod oneclick;
 pub mod optout;
 pub mod sink;
 mod status;
+pub mod unrecorded;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -98,6 +99,9 @@ pub struct ResendSync {
     /// Objects drift repair found out of step with Resend: synced again even though their
     /// conditions say they are.
     forced: Mutex<HashSet<(ViewKind, ObjectKey)>>,
+    /// What Resend answered for objects whose status write has not landed yet: a retry after a
+    /// failed write records it without calling Resend again.
+    pub unrecorded: unrecorded::Unrecorded,
 }
 
 impl ResendSync {
@@ -109,6 +113,7 @@ impl ResendSync {
             metrics,
             segments: tokio::sync::Mutex::new(None),
             forced: Mutex::new(HashSet::new()),
+            unrecorded: unrecorded::Unrecorded::new(unrecorded::DEFAULT_CAPACITY),
         }
     }
 

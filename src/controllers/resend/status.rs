@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::FIELD_MANAGER;
 use crate::api::common::sync::FINALIZER;
 use crate::controllers::conditions::{self, Desired, READY};
+use crate::controllers::schemas::InstalledSchemas;
 use crate::providers::resend::ResendError;
 
 /// Adds (`present`) or removes the sync's finalizer. Apply keeps the finalizers list a set
@@ -107,16 +108,22 @@ pub fn body(
 }
 
 /// Applies `status` to the status subresource under the sync's field manager.
-pub async fn apply<K>(api: &Api<K>, name: &str, status: Value) -> Result<(), kube::Error>
+pub async fn apply<K>(
+    schemas: &InstalledSchemas,
+    api: &Api<K>,
+    name: &str,
+    status: Value,
+) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    crate::controllers::kubeapi::apply_status_as(api, name, status, FIELD_MANAGER).await
+    crate::controllers::kubeapi::apply_status_as(schemas, api, name, status, FIELD_MANAGER).await
 }
 
 /// Records a failed sync on the object, best effort (the reconcile's error is what retries), and
 /// hands the error back.
 pub async fn report_failure<K>(
+    schemas: &InstalledSchemas,
     api: &Api<K>,
     name: &str,
     condition_type: &str,
@@ -138,7 +145,7 @@ where
         },
         jiff::Timestamp::now(),
     );
-    if let Err(write) = apply(api, name, status).await {
+    if let Err(write) = apply(schemas, api, name, status).await {
         tracing::warn!(error = %write, object = name, "cannot record the sync failure");
     }
     crate::controllers::Error::Provider(error)

@@ -189,8 +189,13 @@ fn says(conditions: &[Condition], reason: &str, generation: Option<i64>) -> bool
 }
 
 /// Applies the sender's status of the broadcast `name`.
-async fn apply_status(api: &Api<EmailBroadcast>, name: &str, status: Value) -> Result<(), Error> {
-    Ok(kubeapi::apply_status_as(api, name, status, FIELD_MANAGER).await?)
+async fn apply_status(
+    ctx: &Context,
+    api: &Api<EmailBroadcast>,
+    name: &str,
+    status: Value,
+) -> Result<(), Error> {
+    Ok(kubeapi::apply_status_as(&ctx.schemas, api, name, status, FIELD_MANAGER).await?)
 }
 
 /// Sends what is left of one broadcast, batch by batch.
@@ -246,7 +251,7 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
         if !says(&status.conditions, UNSUBSCRIBE_NOT_CONFIGURED, generation) {
             let message = "the group is public and one-click unsubscribe is not configured (--unsubscribe-signing-key-file and --unsubscribe-base-url): nothing is sent without an unsubscribe link";
             let ready = progress.ready("False", UNSUBSCRIBE_NOT_CONFIGURED, message);
-            apply_status(&api, &key.name, progress.status(ready)).await?;
+            apply_status(ctx, &api, &key.name, progress.status(ready)).await?;
         }
         return Ok(Action::await_change());
     }
@@ -261,7 +266,7 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
         Ok(parsed) => parsed,
         Err(message) => {
             let ready = progress.ready("False", TEMPLATE_INVALID, &message);
-            apply_status(&api, &key.name, progress.status(ready)).await?;
+            apply_status(ctx, &api, &key.name, progress.status(ready)).await?;
             return Ok(Action::await_change());
         }
     };
@@ -295,7 +300,7 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
             None => {
                 let cursor = progress.sent_through.as_deref();
                 let Some(plan) = batch::next_batch(&members, cursor) else {
-                    return finish(&api, &key.name, &mut progress, &members).await;
+                    return finish(ctx, &api, &key.name, &mut progress, &members).await;
                 };
                 let index = progress.next_index();
                 let pending = PendingBatch {
@@ -313,7 +318,7 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
                     progress.sent
                 );
                 let ready = progress.ready("Unknown", CREATE_PENDING, &message);
-                apply_status(&api, &key.name, progress.status(ready)).await?;
+                apply_status(ctx, &api, &key.name, progress.status(ready)).await?;
                 (plan, pending, false)
             }
         };
@@ -327,13 +332,14 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
             progress.sent, progress.skipped, progress.failed
         );
         let ready = progress.ready("Unknown", CREATE_PENDING, &message);
-        apply_status(&api, &key.name, progress.status(ready)).await?;
+        apply_status(ctx, &api, &key.name, progress.status(ready)).await?;
     }
 }
 
 /// Records the end: the members passed over after the last batch, and `Ready` True (False
 /// `SendFailed` when the provider refused every recipient).
 async fn finish(
+    ctx: &Context,
     api: &Api<EmailBroadcast>,
     name: &str,
     progress: &mut Progress,
@@ -352,7 +358,7 @@ async fn finish(
     } else {
         progress.ready("True", CREATE_SUCCESSFUL, &message)
     };
-    apply_status(api, name, progress.status(ready)).await?;
+    apply_status(ctx, api, name, progress.status(ready)).await?;
     tracing::info!(broadcast = name, %message, "broadcast done");
     Ok(Action::await_change())
 }
