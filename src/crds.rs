@@ -1,16 +1,23 @@
 //! CustomResourceDefinitions generated from the typed API.
+//!
+//! Each is a superset of Milo's CRD for the same kind (`tests/crds_milo.rs` checks it against
+//! Milo's own): every field, validation, default, printer column and selectable field of Milo's
+//! is in ours unchanged, so applying ours over Milo's never prunes what Milo's controllers write
+//! or lets through what Milo's API server would reject.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use kube::CustomResourceExt;
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, Email, EmailTemplate, User, UserInvitation,
+    ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, User, UserInvitation,
 };
 
 /// Every CRD the server's kinds need, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         Contact::crd(),
         ContactGroup::crd(),
         ContactGroupMembership::crd(),
@@ -18,11 +25,58 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ContactGroupEnrollmentPolicy::crd(),
         Email::crd(),
         EmailTemplate::crd(),
-        crate::api::broadcast::crd(),
+        EmailBroadcast::crd(),
         User::crd(),
         UserInvitation::crd(),
     ]
+    .into_iter()
+    .map(complete)
+    .collect()
 }
+
+/// Adds what kube's derive leaves out and controller-gen (Milo's CRDs) writes: `names.listKind`,
+/// and `apiVersion`, `kind` and `metadata` in the root schema.
+fn complete(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let names = &mut crd.spec.names;
+    names.list_kind = Some(format!("{}List", names.kind));
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let properties = root.properties.get_or_insert_with(Default::default);
+        properties.insert(
+            "apiVersion".into(),
+            JSONSchemaProps {
+                description: Some(API_VERSION_DESCRIPTION.into()),
+                type_: Some("string".into()),
+                ..Default::default()
+            },
+        );
+        properties.insert(
+            "kind".into(),
+            JSONSchemaProps {
+                description: Some(KIND_DESCRIPTION.into()),
+                type_: Some("string".into()),
+                ..Default::default()
+            },
+        );
+        properties.insert(
+            "metadata".into(),
+            JSONSchemaProps {
+                type_: Some("object".into()),
+                ..Default::default()
+            },
+        );
+    }
+    crd
+}
+
+const API_VERSION_DESCRIPTION: &str = "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources";
+const KIND_DESCRIPTION: &str = "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds";
 
 /// One CRD as a YAML document (with its leading `---`), as checked in under `manifests/crds/`.
 pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {

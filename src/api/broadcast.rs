@@ -6,11 +6,10 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResourceExt;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{NameRef, ObjectRef};
+use super::common::{NameRef, ObjectRef, conditions};
 
 /// A template sent to a contact group, at `scheduledAt` or at once.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -22,6 +21,7 @@ use super::common::{NameRef, ObjectRef};
     namespaced,
     status = "EmailBroadcastStatus",
     doc = "An EmailTemplate sent to every member of a ContactGroup.",
+    annotation("discovery.miloapis.com/parent-contexts", "Platform,User"),
     printcolumn(
         name = "DisplayName",
         type_ = "string",
@@ -40,7 +40,7 @@ use super::common::{NameRef, ObjectRef};
     printcolumn(
         name = "Ready",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
     ),
     printcolumn(
         name = "Age",
@@ -71,14 +71,7 @@ pub struct EmailBroadcastStatus {
     /// `Ready`: `CreatePending` while sending, `CreateSuccessful` when done, False on failure.
     /// Defaults to one `Ready`/`Unknown`/`CreatePending` condition, as Milo's CRD does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    #[schemars(extend("default" = [{
-        "type": "Ready",
-        "status": "Unknown",
-        "reason": "CreatePending",
-        "message": "Waiting for control plane to reconcile",
-        "lastTransitionTime": "1970-01-01T00:00:00Z"
-    }]))]
+    #[schemars(schema_with = "conditions::email_broadcast")]
     pub conditions: Vec<Condition>,
     /// The provider's identifier, when the provider holds one for the broadcast.
     #[serde(
@@ -128,20 +121,4 @@ pub struct PendingBatch {
     /// Members of its range passed over (opted out, suppressed or unsubscribed).
     #[serde(default)]
     pub skipped: i64,
-}
-
-/// The annotation Milo's CRDs carry for its discovery service: the contexts the kind is served in.
-pub const PARENT_CONTEXTS_ANNOTATION: (&str, &str) =
-    ("discovery.miloapis.com/parent-contexts", "Platform,User");
-
-/// The EmailBroadcast CRD with Milo's discovery annotation.
-pub fn crd()
--> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    let mut crd = EmailBroadcast::crd();
-    let (key, value) = PARENT_CONTEXTS_ANNOTATION;
-    crd.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(key.into(), value.into());
-    crd
 }

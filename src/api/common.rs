@@ -1,7 +1,10 @@
 //! Shapes shared by several kinds.
 
+use std::fmt::Debug;
+use std::marker::PhantomData;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// A namespaced reference to another object, written out in full because memberships may live in
@@ -44,13 +47,15 @@ pub enum ProviderName {
     Loops,
 }
 
-/// Status shared by contacts, groups and memberships: conditions plus provider IDs.
+/// Status of a contact or group: conditions plus provider IDs.
+// `K` names the kind, whose CRD defaults the conditions to its own placeholder; the wire shape is
+// the same.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ProviderSyncStatus {
+pub struct ProviderSyncStatus<K: SyncedKind> {
     /// Standard conditions; `Ready` reports provider sync.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "K::conditions_schema")]
     pub conditions: Vec<Condition>,
     /// Where this object has been mirrored, one entry per provider.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -63,6 +68,194 @@ pub struct ProviderSyncStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub provider_id: Option<String>,
+    /// Not on the wire: which kind's status this is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub kind: PhantomData<K>,
+}
+
+/// The kind a [`ProviderSyncStatus`] belongs to.
+pub trait SyncedKind: Clone + Debug + Default + PartialEq + JsonSchema {
+    /// The schema of the kind's `status.conditions`.
+    fn conditions_schema(generator: &mut SchemaGenerator) -> Schema;
+}
+
+/// [`ProviderSyncStatus`] of a Contact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ContactKind;
+
+impl SyncedKind for ContactKind {
+    fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+        conditions::contact(generator)
+    }
+}
+
+/// [`ProviderSyncStatus`] of a ContactGroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ContactGroupKind;
+
+impl SyncedKind for ContactGroupKind {
+    fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+        conditions::contact_group(generator)
+    }
+}
+
+/// The schema of `status.conditions`, one function per kind (for `#[schemars(schema_with)]`):
+/// `metav1.Condition` with the validations controller-gen writes for it, a list map keyed by
+/// `type`, and the placeholder condition Milo's CRD for the kind defaults the list to. The API
+/// server enforces all of it, so every condition written must fit: `reason` CamelCase (no
+/// spaces, dots or dashes), `type` a qualified name, `message` at most 32768 characters.
+pub mod conditions {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+    use serde_json::json;
+
+    /// Milo's `reason` pattern (metav1.Condition's).
+    pub const REASON_PATTERN: &str = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$";
+    /// Milo's `type` pattern (metav1.Condition's).
+    pub const TYPE_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$";
+    /// The longest `message` the API server accepts.
+    pub const MESSAGE_MAX_LENGTH: usize = 32768;
+
+    /// `status.conditions` defaulting to one placeholder condition (`status: Unknown`), as
+    /// Milo's CRDs declare it.
+    fn with_placeholder(type_: &str, reason: &str, message: &str) -> Schema {
+        let mut schema = without_placeholder();
+        schema.insert(
+            "default".into(),
+            json!([{
+                "lastTransitionTime": "1970-01-01T00:00:00Z",
+                "message": message,
+                "reason": reason,
+                "status": "Unknown",
+                "type": type_,
+            }]),
+        );
+        schema
+    }
+
+    fn without_placeholder() -> Schema {
+        json_schema!({
+            "type": "array",
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+            "items": {
+                "description": "Condition contains details for one aspect of the current state of this API Resource.",
+                "type": "object",
+                "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+                "properties": {
+                    "lastTransitionTime": {
+                        "description": "lastTransitionTime is the last time the condition transitioned from one status to another. This should be when the underlying condition changed.  If that is not known, then using the time when the API field changed is acceptable.",
+                        "type": "string",
+                        "format": "date-time",
+                    },
+                    "message": {
+                        "description": "message is a human readable message indicating details about the transition. This may be an empty string.",
+                        "type": "string",
+                        "maxLength": MESSAGE_MAX_LENGTH,
+                    },
+                    "observedGeneration": {
+                        "description": "observedGeneration represents the .metadata.generation that the condition was set based upon. For instance, if .metadata.generation is currently 12, but the .status.conditions[x].observedGeneration is 9, the condition is out of date with respect to the current state of the instance.",
+                        "type": "integer",
+                        "format": "int64",
+                        "minimum": 0,
+                    },
+                    "reason": {
+                        "description": "reason contains a programmatic identifier indicating the reason for the condition's last transition. Producers of specific condition types may define expected values and meanings for this field, and whether the values are considered a guaranteed API. The value should be a CamelCase string. This field may not be empty.",
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 1024,
+                        "pattern": REASON_PATTERN,
+                    },
+                    "status": {
+                        "description": "status of the condition, one of True, False, Unknown.",
+                        "type": "string",
+                        "enum": ["True", "False", "Unknown"],
+                    },
+                    "type": {
+                        "description": "type of condition in CamelCase or in foo.example.com/CamelCase.",
+                        "type": "string",
+                        "maxLength": 316,
+                        "pattern": TYPE_PATTERN,
+                    },
+                },
+            },
+        })
+    }
+
+    /// Contact: `Ready` pending creation.
+    pub fn contact(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder(
+            "Ready",
+            "CreatePending",
+            "Waiting for contact to be created",
+        )
+    }
+
+    /// ContactGroup: `Ready` pending creation.
+    pub fn contact_group(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder(
+            "Ready",
+            "CreatePending",
+            "Waiting for contact group to be created",
+        )
+    }
+
+    /// ContactGroupMembership: `Ready` pending creation.
+    pub fn membership(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder(
+            "Ready",
+            "CreatePending",
+            "Waiting for contact group membership to be created",
+        )
+    }
+
+    /// ContactGroupMembershipRemoval: `Ready` pending creation.
+    pub fn removal(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder(
+            "Ready",
+            "CreatePending",
+            "Waiting for contact group membership removal to be created",
+        )
+    }
+
+    /// ContactGroupEnrollmentPolicy: Milo's CRD has no status, so no placeholder either.
+    pub fn enrollment_policy(_: &mut SchemaGenerator) -> Schema {
+        without_placeholder()
+    }
+
+    /// Email: `Delivered` pending delivery.
+    pub fn email(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder("Delivered", "DeliveryPending", "Waiting for email delivery")
+    }
+
+    /// EmailTemplate: `Ready`, reason `Unknown`.
+    pub fn email_template(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder("Ready", "Unknown", "Waiting for control plane to reconcile")
+    }
+
+    /// EmailBroadcast: `Ready` pending creation.
+    pub fn email_broadcast(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder(
+            "Ready",
+            "CreatePending",
+            "Waiting for email broadcast to be created",
+        )
+    }
+
+    /// User: `Ready`, reason `Unknown`.
+    pub fn user(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder("Ready", "Unknown", "Waiting for control plane to reconcile")
+    }
+
+    /// UserInvitation: Milo's placeholder is of type `Unknown` (not `Ready`), so it stays in the
+    /// list beside the conditions the controller writes unless a writer replaces the list.
+    pub fn user_invitation(_: &mut SchemaGenerator) -> Schema {
+        with_placeholder(
+            "Unknown",
+            "Unknown",
+            "Waiting for control plane to reconcile",
+        )
+    }
 }
 
 /// Names provider sync writes on the objects it mirrors: shared by the view (which reads them

@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::NameRef;
+use super::common::{NameRef, conditions};
 
 /// The label that marks a RoleBinding in an organization's namespace as making its subjects
 /// members of the organization (the `rbac` access backend's notion of membership).
@@ -27,11 +27,27 @@ pub fn organization_namespace(organization: &str) -> String {
     plural = "users",
     status = "UserStatus",
     doc = "A person who can sign in to Milo.",
+    annotation("discovery.miloapis.com/parent-contexts", "Platform,User"),
+    selectable = ".status.platformAccess",
+    selectable = ".spec.email",
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
+    printcolumn(name = "Given Name", type_ = "string", json_path = ".spec.givenName"),
+    printcolumn(name = "Family Name", type_ = "string", json_path = ".spec.familyName"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(
+        name = "Platform Access",
+        type_ = "string",
+        json_path = ".status.platformAccess"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -49,13 +65,39 @@ pub struct UserSpec {
     pub family_name: Option<String>,
 }
 
-/// Status of a user.
+/// Status of a user, as Milo's IAM writes it.
+// The fields beyond `conditions` are declared so that our CRD keeps what Milo writes; they are
+// strings, not enums, so a value a newer Milo adds still reads.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct UserStatus {
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "conditions::user")]
     pub conditions: Vec<Condition>,
+    /// URL of the user's avatar, from their identity provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "uri"))]
+    pub avatar_url: Option<String>,
+    /// The identity provider the user last signed in with: `github`, `google`, `passkey` or
+    /// `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("allOf" = [
+        {"enum": ["github", "google", "passkey", "email"]},
+        {"enum": ["github", "google", "passkey", "email"]}
+    ]))]
+    pub last_login_provider: Option<String>,
+    /// Whether the user may use the platform: `Pending`, `Approved`, `Rejected` or `Suspended`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("allOf" = [
+        {"enum": ["Pending", "Approved", "Rejected", "Suspended"]},
+        {"enum": ["Pending", "Approved", "Rejected", "Suspended"]}
+    ]))]
+    pub platform_access: Option<String>,
+    /// `Active` (the default) or `Inactive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Active", "Inactive"], "default" = "Active"))]
+    pub state: Option<String>,
 }
 
 /// An invitation for someone, by email, to join an organization with some roles.
@@ -68,44 +110,66 @@ pub struct UserStatus {
     namespaced,
     status = "UserInvitationStatus",
     doc = "An invitation to join an organization.",
+    annotation("discovery.miloapis.com/parent-contexts", "Organization,User"),
+    selectable = ".status.inviteeUser.name",
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
-    printcolumn(name = "State", type_ = "string", json_path = ".spec.state"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expirationDate"),
+    printcolumn(
+        name = "Expiration Date",
+        type_ = "string",
+        json_path = ".spec.expirationDate"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    printcolumn(name = "State", type_ = "string", json_path = ".spec.state")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UserInvitationSpec {
     /// The organization the invitee is invited to.
-    #[x_kube(validation = Rule::new("self == oldSelf").message("organizationRef is immutable"))]
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || self == oldSelf")
+        .message("organizationRef type is immutable"))]
     pub organization_ref: NameRef,
     /// The invitee's email address.
-    #[x_kube(validation = Rule::new("self == oldSelf").message("email is immutable"))]
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || self == oldSelf")
+        .message("email type is immutable"))]
     #[schemars(length(min = 3, max = 254))]
     pub email: String,
     /// The invitee's given name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || self == oldSelf")
+        .message("givenName type is immutable"))]
     #[schemars(length(max = 256))]
     pub given_name: Option<String>,
     /// The invitee's family name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || self == oldSelf")
+        .message("familyName type is immutable"))]
     #[schemars(length(max = 256))]
     pub family_name: Option<String>,
     /// Roles granted on acceptance.
-    #[x_kube(validation = Rule::new("self == oldSelf").message("roles are immutable"))]
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || self == oldSelf")
+        .message("roles type is immutable"))]
     #[schemars(length(min = 1, max = 100))]
     pub roles: Vec<RoleRef>,
     /// The user who sent the invitation; set by the mutating webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || self == oldSelf")
+        .message("invitedBy type is immutable"))]
     pub invited_by: Option<NameRef>,
     /// When the invitation stops being acceptable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || self == oldSelf")
+        .message("expirationDate type is immutable"))]
     pub expiration_date: Option<Time>,
     /// Pending until the invitee accepts or declines.
-    #[x_kube(validation = Rule::new("self == oldSelf || oldSelf == 'Pending'")
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || oldSelf == 'Pending' || self == oldSelf")
         .message("state can only transition from Pending to another state and is immutable afterwards"))]
     pub state: InvitationState,
 }
@@ -140,7 +204,7 @@ pub enum InvitationState {
 pub struct UserInvitationStatus {
     /// `Ready`, `Pending` and `Expired`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "conditions::user_invitation")]
     pub conditions: Vec<Condition>,
     /// The organization, as the invitee sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{NameRef, ObjectRef, ProviderSyncStatus};
+use super::common::{
+    ContactGroupKind, ContactKind, NameRef, ObjectRef, ProviderSyncStatus, conditions,
+};
 
 /// How a contact is reached, and who it belongs to.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -20,11 +22,26 @@ use super::common::{NameRef, ObjectRef, ProviderSyncStatus};
     namespaced,
     status = "ContactStatus",
     doc = "A person or system that notifications are sent to.",
+    annotation("discovery.miloapis.com/parent-contexts", "Platform,User"),
     selectable = ".spec.email",
     selectable = ".spec.subject.name",
     selectable = ".spec.subject.kind",
-    printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
-    printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject.name"),
+    printcolumn(
+        name = "SubjectRef",
+        type_ = "string",
+        json_path = ".spec.subject.name"
+    ),
+    printcolumn(
+        name = "SubjectRef",
+        type_ = "string",
+        json_path = ".spec.subject.kind"
+    ),
+    printcolumn(name = "EmailRef", type_ = "string", json_path = ".spec.email"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -50,17 +67,17 @@ pub struct ContactSpec {
 }
 
 /// Status of a contact: provider sync conditions and IDs.
-pub type ContactStatus = ProviderSyncStatus;
+pub type ContactStatus = ProviderSyncStatus<ContactKind>;
 
 /// A typed reference to the object a contact belongs to.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SubjectRef {
-    /// API group of the subject, `iam.miloapis.com` for Users.
-    #[schemars(length(max = 253))]
+    /// API group of the subject: `iam.miloapis.com`, the only one Milo's CRD allows.
+    #[schemars(length(max = 253), extend("enum" = ["iam.miloapis.com"]))]
     pub api_group: String,
-    /// Kind of the subject, `User` for people.
-    #[schemars(length(max = 63))]
+    /// Kind of the subject: `User`, the only one Milo's CRD allows.
+    #[schemars(length(max = 63), extend("enum" = ["User"]))]
     pub kind: String,
     /// Name of the subject.
     #[schemars(length(min = 1, max = 253))]
@@ -81,25 +98,38 @@ pub struct SubjectRef {
     namespaced,
     status = "ContactGroupStatus",
     doc = "A group of contacts that notifications can be sent to.",
+    annotation("discovery.miloapis.com/parent-contexts", "Platform,User"),
+    selectable = ".spec.visibility",
     printcolumn(
-        name = "Display Name",
+        name = "DisplayName",
         type_ = "string",
         json_path = ".spec.displayName"
     ),
-    printcolumn(name = "Visibility", type_ = "string", json_path = ".spec.visibility"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    printcolumn(name = "Visibility", type_ = "string", json_path = ".spec.visibility")
 )]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.providers) || (has(self.providers) && oldSelf.providers.all(o, self.providers.exists(n, n.name == o.name)) && !self.providers.exists(n, oldSelf.providers.exists(o, o.name == n.name && o.id != n.id)))"
+).message(
+    "providers can only be added, not removed, and their IDs are immutable. In order to update or remove, delete the ContactGroup and create a new one."
+))]
 #[serde(rename_all = "camelCase")]
 pub struct ContactGroupSpec {
     /// Human-readable name shown to members.
     #[schemars(length(min = 1, max = 256))]
     pub display_name: String,
     /// Whether members may leave on their own (`public`) or membership is enforced (`private`).
-    #[x_kube(validation = Rule::new("self == oldSelf").message("visibility type is immutable"))]
+    #[x_kube(validation = Rule::new("type(oldSelf) == null_type || self == oldSelf")
+        .message("visibility type is immutable"))]
     pub visibility: Visibility,
     /// What the group is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,7 +143,7 @@ pub struct ContactGroupSpec {
 }
 
 /// Status of a group: provider sync conditions and IDs.
-pub type ContactGroupStatus = ProviderSyncStatus;
+pub type ContactGroupStatus = ProviderSyncStatus<ContactGroupKind>;
 
 /// Who may leave a group.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
@@ -164,22 +194,31 @@ pub enum GroupProviderName {
     namespaced,
     status = "ContactGroupMembershipStatus",
     doc = "Membership of a Contact in a ContactGroup.",
+    annotation("discovery.miloapis.com/parent-contexts", "Platform,User"),
+    selectable = ".spec.contactRef.name",
+    selectable = ".spec.contactGroupRef.name",
+    selectable = ".status.username",
     printcolumn(
         name = "Contact",
         type_ = "string",
         json_path = ".spec.contactRef.name"
     ),
     printcolumn(
-        name = "Group",
+        name = "ContactGroup",
         type_ = "string",
         json_path = ".spec.contactGroupRef.name"
     ),
-    printcolumn(name = "User", type_ = "string", json_path = ".status.username"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    printcolumn(name = "User", type_ = "string", json_path = ".status.username")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable"))]
 #[serde(rename_all = "camelCase")]
@@ -196,8 +235,15 @@ pub struct ContactGroupMembershipSpec {
 pub struct ContactGroupMembershipStatus {
     /// Standard conditions; `Ready` reports provider sync.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "conditions::membership")]
     pub conditions: Vec<Condition>,
+    /// Deprecated: the provider's ID, as Milo's CRD declares it; `providers` holds the IDs.
+    #[serde(
+        default,
+        rename = "providerID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub provider_id: Option<String>,
     /// Where this membership has been mirrored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -217,22 +263,30 @@ pub struct ContactGroupMembershipStatus {
     namespaced,
     status = "ContactGroupMembershipRemovalStatus",
     doc = "A Contact's opt-out from a public ContactGroup.",
+    annotation("discovery.miloapis.com/parent-contexts", "Platform,User"),
+    selectable = ".spec.contactRef.name",
+    selectable = ".status.username",
     printcolumn(
         name = "Contact",
         type_ = "string",
         json_path = ".spec.contactRef.name"
     ),
     printcolumn(
-        name = "Group",
+        name = "ContactGroup",
         type_ = "string",
         json_path = ".spec.contactGroupRef.name"
     ),
-    printcolumn(name = "User", type_ = "string", json_path = ".status.username"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    printcolumn(name = "User", type_ = "string", json_path = ".status.username")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable"))]
 #[serde(rename_all = "camelCase")]
@@ -249,7 +303,7 @@ pub struct ContactGroupMembershipRemovalSpec {
 pub struct ContactGroupMembershipRemovalStatus {
     /// Standard conditions; `Ready` once the membership is gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "conditions::removal")]
     pub conditions: Vec<Condition>,
     /// The User named by the referenced Contact's subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,20 +347,20 @@ impl ContactGroupPair for ContactGroupMembershipRemovalSpec {
     status = "ContactGroupEnrollmentPolicyStatus",
     doc = "Enrolls newly created Contacts into a ContactGroup.",
     printcolumn(
-        name = "Group",
+        name = "ContactGroup",
         type_ = "string",
         json_path = ".spec.contactGroupRef.name"
     ),
     printcolumn(name = "Trigger", type_ = "string", json_path = ".spec.trigger.type"),
     printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -366,7 +420,7 @@ pub struct ContactGroupEnrollmentPolicyStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`: the group exists and the policy is being applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "conditions::enrollment_policy")]
     pub conditions: Vec<Condition>,
     /// Contacts this policy has enrolled.
     #[serde(default)]
@@ -393,15 +447,19 @@ pub struct ContactGroupEnrollmentPolicyStatus {
     namespaced,
     status = "EmailStatus",
     doc = "An email rendered from an EmailTemplate and delivered to one recipient.",
+    annotation("discovery.miloapis.com/parent-contexts", "Platform,User"),
+    selectable = ".spec.recipient.userRef.name",
+    selectable = ".spec.recipient.emailAddress",
     printcolumn(
         name = "Template",
         type_ = "string",
         json_path = ".spec.templateRef.name"
     ),
+    printcolumn(name = "Priority", type_ = "string", json_path = ".spec.priority"),
     printcolumn(
         name = "Delivered",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Delivered\")].status"
+        json_path = ".status.conditions[?(@.type=='Delivered')].status"
     ),
     printcolumn(
         name = "Age",
@@ -479,7 +537,7 @@ pub enum EmailPriority {
 pub struct EmailStatus {
     /// `Delivered` with reasons `DeliveryPending`, `DeliverySuccessful`, `DeliveryFailed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "conditions::email")]
     pub conditions: Vec<Condition>,
     /// The provider's ID for the sent message.
     #[serde(
@@ -510,7 +568,19 @@ pub struct EmailStatus {
     kind = "EmailTemplate",
     plural = "emailtemplates",
     status = "EmailTemplateStatus",
-    doc = "A Go-template email that Emails are rendered from."
+    doc = "A Go-template email that Emails are rendered from.",
+    annotation("discovery.miloapis.com/parent-contexts", "Platform"),
+    printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EmailTemplateSpec {
@@ -531,7 +601,10 @@ pub struct EmailTemplateSpec {
 }
 
 /// A variable a template declares.
+// Milo's CRD requires all three fields; ours defaults `required` to false first, so a template
+// that leaves it out is still accepted.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[schemars(extend("required" = ["name", "required", "type"]))]
 pub struct TemplateVariable {
     /// Variable name, as used in the template.
     #[schemars(length(min = 1, max = 128))]
@@ -560,6 +633,6 @@ pub enum TemplateVariableType {
 pub struct EmailTemplateStatus {
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "conditions::email_template")]
     pub conditions: Vec<Condition>,
 }

@@ -12,7 +12,7 @@ use kube::api::ObjectMeta;
 
 use super::store::{NamedRef, Row, Store, ViewKind};
 use crate::api::ContactGroup;
-use crate::api::common::{ProviderName, ProviderSyncStatus, sync};
+use crate::api::common::{ProviderName, ProviderSyncStatus, SyncedKind, sync};
 use crate::api::notification::Visibility;
 
 /// What a sync condition and the finalizer say of one object.
@@ -48,7 +48,7 @@ pub fn unsubscribe_pending(conditions: &[Condition]) -> bool {
 }
 
 /// The id of this provider's entry in `status.providers`.
-pub fn resend_id(status: Option<&ProviderSyncStatus>) -> Option<&str> {
+pub fn resend_id<K: SyncedKind>(status: Option<&ProviderSyncStatus<K>>) -> Option<&str> {
     status?
         .providers
         .iter()
