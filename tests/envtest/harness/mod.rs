@@ -1,0 +1,209 @@
+//! One test's cluster: a real etcd and kube-apiserver (and kube-controller-manager when asked),
+//! a CRD set, the deployment's RBAC, the milo-webhook binary registered as the admission
+//! webhooks, and the fake Resend it syncs to. Everything lives in a temporary directory and is
+//! killed when the [`Env`] is dropped; a failing test prints the tail of every process's log and
+//! keeps the directory (etcd data, logs, audit log) for a look.
+
+pub mod audit;
+pub mod certs;
+pub mod control_plane;
+pub mod crds;
+pub mod objects;
+pub mod process;
+pub mod server;
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::support::fake_resend::{self, FakeConfig, FakeResend};
+pub use crds::CrdSet;
+pub use server::{SERVER_USER, SYSTEM_NAMESPACE, Server, ServerOptions};
+
+/// How a test's cluster is set up.
+#[derive(Clone, Debug, Default)]
+pub struct EnvOptions {
+    /// Run kube-controller-manager (garbage collection, namespace deletion).
+    pub controller_manager: bool,
+    /// Start the fake Resend and point the server at it.
+    pub resend: bool,
+    /// How the first replica runs (`resend_base_url` is filled in when `resend`).
+    pub server: ServerOptions,
+}
+
+/// A running test cluster. Fields drop in order: replicas first, the fake Resend, then the
+/// control plane, then the directory.
+pub struct Env {
+    /// The replicas; `servers[0]` serves the registered webhooks.
+    pub servers: Vec<Server>,
+    /// The fake Resend, when asked for.
+    pub resend: Option<FakeResend>,
+    /// The test's (admin) client.
+    pub client: kube::Client,
+    /// Which CRDs are installed.
+    pub crds: CrdSet,
+    /// etcd, kube-apiserver and maybe kube-controller-manager.
+    pub plane: control_plane::ControlPlane,
+    /// The files replicas share.
+    pub files: server::ServerFiles,
+    options: ServerOptions,
+    dir: Option<tempfile::TempDir>,
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    // etcd fsyncs every write: on tmpfs that costs nothing.
+    let shm = Path::new("/dev/shm");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("milo-envtest-");
+    if shm.is_dir() {
+        builder.tempdir_in(shm)
+    } else {
+        builder.tempdir()
+    }
+    .expect("create a temporary directory")
+}
+
+impl Env {
+    /// Starts a cluster with `crds` and one replica of the server, whose webhooks are
+    /// registered.
+    pub async fn start(crds: CrdSet, options: EnvOptions) -> Self {
+        let dir = temp_dir();
+        let path = dir.path().to_owned();
+        let ca = certs::Ca::new();
+        let (plane, client) =
+            control_plane::ControlPlane::start(&path, &ca, options.controller_manager).await;
+        crds::install(&client, crds).await;
+        objects::create(
+            &client,
+            &json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": SYSTEM_NAMESPACE}}),
+        )
+        .await;
+        crds::install_rbac(&client).await;
+        let resend = if options.resend {
+            Some(fake_resend::start(FakeConfig::default()).await)
+        } else {
+            None
+        };
+        let mut server_options = options.server.clone();
+        if let Some(fake) = &resend {
+            server_options.resend_base_url = Some(fake.base_url.clone());
+        }
+        let files = server::ServerFiles::write(&path, &ca, &plane.url);
+        let mut env = Self {
+            servers: Vec::new(),
+            resend,
+            client,
+            crds,
+            plane,
+            files,
+            options: server_options,
+            dir: Some(dir),
+        };
+        env.add_replica("replica-a").await;
+        server::register_webhooks(&env.client, &path, &env.files, env.servers[0].listen).await;
+        env
+    }
+
+    /// Starts one more replica of the server (same flags), joining the leader election.
+    pub async fn add_replica(&mut self, identity: &str) -> &mut Server {
+        let dir = self.dir().to_owned();
+        let server = Server::start(&dir, &self.files, identity, &self.options).await;
+        self.servers.push(server);
+        self.servers.last_mut().expect("just pushed")
+    }
+
+    /// The test's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .expect("the directory lives as long as the Env")
+            .path()
+    }
+
+    /// The fake Resend (panics when the Env was started without it).
+    pub fn resend(&self) -> &FakeResend {
+        self.resend.as_ref().expect("EnvOptions::resend")
+    }
+
+    /// Creates a namespace.
+    pub async fn namespace(&self, name: &str) {
+        objects::create(
+            &self.client,
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )
+        .await;
+    }
+
+    /// Writes by the server that the API server refused.
+    pub fn refused_writes(&self) -> Vec<audit::Event> {
+        audit::refused_writes(&self.plane.audit_log, SERVER_USER)
+    }
+
+    /// The check every scenario ends with, on the server's writes as the audit log saw them.
+    /// With our CRDs, the API server refuses none of them, except 409s (AlreadyExists on a
+    /// retried deterministic create, or a stale resourceVersion), which the controllers are
+    /// built to absorb. With Milo's CRDs some writes cannot land; the server must not send the
+    /// same refused write twice.
+    pub fn assert_server_writes_clean(&self) {
+        match self.crds {
+            CrdSet::Ours => {
+                let refused: Vec<String> = self
+                    .refused_writes()
+                    .iter()
+                    .filter(|e| e.code != 409)
+                    .map(ToString::to_string)
+                    .collect();
+                assert!(
+                    refused.is_empty(),
+                    "the API server refused {} write(s) by the server:\n  {}",
+                    refused.len(),
+                    refused.join("\n  ")
+                );
+            }
+            CrdSet::Milo => {
+                let repeated: Vec<String> =
+                    audit::repeated_refusals(&self.plane.audit_log, SERVER_USER)
+                        .iter()
+                        .map(|(e, n)| format!("{n}x {e}"))
+                        .collect();
+                assert!(
+                    repeated.is_empty(),
+                    "the server repeated refused writes (Milo's CRDs cannot take them):\n  {}",
+                    repeated.join("\n  ")
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let processes = self
+            .servers
+            .iter()
+            .filter_map(|s| s.process.as_ref())
+            .chain(self.plane.processes.iter());
+        for p in processes {
+            eprintln!(
+                "----- {} (last 40 lines of {})\n{}",
+                p.name,
+                p.log.display(),
+                p.tail(40)
+            );
+        }
+        let refused = self.refused_writes();
+        if !refused.is_empty() {
+            eprintln!("----- writes by the server the API server refused:");
+            for e in refused.iter().take(40) {
+                eprintln!("  {e}");
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            eprintln!("----- kept the test's directory: {}", dir.keep().display());
+        }
+    }
+}

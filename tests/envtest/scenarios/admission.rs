@@ -1,0 +1,156 @@
+//! (a) Admission denials as kubectl receives them, and (b) the mutating webhook's patch as the API
+//! server stores it (and the garbage collector acts on it).
+
+use std::time::Duration;
+
+use crate::harness::objects::{self, create, eventually, get, refused_create};
+use crate::harness::{CrdSet, Env, EnvOptions, ServerOptions};
+
+use super::{contact, group, membership, removal, user, user_contact};
+
+fn assert_invalid(status: &kube::core::Status, words: &str, field: &str) {
+    assert_eq!(status.code, 422, "{status:?}");
+    assert_eq!(status.reason, "Invalid", "{status:?}");
+    assert!(
+        status.message.contains("denied the request") && status.message.contains(words),
+        "message {:?} lacks {words:?}",
+        status.message
+    );
+    let causes = status
+        .details
+        .as_ref()
+        .map(|d| d.causes.clone())
+        .unwrap_or_default();
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.field == field && c.message.contains(words)),
+        "no cause on {field} saying {words:?}: {causes:?}"
+    );
+}
+
+/// A membership for a contact who opted out, a removal for a private group and a duplicate
+/// email are refused with a 422 Invalid naming the rule and the field; nothing is stored.
+pub async fn denials(crds: CrdSet) {
+    let env = Env::start(crds, EnvOptions::default()).await;
+    let c = &env.client;
+    env.namespace("people").await;
+    env.namespace("groups").await;
+    create(c, &group("groups", "news", "public")).await;
+    create(c, &group("groups", "staff", "private")).await;
+    create(c, &contact("people", "ada", "ada@example.com")).await;
+    create(
+        c,
+        &removal("ada-news-removal", ("people", "ada"), ("groups", "news")),
+    )
+    .await;
+
+    let status = refused_create(
+        c,
+        &membership("ada-news", ("people", "ada"), ("groups", "news")),
+    )
+    .await;
+    assert_invalid(
+        &status,
+        "cannot create membership as a ContactGroupMembershipRemoval ada-news-removal already exists",
+        "spec",
+    );
+    assert!(
+        objects::get(c, "ContactGroupMembership", Some("people"), "ada-news")
+            .await
+            .is_none(),
+        "a denied membership was stored"
+    );
+
+    let status = refused_create(
+        c,
+        &removal("ada-staff-removal", ("people", "ada"), ("groups", "staff")),
+    )
+    .await;
+    assert_invalid(
+        &status,
+        "ContactGroup must be public for creating a ContactGroupMembershipRemoval",
+        "spec.contactGroupRef.name",
+    );
+
+    // Case-insensitively the same address as ada's.
+    let status = refused_create(c, &contact("people", "ada2", "ADA@Example.com")).await;
+    assert_invalid(
+        &status,
+        "a Contact named ada already has this email in the cluster",
+        "spec.email",
+    );
+    // And what is allowed is allowed: a membership in the private group.
+    create(
+        c,
+        &membership("ada-staff", ("people", "ada"), ("groups", "staff")),
+    )
+    .await;
+    env.assert_server_writes_clean();
+}
+
+/// A Contact whose subject is a User is stored with a (non-controller) ownerReference to that
+/// User, patched in by the mutating webhook; deleting the User garbage-collects the Contact.
+pub async fn owner_reference(crds: CrdSet) {
+    // No usercontact controller: it would race the test to give the User a Contact of its own.
+    let options = EnvOptions {
+        controller_manager: true,
+        server: ServerOptions {
+            controllers: Some("enrollment,removal,membership".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let env = Env::start(crds, options).await;
+    let c = &env.client;
+    env.namespace("people").await;
+    let u = create(c, &user("u-1001", "grace@example.com")).await;
+    create(
+        c,
+        &user_contact("people", "grace", "grace@example.com", "u-1001"),
+    )
+    .await;
+    let stored = get(c, "Contact", Some("people"), "grace")
+        .await
+        .expect("the Contact is stored");
+    let owners = stored["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let owner = &owners[0];
+    assert_eq!(owner["apiVersion"], "iam.miloapis.com/v1alpha1");
+    assert_eq!(owner["kind"], "User");
+    assert_eq!(owner["name"], "u-1001");
+    assert_eq!(owner["uid"], u["metadata"]["uid"]);
+    assert_ne!(owner["controller"], true, "not a controller reference");
+
+    // A subject that does not exist: the mutating webhook leaves it to the validator's 404.
+    let status = refused_create(
+        c,
+        &user_contact("people", "nobody", "nobody@example.com", "u-404"),
+    )
+    .await;
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(
+        status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.field == "spec.subject.name")),
+        "{status:?}"
+    );
+
+    objects::delete(c, "User", None, "u-1001").await;
+    eventually(
+        "the Contact garbage-collected with its User",
+        Duration::from_secs(60),
+        || async {
+            match get(c, "Contact", Some("people"), "grace").await {
+                None => Ok(()),
+                Some(c) => Err(format!("still there: {}", c["metadata"])),
+            }
+        },
+    )
+    .await;
+    env.assert_server_writes_clean();
+}

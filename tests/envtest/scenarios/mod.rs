@@ -1,0 +1,59 @@
+//! The scenarios, one module per capability, and the objects they are built from (as a user
+//! would write them in YAML).
+
+pub mod admission;
+pub mod controllers;
+pub mod operations;
+pub mod resend;
+
+use serde_json::{Value, json};
+
+const NOTIFICATION: &str = "notification.miloapis.com/v1alpha1";
+const IAM: &str = "iam.miloapis.com/v1alpha1";
+
+/// A Contact without a subject.
+pub fn contact(namespace: &str, name: &str, email: &str) -> Value {
+    json!({"apiVersion": NOTIFICATION, "kind": "Contact",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"email": email, "givenName": name}})
+}
+
+/// A Contact whose subject is the User `user`.
+pub fn user_contact(namespace: &str, name: &str, email: &str, user: &str) -> Value {
+    let mut c = contact(namespace, name, email);
+    c["spec"]["subject"] = json!({"apiGroup": "iam.miloapis.com", "kind": "User", "name": user});
+    c
+}
+
+/// A ContactGroup (`visibility` `public` or `private`).
+pub fn group(namespace: &str, name: &str, visibility: &str) -> Value {
+    json!({"apiVersion": NOTIFICATION, "kind": "ContactGroup",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"displayName": name, "visibility": visibility}})
+}
+
+fn pair(contact: (&str, &str), group: (&str, &str)) -> Value {
+    json!({"contactRef": {"namespace": contact.0, "name": contact.1},
+        "contactGroupRef": {"namespace": group.0, "name": group.1}})
+}
+
+/// A ContactGroupMembership of `contact` (namespace, name) in `group`, in the contact's
+/// namespace.
+pub fn membership(name: &str, contact: (&str, &str), group: (&str, &str)) -> Value {
+    json!({"apiVersion": NOTIFICATION, "kind": "ContactGroupMembership",
+        "metadata": {"namespace": contact.0, "name": name},
+        "spec": pair(contact, group)})
+}
+
+/// A ContactGroupMembershipRemoval (an opt-out) of `contact` from `group`.
+pub fn removal(name: &str, contact: (&str, &str), group: (&str, &str)) -> Value {
+    json!({"apiVersion": NOTIFICATION, "kind": "ContactGroupMembershipRemoval",
+        "metadata": {"namespace": contact.0, "name": name},
+        "spec": pair(contact, group)})
+}
+
+/// A User.
+pub fn user(name: &str, email: &str) -> Value {
+    json!({"apiVersion": IAM, "kind": "User", "metadata": {"name": name},
+        "spec": {"email": email, "givenName": "Given", "familyName": name}})
+}

@@ -1,0 +1,185 @@
+//! (g) Provider sync through a real API server: contacts, groups and memberships mirrored to the
+//! fake Resend, each reported Ready on its status (which the API server must accept: its schema
+//! is the CRD's), within a per-object call budget, and silent once settled.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::objects::{condition_true, create, eventually, get, list};
+use crate::harness::{CrdSet, Env, EnvOptions};
+use crate::support::fake_resend::RequestRecord;
+
+use super::{contact, group, membership};
+
+const WAIT: Duration = Duration::from_secs(45);
+const CONTACT_READY: &str = "ResendContactReady";
+const GROUP_READY: &str = "ResendContactGroupReady";
+const MEMBERSHIP_READY: &str = "ResendContactGroupMembershipReady";
+
+/// Waits until every object of `kind` has `condition` True for its generation.
+async fn all_ready(env: &Env, kind: &str, condition: &str, expected: usize) {
+    eventually(&format!("every {kind} {condition}"), WAIT, || async {
+        let objects = list(&env.client, kind, None).await;
+        let not_ready: Vec<String> = objects
+            .iter()
+            .filter(|o| !condition_true(o, condition))
+            .map(|o| format!("{}: {}", o["metadata"]["name"], o["status"]))
+            .collect();
+        if objects.len() == expected && not_ready.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {expected}, not ready: {not_ready:?}",
+                objects.len()
+            ))
+        }
+    })
+    .await;
+}
+
+fn decoded(path: &str) -> String {
+    path.replace("%40", "@").replace("%2B", "+")
+}
+
+/// Calls about one contact: its look-ups, create and updates (by email or by id), not its
+/// memberships.
+fn contact_calls(requests: &[RequestRecord], email: &str, id: &str) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| {
+            let path = decoded(&r.path);
+            let about = path.contains(email)
+                || path.contains(id)
+                || (path.starts_with("/contacts") && r.body.contains(email));
+            about && !path.contains("/segments")
+        })
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
+}
+
+/// Calls adding or removing one contact to or from a segment.
+fn membership_calls(requests: &[RequestRecord], email: &str, id: &str, segment: &str) -> usize {
+    requests
+        .iter()
+        .filter(|r| {
+            let path = decoded(&r.path);
+            path.starts_with("/contacts/")
+                && path.ends_with(&format!("/segments/{segment}"))
+                && (path.contains(email) || path.contains(id))
+        })
+        .count()
+}
+
+fn segment_of(group: &Value) -> String {
+    group["status"]["providers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "Resend"))
+        .and_then(|p| p["id"].as_str())
+        .unwrap_or_else(|| panic!("no Resend segment id on {}", group["status"]))
+        .to_owned()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Contacts, groups and memberships become Ready and mirrored: at most 2 calls per new contact,
+/// 1 per new membership, none for objects that do not change.
+pub async fn sync(crds: CrdSet) {
+    let options = EnvOptions {
+        resend: true,
+        ..Default::default()
+    };
+    let env = Env::start(crds, options).await;
+    let c = &env.client;
+    let fake = env.resend();
+    env.namespace("people").await;
+    env.namespace("groups").await;
+    create(c, &group("groups", "news", "public")).await;
+    create(c, &group("groups", "staff", "private")).await;
+    let people = [
+        ("ada", "ada@example.com"),
+        ("bob", "bob@example.com"),
+        ("cy", "cy@example.com"),
+    ];
+    for (name, email) in people {
+        create(c, &contact("people", name, email)).await;
+    }
+    for (name, who, grp) in [
+        ("ada-news", "ada", "news"),
+        ("bob-news", "bob", "news"),
+        ("cy-staff", "cy", "staff"),
+    ] {
+        create(c, &membership(name, ("people", who), ("groups", grp))).await;
+    }
+    all_ready(&env, "Contact", CONTACT_READY, 3).await;
+    all_ready(&env, "ContactGroup", GROUP_READY, 2).await;
+    all_ready(&env, "ContactGroupMembership", MEMBERSHIP_READY, 3).await;
+
+    let requests = fake.requests();
+    let news = segment_of(
+        &get(c, "ContactGroup", Some("groups"), "news")
+            .await
+            .unwrap(),
+    );
+    let staff = segment_of(
+        &get(c, "ContactGroup", Some("groups"), "staff")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        sorted(fake.members(&news)),
+        ["ada@example.com", "bob@example.com"]
+    );
+    assert_eq!(fake.members(&staff), ["cy@example.com"]);
+    assert_eq!(fake.contacts().len(), 3);
+    assert_eq!(fake.segments().len(), 2);
+    for (_, email) in people {
+        let id = fake.contact(email).expect("mirrored").id;
+        let calls = contact_calls(&requests, email, &id);
+        assert!(calls.len() <= 2, "{email}: {calls:?}");
+    }
+    for (who, segment) in [("ada", &news), ("bob", &news), ("cy", &staff)] {
+        let email = format!("{who}@example.com");
+        let id = fake.contact(&email).unwrap().id;
+        assert_eq!(
+            membership_calls(&requests, &email, &id, segment),
+            1,
+            "{who}'s membership"
+        );
+    }
+
+    // Settled: nothing changes, nothing is called.
+    let before = fake.requests().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = fake.requests();
+    assert_eq!(
+        after.len(),
+        before,
+        "calls for unchanged objects: {:?}",
+        after[before..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+
+    // One more membership costs one call.
+    create(
+        c,
+        &membership("bob-staff", ("people", "bob"), ("groups", "staff")),
+    )
+    .await;
+    all_ready(&env, "ContactGroupMembership", MEMBERSHIP_READY, 4).await;
+    let id = fake.contact("bob@example.com").unwrap().id;
+    assert_eq!(
+        membership_calls(&fake.requests(), "bob@example.com", &id, &staff),
+        1
+    );
+    assert_eq!(
+        sorted(fake.members(&staff)),
+        ["bob@example.com", "cy@example.com"]
+    );
+    env.assert_server_writes_clean();
+}
