@@ -5,6 +5,8 @@
 //! is in ours unchanged, so applying ours over Milo's never prunes what Milo's controllers write
 //! or lets through what Milo's API server would reject.
 
+use std::path::PathBuf;
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps,
 };
@@ -12,7 +14,8 @@ use kube::CustomResourceExt;
 
 use crate::api::{
     Contact, ContactGroup, ContactGroupEnrollmentPolicy, ContactGroupMembership,
-    ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, User, UserInvitation,
+    ContactGroupMembershipRemoval, Email, EmailBroadcast, EmailTemplate, IAM_GROUP, User,
+    UserInvitation,
 };
 
 /// Every CRD the server's kinds need, in a stable order.
@@ -78,6 +81,16 @@ fn complete(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
 const API_VERSION_DESCRIPTION: &str = "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources";
 const KIND_DESCRIPTION: &str = "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds";
 
+/// Whether Milo's own controllers own the kind (write its status): the `User` CRD. In a Milo
+/// installation Milo's CRD for it stays; ours is applied only in a cluster without Milo.
+pub fn owned_by_milo(crd: &CustomResourceDefinition) -> bool {
+    crd.spec.group == IAM_GROUP && crd.spec.names.kind == "User"
+}
+
+/// The folder under the output directory (a kustomize Component) holding the CRDs of
+/// [`owned_by_milo`] kinds.
+pub const STANDALONE_DIR: &str = "standalone";
+
 /// One CRD as a YAML document (with its leading `---`), as checked in under `manifests/crds/`.
 pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
     Ok(format!("---\n{}", to_yaml_document(crd)?))
@@ -96,6 +109,42 @@ pub fn to_yaml_document<T: serde::Serialize>(
 /// The file a CRD is checked in as: `<plural>.<group>.yaml`, the CRD's own name.
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// Every file `milo-webhook crds --output-dir` writes (how `manifests/crds/` is made), by path
+/// relative to that directory: one per CRD and two kustomizations. The top one lists the CRDs to
+/// apply in a Milo installation; [`STANDALONE_DIR`] is a Component with the CRDs of the kinds
+/// Milo owns, added only in a cluster without Milo.
+pub fn files() -> Result<Vec<(PathBuf, String)>, serde_saphyr::SerializeError> {
+    let mut files = Vec::new();
+    let mut ours = String::from(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         # The CRDs of the kinds milo-webhook writes: in a Milo installation, apply only these.\n\
+         # Without Milo, also apply the `standalone` Component (kinds Milo's own IAM owns).\n\
+         resources:\n",
+    );
+    let mut standalone = String::from(
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n\
+         # CRDs of kinds Milo's own IAM owns: apply only in a cluster without Milo, where\n\
+         # Milo's CRDs for them are not installed.\n\
+         resources:\n",
+    );
+    for crd in all() {
+        let file = file_name(&crd);
+        let (list, path) = if owned_by_milo(&crd) {
+            (&mut standalone, PathBuf::from(STANDALONE_DIR).join(&file))
+        } else {
+            (&mut ours, PathBuf::from(&file))
+        };
+        list.push_str(&format!("  - {file}\n"));
+        files.push((path, render(&crd)?));
+    }
+    files.push(("kustomization.yaml".into(), ours));
+    files.push((
+        PathBuf::from(STANDALONE_DIR).join("kustomization.yaml"),
+        standalone,
+    ));
+    Ok(files)
 }
 
 /// The CRDs as one multi-document YAML stream, as `milo-webhook crds` prints it.

@@ -3,7 +3,7 @@
 //! message says.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kube::core::cel::{Validator, compile_schema, estimate_rule_cost};
 use milo_webhook::crds;
@@ -40,30 +40,82 @@ fn schema_of(name: &str) -> Value {
         .1
 }
 
+fn files_under(dir: &Path, prefix: &Path, out: &mut BTreeSet<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let relative = prefix.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            files_under(&entry.path(), &relative, out);
+        } else {
+            out.insert(relative);
+        }
+    }
+}
+
 #[test]
 fn checked_in_crds_match_the_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds");
+    let regenerate = "regenerate with `milo-webhook crds --output-dir manifests/crds`";
     let mut expected = BTreeSet::new();
-    for crd in crds::all() {
-        let file = crds::file_name(&crd);
+    for (file, content) in crds::files().unwrap() {
+        let shown = file.display();
         let on_disk = std::fs::read_to_string(dir.join(&file))
-            .unwrap_or_else(|_| panic!("manifests/crds/{file} is missing: run `milo-webhook crds` and split it (see README)"));
+            .unwrap_or_else(|_| panic!("manifests/crds/{shown} is missing: {regenerate}"));
         assert_eq!(
-            on_disk,
-            crds::render(&crd).unwrap(),
-            "manifests/crds/{file} differs from `milo-webhook crds`"
+            on_disk, content,
+            "manifests/crds/{shown} differs from the generated one: {regenerate}"
         );
         expected.insert(file);
     }
-    expected.insert("kustomization.yaml".into());
-    let present: BTreeSet<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut present = BTreeSet::new();
+    files_under(&dir, Path::new(""), &mut present);
     assert_eq!(
         present, expected,
-        "manifests/crds/ holds exactly the generated CRDs"
+        "manifests/crds/ holds exactly the generated files (delete the others)"
     );
+}
+
+fn kustomize_resources(file: &Path) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let doc: Value = serde_saphyr::from_str(&text).unwrap();
+    let resources = doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    (doc["kind"].as_str().unwrap().to_owned(), resources)
+}
+
+/// In a Milo installation `manifests/crds` is applied and the User CRD stays Milo's; without
+/// Milo the `standalone` Component adds it. Every CRD is in exactly one of the two, and each
+/// kustomization only names files in its own folder (kustomize refuses files outside it).
+#[test]
+fn kustomizations_split_the_kinds_milo_owns() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds");
+    let (kind, ours) = kustomize_resources(&dir.join("kustomization.yaml"));
+    assert_eq!(kind, "Kustomization");
+    let (kind, standalone) = kustomize_resources(&dir.join("standalone/kustomization.yaml"));
+    assert_eq!(kind, "Component");
+    assert_eq!(standalone, ["users.iam.miloapis.com.yaml"]);
+    for (folder, listed) in [(dir.clone(), &ours), (dir.join("standalone"), &standalone)] {
+        for file in listed {
+            assert!(!file.contains('/'), "{file}: outside its folder");
+            assert!(folder.join(file).is_file(), "{file} is listed but missing");
+        }
+    }
+    let all: BTreeSet<String> = crds::all().iter().map(crds::file_name).collect();
+    let listed: BTreeSet<String> = ours.iter().chain(&standalone).cloned().collect();
+    assert_eq!(listed, all, "every CRD is applied by one of the two");
+    assert_eq!(ours.len() + standalone.len(), all.len(), "and by only one");
+    for crd in crds::all() {
+        let file = crds::file_name(&crd);
+        assert_eq!(
+            standalone.contains(&file),
+            crds::owned_by_milo(&crd),
+            "{file}: only the kinds Milo owns are standalone"
+        );
+    }
 }
 
 #[test]

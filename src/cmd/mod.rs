@@ -42,8 +42,8 @@ pub enum Command {
 /// Flags of `crds`.
 #[derive(Debug, Args)]
 pub struct CrdsArgs {
-    /// Write one file per CRD plus a kustomization.yaml into this directory instead of printing
-    /// (how `manifests/crds/` is made).
+    /// Write one file per CRD plus the kustomizations into this directory instead of printing
+    /// (how `manifests/crds/` is made; the CRDs of kinds Milo owns go to `standalone/`).
     #[arg(long, env = "MILO_WEBHOOK_CRDS_OUTPUT_DIR")]
     pub output_dir: Option<PathBuf>,
 }
@@ -53,16 +53,13 @@ pub fn crds(args: &CrdsArgs) -> anyhow::Result<Option<String>> {
     let Some(dir) = &args.output_dir else {
         return Ok(Some(crate::crds::to_yaml()?));
     };
-    std::fs::create_dir_all(dir)?;
-    let mut kustomization = String::from(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
-    );
-    for crd in crate::crds::all() {
-        let file = crate::crds::file_name(&crd);
-        std::fs::write(dir.join(&file), crate::crds::render(&crd)?)?;
-        kustomization.push_str(&format!("  - {file}\n"));
+    for (file, content) in crate::crds::files()? {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, content)?;
     }
-    std::fs::write(dir.join("kustomization.yaml"), kustomization)?;
     Ok(None)
 }
 
