@@ -99,7 +99,15 @@ fn client(fake: &FakeResend) -> ResendClient {
 }
 
 fn start(live: &LiveApi, fake: &FakeResend, links: bool) -> tokio::task::JoinHandle<()> {
-    let ctx = Arc::new(live.context(ControllerSettings::default()));
+    start_with(live.context(ControllerSettings::default()), fake, links)
+}
+
+fn start_with(
+    ctx: milo_webhook::controllers::Context,
+    fake: &FakeResend,
+    links: bool,
+) -> tokio::task::JoinHandle<()> {
+    let ctx = Arc::new(ctx);
     let settings = EmailSettings {
         from: Some(FROM.into()),
         reply_to: None,
@@ -306,6 +314,48 @@ async fn a_public_group_without_unsubscribe_configured_is_not_sent() {
     assert_eq!(ready(&live).unwrap()["status"], "False");
     assert!(fake.sent_emails().is_empty());
     assert_eq!(fake.count(Method::POST, "/emails"), 0);
+    assert_no_denials(&live);
+}
+
+/// On a cluster whose EmailBroadcast CRD is Milo's (no `pendingBatch`, `sentThrough`, ...),
+/// exactly-once sending cannot record its progress: nothing is sent, `Ready` says why and how
+/// to fix it, and the refused bookkeeping is never sent to be refused.
+#[tokio::test]
+async fn on_a_crd_without_the_bookkeeping_fields_nothing_is_sent_and_ready_says_why() {
+    let live = cluster(3, "public");
+    broadcast(&live, json!({}));
+    let fake = fake_resend::start(FakeConfig::default()).await;
+    let ctx = live.context(ControllerSettings::default());
+    ctx.schemas.compare(
+        &milo_webhook::crds::all(),
+        &support::milo_crds::as_read(),
+        &Default::default(),
+    );
+    let task = start_with(ctx, &fake, true);
+    until("refused", || reason(&live) == "CRDFieldsMissing").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort();
+    let condition = ready(&live).unwrap();
+    assert_eq!(condition["status"], "False");
+    let message = condition["message"].as_str().unwrap();
+    assert!(message.contains("status.pendingBatch"), "{message}");
+    assert!(
+        message.contains("kubectl apply -k manifests/crds"),
+        "{message}"
+    );
+    let status = &live.get("emailbroadcasts", "groups", "b1").unwrap()["status"];
+    assert!(status.get("sentThrough").is_none(), "{status}");
+    assert!(fake.sent_emails().is_empty());
+    assert_eq!(fake.count(Method::POST, "/emails/batch"), 0);
+    let writes = live
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.as_str() == STATUS_PATH)
+        .count();
+    assert_eq!(writes, 1, "Ready is written once, not on every wake");
     assert_no_denials(&live);
 }
 

@@ -116,8 +116,7 @@ impl InstalledSchemas {
             .collect()
     }
 
-    /// Reads the installed CRD of every kind in `ours` and compares it with ours: logs each
-    /// field it lacks once, sets the gauge, and from then on shapes status writes to it.
+    /// Reads the installed CRD of every kind in `ours` and [`compare`](Self::compare)s it.
     pub async fn check(
         &self,
         client: &kube::Client,
@@ -125,6 +124,28 @@ impl InstalledSchemas {
         gauge: &Family<CrdFieldLabels, Gauge>,
     ) {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let mut read = Vec::new();
+        for crd in ours {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            match api.get_opt(&name).await {
+                Ok(theirs) => read.push((name, theirs)),
+                Err(error) => {
+                    tracing::warn!(crd = %name, %error, "cannot read the installed CRD; writes of its kind go out unchecked");
+                }
+            }
+        }
+        self.compare(ours, &read, gauge);
+    }
+
+    /// Compares the CRDs `read` from the cluster (by name; `None`: not installed) with `ours`:
+    /// logs each field they lack once, sets the gauge, and from then on shapes status writes to
+    /// them. A CRD not in `read` (its read failed) leaves its kind unchecked.
+    pub fn compare(
+        &self,
+        ours: &[CustomResourceDefinition],
+        read: &[(String, Option<CustomResourceDefinition>)],
+        gauge: &Family<CrdFieldLabels, Gauge>,
+    ) {
         let mut installed = HashMap::new();
         let mut missing_now = BTreeSet::new();
         for crd in ours {
@@ -133,20 +154,16 @@ impl InstalledSchemas {
             let Some(our_schema) = VersionSchema::of(crd, VERSION) else {
                 continue;
             };
-            let theirs = match api.get_opt(&name).await {
-                Ok(Some(theirs)) => theirs,
-                Ok(None) => {
-                    self.say_once(&kind, "", || {
-                        tracing::warn!(crd = %name, fix = FIX, "the CRD is not installed");
-                    });
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(crd = %name, %error, "cannot read the installed CRD; writes of its kind go out unchecked");
-                    continue;
-                }
+            let Some((_, theirs)) = read.iter().find(|(n, _)| *n == name) else {
+                continue;
             };
-            let Some(their_schema) = VersionSchema::of(&theirs, VERSION) else {
+            let Some(theirs) = theirs else {
+                self.say_once(&kind, "", || {
+                    tracing::warn!(crd = %name, fix = FIX, "the CRD is not installed");
+                });
+                continue;
+            };
+            let Some(their_schema) = VersionSchema::of(theirs, VERSION) else {
                 tracing::warn!(crd = %name, version = VERSION, "the installed CRD does not serve this version with a schema");
                 continue;
             };

@@ -22,6 +22,9 @@ pub const CREATE_SUCCESSFUL: &str = "CreateSuccessful";
 /// `Ready` False: the group is public and no one-click unsubscribe is configured, so nothing is
 /// sent (consent first). Not final: configuring it and restarting sends.
 pub const UNSUBSCRIBE_NOT_CONFIGURED: &str = "UnsubscribeNotConfigured";
+/// `Ready` False: the installed EmailBroadcast CRD does not declare the status fields that keep
+/// sending exactly once across restarts, so nothing is sent. Not final: applying our CRDs sends.
+pub const CRD_FIELDS_MISSING: &str = "CRDFieldsMissing";
 /// `Ready` False, final: the template cannot be rendered.
 pub const TEMPLATE_INVALID: &str = "TemplateInvalid";
 /// `Ready` False, final: the provider refused every batch.

@@ -7,6 +7,8 @@ pub mod fixtures;
 pub mod https;
 pub mod lease_api;
 pub mod live_api;
+pub mod milo_crds;
 pub mod mock_api;
 pub mod rbac;
+pub mod schema;
 pub mod sim_api;

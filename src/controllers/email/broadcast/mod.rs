@@ -39,7 +39,7 @@ use crate::controllers::{Action, Context, ControllerKind, Error, ObjectKey, kube
 use crate::providers::resend::{ResendClient, ResendError};
 use crate::server::unsubscribe::Named;
 use crate::view::broadcasts::{
-    CREATE_PENDING, CREATE_SUCCESSFUL, READY, SEND_FAILED, TEMPLATE_INVALID,
+    CRD_FIELDS_MISSING, CREATE_PENDING, CREATE_SUCCESSFUL, READY, SEND_FAILED, TEMPLATE_INVALID,
     UNSUBSCRIBE_NOT_CONFIGURED, broadcast_settled,
 };
 use crate::view::{Store, ViewKind};
@@ -198,6 +198,14 @@ async fn apply_status(
     Ok(kubeapi::apply_status_as(&ctx.schemas, api, name, status, FIELD_MANAGER).await?)
 }
 
+/// The status fields exactly-once sending records its progress in: without them a restart (or
+/// any reconcile) would start the broadcast over.
+const BOOKKEEPING: &[&str] = &[
+    "status.observedGeneration",
+    "status.pendingBatch",
+    "status.sentThrough",
+];
+
 /// Sends what is left of one broadcast, batch by batch.
 async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, Error> {
     let ctx = &sender.ctx;
@@ -222,6 +230,20 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
     if broadcast.metadata.deletion_timestamp.is_some()
         || broadcast_settled(&status.conditions, generation)
     {
+        return Ok(Action::await_change());
+    }
+    let missing = ctx.schemas.missing("EmailBroadcast", BOOKKEEPING);
+    if !missing.is_empty() {
+        let progress = Progress::read(&status, generation);
+        if !says(&status.conditions, CRD_FIELDS_MISSING, generation) {
+            let message = format!(
+                "the installed EmailBroadcast CRD does not declare {}, which keep a broadcast from being sent twice: nothing is sent until `{}`",
+                missing.join(", "),
+                crate::controllers::schemas::FIX,
+            );
+            let ready = progress.ready("False", CRD_FIELDS_MISSING, &message);
+            apply_status(ctx, &api, &key.name, progress.status(ready)).await?;
+        }
         return Ok(Action::await_change());
     }
     let uid = broadcast.metadata.uid.clone().unwrap_or_default();
