@@ -76,7 +76,7 @@ pub async fn observe(
         && invitation
             .status
             .as_ref()
-            .is_none_or(|s| s.accepted_at.is_none());
+            .is_none_or(|s| super::status::accepted_at(s).is_none());
     let missing_roles = if awaiting_roles {
         ctx.backend.missing_roles(invitation)
     } else {

@@ -34,6 +34,8 @@ pub const FINALIZER: &str = "iam.miloapis.com/userinvitation";
 pub const PENDING: &str = "Pending";
 /// Condition type: the invitation expired.
 pub const EXPIRED: &str = "Expired";
+/// The reason of `Ready` True (and `Pending` False) once the invitee accepted.
+pub const ACCEPTED: &str = "Accepted";
 
 /// What the reconcile found around the invitation.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -262,7 +264,7 @@ fn accepted(
     desired: &mut DesiredStatus,
     plan: &mut Plan,
 ) -> bool {
-    desired.pending = Cond::new(false, "Accepted", "the invitee accepted");
+    desired.pending = Cond::new(false, ACCEPTED, "the invitee accepted");
     desired.expired = Cond::new(
         false,
         "Answered",
@@ -270,7 +272,7 @@ fn accepted(
     );
     let accepted = Cond::new(
         true,
-        "Accepted",
+        ACCEPTED,
         format!(
             "the invitee accepted and holds the roles {roles}; access to the invitation was revoked"
         ),

@@ -484,3 +484,27 @@ fn a_failed_step_keeps_what_earlier_steps_did() {
         [Transition::Granted("bob".into())]
     );
 }
+
+/// On Milo's UserInvitation CRD `status.acceptedAt` is not declared, so it is dropped from every
+/// write: the acceptance is read back from `Ready`, the roles are not assigned again and the
+/// invitation is still deleted after the retention.
+#[test]
+fn without_accepted_at_the_acceptance_is_read_from_ready() {
+    let mut accepted = invitation(InvitationState::Accepted);
+    answered(&mut accepted, "2026-11-21T11:59:00Z");
+    let observed = Observed {
+        invitee: Some(bob()),
+        answered_at: answered_at(&accepted),
+        ..Observed::default()
+    };
+    let first = plan(&accepted, &observed, now(), RETENTION);
+    assert_eq!(first.assign_roles, Some(bob()));
+    settle(&mut accepted, &first);
+    accepted.status.as_mut().unwrap().accepted_at = None;
+    let again = plan(&accepted, &observed, at("2026-11-22T00:00:00Z"), RETENTION);
+    assert_eq!(again.assign_roles, None, "roles are assigned once");
+    assert!(!again.delete);
+    // `settle` stamps the condition at now(): the retention runs from there.
+    let after = plan(&accepted, &observed, at("2026-11-28T12:00:01Z"), RETENTION);
+    assert!(after.delete, "deleted once the retention has passed");
+}

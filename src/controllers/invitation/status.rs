@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
-use super::plan::{EXPIRED, PENDING};
+use super::plan::{ACCEPTED, EXPIRED, PENDING};
 use crate::api::iam::{InvitationOrganization, InviterUser, UserInvitationStatus};
 use crate::controllers::conditions::{self, Desired, READY};
 
@@ -51,6 +51,19 @@ pub struct DesiredStatus {
     pub expired: Cond,
 }
 
+/// When the invitation was accepted: `status.acceptedAt`, or, on a CRD that does not declare it
+/// (Milo's, which drops it from every write), when `Ready` turned True for the acceptance, so
+/// the retention clock still runs and the roles are not assigned again.
+pub(super) fn accepted_at(current: &UserInvitationStatus) -> Option<Timestamp> {
+    current.accepted_at.as_ref().map(|t| t.0).or_else(|| {
+        current
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY && c.status == "True" && c.reason == ACCEPTED)
+            .map(|c| c.last_transition_time.0)
+    })
+}
+
 impl DesiredStatus {
     pub(super) fn carried(current: &UserInvitationStatus) -> Self {
         let placeholder = Cond::new(false, "Unknown", "");
@@ -58,7 +71,7 @@ impl DesiredStatus {
             organization: current.organization.clone(),
             inviter_user: current.inviter_user.clone(),
             invitee_user: current.invitee_user.as_ref().map(|r| r.name.clone()),
-            accepted_at: current.accepted_at.as_ref().map(|t| t.0),
+            accepted_at: accepted_at(current),
             ready: placeholder.clone(),
             pending: placeholder.clone(),
             expired: placeholder,
