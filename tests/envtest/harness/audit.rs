@@ -86,3 +86,11 @@ pub fn repeated_refusals(path: &Path, user: &str) -> Vec<(Event, usize)> {
     }
     counts.into_iter().filter(|(_, n)| *n > 1).collect()
 }
+
+/// How many requests `user` made with `verb` on `resource` (`plural` or `plural/subresource`).
+pub fn count(path: &Path, user: &str, verb: &str, resource: &str) -> usize {
+    events(path)
+        .iter()
+        .filter(|e| e.user == user && e.verb == verb && e.resource == resource)
+        .count()
+}

@@ -18,15 +18,20 @@ pub enum CrdSet {
 }
 
 impl CrdSet {
-    /// The directory the CRD files are read from.
-    pub fn dir(self) -> PathBuf {
+    /// The directories the CRD files are read from: ours are `manifests/crds` and its
+    /// `standalone` component (the User CRD, which Milo's IAM owns where Milo runs).
+    pub fn dirs(self) -> Vec<PathBuf> {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         match self {
-            Self::Ours => repo.join("manifests/crds"),
-            Self::Milo => repo
-                .parent()
-                .expect("the repository has a parent directory")
-                .join("shared/reference/milo-crds"),
+            Self::Ours => vec![
+                repo.join("manifests/crds"),
+                repo.join("manifests/crds/standalone"),
+            ],
+            Self::Milo => vec![
+                repo.parent()
+                    .expect("the repository has a parent directory")
+                    .join("shared/reference/milo-crds"),
+            ],
         }
     }
 }
@@ -53,16 +58,21 @@ pub fn file_documents(file: &Path) -> Vec<Value> {
 
 /// Installs the CRDs of `set` and waits until each is Established.
 pub async fn install(client: &kube::Client, set: CrdSet) {
-    let crds: Vec<Value> = documents(&set.dir())
-        .into_iter()
+    let crds: Vec<Value> = set
+        .dirs()
+        .iter()
+        .flat_map(|dir| documents(dir))
         .filter(|d| d["kind"] == "CustomResourceDefinition")
         .collect();
-    assert!(
-        crds.len() >= 10,
-        "{:?}: only {} CRDs in {}",
-        set,
+    let names: Vec<&str> = crds
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
         crds.len(),
-        set.dir().display()
+        10,
+        "{set:?}: expected the 10 CRDs of the kinds served, found {names:?} in {:?}",
+        set.dirs()
     );
     for crd in &crds {
         objects::create(client, crd).await;

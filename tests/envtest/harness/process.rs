@@ -39,6 +39,11 @@ impl Process {
         }
     }
 
+    /// Its process id while it runs (for reading its memory from `/proc`).
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Panics, with the log's tail, if the process has exited: a readiness wait calls it so that
     /// a process that failed to start is reported as such rather than as a timeout.
     pub fn assert_running(&mut self) {

@@ -2,6 +2,7 @@
 //! would write them in YAML).
 
 pub mod admission;
+pub mod broadcast;
 pub mod controllers;
 pub mod operations;
 pub mod resend;
