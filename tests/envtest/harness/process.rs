@@ -40,6 +40,8 @@ impl Process {
     }
 
     /// Its process id while it runs (for reading its memory from `/proc`).
+    // Used by benches/cluster_envtest.rs, which shares this harness; no test needs it.
+    #[allow(dead_code)]
     pub fn id(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
