@@ -46,3 +46,4 @@ scenario!(provider_opt_out, scenarios::operations::provider_opt_out, ours: Ours,
 scenario!(email_once_across_restart, scenarios::operations::email_once_across_restart, ours: Ours, milo: Milo);
 scenario!(lease_handover, scenarios::operations::lease_handover, ours: Ours);
 scenario!(broadcast_and_one_click, scenarios::broadcast::broadcast_and_one_click, ours: Ours, milo: Milo);
+scenario!(invitation_lifecycle, scenarios::invitation::lifecycle, ours: Ours, milo: Milo);

@@ -288,3 +288,30 @@ pub fn condition_true(object: &Value, type_: &str) -> bool {
         })
     })
 }
+
+/// A request made as another user (`Impersonate-User`, and `Impersonate-Uid`, the name of their
+/// User, which the webhooks read as the requester): the test's admin may impersonate anyone,
+/// and RBAC then decides as for that user. `body` is a JSON merge patch for `PATCH`, the object
+/// for `POST`.
+pub async fn as_user(
+    client: &kube::Client,
+    user: &str,
+    method: http::Method,
+    path: &str,
+    body: &Value,
+) -> Result<Value, kube::Error> {
+    let content_type = if method == http::Method::PATCH {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .header("impersonate-user", user)
+        .header("impersonate-uid", user)
+        .body(serde_json::to_vec(body).expect("serialize"))
+        .expect("a request");
+    client.request::<Value>(request).await
+}

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod broadcast;
 pub mod controllers;
+pub mod invitation;
 pub mod operations;
 pub mod resend;
 
