@@ -1,15 +1,20 @@
 //! A stateful API server for the provider-sync and email scenarios: it stores Contacts,
 //! ContactGroups, memberships, removals, Emails, EmailTemplates and Users (the last two
-//! cluster-scoped, under the namespace ""), serves the requests the sync makes (get, create, merge patches,
-//! server-side apply with list-map merging of `conditions` and `providers`, finalizers, deletion
-//! that waits for finalizers), checks each request against `manifests/deploy/rbac.yaml`, and feeds
-//! every change to a [`ClusterView`] the way the watchers do, so controllers run on it end to end.
+//! cluster-scoped, under the namespace ""), serves the requests the sync makes (get, create, merge
+//! patches, server-side apply, finalizers, deletion that waits for finalizers), checks each
+//! request against `manifests/deploy/rbac.yaml`, and feeds every change to a [`ClusterView`] the
+//! way the watchers do, so controllers run on it end to end.
+//!
+//! It is as strict as a real API server with our CRDs installed (see [`super::schema`]): an apply
+//! naming a field the CRD does not declare is refused (500, nothing stored), creates and merge
+//! patches lose such fields, and an apply owns what it sends: list-maps (`conditions`,
+//! `providers`) and the finalizers set merge entry by entry, and a manager that stops sending a
+//! field no other manager applied removes it. A kind with no CRD of ours is not served.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use kube::Client;
-use milo_webhook::api::common::sync::FINALIZER;
 use milo_webhook::api::{
     Contact, ContactGroup, ContactGroupMembership, ContactGroupMembershipRemoval, Email,
     EmailBroadcast, User,
@@ -34,6 +39,8 @@ pub struct LiveState {
     /// Requests answered 500 once, instead of served: each entry is matched against
     /// `METHOD path` and removed when it fires (a crash or a lost write, injected).
     pub fail_once: Vec<String>,
+    /// What each field manager last applied, per object.
+    pub owners: BTreeMap<ObjectId, Owners>,
     version: u64,
 }
 
@@ -52,35 +59,17 @@ fn failure(code: u16, reason: &str, message: &str) -> (u16, Value) {
     )
 }
 
+use super::schema::{self, Owners};
 use super::sim_api::merge;
 
-/// Server-side apply of a status: list-maps merged entry by entry on their key.
-fn apply_status(object: &mut Value, status: &Value) {
-    let Some(fields) = status.as_object() else {
-        return;
-    };
-    for (field, value) in fields {
-        let key = match field.as_str() {
-            "conditions" => Some("type"),
-            "providers" => Some("name"),
-            _ => None,
-        };
-        match (key, value.as_array()) {
-            (Some(key), Some(entries)) => {
-                let list = object["status"][field.as_str()]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                let mut merged: Vec<Value> = list
-                    .into_iter()
-                    .filter(|e| !entries.iter().any(|n| n[key] == e[key]))
-                    .collect();
-                merged.extend(entries.iter().cloned());
-                object["status"][field.as_str()] = Value::Array(merged);
-            }
-            _ => object["status"][field.as_str()] = value.clone(),
-        }
-    }
+/// How a PATCH writes.
+struct Write<'a> {
+    /// To `/status`.
+    status: bool,
+    /// Server-side apply (else a merge patch).
+    apply: bool,
+    /// The `fieldManager` query parameter.
+    manager: &'a str,
 }
 
 fn kind_of(plural: &str) -> Option<ViewKind> {
@@ -156,7 +145,8 @@ impl LiveApi {
             let apply = parts
                 .headers
                 .get("content-type")
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(schema::is_apply);
             live.handle(parts.method.as_str(), &path, &query, apply, body)
         })
     }
@@ -174,7 +164,13 @@ impl LiveApi {
             .unwrap_or_default()
             .to_owned();
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        if let Some(crd) = schema::by_plural(plural) {
+            crd.prune(&mut object);
+        }
         let mut state = self.state.lock().unwrap();
+        state
+            .owners
+            .remove(&(plural.into(), ns.clone(), name.clone()));
         object["metadata"]["uid"] = json!(format!("uid-{}-{}", state.version + 1, name));
         object["metadata"]["generation"] = json!(1);
         object["metadata"]["creationTimestamp"] = json!("2026-11-27T12:00:00Z");
@@ -192,6 +188,9 @@ impl LiveApi {
         let id = (plural.to_owned(), ns.to_owned(), name.to_owned());
         let mut object = state.objects.get(&id).cloned().expect("object exists");
         merge(&mut object["spec"], &spec);
+        if let Some(crd) = schema::by_plural(plural) {
+            crd.prune(&mut object);
+        }
         let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         object["metadata"]["generation"] = json!(generation);
         Self::stamp(&mut state, &mut object);
@@ -260,6 +259,7 @@ impl LiveApi {
             return (200, object);
         }
         state.objects.remove(&id);
+        state.owners.remove(&id);
         drop(state);
         self.changed(plural, ns, name, None);
         (
@@ -312,6 +312,9 @@ impl LiveApi {
         };
         let parts: Vec<&str> = rest.split('/').collect();
         let plural = parts[0].to_owned();
+        if schema::by_plural(&plural).is_none() {
+            return failure(404, "NotFound", "no CRD serves this resource");
+        }
         let name = parts.get(1).map(|n| (*n).to_owned());
         let subresource = parts.get(2).copied();
         match (method, name) {
@@ -335,7 +338,14 @@ impl LiveApi {
                 None => failure(404, "NotFound", "not found"),
             },
             ("DELETE", Some(name)) => self.remove(&plural, &ns, &name),
-            ("PATCH", Some(name)) => self.patch(&plural, &ns, &name, subresource, apply, body),
+            ("PATCH", Some(name)) => {
+                let write = Write {
+                    status: subresource == Some("status"),
+                    apply,
+                    manager: schema::query_param(query, "fieldManager").unwrap_or("unknown"),
+                };
+                self.patch(&plural, &ns, &name, &write, body)
+            }
             _ => failure(405, "MethodNotAllowed", "not served"),
         }
     }
@@ -345,33 +355,34 @@ impl LiveApi {
         plural: &str,
         ns: &str,
         name: &str,
-        subresource: Option<&str>,
-        apply: bool,
+        write: &Write,
         body: Value,
     ) -> (u16, Value) {
+        let crd = schema::by_plural(plural).expect("routed kinds have a CRD");
+        if write.apply
+            && let Some(why) = crd.refusal(&body)
+        {
+            return failure(500, "InternalError", &why);
+        }
         let id = (plural.to_owned(), ns.to_owned(), name.to_owned());
         let mut state = self.state.lock().unwrap();
         let Some(mut object) = state.objects.get(&id).cloned() else {
             return failure(404, "NotFound", "not found");
         };
-        match (subresource, apply) {
-            (Some("status"), true) => apply_status(&mut object, &body["status"]),
-            (Some("status"), false) => merge(&mut object, &json!({"status": body["status"]})),
-            (_, true) => {
-                // Only the sync's finalizer is applied here: ours replaced, others kept.
-                let mut finalizers: Vec<Value> = object["metadata"]["finalizers"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|f| f != FINALIZER)
-                    .collect();
-                if let Some(given) = body["metadata"]["finalizers"].as_array() {
-                    finalizers.extend(given.iter().cloned());
-                }
-                object["metadata"]["finalizers"] = json!(finalizers);
+        if write.apply {
+            state.owners.entry(id.clone()).or_default().apply(
+                crd,
+                &mut object,
+                &body,
+                write.manager,
+                write.status,
+            );
+        } else {
+            match write.status {
+                true => merge(&mut object, &json!({"status": body["status"]})),
+                false => merge(&mut object, &body),
             }
-            (_, false) => merge(&mut object, &body),
+            crd.prune(&mut object);
         }
         Self::stamp(&mut state, &mut object);
         let gone = !object["metadata"]["deletionTimestamp"].is_null()
@@ -380,6 +391,7 @@ impl LiveApi {
                 .is_none_or(|f| f.is_empty());
         if gone {
             state.objects.remove(&id);
+            state.owners.remove(&id);
         } else {
             state.objects.insert(id, object.clone());
         }

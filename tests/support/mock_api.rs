@@ -2,7 +2,9 @@
 //! client talks to a `tower-test` mock service, and a task answers each request from a script,
 //! checking method, path, query and body as it goes. A request the script does not expect, or one
 //! that differs from it, fails the scenario with a message saying which step and what differed.
-//! Every request is also checked against `manifests/deploy/rbac.yaml` (see [`super::rbac`]).
+//! Every request is also checked against `manifests/deploy/rbac.yaml` (see [`super::rbac`]), and a
+//! server-side apply naming a field our CRD does not declare fails the scenario, since a real API
+//! server refuses it whatever the script answers (see [`super::schema`]).
 
 use std::fmt::Write as _;
 
@@ -172,6 +174,17 @@ impl ApiServer {
                     super::rbac::denied(parts.method.as_str(), parts.uri.path(), &query)
                 {
                     let _ = write!(problems, "\n  RBAC: {why}");
+                }
+                let apply = parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(super::schema::is_apply);
+                if apply
+                    && let Some(crd) = super::schema::for_path(parts.uri.path())
+                    && let Some(why) = crd.refusal(&body)
+                {
+                    let _ = write!(problems, "\n  a real API server refuses this apply: {why}");
                 }
                 for part in &expected.query {
                     if !query.contains(part.as_str()) {

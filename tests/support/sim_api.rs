@@ -2,7 +2,9 @@
 //! and ContactGroupMembershipRemovals, answers the requests the enrollment, removal and
 //! membership controllers make (create, get, merge and apply patches, delete, Events), and
 //! admits membership creates the way the webhook does, from a view that may lag behind it. It
-//! counts every membership a policy created, per contact, over its whole life.
+//! counts every membership a policy created, per contact, over its whole life. Writes are as strict
+//! as on a real API server with our CRDs (see [`super::schema`]): an apply naming an undeclared
+//! field is refused, creates and merge patches prune such fields, and an apply owns what it sends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,8 @@ use milo_webhook::api::{
 };
 use milo_webhook::view::{ClusterView, Store};
 use serde_json::{Value, json};
+
+use super::schema::{self, Owners};
 
 const API: &str = "/apis/notification.miloapis.com/v1alpha1/namespaces/";
 const POLICY_LABEL: &str = "enrollment.notification.miloapis.com/policy";
@@ -27,6 +31,8 @@ pub struct SimState {
     pub removals: BTreeMap<(String, String), Value>,
     /// (policy label, contact name) → memberships that policy created for the contact.
     pub created_by_policy: HashMap<(String, String), usize>,
+    /// What each field manager last applied, per (plural, namespace, name).
+    pub owners: BTreeMap<(String, String, String), Owners>,
     next_version: u64,
 }
 
@@ -113,7 +119,13 @@ impl SimState {
     }
 
     /// Answers one request; `view` is what the membership webhook decides from.
-    fn handle(&mut self, method: &Method, path: &str, body: Value, view: &Store) -> (u16, Value) {
+    fn handle(
+        &mut self,
+        request: &http::request::Parts,
+        body: Value,
+        view: &Store,
+    ) -> (u16, Value) {
+        let (method, path) = (&request.method, request.uri.path());
         if path.starts_with("/apis/events.k8s.io/") {
             return (201, body);
         }
@@ -143,6 +155,7 @@ impl SimState {
             return status(405, "MethodNotAllowed", "lists are not served", None);
         };
         let key = (ns, name);
+        let id = (plural.to_owned(), key.0.clone(), key.1.clone());
         let Some(table) = self.table(plural) else {
             return status(404, "NotFound", "unknown kind", None);
         };
@@ -152,28 +165,60 @@ impl SimState {
                 None => status(404, "NotFound", "not found", None),
             },
             Method::DELETE => match table.remove(&key) {
-                Some(_) => (
-                    200,
-                    json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
-                ),
+                Some(_) => {
+                    self.owners.remove(&id);
+                    (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
+                    )
+                }
                 None => status(404, "NotFound", "not found", None),
             },
-            Method::PATCH => {
-                let Some(object) = table.get_mut(&key) else {
-                    return status(404, "NotFound", "not found", None);
-                };
-                let patch = match subresource {
-                    // Status patches (merge or apply) touch status only.
-                    Some("status") => json!({"status": body["status"].clone()}),
-                    _ => body,
-                };
-                merge(object, &patch);
-                let mut object = object.clone();
-                self.stamp(&mut object);
-                (200, object)
-            }
+            Method::PATCH => self.patch(request, id, subresource == Some("status"), body),
             _ => status(405, "MethodNotAllowed", "not served", None),
         }
+    }
+
+    /// A merge patch or a server-side apply, to the object or its `/status`.
+    fn patch(
+        &mut self,
+        request: &http::request::Parts,
+        (plural, ns, name): (String, String, String),
+        to_status: bool,
+        body: Value,
+    ) -> (u16, Value) {
+        let crd = schema::by_plural(&plural).expect("the tables hold kinds with a CRD");
+        let apply = request
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(schema::is_apply);
+        if apply && let Some(why) = crd.refusal(&body) {
+            return status(500, "InternalError", &why, None);
+        }
+        let key = (ns, name);
+        let table = self.table(&plural).expect("routed kinds have a table");
+        let Some(mut object) = table.get(&key).cloned() else {
+            return status(404, "NotFound", "not found", None);
+        };
+        if apply {
+            let query = request.uri.query().unwrap_or_default();
+            let manager = schema::query_param(query, "fieldManager").unwrap_or("unknown");
+            let id = (plural.clone(), key.0.clone(), key.1.clone());
+            let owners = self.owners.entry(id).or_default();
+            owners.apply(crd, &mut object, &body, manager, to_status);
+        } else {
+            // Status patches touch status only.
+            match to_status {
+                true => merge(&mut object, &json!({"status": body["status"].clone()})),
+                false => merge(&mut object, &body),
+            }
+            crd.prune(&mut object);
+        }
+        self.stamp(&mut object);
+        let table = self.table(&plural).expect("routed kinds have a table");
+        table.insert(key, object.clone());
+        (200, object)
     }
 
     fn create_membership(&mut self, ns: String, body: Value, view: &Store) -> (u16, Value) {
@@ -205,6 +250,9 @@ impl SimState {
         }
         let mut object = body;
         object["metadata"]["namespace"] = json!(ns);
+        schema::by_plural("contactgroupmemberships")
+            .expect("memberships have a CRD")
+            .prune(&mut object);
         self.stamp(&mut object);
         self.memberships.insert(key, object.clone());
         (201, object)
@@ -225,9 +273,6 @@ impl SimState {
 pub fn client(state: Arc<Mutex<SimState>>, view: Arc<ClusterView>) -> Client {
     super::mock_api::answering(move |parts, body| {
         let store = view.read();
-        state
-            .lock()
-            .unwrap()
-            .handle(&parts.method, parts.uri.path(), body, &store)
+        state.lock().unwrap().handle(parts, body, &store)
     })
 }
