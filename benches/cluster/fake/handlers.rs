@@ -17,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
 use super::Shared;
-use super::objects::{ApiError, Writer};
+use super::objects::{self, ApiError, Writer};
 use super::patch::{self, PatchKind};
 use super::resources::{self, RESOURCES};
 use super::selector::Selector;
@@ -336,10 +336,18 @@ fn write(
         .unwrap_or("unknown");
     let name = target.name.as_deref().unwrap_or_default();
     let subresource = target.subresource.as_deref();
+    // Undeclared fields: pruned from what non-apply writes store, refused in applies.
+    let crd = objects::crd_schema(rt);
+    let prune = |object: &mut Value| {
+        if let Some(crd) = crd {
+            crd.prune(object);
+        }
+    };
     match verb {
         "create" if target.name.is_none() => {
-            let object: Value = serde_json::from_slice(body)
+            let mut object: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+            prune(&mut object);
             let writer = Writer {
                 manager,
                 operation: "Update",
@@ -370,6 +378,7 @@ fn write(
                     .store
                     .update(target.resource, namespace, name, &write, |current| {
                         *current = object;
+                        prune(current);
                         Ok(())
                     })?;
             Ok((200, updated.json.clone()))
@@ -402,6 +411,9 @@ fn write(
                 precondition,
             };
             let applying = kind == PatchKind::Apply;
+            if applying && let Some(crd) = crd {
+                patch::refuse_undeclared(crd, &sent)?;
+            }
             let result = shared
                 .store
                 .update(target.resource, namespace, name, &write, |current| {
@@ -416,7 +428,17 @@ fn write(
                             return Err(ApiError::conflict(rt, name, &why));
                         }
                     }
-                    kind.apply_to(current, &sent)
+                    match crd {
+                        Some(crd) if applying => {
+                            patch::apply_owned(crd, current, &sent, &write.writer);
+                            Ok(())
+                        }
+                        _ => {
+                            kind.apply_to(current, &sent)?;
+                            prune(current);
+                            Ok(())
+                        }
+                    }
                 });
             match result {
                 Ok(updated) => Ok((200, updated.json.clone())),

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::resources::ResourceType;
+use super::schema::{self, CrdSchema, FieldSet};
 
 /// Now, as an RFC 3339 timestamp with seconds precision (what `metav1.Time` serializes).
 pub fn now() -> String {
@@ -125,10 +126,69 @@ pub struct Writer<'a> {
     pub subresource: Option<&'a str>,
 }
 
+/// The schema of a type with a CRD of ours, which writes to it are held to.
+pub fn crd_schema(rt: &ResourceType) -> Option<&'static CrdSchema> {
+    if rt.version != schema::VERSION {
+        return None;
+    }
+    schema::crd(rt.group, rt.plural)
+}
+
+/// What `writer`'s server-side apply of `sent` owns, as a `fieldsV1` tree, when the type has a
+/// CRD of ours (an apply owns what it sent and nothing else: its entry is replaced, not merged).
+fn applied_tree(rt: &ResourceType, writer: &Writer, sent: &Value) -> Option<Value> {
+    let crd = crd_schema(rt).filter(|_| writer.operation == "Apply")?;
+    let status = writer.subresource == Some("status");
+    Some(schema::to_tree(&crd.applied_fields(sent, status)))
+}
+
+fn same_writer(entry: &Value, writer: &Writer) -> bool {
+    entry["manager"] == writer.manager
+        && entry["operation"] == writer.operation
+        && entry.get("subresource").and_then(Value::as_str) == writer.subresource
+}
+
+/// Whether recording `writer`'s apply of `sent` changes what it owns on `object`: an apply that
+/// changes no value but takes up or lets go of fields is still a write.
+pub fn ownership_changes(object: &Value, rt: &ResourceType, writer: &Writer, sent: &Value) -> bool {
+    let Some(tree) = applied_tree(rt, writer, sent) else {
+        return false;
+    };
+    let entry = object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| same_writer(e, writer));
+    let empty = json!({});
+    entry.map_or(&empty, |e| &e["fieldsV1"]) != &tree
+}
+
+/// The fields every `managedFields` entry of `object` owns, `writer`'s own entry apart:
+/// `(writer's, everyone else's)`.
+pub fn owned_fields(object: &Value, writer: &Writer) -> (FieldSet, Vec<FieldSet>) {
+    let mut mine = FieldSet::new();
+    let mut others = Vec::new();
+    for entry in object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let fields = schema::from_tree(&entry["fieldsV1"]);
+        match same_writer(entry, writer) {
+            true => mine = fields,
+            false => others.push(fields),
+        }
+    }
+    (mine, others)
+}
+
 /// Records in `object`'s `managedFields` that `writer` set the fields of `sent` (the body of the
-/// request): its entry (one per manager, operation and subresource) gains their tree.
+/// request): its entry (one per manager, operation and subresource) gains their tree, or, for an
+/// apply to a type with a CRD of ours, becomes their tree.
 pub fn record_write(object: &mut Value, rt: &ResourceType, writer: &Writer, sent: &Value) {
-    let mut fields = fields_v1(sent);
+    let applied = applied_tree(rt, writer, sent);
+    let replace = applied.is_some();
+    let mut fields = applied.unwrap_or_else(|| fields_v1(sent));
     if let Value::Object(m) = &mut fields {
         if writer.subresource == Some("status") {
             m.retain(|k, _| k == "f:status");
@@ -136,6 +196,11 @@ pub fn record_write(object: &mut Value, rt: &ResourceType, writer: &Writer, sent
             m.remove("f:status");
         }
         if m.is_empty() {
+            if replace
+                && let Some(Value::Array(entries)) = object["metadata"].get_mut("managedFields")
+            {
+                entries.retain(|e| !same_writer(e, writer));
+            }
             return;
         }
     }
@@ -146,14 +211,12 @@ pub fn record_write(object: &mut Value, rt: &ResourceType, writer: &Writer, sent
     let Some(Value::Array(entries)) = entries else {
         return;
     };
-    let same = |e: &Value| {
-        e["manager"] == writer.manager
-            && e["operation"] == writer.operation
-            && e.get("subresource").and_then(Value::as_str) == writer.subresource
-    };
     let time = now();
-    if let Some(entry) = entries.iter_mut().find(|e| same(e)) {
-        merge_fields(&mut entry["fieldsV1"], &fields);
+    if let Some(entry) = entries.iter_mut().find(|e| same_writer(e, writer)) {
+        match replace {
+            true => entry["fieldsV1"] = fields,
+            false => merge_fields(&mut entry["fieldsV1"], &fields),
+        }
         entry["time"] = json!(time);
         return;
     }

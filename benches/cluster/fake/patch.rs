@@ -2,11 +2,35 @@
 //! patch (RFC 7386), strategic merge patch (approximated by a merge patch: no list merge keys or
 //! `$patch` directives, which none of the clients here send), JSON patch (RFC 6902), and
 //! server-side apply (the sent object merged in, with a conflict when a non-forced apply would
-//! change a field another manager owns).
+//! change a field another manager owns; for the types with a CRD of ours, merged the way their
+//! schema says, and a field the manager stopped sending removed: [`apply_owned`]).
 
 use serde_json::Value;
 
-use super::objects::ApiError;
+use super::objects::{self, ApiError, Writer};
+use super::schema::CrdSchema;
+
+/// Server-side apply of `sent` by `writer` to `current`, a type with a CRD of ours: merged by its
+/// schema, and what the writer's last apply owned and this one drops removed unless another
+/// `managedFields` entry holds it.
+pub fn apply_owned(crd: &CrdSchema, current: &mut Value, sent: &Value, writer: &Writer) {
+    let (before, others) = objects::owned_fields(current, writer);
+    let others: Vec<_> = others.iter().collect();
+    let status = writer.subresource == Some("status");
+    crd.apply(current, sent, status, &before, &others);
+}
+
+/// The 500 a real API server answers a server-side apply naming a field `crd` does not declare
+/// with, nothing stored.
+pub fn refuse_undeclared(crd: &CrdSchema, sent: &Value) -> Result<(), ApiError> {
+    match crd.refusal(sent) {
+        Some(why) => Err(ApiError {
+            code: 500,
+            body: objects::status(500, "InternalError", &why, None),
+        }),
+        None => Ok(()),
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchKind {

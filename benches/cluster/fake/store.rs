@@ -320,7 +320,7 @@ impl Store {
         change(&mut after)?;
         let status_only = write.writer.subresource == Some("status");
         keep_what_clients_cannot_change(&mut after, &before, rt, status_only);
-        if after == before {
+        if after == before && !objects::ownership_changes(&before, rt, &write.writer, &write.sent) {
             return Ok(current);
         }
         let spec_changed = rt.status_subresource && !status_only && {
