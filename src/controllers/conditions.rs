@@ -20,6 +20,32 @@ pub struct Desired<'a> {
     pub message: String,
 }
 
+/// The longest condition message a CRD accepts (metav1.Condition's `maxLength`, which Milo's CRDs
+/// and ours declare): a longer one makes the API server refuse the whole status write.
+pub const MAX_MESSAGE_CHARS: usize = 32768;
+
+/// Cuts every condition message in `status` to [`MAX_MESSAGE_CHARS`] characters, marking the
+/// cut. Messages quote what others wrote (a provider's error, a template's text) and are not
+/// bounded where they are built, so the one place every status write passes bounds them.
+pub fn bound_messages(status: &mut Value) {
+    const CUT: &str = " [...]";
+    let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for message in conditions.iter_mut().filter_map(|c| c.get_mut("message")) {
+        let Some(text) = message.as_str() else {
+            continue;
+        };
+        if let Some((at, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS) {
+            let keep = text[..at]
+                .char_indices()
+                .nth(MAX_MESSAGE_CHARS - CUT.len())
+                .map_or(at, |(i, _)| i);
+            *message = Value::String(format!("{}{CUT}", &text[..keep]));
+        }
+    }
+}
+
 /// The JSON of `desired`, keeping `lastTransitionTime` from `existing` when the status is the same
 /// and stamping `now` when it changed or is new.
 pub fn render(
@@ -107,5 +133,19 @@ mod tests {
             &desired,
             None
         ));
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_what_the_crd_accepts() {
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 10);
+        let mut status = json!({"conditions": [
+            {"type": "Ready", "message": long},
+            {"type": "Other", "message": "short"},
+        ]});
+        bound_messages(&mut status);
+        let cut = status["conditions"][0]["message"].as_str().unwrap();
+        assert_eq!(cut.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(cut.ends_with(" [...]"));
+        assert_eq!(status["conditions"][1]["message"], "short");
     }
 }

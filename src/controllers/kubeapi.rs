@@ -152,6 +152,7 @@ where
     if schemas.prepare_status(&K::kind(&()), &mut body) == StatusWrite::Skip {
         return Ok(());
     }
+    super::conditions::bound_messages(&mut body["status"]);
     let params = PatchParams::apply(manager).force();
     api.patch_status(name, &params, &Patch::Apply(&body))
         .await

@@ -171,19 +171,18 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
             .await
             .inspect(|id| unrecorded.remember(ViewKind::Contact, key, stamp.clone(), id.clone())),
     };
+    let record = status::Record {
+        condition_type: CONTACT_READY,
+        existing: &conditions,
+        generation,
+    };
     match answered {
         Ok(id) => {
             let outcome = Outcome {
                 id: Some(&id),
                 failure: None,
             };
-            let body = status::body(
-                CONTACT_READY,
-                &conditions,
-                generation,
-                &outcome,
-                jiff::Timestamp::now(),
-            );
+            let body = status::body(&record, &outcome, jiff::Timestamp::now());
             status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
             unrecorded.recorded(ViewKind::Contact, key);
             Ok(())
@@ -192,9 +191,7 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
             &sync.ctx.schemas,
             api,
             &key.name,
-            CONTACT_READY,
-            &conditions,
-            generation,
+            &record,
             known.as_deref(),
             error,
         )

@@ -178,19 +178,18 @@ async fn mirror(sync: &ResendSync, api: &Api<ContactGroup>, key: &ObjectKey) -> 
         (Some(id), false) => Ok(id.clone()),
         _ => ensure(sync, &name, forced).await,
     };
+    let record = status::Record {
+        condition_type: GROUP_READY,
+        existing: &conditions,
+        generation,
+    };
     match found {
         Ok(id) => {
             let outcome = Outcome {
                 id: Some(&id),
                 failure: None,
             };
-            let body = status::body(
-                GROUP_READY,
-                &conditions,
-                generation,
-                &outcome,
-                jiff::Timestamp::now(),
-            );
+            let body = status::body(&record, &outcome, jiff::Timestamp::now());
             status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
             Ok(())
         }
@@ -198,9 +197,7 @@ async fn mirror(sync: &ResendSync, api: &Api<ContactGroup>, key: &ObjectKey) -> 
             &sync.ctx.schemas,
             api,
             &key.name,
-            GROUP_READY,
-            &conditions,
-            generation,
+            &record,
             known.as_deref(),
             error,
         )

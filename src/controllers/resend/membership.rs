@@ -167,35 +167,29 @@ async fn mirror(
                 unrecorded.remember(ViewKind::Membership, key, stamp.clone(), segment.into())
             }),
     };
+    let record = status::Record {
+        condition_type: MEMBERSHIP_READY,
+        existing: &[],
+        generation,
+    };
     match added {
         Ok(()) => {
             let outcome = Outcome {
                 id: Some(segment),
                 failure: None,
             };
-            let body = status::body(
-                MEMBERSHIP_READY,
-                &[],
-                generation,
-                &outcome,
-                jiff::Timestamp::now(),
-            );
+            let body = status::body(&record, &outcome, jiff::Timestamp::now());
             status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
             unrecorded.recorded(ViewKind::Membership, key);
             Ok(Action::await_change())
         }
         // The contact or segment is being recreated by the other loops: try again shortly.
         Err(ResendError::NotFound) => Ok(Action::requeue(PREREQUISITE_WAIT)),
-        Err(error) => Err(status::report_failure(
-            &sync.ctx.schemas,
-            api,
-            &key.name,
-            MEMBERSHIP_READY,
-            &[],
-            generation,
-            None,
-            error,
-        )
-        .await),
+        Err(error) => {
+            Err(
+                status::report_failure(&sync.ctx.schemas, api, &key.name, &record, None, error)
+                    .await,
+            )
+        }
     }
 }

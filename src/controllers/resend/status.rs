@@ -52,15 +52,26 @@ pub struct Outcome<'a> {
     pub failure: Option<&'a ResendError>,
 }
 
-/// The status the sync applies for `outcome`: its condition (observed at `generation`), `Ready`
-/// (only Resend is configured, so it says the same) and the provider entry when the id is known.
-pub fn body(
-    condition_type: &str,
-    existing: &[Condition],
-    generation: Option<i64>,
-    outcome: &Outcome<'_>,
-    now: jiff::Timestamp,
-) -> Value {
+/// Where a sync's outcome is recorded: the kind's own condition on an object with `existing`
+/// conditions, observed at `generation`.
+pub struct Record<'a> {
+    /// `ResendContactReady`, `ResendContactGroupReady` or `ResendContactGroupMembershipReady`.
+    pub condition_type: &'a str,
+    /// The object's conditions as read (a condition keeps its transition time when unchanged).
+    pub existing: &'a [Condition],
+    /// The object's generation.
+    pub generation: Option<i64>,
+}
+
+/// The status the sync applies for `outcome`: its condition (observed at the record's
+/// generation), `Ready` (only Resend is configured, so it says the same) and the provider entry
+/// when the id is known.
+pub fn body(record: &Record<'_>, outcome: &Outcome<'_>, now: jiff::Timestamp) -> Value {
+    let Record {
+        condition_type,
+        existing,
+        generation,
+    } = *record;
     let (own, ready) = match outcome.failure {
         None => (
             Desired {
@@ -126,9 +137,7 @@ pub async fn report_failure<K>(
     schemas: &InstalledSchemas,
     api: &Api<K>,
     name: &str,
-    condition_type: &str,
-    existing: &[Condition],
-    generation: Option<i64>,
+    record: &Record<'_>,
     id: Option<&str>,
     error: ResendError,
 ) -> crate::controllers::Error
@@ -136,9 +145,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let status = body(
-        condition_type,
-        existing,
-        generation,
+        record,
         &Outcome {
             id,
             failure: Some(&error),
@@ -158,10 +165,13 @@ mod tests {
     #[test]
     fn synced_status_names_only_this_provider() {
         let now: jiff::Timestamp = "2026-11-27T12:00:00Z".parse().unwrap();
+        let record = Record {
+            condition_type: "ResendContactReady",
+            existing: &[],
+            generation: Some(3),
+        };
         let status = body(
-            "ResendContactReady",
-            &[],
-            Some(3),
+            &record,
             &Outcome {
                 id: Some("re_1"),
                 failure: None,
@@ -188,15 +198,14 @@ mod tests {
             id,
             failure: Some(&error),
         };
-        let status = body("ResendContactReady", &[], Some(1), &failed(None), now);
+        let record = Record {
+            condition_type: "ResendContactReady",
+            existing: &[],
+            generation: Some(1),
+        };
+        let status = body(&record, &failed(None), now);
         assert!(status.get("providers").is_none());
-        let status = body(
-            "ResendContactReady",
-            &[],
-            Some(1),
-            &failed(Some("re_1")),
-            now,
-        );
+        let status = body(&record, &failed(Some("re_1")), now);
         assert_eq!(status["providers"][0]["id"], "re_1");
         assert_eq!(status["conditions"][0]["status"], "False");
         assert_eq!(status["conditions"][0]["reason"], error.reason());
