@@ -1,0 +1,362 @@
+//! Cluster benchmark on the real control plane: the `cluster` bench's questions (what the
+//! webhooks cost a create, how fast enrollment and signup go, memory per object) asked of a real
+//! etcd and kube-apiserver 1.32 (`../shared/envtest`), through the envtest tier's harness, where
+//! the API server pays for every webhook call and answers in tens of milliseconds under load.
+//!
+//! `cargo bench --features envtest --bench cluster_envtest -- [--contacts N] [--users N]
+//! [--clients N]`. Needs what the tier needs (etcd, `../shared/envtest/install target/envtest`);
+//! `MILO_ENVTEST_BIN=target/release/milo-webhook` measures the release build (the default is the
+//! build cargo made for the bench, which is the release profile too). Everything listens on
+//! 127.0.0.1 and is killed on exit; every wait is bounded.
+
+#[path = "../tests/envtest/harness/mod.rs"]
+#[allow(dead_code)]
+mod harness;
+#[path = "../tests/support"]
+mod support {
+    #![allow(dead_code)]
+    pub mod fake_resend;
+}
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use harness::objects::{create, list};
+use harness::{CrdSet, Env, EnvOptions, SERVER_USER, SYSTEM_NAMESPACE};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::{Value, json};
+
+/// What to run.
+struct Options {
+    contacts: usize,
+    users: usize,
+    clients: usize,
+}
+
+const USAGE: &str = "cargo bench --features envtest --bench cluster_envtest -- \
+[--contacts N (default 2000)] [--users N (default 2000)] [--clients N (default 16)]";
+
+impl Options {
+    fn parse() -> Result<Self, String> {
+        let mut o = Options {
+            contacts: 2000,
+            users: 2000,
+            clients: 16,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            if flag == "--bench" {
+                continue;
+            }
+            let value = args
+                .next()
+                .ok_or(format!("{flag} needs a value\n{USAGE}"))?;
+            let n: usize = value
+                .parse()
+                .map_err(|_| format!("{flag}: not a number: {value}"))?;
+            match flag.as_str() {
+                "--contacts" => o.contacts = n.max(1),
+                "--users" => o.users = n.max(1),
+                "--clients" => o.clients = n.max(1),
+                _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+fn main() {
+    let options = match Options::parse() {
+        Ok(o) => o,
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let rows = runtime.block_on(run(&options));
+    println!(
+        "\nmilo-webhook on a real control plane ({} contacts per wave, {} users, {} clients)",
+        options.contacts, options.users, options.clients
+    );
+    println!("| measure | value |\n|---|---|");
+    for (what, value) in rows {
+        println!("| {what} | {value} |");
+    }
+}
+
+fn contact(namespace: &str, i: usize) -> Value {
+    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "Contact",
+        "metadata": {"namespace": namespace, "name": format!("c{i:06}")},
+        "spec": {"email": format!("{namespace}-{i}@example.com"), "givenName": format!("C{i}")}})
+}
+
+fn membership(namespace: &str, i: usize, group: &str) -> Value {
+    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroupMembership",
+        "metadata": {"namespace": namespace, "name": format!("m{i:06}-{group}")},
+        "spec": {"contactRef": {"namespace": namespace, "name": format!("c{i:06}")},
+                 "contactGroupRef": {"namespace": "groups", "name": group}}})
+}
+
+fn user(i: usize) -> Value {
+    json!({"apiVersion": "iam.miloapis.com/v1alpha1", "kind": "User",
+        "metadata": {"name": format!("u{i:06}")},
+        "spec": {"email": format!("user-{i}@example.com"), "givenName": format!("U{i}")}})
+}
+
+/// Creates every object with `clients` in flight; objects per second.
+async fn create_all(env: &Env, objects: Vec<Value>, clients: usize) -> f64 {
+    let started = Instant::now();
+    let n = objects.len();
+    futures::stream::iter(objects)
+        .map(|object| async move { create(&env.client, &object).await })
+        .buffer_unordered(clients)
+        .collect::<Vec<_>>()
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Waits (at most `limit`) until `count` reaches `want`; the time it took.
+async fn until_count<F, Fut>(what: &str, want: usize, limit: Duration, count: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let started = Instant::now();
+    loop {
+        let have = count().await;
+        if have >= want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: {have} of {want} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes (create, update, patch, delete) the server made so far, as the audit log saw them.
+fn server_writes(env: &Env) -> usize {
+    harness::audit::events(&env.plane.audit_log)
+        .iter()
+        .filter(|e| e.user == SERVER_USER)
+        .filter(|e| matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete"))
+        .filter(|e| e.resource != "leases" && e.resource != "events")
+        .count()
+}
+
+/// Admission reviews the first replica answered so far (its own metric).
+async fn webhook_calls(env: &Env) -> f64 {
+    let url = format!("http://127.0.0.1:{}/metrics", env.servers[0].admin);
+    let text = reqwest::get(&url)
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("read /metrics");
+    text.lines()
+        .filter(|l| l.starts_with("milo_webhook_admission_reviews_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The leader's resident memory, KiB.
+fn rss_kib(env: &Env) -> u64 {
+    let pid = env.servers[0]
+        .process
+        .as_ref()
+        .and_then(harness::process::Process::id)
+        .expect("the server runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read its status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+async fn unregister_webhooks(env: &Env) {
+    let params = (DeleteParams::default(), ListParams::default());
+    Api::<ValidatingWebhookConfiguration>::all(env.client.clone())
+        .delete_collection(&params.0, &params.1)
+        .await
+        .expect("delete the validating configurations");
+    Api::<MutatingWebhookConfiguration>::all(env.client.clone())
+        .delete_collection(&params.0, &params.1)
+        .await
+        .expect("delete the mutating configurations");
+    // The API server drops its webhook clients within a moment of the watch event.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+async fn run(o: &Options) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let mut row = |what: &str, value: String| {
+        eprintln!("{what}: {value}");
+        rows.push((what.to_owned(), value));
+    };
+    let env = Env::start(CrdSet::Ours, EnvOptions::default()).await;
+    for ns in ["hooked", "raw", "groups"] {
+        env.namespace(ns).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let empty_rss = rss_kib(&env);
+    row(
+        "leader RSS, empty",
+        format!("{:.1} MiB", empty_rss as f64 / 1024.0),
+    );
+    let limit = Duration::from_secs(600);
+    let n = o.contacts;
+
+    // Creates through the webhooks, then with no webhook registered (the API server alone).
+    let calls = webhook_calls(&env).await;
+    let hooked = create_all(
+        &env,
+        (0..n).map(|i| contact("hooked", i)).collect(),
+        o.clients,
+    )
+    .await;
+    let per_contact = (webhook_calls(&env).await - calls) / n as f64;
+    unregister_webhooks(&env).await;
+    let raw = create_all(&env, (0..n).map(|i| contact("raw", i)).collect(), o.clients).await;
+    harness::server::register_webhooks(&env.client, env.dir(), &env.files, env.servers[0].listen)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    row(
+        "Contact creates/s through the webhooks",
+        format!("{hooked:.0}"),
+    );
+    row("Contact creates/s, no webhooks", format!("{raw:.0}"));
+    row("ratio", format!("{:.2}", hooked / raw));
+    row(
+        "webhook calls per Contact create",
+        format!("{per_contact:.2}"),
+    );
+
+    // Raw membership creates (through the webhooks, as a user makes them) for the baseline.
+    create(
+        &env.client,
+        &json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroup",
+            "metadata": {"namespace": "groups", "name": "manual"},
+            "spec": {"displayName": "Manual", "visibility": "public"}}),
+    )
+    .await;
+    let raw_memberships = create_all(
+        &env,
+        (0..n).map(|i| membership("raw", i, "manual")).collect(),
+        o.clients,
+    )
+    .await;
+    row(
+        "membership creates/s by clients",
+        format!("{raw_memberships:.0}"),
+    );
+
+    // Enrollment: a backfilling policy over every contact of both waves.
+    create(
+        &env.client,
+        &json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroup",
+            "metadata": {"namespace": "groups", "name": "everyone"},
+            "spec": {"displayName": "Everyone", "visibility": "public"}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (writes, calls) = (server_writes(&env), webhook_calls(&env).await);
+    create(
+        &env.client,
+        &json!({"apiVersion": "notification.miloapis.com/v1alpha1",
+            "kind": "ContactGroupEnrollmentPolicy", "metadata": {"name": "everyone"},
+            "spec": {"contactGroupRef": {"namespace": "groups", "name": "everyone"},
+                     "trigger": {"type": "ContactCreated"}, "backfill": true}}),
+    )
+    .await;
+    let enrolled_in_everyone = || async {
+        list(&env.client, "ContactGroupMembership", None)
+            .await
+            .iter()
+            .filter(|m| m["spec"]["contactGroupRef"]["name"] == "everyone")
+            .count()
+    };
+    let took = until_count("enrollment", 2 * n, limit, enrolled_in_everyone).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let enrolled = 2 * n;
+    let rate = enrolled as f64 / took.as_secs_f64();
+    row("enrolled contacts/s (backfill)", format!("{rate:.0}"));
+    row(
+        "enrolled/s ÷ membership creates/s",
+        format!("{:.2}", rate / raw_memberships),
+    );
+    row(
+        "API writes per enrolled contact",
+        format!(
+            "{:.2}",
+            (server_writes(&env) - writes) as f64 / enrolled as f64
+        ),
+    );
+    row(
+        "webhook calls per enrolled contact",
+        format!(
+            "{:.2}",
+            (webhook_calls(&env).await - calls) / enrolled as f64
+        ),
+    );
+
+    // Signup: Users created as fast as the clients go; each gets a Contact.
+    let started = Instant::now();
+    let users = create_all(&env, (0..o.users).map(user).collect(), o.clients).await;
+    let created_all = started.elapsed();
+    let signed_up = || async {
+        list(&env.client, "Contact", Some(SYSTEM_NAMESPACE))
+            .await
+            .iter()
+            .filter(|c| c["spec"]["subject"]["name"].is_string())
+            .count()
+    };
+    until_count("signup", o.users, limit, signed_up).await;
+    let lag = started.elapsed().saturating_sub(created_all);
+    row("User creates/s", format!("{users:.0}"));
+    row(
+        "signup Contacts/s",
+        format!("{:.0}", o.users as f64 / started.elapsed().as_secs_f64()),
+    );
+    row(
+        "signup lag after the last User",
+        format!("{:.1} s", lag.as_secs_f64()),
+    );
+
+    // Memory once settled, per object the view holds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let objects_held = 2 * n // contacts
+        + n + 2 * n // memberships
+        + 2 * o.users; // users and their contacts
+    let rss = rss_kib(&env);
+    row(
+        "leader RSS, settled",
+        format!("{:.1} MiB ({objects_held} objects)", rss as f64 / 1024.0),
+    );
+    row(
+        "RSS per object",
+        format!(
+            "{:.0} B",
+            (rss.saturating_sub(empty_rss) * 1024) as f64 / objects_held as f64
+        ),
+    );
+    let refused = env
+        .refused_writes()
+        .iter()
+        .filter(|e| e.code != 409)
+        .count();
+    row(
+        "writes the API server refused the server",
+        refused.to_string(),
+    );
+    rows
+}
