@@ -136,6 +136,18 @@ pub async fn sync(crds: CrdSet) {
     assert_eq!(fake.members(&staff), ["cy@example.com"]);
     assert_eq!(fake.contacts().len(), 3);
     assert_eq!(fake.segments().len(), 2);
+    // A group costs one listing (shared by the groups synced together) and one create.
+    let segment_calls: Vec<String> = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/segments"))
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect();
+    let creates = segment_calls
+        .iter()
+        .filter(|c| c.starts_with("POST"))
+        .count();
+    assert_eq!(creates, 2, "{segment_calls:?}");
+    assert!(segment_calls.len() <= 4, "{segment_calls:?}");
     for (_, email) in people {
         let id = fake.contact(email).expect("mirrored").id;
         let calls = contact_calls(&requests, email, &id);
