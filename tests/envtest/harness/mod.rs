@@ -2,7 +2,7 @@
 //! a CRD set, the deployment's RBAC, the milo-webhook binary registered as the admission
 //! webhooks, and the fake Resend it syncs to. Everything lives in a temporary directory and is
 //! killed when the [`Env`] is dropped; a failing test prints the tail of every process's log and
-//! keeps the directory (etcd data, logs, audit log) for a look.
+//! keeps the directory (logs, audit log; not etcd's data) for a look.
 
 pub mod audit;
 pub mod certs;
@@ -203,7 +203,10 @@ impl Drop for Env {
             }
         }
         if let Some(dir) = self.dir.take() {
-            eprintln!("----- kept the test's directory: {}", dir.keep().display());
+            // The logs and the audit log are worth keeping; etcd's data (64 MiB of WAL, in
+            // memory under /dev/shm) is not.
+            let _ = std::fs::remove_dir_all(dir.path().join("etcd"));
+            eprintln!("----- kept the test's logs: {}", dir.keep().display());
         }
     }
 }
