@@ -135,6 +135,34 @@ impl Env {
         .await;
     }
 
+    /// The Prometheus text of the first replica's admin `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.servers[0].admin);
+        reqwest::get(&url)
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text")
+    }
+
+    /// The `crd_missing_fields` series the leader exports as 1: (kind, field) pairs the installed
+    /// CRDs do not declare although the server would write them.
+    pub async fn crd_missing_fields(&self) -> Vec<(String, String)> {
+        let label = |line: &str, name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = line[start..].find('"')? + start;
+            Some(line[start..end].to_owned())
+        };
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.contains("crd_missing_fields{") && l.ends_with(" 1"))
+            .filter_map(|l| Some((label(l, "kind")?, label(l, "field")?)))
+            .collect()
+    }
+
     /// Writes by the server that the API server refused.
     pub fn refused_writes(&self) -> Vec<audit::Event> {
         audit::refused_writes(&self.plane.audit_log, SERVER_USER)

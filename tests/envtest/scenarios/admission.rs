@@ -86,6 +86,23 @@ pub async fn denials(crds: CrdSet) {
         &membership("ada-staff", ("people", "ada"), ("groups", "staff")),
     )
     .await;
+    // Its spec cannot change (the CRD's CEL rule, which only the API server evaluates, and the
+    // webhook agree).
+    let moved = objects::merge_patch(
+        c,
+        "ContactGroupMembership",
+        Some("people"),
+        "ada-staff",
+        &serde_json::json!({"spec": {"contactGroupRef": {"name": "news"}}}),
+    )
+    .await;
+    match moved {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(status.message.contains("spec is immutable"), "{status:?}");
+        }
+        other => panic!("a membership's group was changed: {other:?}"),
+    }
     env.assert_server_writes_clean();
 }
 

@@ -109,6 +109,11 @@ pub async fn broadcast_and_one_click(crds: CrdSet) {
             "{}",
             broadcast["status"]
         );
+        let missing = env.crd_missing_fields().await;
+        assert!(
+            missing.is_empty(),
+            "our CRDs declare everything: {missing:?}"
+        );
     }
 
     // The link in p0's mail, as a mail client follows it.
@@ -193,6 +198,14 @@ async fn milo_crd_refuses_to_send(env: &Env) {
             .as_str()
             .is_some_and(|m| m.contains("pendingBatch")),
         "{status}"
+    );
+    let missing = env.crd_missing_fields().await;
+    assert!(
+        missing.contains(&(
+            "EmailBroadcast".to_owned(),
+            "status.pendingBatch".to_owned()
+        )),
+        "the gap is exported: {missing:?}"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
