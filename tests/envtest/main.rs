@@ -47,3 +47,4 @@ scenario!(email_once_across_restart, scenarios::operations::email_once_across_re
 scenario!(lease_handover, scenarios::operations::lease_handover, ours: Ours);
 scenario!(broadcast_and_one_click, scenarios::broadcast::broadcast_and_one_click, ours: Ours, milo: Milo);
 scenario!(invitation_lifecycle, scenarios::invitation::lifecycle, ours: Ours, milo: Milo);
+scenario!(signup_enrollment, scenarios::controllers::signup_enrollment, ours: Ours, milo: Milo);

@@ -277,3 +277,29 @@ pub async fn signup_contacts(crds: CrdSet) {
     );
     env.assert_server_writes_clean();
 }
+
+/// Signing up is enough to be enrolled: a new User gets its Contact (usercontact), and a policy
+/// selecting contacts whose subject is a User enrolls it; a contact without a subject is left
+/// out by that selector.
+pub async fn signup_enrollment(crds: CrdSet) {
+    let env = Env::start(crds, EnvOptions::default()).await;
+    let c = &env.client;
+    env.namespace("people").await;
+    env.namespace("groups").await;
+    create(c, &group("groups", "welcome", "public")).await;
+    let mut users_only = policy("new-users", ("groups", "welcome"), false);
+    users_only["spec"]["contactSelector"] = json!({"subjectKind": "User"});
+    create(c, &users_only).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    create(c, &user("u-9", "nine@example.com")).await;
+    create(c, &contact("people", "plain", "plain@example.com")).await;
+    enrolled(&env, (SYSTEM_NAMESPACE, "user-u-9"), ("groups", "welcome")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        memberships_of(&env, ("people", "plain"), ("groups", "welcome"))
+            .await
+            .is_empty(),
+        "a contact without a User subject was enrolled by a User-only policy"
+    );
+    env.assert_server_writes_clean();
+}

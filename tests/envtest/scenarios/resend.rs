@@ -193,5 +193,16 @@ pub async fn sync(crds: CrdSet) {
         sorted(fake.members(&staff)),
         ["bob@example.com", "cy@example.com"]
     );
+
+    // A deleted membership leaves the segment before its finalizer lets it go.
+    crate::harness::objects::delete(c, "ContactGroupMembership", Some("people"), "bob-news").await;
+    eventually("bob-news gone", WAIT, || async {
+        match get(c, "ContactGroupMembership", Some("people"), "bob-news").await {
+            None => Ok(()),
+            Some(m) => Err(m["metadata"].to_string()),
+        }
+    })
+    .await;
+    assert_eq!(fake.members(&news), ["ada@example.com"]);
     env.assert_server_writes_clean();
 }
