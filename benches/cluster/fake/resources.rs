@@ -98,6 +98,14 @@ pub static RESOURCES: &[ResourceType] = &[
     rt(
         NOTIFICATION,
         "v1alpha1",
+        "emailbroadcasts",
+        "EmailBroadcast",
+        true,
+        true,
+    ),
+    rt(
+        NOTIFICATION,
+        "v1alpha1",
         "emailtemplates",
         "EmailTemplate",
         false,
