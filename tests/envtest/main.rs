@@ -48,3 +48,4 @@ scenario!(lease_handover, scenarios::operations::lease_handover, ours: Ours);
 scenario!(broadcast_and_one_click, scenarios::broadcast::broadcast_and_one_click, ours: Ours, milo: Milo);
 scenario!(invitation_lifecycle, scenarios::invitation::lifecycle, ours: Ours, milo: Milo);
 scenario!(signup_enrollment, scenarios::controllers::signup_enrollment, ours: Ours, milo: Milo);
+scenario!(namespace_deletion, scenarios::resend::namespace_deletion, ours: Ours, milo: Milo);

@@ -206,3 +206,39 @@ pub async fn sync(crds: CrdSet) {
     assert_eq!(fake.members(&news), ["ada@example.com"]);
     env.assert_server_writes_clean();
 }
+
+/// Deleting a namespace (the controller manager's namespace controller deletes its objects) waits
+/// for the sync's finalizers, which are released once the Resend side is cleaned up: the
+/// namespace goes, and so do its contacts and segments at Resend.
+pub async fn namespace_deletion(crds: CrdSet) {
+    let options = EnvOptions {
+        resend: true,
+        controller_manager: true,
+        ..Default::default()
+    };
+    let env = Env::start(crds, options).await;
+    let c = &env.client;
+    let fake = env.resend();
+    env.namespace("team").await;
+    create(c, &group("team", "news", "public")).await;
+    create(c, &contact("team", "ada", "ada@example.com")).await;
+    create(
+        c,
+        &membership("ada-news", ("team", "ada"), ("team", "news")),
+    )
+    .await;
+    all_ready(&env, "ContactGroupMembership", MEMBERSHIP_READY, 1).await;
+    assert_eq!((fake.contacts().len(), fake.segments().len()), (1, 1));
+
+    crate::harness::objects::delete(c, "Namespace", None, "team").await;
+    eventually("the namespace gone", Duration::from_secs(90), || async {
+        match get(c, "Namespace", None, "team").await {
+            None => Ok(()),
+            Some(ns) => Err(ns["status"].to_string()),
+        }
+    })
+    .await;
+    assert!(fake.contacts().is_empty(), "{:?}", fake.contacts());
+    assert!(fake.segments().is_empty(), "{:?}", fake.segments());
+    env.assert_server_writes_clean();
+}
