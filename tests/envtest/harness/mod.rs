@@ -50,12 +50,27 @@ pub struct Env {
     dir: Option<tempfile::TempDir>,
 }
 
+/// Bytes free for an unprivileged writer on the filesystem of `path` (0 when unknown).
+fn free_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-struct it fills in.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return 0;
+    }
+    stat.f_bavail.saturating_mul(stat.f_frsize)
+}
+
 fn temp_dir() -> tempfile::TempDir {
-    // etcd fsyncs every write: on tmpfs that costs nothing.
+    // etcd fsyncs every write: on tmpfs that costs nothing. Containers often mount a 64 MiB
+    // /dev/shm, less than etcd preallocates for its WAL: then the usual temporary directory.
     let shm = Path::new("/dev/shm");
     let mut builder = tempfile::Builder::new();
     builder.prefix("milo-envtest-");
-    if shm.is_dir() {
+    if shm.is_dir() && free_bytes(shm) > 2 << 30 {
         builder.tempdir_in(shm)
     } else {
         builder.tempdir()
