@@ -1,11 +1,12 @@
 //! What happens around the processes: (h) a provider opt-out event becoming a removal, (i) an
-//! Email sent exactly once across a crash of the server, (l) the Lease handed over on SIGTERM.
+//! Email sent exactly once across a crash of the server (and its delivery event recorded), (l)
+//! the Lease handed over on SIGTERM.
 
 use std::time::{Duration, Instant};
 
 use http::Method;
 use milo_webhook::providers::svix::{SigningKey, sign};
-use milo_webhook::server::provider_events::CONTACT_EVENTS_PATH;
+use milo_webhook::server::provider_events::{CONTACT_EVENTS_PATH, EMAIL_EVENTS_PATH};
 use serde_json::{Value, json};
 
 use crate::harness::objects::{condition_true, create, eventually, get, list};
@@ -195,6 +196,24 @@ pub async fn email_once_across_restart(crds: CrdSet) {
         keys.iter().all(|k| k.is_some() && *k == keys[0]),
         "one idempotency key: {keys:?}"
     );
+
+    // Resend reports the delivery (a signed email event): the Email says so.
+    let event = json!({"type": "email.delivered", "created_at": "2026-12-07T12:00:00.000Z",
+        "data": {"email_id": sent[0].id, "to": ["ada@example.com"]}});
+    let url = format!("{}{EMAIL_EVENTS_PATH}", env.servers[0].events_url());
+    assert_eq!(deliver(&url, "msg_delivered_1", &event).await, 200);
+    eventually("Delivered", WAIT, || async {
+        let email = get(&c, "Email", Some("org-1"), "hello").await.unwrap();
+        let delivered = email["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Delivered"))
+            .cloned();
+        match delivered {
+            Some(d) if d["status"] == "True" && d["reason"] == "DeliverySuccessful" => Ok(()),
+            _ => Err(email["status"].to_string()),
+        }
+    })
+    .await;
     env.assert_server_writes_clean();
 }
 
