@@ -210,6 +210,10 @@ impl Env {
                 );
             }
             CrdSet::Milo => {
+                // Shown with --nocapture: what Milo's CRDs refused once, which is allowed.
+                for e in self.refused_writes() {
+                    eprintln!("refused once (Milo's CRDs): {e}");
+                }
                 let repeated: Vec<String> =
                     audit::repeated_refusals(&self.plane.audit_log, SERVER_USER)
                         .iter()
