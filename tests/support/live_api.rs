@@ -70,6 +70,8 @@ struct Write<'a> {
     apply: bool,
     /// The `fieldManager` query parameter.
     manager: &'a str,
+    /// An apply takes over what it changes that other managers applied (else: 409).
+    force: bool,
 }
 
 fn kind_of(plural: &str) -> Option<ViewKind> {
@@ -343,6 +345,7 @@ impl LiveApi {
                     status: subresource == Some("status"),
                     apply,
                     manager: schema::query_param(query, "fieldManager").unwrap_or("unknown"),
+                    force: schema::query_param(query, "force") == Some("true"),
                 };
                 self.patch(&plural, &ns, &name, &write, body)
             }
@@ -370,13 +373,11 @@ impl LiveApi {
             return failure(404, "NotFound", "not found");
         };
         if write.apply {
-            state.owners.entry(id.clone()).or_default().apply(
-                crd,
-                &mut object,
-                &body,
-                write.manager,
-                write.status,
-            );
+            let owners = state.owners.entry(id.clone()).or_default();
+            let (manager, status, force) = (write.manager, write.status, write.force);
+            if let Err(why) = owners.apply(crd, &mut object, &body, manager, status, force) {
+                return failure(409, "Conflict", &why);
+            }
         } else {
             match write.status {
                 true => merge(&mut object, &json!({"status": body["status"]})),

@@ -214,7 +214,9 @@ pub struct Owners(BTreeMap<(String, bool), FieldSet>);
 
 impl Owners {
     /// Applies `sent` by `manager` to `object` (see [`CrdSchema::apply`]) and records what the
-    /// manager owns now.
+    /// manager owns now. A value it changes that another manager applied is a conflict: refused
+    /// (`Err`, the API server's message) unless `force`, which takes the field over (the other
+    /// manager no longer holds it).
     pub fn apply(
         &mut self,
         schema: &CrdSchema,
@@ -222,20 +224,77 @@ impl Owners {
         sent: &Value,
         manager: &str,
         status: bool,
-    ) {
+        force: bool,
+    ) -> Result<(), String> {
         let key = (manager.to_owned(), status);
-        let before = self.0.remove(&key).unwrap_or_default();
-        let others: Vec<&FieldSet> = self.0.values().collect();
-        let now = schema.apply(object, sent, status, &before, &others);
-        if !now.is_empty() {
-            self.0.insert(key, now);
+        let before = self.0.get(&key).cloned().unwrap_or_default();
+        let others: Vec<&FieldSet> = self
+            .0
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, set)| set)
+            .collect();
+        let mut after = object.clone();
+        let now = schema.apply(&mut after, sent, status, &before, &others);
+        let changed = changed_fields(&now, object, &after);
+        let conflicts: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .flat_map(|((other, _), set)| {
+                set.intersection(&changed)
+                    .map(move |path| format!("conflict with \"{other}\": {}", display(path)))
+            })
+            .collect();
+        if !force && !conflicts.is_empty() {
+            return Err(format!(
+                "Apply failed with {} conflict(s): {}",
+                conflicts.len(),
+                conflicts.join(", ")
+            ));
         }
+        for set in self.0.values_mut() {
+            set.retain(|path| !changed.contains(path));
+        }
+        self.0.insert(key, now);
+        self.0.retain(|_, set| !set.is_empty());
+        *object = after;
+        Ok(())
     }
 
     /// What `manager` owns through its last apply (to `/status` when `status`).
     pub fn of(&self, manager: &str, status: bool) -> Option<&FieldSet> {
         self.0.get(&(manager.to_owned(), status))
     }
+}
+
+/// The fields of `now` (an apply's) whose value differs between `before` and `after`: what the
+/// apply took from any manager that held them. A list-map entry is not a value of its own.
+pub fn changed_fields(now: &FieldSet, before: &Value, after: &Value) -> FieldSet {
+    now.iter()
+        .filter(|path| !path.last().is_some_and(|s| s.starts_with("k:")))
+        .filter(|path| locate(before, path) != locate(after, path))
+        .cloned()
+        .collect()
+}
+
+/// `.status.conditions[{"type":"Ready"}].reason`, as error messages name a field.
+pub fn display(path: &FieldPath) -> String {
+    path.iter()
+        .map(|step| match step.strip_prefix("f:") {
+            Some(name) => format!(".{name}"),
+            None => format!("[{}]", &step[2..]),
+        })
+        .collect()
+}
+
+/// The value at `path` in `value`, when there is one.
+fn locate<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(value, |value, step| match step.strip_prefix("f:") {
+            Some(name) => value.get(name),
+            None => value.as_array()?.iter().find(|e| matches_step(e, step)),
+        })
 }
 
 /// `set` as a `fieldsV1` tree: `{"f:status": {"f:providers": {"k:{\"name\":\"Resend\"}":

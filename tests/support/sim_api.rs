@@ -204,9 +204,12 @@ impl SimState {
         if apply {
             let query = request.uri.query().unwrap_or_default();
             let manager = schema::query_param(query, "fieldManager").unwrap_or("unknown");
+            let force = schema::query_param(query, "force") == Some("true");
             let id = (plural.clone(), key.0.clone(), key.1.clone());
             let owners = self.owners.entry(id).or_default();
-            owners.apply(crd, &mut object, &body, manager, to_status);
+            if let Err(why) = owners.apply(crd, &mut object, &body, manager, to_status, force) {
+                return status(409, "Conflict", &why, None);
+            }
         } else {
             // Status patches touch status only.
             match to_status {

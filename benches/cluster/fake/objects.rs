@@ -182,6 +182,38 @@ pub fn owned_fields(object: &Value, writer: &Writer) -> (FieldSet, Vec<FieldSet>
     (mine, others)
 }
 
+/// A server-side apply to a type with a CRD of ours takes over the fields whose value it changed
+/// (applies here are forced, or refused before on a conflict): the other `managedFields` entries
+/// of `after` let go of them.
+pub fn take_over(
+    after: &mut Value,
+    before: &Value,
+    rt: &ResourceType,
+    writer: &Writer,
+    sent: &Value,
+) {
+    let Some(crd) = crd_schema(rt).filter(|_| writer.operation == "Apply") else {
+        return;
+    };
+    let now = crd.applied_fields(sent, writer.subresource == Some("status"));
+    let changed = schema::changed_fields(&now, before, after);
+    if changed.is_empty() {
+        return;
+    }
+    let Some(Value::Array(entries)) = after["metadata"].get_mut("managedFields") else {
+        return;
+    };
+    for entry in entries.iter_mut().filter(|e| !same_writer(e, writer)) {
+        let mut fields = schema::from_tree(&entry["fieldsV1"]);
+        let held = fields.len();
+        fields.retain(|path| !changed.contains(path));
+        if fields.len() != held {
+            entry["fieldsV1"] = schema::to_tree(&fields);
+        }
+    }
+    entries.retain(|e| e["fieldsV1"].as_object().is_none_or(|m| !m.is_empty()));
+}
+
 /// Records in `object`'s `managedFields` that `writer` set the fields of `sent` (the body of the
 /// request): its entry (one per manager, operation and subresource) gains their tree, or, for an
 /// apply to a type with a CRD of ours, becomes their tree.

@@ -342,6 +342,7 @@ impl Store {
             after["metadata"]["generation"] = json!(generation + 1);
         }
         objects::record_write(&mut after, rt, &write.writer, &write.sent);
+        objects::take_over(&mut after, &before, rt, &write.writer, &write.sent);
         let finished = after["metadata"]["deletionTimestamp"].is_string()
             && after["metadata"]["finalizers"]
                 .as_array()
