@@ -143,17 +143,23 @@ async fn apply_status(
     manager: &str,
     status: Value,
 ) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(manager).force();
+    apply_status_with(client, name, &params, status).await
+}
+
+async fn apply_status_with(
+    client: &Client,
+    name: &str,
+    params: &PatchParams,
+    status: Value,
+) -> Result<(), kube::Error> {
     let body = json!({
         "apiVersion": ContactGroupMembership::api_version(&()),
         "kind": ContactGroupMembership::kind(&()),
         "status": status,
     });
     memberships(client)
-        .patch_status(
-            name,
-            &PatchParams::apply(manager).force(),
-            &Patch::Apply(&body),
-        )
+        .patch_status(name, params, &Patch::Apply(&body))
         .await
         .map(|_| ())
 }
@@ -259,6 +265,46 @@ async fn a_field_its_manager_stops_applying_goes_unless_another_manager_applied_
             "{double}"
         );
         assert!(status("m").get("conditions").is_none(), "{double}");
+    }
+}
+
+#[tokio::test]
+async fn a_forced_apply_takes_over_the_fields_it_changes() {
+    for (double, api) in doubles().await {
+        let (client, stored) = (&api.client, &api.stored);
+        create(client, "m", json!({})).await;
+        let resend = json!({"name": "Resend", "id": "re_1"});
+        let sent = json!({"username": "ada", "providers": [resend.clone()]});
+        apply_status(client, "m", "a", sent.clone()).await.unwrap();
+        apply_status(client, "m", "b", json!({"username": "bob"}))
+            .await
+            .unwrap();
+
+        // `b` holds username now: `a` changing it back without force conflicts.
+        let error = apply_status_with(client, "m", &PatchParams::apply("a"), sent)
+            .await
+            .unwrap_err();
+        let kube::Error::Api(status) = error else {
+            panic!("{double}: not an API error: {error}");
+        };
+        assert_eq!(
+            (status.code, status.reason.as_str()),
+            (409, "Conflict"),
+            "{double}"
+        );
+        assert_eq!(
+            stored("m").unwrap()["status"]["username"],
+            "bob",
+            "{double}"
+        );
+
+        // `a` lost username to `b`: when `b` stops sending it, it goes.
+        apply_status(client, "m", "b", json!({})).await.unwrap();
+        assert_eq!(
+            stored("m").unwrap()["status"],
+            json!({"providers": [resend]}),
+            "{double}"
+        );
     }
 }
 
