@@ -187,7 +187,12 @@ pub async fn sync(crds: CrdSet) {
     let id = fake.contact("bob@example.com").unwrap().id;
     assert_eq!(
         membership_calls(&fake.requests(), "bob@example.com", &id, &staff),
-        1
+        1,
+        "a membership added to a settled cluster: {:?}",
+        fake.requests()[after.len()..]
+            .iter()
+            .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+            .collect::<Vec<_>>()
     );
     assert_eq!(
         sorted(fake.members(&staff)),
