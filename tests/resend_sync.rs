@@ -481,6 +481,63 @@ async fn a_failing_status_write_never_repeats_the_provider_call() {
     let creates = calls("POST", &|p| p == "/contacts");
     let adds = calls("POST", &|p| p.contains("/segments/"));
     assert_eq!((lookups, creates, adds), (1, 1, 1), "{requests:?}");
-    assert_eq!(h.sync.unrecorded.len(), 0, "nothing waits once recorded");
+    assert_eq!(
+        h.sync.answers.unrecorded(),
+        0,
+        "nothing waits once recorded"
+    );
+    h.no_rbac_denials();
+}
+
+/// The sync's own writes wake it again before the view shows its status write (on a real API
+/// server, the finalizer's watch event arrives first): that wake-up calls Resend no more.
+#[tokio::test]
+async fn a_wake_before_the_view_shows_the_status_calls_resend_no_more() {
+    let mut h = Harness::new(FakeConfig::default(), 100.0).await;
+    h.live.create(CONTACTS, contact("ada", "ada@example.com"));
+    h.live.create(GROUPS, group("news", "public"));
+    h.live
+        .create(MEMBERSHIPS, membership("ada-news", "ada", "news"));
+    h.start();
+    h.all_synced().await;
+    let before = h.fake.requests().len();
+    h.live.state.lock().unwrap().lag_status = true;
+    h.live
+        .update_spec(CONTACTS, "people", "ada", json!({"givenName": "Ada"}));
+    h.until("the new name mirrored", |h| {
+        h.fake
+            .contact("ada@example.com")
+            .unwrap()
+            .first_name
+            .as_deref()
+            == Some("Ada")
+    })
+    .await;
+    h.until("its status written", |h| {
+        h.ready(CONTACTS, CONTACT_READY) == 1
+    })
+    .await;
+    // The view still shows generation 2 unsynced; wake the contact and its membership again.
+    for _ in 0..3 {
+        h.sync
+            .ctx
+            .view
+            .announce(milo_webhook::view::ViewChange::Applied(
+                milo_webhook::view::ViewKind::Contact,
+                "people".into(),
+                "ada".into(),
+            ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after: Vec<String> = h.fake.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        after.len(),
+        1,
+        "one PATCH of the contact, no repeat: {after:?}"
+    );
+    assert!(after[0].starts_with("PATCH /contacts/"), "{after:?}");
     h.no_rbac_denials();
 }

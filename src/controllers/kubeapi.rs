@@ -76,6 +76,36 @@ where
     .map(|_| ())
 }
 
+/// Removes `finalizer` from `name`, if it is there, under the resourceVersion read: other
+/// writers' finalizers are kept and a conflict is retried at once. A merge patch never creates
+/// an object, where a server-side apply to an object deleted meanwhile would try to create it
+/// again (and fail on its required fields, or succeed for a kind that has none); an object
+/// already gone is success.
+pub async fn release_finalizer<K>(
+    api: &Api<K>,
+    name: &str,
+    finalizer: &str,
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let Some(object) = get(api, name).await? else {
+        return Ok(());
+    };
+    let finalizers = object.meta().finalizers.as_deref().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == finalizer) {
+        return Ok(());
+    }
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": rest, "resourceVersion": object.meta().resource_version},
+    });
+    match merge_patch(api, name, &patch).await {
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
 /// JSON-merge-patches the status subresource, with the same rule: only the fields the caller owns.
 pub async fn merge_patch_status<K>(
     api: &Api<K>,

@@ -41,6 +41,8 @@ pub struct LiveState {
     pub fail_once: Vec<String>,
     /// What each field manager last applied, per object.
     pub owners: BTreeMap<ObjectId, Owners>,
+    /// Status writes are stored but not fed to the view: a watch that lags behind them.
+    pub lag_status: bool,
     version: u64,
 }
 
@@ -396,8 +398,11 @@ impl LiveApi {
         } else {
             state.objects.insert(id, object.clone());
         }
+        let unseen = write.status && state.lag_status;
         drop(state);
-        self.changed(plural, ns, name, (!gone).then_some(&object));
+        if !unseen {
+            self.changed(plural, ns, name, (!gone).then_some(&object));
+        }
         (200, object)
     }
 }

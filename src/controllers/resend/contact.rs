@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use kube::Api;
 
+use super::answers::Recall;
 use super::status::{self, Outcome};
 use super::{Loop, ResendSync, drive_loop, optout, unrelated};
 use crate::api::Contact;
@@ -98,7 +99,7 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
     match plan {
         Plan::Wait => {}
         Plan::Release { delete_remote } => {
-            sync.unrecorded.recorded(ViewKind::Contact, &key);
+            sync.answers.forget(ViewKind::Contact, &key);
             if delete_remote {
                 release(&sync, &api, &key).await?;
             }
@@ -157,19 +158,21 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
     let generation = contact.metadata.generation;
-    // What Resend already answered for this very object and generation, when only the status
-    // write after it failed: recorded now without a second call.
+    // What Resend already answered for this very object and generation: when only the status
+    // write after it failed, recorded now without a second call; when that landed too and the
+    // view has not caught up, nothing.
     let stamp = format!(
         "{}/{}",
         contact.metadata.uid.as_deref().unwrap_or_default(),
         generation.unwrap_or_default()
     );
-    let unrecorded = &sync.unrecorded;
-    let answered = match unrecorded.recall(ViewKind::Contact, key, &stamp) {
-        Some(id) => Ok(id),
+    let answers = &sync.answers;
+    let answered = match answers.recall(ViewKind::Contact, key, &stamp) {
+        Some(Recall::Recorded) => return Ok(()),
+        Some(Recall::Unrecorded(id)) => Ok(id),
         None => upsert(sync, &contact, known.as_deref())
             .await
-            .inspect(|id| unrecorded.remember(ViewKind::Contact, key, stamp.clone(), id.clone())),
+            .inspect(|id| answers.answered(ViewKind::Contact, key, stamp.clone(), id.clone())),
     };
     let record = status::Record {
         condition_type: CONTACT_READY,
@@ -184,7 +187,7 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
             };
             let body = status::body(&record, &outcome, jiff::Timestamp::now());
             status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
-            unrecorded.recorded(ViewKind::Contact, key);
+            answers.recorded(ViewKind::Contact, key);
             Ok(())
         }
         Err(error) => Err(status::report_failure(

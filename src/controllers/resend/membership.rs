@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kube::Api;
 
+use super::answers::Recall;
 use super::status::{self, Outcome};
 use super::{Loop, PREREQUISITE_WAIT, ResendSync, drive_loop, keys};
 use crate::api::ContactGroupMembership;
@@ -119,7 +120,7 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
     match plan {
         Plan::Wait => {}
         Plan::Release { remote } => {
-            sync.unrecorded.recorded(ViewKind::Membership, &key);
+            sync.answers.forget(ViewKind::Membership, &key);
             if let Some((email, segment)) = remote {
                 match sync.client.remove_from_segment(&email, &segment).await {
                     // Gone already, or the contact is unknown there: nothing left to remove.
@@ -154,17 +155,19 @@ async fn mirror(
     // Memberships are immutable: generation 1 unless the API server says otherwise, which the
     // status written reads back the same way the view does.
     let generation = Some(1);
-    // Added already, with only the status write after it lost: recorded now without a call.
+    // Added already, with only the status write after it lost: recorded now without a call; with
+    // that landed too and the view behind, nothing.
     let stamp = format!("{email}/{segment}");
-    let unrecorded = &sync.unrecorded;
-    let added = match unrecorded.recall(ViewKind::Membership, key, &stamp) {
-        Some(_) => Ok(()),
+    let answers = &sync.answers;
+    let added = match answers.recall(ViewKind::Membership, key, &stamp) {
+        Some(Recall::Recorded) => return Ok(Action::await_change()),
+        Some(Recall::Unrecorded(_)) => Ok(()),
         None => sync
             .client
             .add_to_segment(email, segment)
             .await
             .inspect(|()| {
-                unrecorded.remember(ViewKind::Membership, key, stamp.clone(), segment.into())
+                answers.answered(ViewKind::Membership, key, stamp.clone(), segment.into())
             }),
     };
     let record = status::Record {
@@ -180,7 +183,7 @@ async fn mirror(
             };
             let body = status::body(&record, &outcome, jiff::Timestamp::now());
             status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
-            unrecorded.recorded(ViewKind::Membership, key);
+            answers.recorded(ViewKind::Membership, key);
             Ok(Action::await_change())
         }
         // The contact or segment is being recreated by the other loops: try again shortly.

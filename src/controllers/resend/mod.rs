@@ -10,6 +10,7 @@
 //! `--provider-resync` and forces the objects that drifted; [`optout`] turns a person's
 //! Resend-side opt-out into removals.
 
+pub mod answers;
 pub mod contact;
 pub mod drift;
 pub mod group;
@@ -18,7 +19,6 @@ pub mod oneclick;
 pub mod optout;
 pub mod sink;
 mod status;
-pub mod unrecorded;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -99,9 +99,9 @@ pub struct ResendSync {
     /// Objects drift repair found out of step with Resend: synced again even though their
     /// conditions say they are.
     forced: Mutex<HashSet<(ViewKind, ObjectKey)>>,
-    /// What Resend answered for objects whose status write has not landed yet: a retry after a
-    /// failed write records it without calling Resend again.
-    pub unrecorded: unrecorded::Unrecorded,
+    /// What Resend answered lately, and whether its status landed: a retry after a failed
+    /// status write, or a wake-up before the view shows the write, calls Resend no more.
+    pub answers: answers::Answers,
 }
 
 impl ResendSync {
@@ -113,7 +113,7 @@ impl ResendSync {
             metrics,
             segments: tokio::sync::Mutex::new(None),
             forced: Mutex::new(HashSet::new()),
-            unrecorded: unrecorded::Unrecorded::new(unrecorded::DEFAULT_CAPACITY),
+            answers: answers::Answers::new(answers::DEFAULT_CAPACITY),
         }
     }
 
@@ -134,6 +134,8 @@ impl ResendSync {
         }
         self.forced_lock().extend(objects.iter().cloned());
         for (kind, key) in objects {
+            // What Resend answered before is doubted now too.
+            self.answers.forget(kind, &key);
             self.ctx
                 .view
                 .announce(ViewChange::Applied(kind, key.namespace, key.name));

@@ -12,35 +12,33 @@ use serde_json::{Value, json};
 use super::FIELD_MANAGER;
 use crate::api::common::sync::FINALIZER;
 use crate::controllers::conditions::{self, Desired, READY};
+use crate::controllers::kubeapi;
 use crate::controllers::schemas::InstalledSchemas;
 use crate::providers::resend::ResendError;
 
-/// Adds (`present`) or removes the sync's finalizer. Apply keeps the finalizers list a set
-/// merged by owner: other controllers' finalizers are never touched, and removing ours is
-/// applying without it.
+/// Adds (`present`) or removes the sync's finalizer. Adding is an apply, which keeps the
+/// finalizers list a set merged by owner (other controllers' finalizers are never touched);
+/// removing is [`kubeapi::release_finalizer`], which never brings back an object deleted
+/// meanwhile (an apply would try to create it).
 pub async fn set_finalizer<K>(api: &Api<K>, name: &str, present: bool) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
+    if !present {
+        return kubeapi::release_finalizer(api, name, FINALIZER).await;
+    }
     let body = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": {"name": name, "finalizers": finalizers},
+        "metadata": {"name": name, "finalizers": [FINALIZER]},
     });
-    match api
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Removing the finalizer of an object already gone: nothing left to do.
-        Err(kube::Error::Api(status)) if status.is_not_found() && !present => Ok(()),
-        Err(error) => Err(error),
-    }
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// How one sync of an object ended.
