@@ -37,6 +37,8 @@ pub struct ServerOptions {
     pub lease_seconds: u64,
     /// `--shutdown-delay`.
     pub shutdown_delay: &'static str,
+    /// More `serve` flags, as `--flag=value`.
+    pub extra: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -46,6 +48,7 @@ impl Default for ServerOptions {
             resend_base_url: None,
             lease_seconds: 6,
             shutdown_delay: "1s",
+            extra: Vec::new(),
         }
     }
 }
@@ -158,6 +161,7 @@ impl Server {
             format!("--unsubscribe-base-url=http://127.0.0.1:{events}"),
             format!("--email-from-address={EMAIL_FROM}"),
         ];
+        command.extend(options.extra.iter().cloned());
         if let Some(controllers) = &options.controllers {
             command.push(format!("--controllers={controllers}"));
         }
