@@ -124,6 +124,29 @@ where
     .map(|_| ())
 }
 
+/// [`apply_status_as`] of `conditions` alone. Every CRD of ours and of Milo's declares
+/// conditions, so writers outside the controllers (the provider events listener, which has no
+/// installed schemas to shape to) send them unchecked.
+pub async fn apply_conditions_as<K>(
+    api: &Api<K>,
+    name: &str,
+    conditions: Vec<Value>,
+    manager: &str,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let status = serde_json::json!({ "conditions": conditions });
+    apply_status_as(
+        InstalledSchemas::unchecked_ref(),
+        api,
+        name,
+        status,
+        manager,
+    )
+    .await
+}
+
 /// The cause reasons (`FieldValueDuplicate`, `FieldValueForbidden`, …) of an admission denial,
 /// when `error` is one; empty otherwise.
 pub fn denial_causes(error: &kube::Error) -> Vec<&str> {

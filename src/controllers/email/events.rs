@@ -16,7 +16,6 @@
 //! Transient bounces change nothing. Removing a suppression is an operator's act: delete the
 //! Contact's `Suppressed` condition (for example with a status patch) once the address is good.
 
-use crate::controllers::schemas::InstalledSchemas;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use serde_json::{Value, json};
@@ -181,16 +180,7 @@ async fn update_email(
     if let Some(generation) = email.metadata.generation {
         condition["observedGeneration"] = json!(generation);
     }
-    let status = json!({"conditions": [condition]});
-    // Conditions only, which every CRD declares: nothing to shape to the installed one.
-    kubeapi::apply_status_as(
-        InstalledSchemas::unchecked_ref(),
-        &api,
-        &name,
-        status,
-        FIELD_MANAGER,
-    )
-    .await?;
+    kubeapi::apply_conditions_as(&api, &name, vec![condition], FIELD_MANAGER).await?;
     Ok(true)
 }
 
@@ -227,22 +217,15 @@ async fn suppress(
         } else {
             "was reported as spam"
         };
-        let status = json!({"conditions": [{
+        let condition = json!({
             "type": SUPPRESSED, "status": "True", "reason": reason,
             "message": format!(
                 "mail to this address {what} at {at} (Resend email {}); nothing more is sent to it until an operator removes this condition",
                 event.email_id
             ),
             "lastTransitionTime": at.to_string(),
-        }]});
-        kubeapi::apply_status_as(
-            InstalledSchemas::unchecked_ref(),
-            &api,
-            &name,
-            status,
-            FIELD_MANAGER,
-        )
-        .await?;
+        });
+        kubeapi::apply_conditions_as(&api, &name, vec![condition], FIELD_MANAGER).await?;
         changed += 1;
     }
     Ok(changed)

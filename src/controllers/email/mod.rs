@@ -126,6 +126,12 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
     };
     let status = email.status.clone().unwrap_or_default();
     let generation = email.metadata.generation;
+    let record = Record {
+        schemas: &ctx.schemas,
+        api: &api,
+        name: &key.name,
+        generation,
+    };
     if email.metadata.deletion_timestamp.is_some()
         || status.provider_id.is_some()
         || crate::view::emails::delivery_settled(&status.conditions, generation)
@@ -147,15 +153,7 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
         },
         (None, None) => {
             let outcome = Failure::new(DELIVERY_FAILED, "the Email names no recipient".into());
-            return finish(
-                &sender.ctx.schemas,
-                &api,
-                &key.name,
-                generation,
-                None,
-                outcome,
-            )
-            .await;
+            return record.finish(None, outcome).await;
         }
     };
     if ctx.view.read().email_suppressed(&address) {
@@ -163,15 +161,7 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
             "not sent: {address} is suppressed (hard bounce or complaint); an operator removes the Contact's Suppressed condition to allow it again"
         );
         let outcome = Failure::new(SUPPRESSED, message);
-        return finish(
-            &sender.ctx.schemas,
-            &api,
-            &key.name,
-            generation,
-            Some(&address),
-            outcome,
-        )
-        .await;
+        return record.finish(Some(&address), outcome).await;
     }
     let templates: Api<EmailTemplate> = Api::all(ctx.client.clone());
     let template_name = &email.spec.template_ref.name;
@@ -184,15 +174,7 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
         Ok(rendered) => rendered,
         Err(message) => {
             let outcome = Failure::new(DELIVERY_FAILED, message);
-            return finish(
-                &sender.ctx.schemas,
-                &api,
-                &key.name,
-                generation,
-                Some(&address),
-                outcome,
-            )
-            .await;
+            return record.finish(Some(&address), outcome).await;
         }
     };
     let outgoing = render::outgoing(
@@ -213,7 +195,7 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
                 "conditions": [delivered("Unknown", DELIVERY_PENDING,
                     "accepted by Resend; waiting for delivery", generation)],
             });
-            apply_status(&sender.ctx.schemas, &api, &key.name, status).await?;
+            record.apply(status).await?;
             Ok(Action::await_change())
         }
         Err(error) if error.is_permanent() => {
@@ -222,15 +204,7 @@ async fn reconcile(sender: &EmailSender, key: &ObjectKey) -> Result<Action, Erro
                 other => other.to_string(),
             };
             let outcome = Failure::new(DELIVERY_FAILED, message);
-            finish(
-                &sender.ctx.schemas,
-                &api,
-                &key.name,
-                generation,
-                Some(&address),
-                outcome,
-            )
-            .await
+            record.finish(Some(&address), outcome).await
         }
         Err(error) => Err(Error::Provider(error)),
     }
@@ -248,24 +222,33 @@ impl Failure {
     }
 }
 
-/// Records `Delivered` False for this generation: nothing is tried again until it changes.
-async fn finish(
-    schemas: &InstalledSchemas,
-    api: &Api<Email>,
-    name: &str,
+/// Where an Email's outcome is written: its status, shaped to the installed CRD.
+struct Record<'a> {
+    schemas: &'a InstalledSchemas,
+    api: &'a Api<Email>,
+    name: &'a str,
     generation: Option<i64>,
-    address: Option<&str>,
-    failure: Failure,
-) -> Result<Action, Error> {
-    tracing::warn!(email = name, reason = failure.reason, message = %failure.message, "not delivered");
-    let mut status = json!({
-        "conditions": [delivered("False", failure.reason, &failure.message, generation)],
-    });
-    if let Some(address) = address {
-        status["emailAddress"] = json!(address);
+}
+
+impl Record<'_> {
+    /// Applies `status` under the sender's field manager.
+    async fn apply(&self, status: Value) -> Result<(), kube::Error> {
+        kubeapi::apply_status_as(self.schemas, self.api, self.name, status, FIELD_MANAGER).await
     }
-    apply_status(schemas, api, name, status).await?;
-    Ok(Action::await_change())
+
+    /// Records `Delivered` False for this generation: nothing is tried again until it changes.
+    async fn finish(&self, address: Option<&str>, failure: Failure) -> Result<Action, Error> {
+        let (name, generation) = (self.name, self.generation);
+        tracing::warn!(email = name, reason = failure.reason, message = %failure.message, "not delivered");
+        let mut status = json!({
+            "conditions": [delivered("False", failure.reason, &failure.message, generation)],
+        });
+        if let Some(address) = address {
+            status["emailAddress"] = json!(address);
+        }
+        self.apply(status).await?;
+        Ok(Action::await_change())
+    }
 }
 
 /// A `Delivered` condition as of now.
@@ -280,14 +263,4 @@ fn delivered(status: &str, reason: &str, message: &str, generation: Option<i64>)
         condition["observedGeneration"] = json!(generation);
     }
     condition
-}
-
-/// Applies `status` to the Email's status subresource under the sender's field manager.
-async fn apply_status(
-    schemas: &InstalledSchemas,
-    api: &Api<Email>,
-    name: &str,
-    status: Value,
-) -> Result<(), kube::Error> {
-    kubeapi::apply_status_as(schemas, api, name, status, FIELD_MANAGER).await
 }

@@ -19,7 +19,6 @@ use crate::api::common::ObjectRef;
 use crate::api::common::sync::UNSUBSCRIBED;
 use crate::api::notification::{ContactGroupMembershipRemovalSpec, Visibility};
 use crate::api::{Contact, ContactGroupMembershipRemoval};
-use crate::controllers::schemas::InstalledSchemas;
 use crate::controllers::{Error, ObjectKey, kubeapi, names};
 use crate::view::ClusterView;
 
@@ -135,21 +134,10 @@ pub async fn record_as(
             "message": message,
             "lastTransitionTime": jiff::Timestamp::from_second(at.as_second()).unwrap_or(at),
         });
-        // Only `conditions`, which every CRD declares: nothing to shape to the installed one.
-        apply_condition(InstalledSchemas::unchecked_ref(), &api, &name, condition).await?;
+        kubeapi::apply_conditions_as(&api, &name, vec![condition], FIELD_MANAGER).await?;
         changed += 1;
     }
     Ok(changed)
-}
-
-async fn apply_condition(
-    schemas: &InstalledSchemas,
-    api: &Api<Contact>,
-    name: &str,
-    condition: serde_json::Value,
-) -> Result<(), kube::Error> {
-    let status = json!({"conditions": [condition]});
-    kubeapi::apply_status_as(schemas, api, name, status, FIELD_MANAGER).await
 }
 
 /// The removals an opt-out asks for: (namespace, name, spec) for every membership of the contact
@@ -239,7 +227,7 @@ pub async fn apply(sync: &ResendSync, contact: &ObjectKey) -> Result<(), Error> 
         .await;
     let mut done = serde_json::to_value(&condition).map_err(|e| Error::Invalid(e.to_string()))?;
     done["observedGeneration"] = json!(current.metadata.generation.unwrap_or(1));
-    apply_condition(&sync.ctx.schemas, &api, &contact.name, done).await?;
+    kubeapi::apply_conditions_as(&api, &contact.name, vec![done], FIELD_MANAGER).await?;
     Ok(())
 }
 
