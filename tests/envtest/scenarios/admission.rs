@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::harness::objects::{self, create, eventually, get, refused_create};
 use crate::harness::{CrdSet, Env, EnvOptions, ServerOptions};
 
-use super::{contact, group, membership, removal, user, user_contact};
+use super::{contact, group, membership, removal, start, user, user_contact};
 
 fn assert_invalid(status: &kube::core::Status, words: &str, field: &str) {
     assert_eq!(status.code, 422, "{status:?}");
@@ -32,10 +32,8 @@ fn assert_invalid(status: &kube::core::Status, words: &str, field: &str) {
 /// A membership for a contact who opted out, a removal for a private group and a duplicate
 /// email are refused with a 422 Invalid naming the rule and the field; nothing is stored.
 pub async fn denials(crds: CrdSet) {
-    let env = Env::start(crds, EnvOptions::default()).await;
+    let env = start(crds, EnvOptions::default()).await;
     let c = &env.client;
-    env.namespace("people").await;
-    env.namespace("groups").await;
     create(c, &group("groups", "news", "public")).await;
     create(c, &group("groups", "staff", "private")).await;
     create(c, &contact("people", "ada", "ada@example.com")).await;

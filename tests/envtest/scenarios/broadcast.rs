@@ -10,7 +10,7 @@ use crate::harness::audit;
 use crate::harness::objects::{condition_true, create, eventually, get, list};
 use crate::harness::{CrdSet, Env, EnvOptions, SERVER_USER};
 
-use super::{contact, group, membership, removal};
+use super::{contact, group, membership, removal, start};
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -48,10 +48,8 @@ pub async fn broadcast_and_one_click(crds: CrdSet) {
         resend: true,
         ..Default::default()
     };
-    let env = Env::start(crds, options).await;
+    let env = start(crds, options).await;
     let c = &env.client;
-    env.namespace("people").await;
-    env.namespace("groups").await;
     create(c, &template()).await;
     create(c, &group("groups", "news", "public")).await;
     for i in 0..3 {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::objects::{self, condition_true, create, eventually, get, list};
 use crate::harness::{CrdSet, Env, EnvOptions, SYSTEM_NAMESPACE};
 
-use super::{contact, group, membership, removal, user};
+use super::{contact, group, membership, removal, start, user};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -56,10 +56,8 @@ async fn enrolled(env: &Env, contact: (&str, &str), group: (&str, &str)) {
 /// contacts that existed before alone, with backfill (our CRDs only: Milo's has no
 /// `spec.backfill`) it enrolls them too.
 pub async fn enrollment(crds: CrdSet) {
-    let env = Env::start(crds, EnvOptions::default()).await;
+    let env = start(crds, EnvOptions::default()).await;
     let c = &env.client;
-    env.namespace("people").await;
-    env.namespace("groups").await;
     create(c, &group("groups", "news", "public")).await;
     create(c, &group("groups", "digest", "public")).await;
     create(c, &contact("people", "old", "old@example.com")).await;
@@ -126,10 +124,8 @@ pub async fn enrollment(crds: CrdSet) {
 
 /// A ContactGroupMembershipRemoval (an opt-out) deletes the pair's membership and stays.
 pub async fn removal_deletes_membership(crds: CrdSet) {
-    let env = Env::start(crds, EnvOptions::default()).await;
+    let env = start(crds, EnvOptions::default()).await;
     let c = &env.client;
-    env.namespace("people").await;
-    env.namespace("groups").await;
     create(c, &group("groups", "news", "public")).await;
     create(c, &contact("people", "ada", "ada@example.com")).await;
     create(c, &contact("people", "bob", "bob@example.com")).await;
@@ -198,7 +194,7 @@ pub async fn removal_deletes_membership(crds: CrdSet) {
 /// subject and ownerReference to the User), or an existing unlinked Contact with its email,
 /// adopted; a changed User email follows to its Contact.
 pub async fn signup_contacts(crds: CrdSet) {
-    let env = Env::start(crds, EnvOptions::default()).await;
+    let env = start(crds, EnvOptions::default()).await;
     let c = &env.client;
     env.namespace("people").await;
     let u = create(c, &user("u-1", "una@example.com")).await;
@@ -284,8 +280,6 @@ pub async fn signup_contacts(crds: CrdSet) {
 pub async fn signup_enrollment(crds: CrdSet) {
     let env = Env::start(crds, EnvOptions::default()).await;
     let c = &env.client;
-    env.namespace("people").await;
-    env.namespace("groups").await;
     create(c, &group("groups", "welcome", "public")).await;
     let mut users_only = policy("new-users", ("groups", "welcome"), false);
     users_only["spec"]["contactSelector"] = json!({"subjectKind": "User"});

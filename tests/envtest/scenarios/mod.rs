@@ -10,8 +10,19 @@ pub mod resend;
 
 use serde_json::{Value, json};
 
+use crate::harness::{CrdSet, Env, EnvOptions};
+
 const NOTIFICATION: &str = "notification.miloapis.com/v1alpha1";
 const IAM: &str = "iam.miloapis.com/v1alpha1";
+
+/// A cluster with the namespaces most scenarios use: `people` (Contacts and their memberships)
+/// and `groups` (ContactGroups).
+pub async fn start(crds: CrdSet, options: EnvOptions) -> Env {
+    let env = Env::start(crds, options).await;
+    env.namespace("people").await;
+    env.namespace("groups").await;
+    env
+}
 
 /// A Contact without a subject.
 pub fn contact(namespace: &str, name: &str, email: &str) -> Value {

@@ -14,7 +14,7 @@ use crate::harness::server::SIGNING_SECRET;
 use crate::harness::{CrdSet, Env, EnvOptions, SYSTEM_NAMESPACE, ServerOptions};
 use crate::support::fake_resend::Fault;
 
-use super::{contact, group, membership, user};
+use super::{contact, group, membership, start, user};
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -46,10 +46,8 @@ pub async fn provider_opt_out(crds: CrdSet) {
         resend: true,
         ..Default::default()
     };
-    let env = Env::start(crds, options).await;
+    let env = start(crds, options).await;
     let c = &env.client;
-    env.namespace("people").await;
-    env.namespace("groups").await;
     create(c, &group("groups", "news", "public")).await;
     create(c, &group("groups", "staff", "private")).await;
     create(c, &contact("people", "ada", "ada@example.com")).await;
