@@ -179,19 +179,27 @@ async fn webhook_calls(env: &Env) -> f64 {
         .sum()
 }
 
-/// The leader's resident memory, KiB.
-fn rss_kib(env: &Env) -> u64 {
+/// The leader's resident memory, KiB: all of it (`VmRSS`), and its anonymous part (`RssAnon`:
+/// the heap, without the binary's code pages, which the kernel can drop and reload).
+fn rss_kib(env: &Env) -> (u64, u64) {
     let pid = env.servers[0]
         .process
         .as_ref()
         .and_then(harness::process::Process::id)
         .expect("the server runs");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read its status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 async fn unregister_webhooks(env: &Env) {
@@ -219,10 +227,10 @@ async fn run(o: &Options) -> Vec<(String, String)> {
         env.namespace(ns).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let empty_rss = rss_kib(&env);
+    let (empty_rss, empty_anon) = rss_kib(&env);
     row(
-        "leader RSS, empty",
-        format!("{:.1} MiB", empty_rss as f64 / 1024.0),
+        "leader RSS (anonymous), empty",
+        format!("{} ({})", mib(empty_rss), mib(empty_anon)),
     );
     let limit = Duration::from_secs(600);
     let n = o.contacts;
@@ -342,16 +350,23 @@ async fn run(o: &Options) -> Vec<(String, String)> {
     let objects_held = 2 * n // contacts
         + n + 2 * n // memberships
         + 2 * o.users; // users and their contacts
-    let rss = rss_kib(&env);
+    let (rss, anon) = rss_kib(&env);
     row(
-        "leader RSS, settled",
-        format!("{:.1} MiB ({objects_held} objects)", rss as f64 / 1024.0),
+        "leader RSS (anonymous), settled",
+        format!("{} ({}), {objects_held} objects", mib(rss), mib(anon)),
     );
-    row(
-        "RSS per object",
+    let per_object = |settled: u64, empty: u64| {
         format!(
             "{:.0} B",
-            (rss.saturating_sub(empty_rss) * 1024) as f64 / objects_held as f64
+            (settled.saturating_sub(empty) * 1024) as f64 / objects_held as f64
+        )
+    };
+    row(
+        "RSS (anonymous) per object",
+        format!(
+            "{} ({})",
+            per_object(rss, empty_rss),
+            per_object(anon, empty_anon)
         ),
     );
     let refused = env

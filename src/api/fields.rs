@@ -39,6 +39,24 @@ impl VersionSchema {
         })
     }
 
+    /// The same schema without its descriptions (most of a CRD's bytes), for keeping.
+    pub fn without_docs(mut self) -> Self {
+        fn strip(schema: &mut JSONSchemaProps) {
+            schema.description = None;
+            for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+                strip(child);
+            }
+            if let Some(JSONSchemaPropsOrArray::Schema(item)) = &mut schema.items {
+                strip(item);
+            }
+            if let Some(JSONSchemaPropsOrBool::Schema(value)) = &mut schema.additional_properties {
+                strip(value);
+            }
+        }
+        strip(&mut self.schema);
+        self
+    }
+
     /// Paths (`status.providerID`, `spec.items[].name`) of `object`'s fields this schema does not
     /// declare, outermost only: what a server-side apply of `object` would be refused for.
     pub fn undeclared(&self, object: &Value) -> Vec<String> {

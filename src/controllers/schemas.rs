@@ -183,7 +183,7 @@ impl InstalledSchemas {
                     tracing::warn!(kind = %kind, field = %field, fix = FIX, "{what}");
                 });
             }
-            installed.insert(kind, their_schema);
+            installed.insert(kind, their_schema.without_docs());
         }
         // A field declared since the last check (the operator applied the fix) reads 0 again.
         let said = self
@@ -232,11 +232,15 @@ pub async fn keep_checked(
     metrics: Arc<crate::metrics::Metrics>,
     every: std::time::Duration,
 ) {
-    let ours = crate::crds::all();
     loop {
+        // Ours are generated for each check rather than kept: a few hundred KiB of schema
+        // (more while generating) that nothing needs between checks, given back at once.
+        let ours = crate::crds::all();
         schemas
             .check(&client, &ours, &metrics.controllers.crd_missing_fields)
             .await;
+        drop(ours);
+        crate::view::release_freed_memory();
         tokio::time::sleep(every).await;
     }
 }
