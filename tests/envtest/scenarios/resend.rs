@@ -16,6 +16,8 @@ const WAIT: Duration = Duration::from_secs(45);
 /// `--controller-resync` of the sync scenario: every controller sweeps (and the leader reads the
 /// installed CRDs again) this often.
 const RESYNC: Duration = Duration::from_secs(5);
+/// How long a settled cluster is watched for provider calls that should not happen.
+const QUIET: Duration = Duration::from_secs(60);
 const CONTACT_READY: &str = "ResendContactReady";
 const GROUP_READY: &str = "ResendContactGroupReady";
 const MEMBERSHIP_READY: &str = "ResendContactGroupMembershipReady";
@@ -89,7 +91,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 /// Contacts, groups and memberships become Ready and mirrored: at most 2 calls per new contact,
-/// 1 per new membership, none for objects that do not change (over three full resyncs).
+/// 1 per new membership, none for objects that do not change (over a minute of 5 s resyncs).
 pub async fn sync(crds: CrdSet) {
     let options = EnvOptions {
         resend: true,
@@ -170,10 +172,10 @@ pub async fn sync(crds: CrdSet) {
         );
     }
 
-    // Settled: nothing changes, nothing is called, also when every controller sweeps its
-    // objects again (three resyncs: what a minute of the default would never show).
+    // Settled: nothing changes, nothing is called for a minute, also while every controller
+    // sweeps its objects again (twelve resyncs: what a minute of the default would never show).
     let before = fake.requests().len();
-    tokio::time::sleep(3 * RESYNC + Duration::from_secs(1)).await;
+    tokio::time::sleep(QUIET).await;
     let after = fake.requests();
     assert_eq!(
         after.len(),
