@@ -194,7 +194,7 @@ pub async fn removal_deletes_membership(crds: CrdSet) {
 /// subject and ownerReference to the User), or an existing unlinked Contact with its email,
 /// adopted; a changed User email follows to its Contact.
 pub async fn signup_contacts(crds: CrdSet) {
-    let env = start(crds, EnvOptions::default()).await;
+    let env = Env::start(crds, EnvOptions::default()).await;
     let c = &env.client;
     env.namespace("people").await;
     let u = create(c, &user("u-1", "una@example.com")).await;
@@ -278,7 +278,7 @@ pub async fn signup_contacts(crds: CrdSet) {
 /// selecting contacts whose subject is a User enrolls it; a contact without a subject is left
 /// out by that selector.
 pub async fn signup_enrollment(crds: CrdSet) {
-    let env = Env::start(crds, EnvOptions::default()).await;
+    let env = start(crds, EnvOptions::default()).await;
     let c = &env.client;
     create(c, &group("groups", "welcome", "public")).await;
     let mut users_only = policy("new-users", ("groups", "welcome"), false);
