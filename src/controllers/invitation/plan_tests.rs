@@ -331,6 +331,18 @@ fn answered(invitation: &mut UserInvitation, when: &str) {
     ]);
 }
 
+/// The invitation accepted (its state changed) at `when`, and bob known as its invitee.
+fn accepted_by_bob(when: &str) -> (UserInvitation, Observed) {
+    let mut accepted = invitation(InvitationState::Accepted);
+    answered(&mut accepted, when);
+    let observed = Observed {
+        invitee: Some(bob()),
+        answered_at: answered_at(&accepted),
+        ..Observed::default()
+    };
+    (accepted, observed)
+}
+
 #[test]
 fn accepting_assigns_roles_revokes_access_and_deletes_after_retention() {
     let mut accepted = invitation(InvitationState::Accepted);
@@ -368,26 +380,14 @@ fn accepting_assigns_roles_revokes_access_and_deletes_after_retention() {
 
 #[test]
 fn an_acceptance_seen_late_still_counts_when_made_in_time() {
-    let mut accepted = invitation(InvitationState::Accepted);
-    answered(&mut accepted, "2026-11-21T12:04:00Z");
-    let observed = Observed {
-        invitee: Some(bob()),
-        answered_at: answered_at(&accepted),
-        ..Observed::default()
-    };
+    let (accepted, observed) = accepted_by_bob("2026-11-21T12:04:00Z");
     let plan = plan(&accepted, &observed, at("2026-11-21T13:00:00Z"), RETENTION);
     assert_eq!(plan.assign_roles, Some(bob()));
 }
 
 #[test]
 fn an_acceptance_after_expiry_assigns_nothing_and_says_so() {
-    let mut accepted = invitation(InvitationState::Accepted);
-    answered(&mut accepted, "2026-11-21T12:06:00Z");
-    let observed = Observed {
-        invitee: Some(bob()),
-        answered_at: answered_at(&accepted),
-        ..Observed::default()
-    };
+    let (mut accepted, observed) = accepted_by_bob("2026-11-21T12:06:00Z");
     let first = plan(&accepted, &observed, at("2026-11-21T12:07:00Z"), RETENTION);
     assert_eq!(first.assign_roles, None);
     assert!(first.revoke);
@@ -490,13 +490,7 @@ fn a_failed_step_keeps_what_earlier_steps_did() {
 /// invitation is still deleted after the retention.
 #[test]
 fn without_accepted_at_the_acceptance_is_read_from_ready() {
-    let mut accepted = invitation(InvitationState::Accepted);
-    answered(&mut accepted, "2026-11-21T11:59:00Z");
-    let observed = Observed {
-        invitee: Some(bob()),
-        answered_at: answered_at(&accepted),
-        ..Observed::default()
-    };
+    let (mut accepted, observed) = accepted_by_bob("2026-11-21T11:59:00Z");
     let first = plan(&accepted, &observed, now(), RETENTION);
     assert_eq!(first.assign_roles, Some(bob()));
     settle(&mut accepted, &first);
