@@ -148,6 +148,7 @@ impl InstalledSchemas {
     ) {
         let mut installed = HashMap::new();
         let mut missing_now = BTreeSet::new();
+        let mut unread = Vec::new();
         for crd in ours {
             let name = crd.metadata.name.clone().unwrap_or_default();
             let kind = crd.spec.names.kind.clone();
@@ -155,6 +156,7 @@ impl InstalledSchemas {
                 continue;
             };
             let Some((_, theirs)) = read.iter().find(|(n, _)| *n == name) else {
+                unread.push(kind);
                 continue;
             };
             let Some(theirs) = theirs else {
@@ -196,7 +198,11 @@ impl InstalledSchemas {
             let now = missing_now.contains(&(labels.kind.clone(), labels.field.clone()));
             gauge.get_or_create(&labels).set(i64::from(now));
         }
-        *self.installed.write().unwrap_or_else(|e| e.into_inner()) = installed;
+        // A kind whose read failed this time keeps what the last check learnt of it.
+        let mut current = self.installed.write().unwrap_or_else(|e| e.into_inner());
+        current.retain(|kind, _| unread.contains(kind));
+        current.extend(installed);
+        drop(current);
         self.ready.send_replace(true);
     }
 
@@ -312,6 +318,31 @@ mod tests {
             schemas.prepare_status("ContactGroupEnrollmentPolicy", &mut body),
             StatusWrite::Skip
         );
+    }
+
+    #[test]
+    fn a_failed_read_keeps_what_the_last_check_learnt() {
+        let schemas = InstalledSchemas::unchecked();
+        let gauge = Family::default();
+        let ours = crate::crds::all();
+        let broadcast = |crd: &CustomResourceDefinition| crd.spec.names.kind == "EmailBroadcast";
+        let mut narrow = ours.iter().find(|c| broadcast(c)).unwrap().clone();
+        let status = narrow.spec.versions[0]
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"))
+            .and_then(|s| s.properties.as_mut())
+            .unwrap();
+        status.remove("pendingBatch");
+        let name = narrow.metadata.name.clone().unwrap();
+        schemas.compare(&ours, &[(name, Some(narrow))], &gauge);
+        let lacks = || schemas.missing("EmailBroadcast", &["status.pendingBatch"]);
+        assert_eq!(lacks(), ["status.pendingBatch"]);
+        // The next read fails: the kind stays as it was learnt, not unchecked.
+        schemas.compare(&ours, &[], &gauge);
+        assert_eq!(lacks(), ["status.pendingBatch"]);
     }
 
     #[tokio::test]
