@@ -81,7 +81,10 @@ fn store(with_bob: bool) -> Store {
         }))
         .unwrap(),
     );
-    add_template(&mut store, &EVERY_VARIABLE.map(|n| (n, false)));
+    add_template(
+        &mut store,
+        &milo_webhook::controllers::invitation::email::VARIABLES.map(|n| (n, false)),
+    );
     if with_bob {
         add_bob(&mut store);
     }
@@ -89,18 +92,6 @@ fn store(with_bob: bool) -> Store {
 }
 
 const TEMPLATE: &str = "emailtemplates.notification.miloapis.com-userinvitationemailtemplate";
-
-/// Every variable the controller can fill: Milo's invitation template declares them.
-const EVERY_VARIABLE: [&str; 8] = [
-    "OrganizationDisplayName",
-    "InviterDisplayName",
-    "InviterEmail",
-    "RecipientName",
-    "Roles",
-    "ExpirationDate",
-    "UserInvitationName",
-    "InvitationLink",
-];
 
 /// The invitation EmailTemplate in the view, declaring `variables` (name, required).
 fn add_template(store: &mut Store, variables: &[(&str, bool)]) {

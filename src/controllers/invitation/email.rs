@@ -70,6 +70,19 @@ fn clamp(mut value: String) -> String {
     value
 }
 
+/// The names of every variable this controller can fill, in the order it fills them: what Milo's
+/// invitation template declares, and what a template of one's own may use.
+pub const VARIABLES: [&str; 8] = [
+    "OrganizationDisplayName",
+    "InviterDisplayName",
+    "InviterEmail",
+    "RecipientName",
+    "Roles",
+    "ExpirationDate",
+    "UserInvitationName",
+    "InvitationLink",
+];
+
 /// Every variable this controller can fill for `invitation`, in a fixed order.
 fn all_variables(
     invitation: &UserInvitation,
@@ -194,18 +207,18 @@ mod tests {
     }
 
     fn all_names() -> Vec<String> {
-        [
-            "OrganizationDisplayName",
-            "InviterDisplayName",
-            "InviterEmail",
-            "RecipientName",
-            "Roles",
-            "ExpirationDate",
-            "UserInvitationName",
-            "InvitationLink",
-        ]
-        .map(String::from)
-        .to_vec()
+        VARIABLES.map(String::from).to_vec()
+    }
+
+    #[test]
+    fn variables_names_what_the_controller_fills() {
+        let inviter = InviterUser {
+            display_name: Some("Alice".into()),
+            email_address: Some("alice@example.com".into()),
+        };
+        let filled = all_variables(&invitation(), "https://x".into(), "Acme", Some(&inviter));
+        let names: Vec<&str> = filled.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, VARIABLES);
     }
 
     fn declared(name: &str, required: bool) -> TemplateVariable {

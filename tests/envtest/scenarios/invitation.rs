@@ -66,19 +66,10 @@ async fn organization(env: &Env) {
         ),
     )
     .await;
-    let variables: Vec<Value> = [
-        "OrganizationDisplayName",
-        "InviterDisplayName",
-        "InviterEmail",
-        "RecipientName",
-        "Roles",
-        "ExpirationDate",
-        "UserInvitationName",
-        "InvitationLink",
-    ]
-    .iter()
-    .map(|n| json!({"name": n, "required": false, "type": "string"}))
-    .collect();
+    let variables: Vec<Value> = milo_webhook::controllers::invitation::email::VARIABLES
+        .iter()
+        .map(|n| json!({"name": n, "required": false, "type": "string"}))
+        .collect();
     create(
         c,
         &json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "EmailTemplate",
