@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -42,6 +42,9 @@ pub struct RenderOptions {
     pub inject_ca_from: Option<String>,
     /// Per-call timeout the API server applies.
     pub timeout_seconds: i32,
+    /// Whether to render `matchConditions` (API servers 1.30 and later), so the API server
+    /// skips calls whose outcome is known.
+    pub match_conditions: bool,
 }
 
 fn client_config(options: &RenderOptions, webhook: &Webhook) -> WebhookClientConfig {
@@ -86,6 +89,18 @@ fn rules(webhook: &Webhook) -> Vec<RuleWithOperations> {
     }]
 }
 
+fn match_conditions(options: &RenderOptions, webhook: &Webhook) -> Option<Vec<MatchCondition>> {
+    let conditions: Vec<MatchCondition> = webhook
+        .match_conditions
+        .iter()
+        .map(|c| MatchCondition {
+            name: c.name.to_owned(),
+            expression: c.expression.to_owned(),
+        })
+        .collect();
+    (options.match_conditions && !conditions.is_empty()).then_some(conditions)
+}
+
 fn metadata(options: &RenderOptions) -> ObjectMeta {
     let annotations = options
         .inject_ca_from
@@ -114,6 +129,7 @@ pub fn validating(options: &RenderOptions) -> ValidatingWebhookConfiguration {
             admission_review_versions: vec!["v1".to_owned()],
             client_config: client_config(options, w),
             failure_policy: Some("Fail".to_owned()),
+            match_conditions: match_conditions(options, w),
             match_policy: Some("Equivalent".to_owned()),
             rules: Some(rules(w)),
             side_effects: "None".to_owned(),
@@ -135,6 +151,7 @@ pub fn mutating(options: &RenderOptions) -> MutatingWebhookConfiguration {
             admission_review_versions: vec!["v1".to_owned()],
             client_config: client_config(options, w),
             failure_policy: Some("Fail".to_owned()),
+            match_conditions: match_conditions(options, w),
             match_policy: Some("Equivalent".to_owned()),
             reinvocation_policy: Some("Never".to_owned()),
             rules: Some(rules(w)),

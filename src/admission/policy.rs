@@ -56,6 +56,13 @@ pub fn validate(request: &Request, ctx: &Context<'_>) -> Verdict {
         Ok(spec) => spec,
         Err(denial) => return denial.into(),
     };
+    // An unchanged spec passes, as for every other kind: a metadata-only update (a finalizer's
+    // removal) of a policy admitted before a rule existed is not blocked.
+    if let Operation::Update = request.operation
+        && request.old_spec::<Value>().is_ok_and(|old| *old == *spec)
+    {
+        return Verdict::allow();
+    }
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     errors.extend(supported(

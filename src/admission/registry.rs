@@ -39,7 +39,43 @@ pub struct Webhook {
     pub namespaced: bool,
     /// The rule.
     pub decide: Decide,
+    /// CEL conditions, all of which must hold for the API server to call the webhook at all
+    /// (`matchConditions`, GA in 1.30): each excludes requests the rule always allows unchanged.
+    pub match_conditions: &'static [MatchCondition],
 }
+
+/// One `matchConditions` entry. The rule still decides an excluded request correctly when it
+/// arrives anyway (an API server older than 1.30, `--no-match-conditions`, the offline chain).
+#[derive(Debug)]
+pub struct MatchCondition {
+    /// The condition's name in the configuration.
+    pub name: &'static str,
+    /// The CEL expression (`object`, `oldObject`, `request` are bound). It must not fail on any
+    /// request: with `failurePolicy: Fail` an evaluation error rejects the request.
+    pub expression: &'static str,
+}
+
+/// UPDATEs that change the spec. Every rule registered for UPDATE reads only the spec and allows
+/// an unchanged one, so metadata-only updates (finalizers, labels, the enrollment records) are
+/// never sent: they are most of the controllers' writes.
+pub const SPEC_CHANGES: MatchCondition = MatchCondition {
+    name: "spec-changes",
+    expression: "request.operation != 'UPDATE' || !has(object.spec) || !has(oldObject.spec) \
+        || object.spec != oldObject.spec",
+};
+
+/// Contacts whose subject is a User that is not yet among their owners: the only ones the
+/// mutating webhook patches. Signup Contacts carry the reference from the start.
+pub const OWNER_MISSING: MatchCondition = MatchCondition {
+    name: "user-owner-missing",
+    expression: "has(object.spec) && has(object.spec.subject) \
+        && has(object.spec.subject.apiGroup) && object.spec.subject.apiGroup == 'iam.miloapis.com' \
+        && has(object.spec.subject.kind) && object.spec.subject.kind == 'User' \
+        && has(object.spec.subject.name) \
+        && !(has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, \
+            r.kind == 'User' && r.name == object.spec.subject.name \
+            && r.apiVersion.startsWith('iam.miloapis.com/')))",
+};
 
 impl Webhook {
     /// Denies requests this webhook is not registered for, naming what it does serve.
@@ -92,6 +128,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: true,
         decide: contact::mutate,
+        match_conditions: &[OWNER_MISSING],
     },
     Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-contact",
@@ -103,6 +140,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: true,
         decide: contact::validate,
+        match_conditions: &[SPEC_CHANGES],
     },
     Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-contactgroup",
@@ -114,6 +152,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: true,
         decide: group::validate,
+        match_conditions: &[SPEC_CHANGES],
     },
     Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership",
@@ -125,6 +164,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: true,
         decide: membership::decide,
+        match_conditions: &[SPEC_CHANGES],
     },
     Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-contactgroupmembershipremoval",
@@ -136,6 +176,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE", "DELETE"],
         namespaced: true,
         decide: removal::decide,
+        match_conditions: &[SPEC_CHANGES],
     },
     Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-contactgroupenrollmentpolicy",
@@ -147,6 +188,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: false,
         decide: policy::validate,
+        match_conditions: &[SPEC_CHANGES],
     },
     Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-email",
@@ -158,6 +200,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: true,
         decide: email::validate,
+        match_conditions: &[SPEC_CHANGES],
     },
     Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-emailtemplate",
@@ -169,6 +212,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: false,
         decide: emailtemplate::validate,
+        match_conditions: &[SPEC_CHANGES],
     },
     Webhook {
         path: "/validate-notification-miloapis-com-v1alpha1-emailbroadcast",
@@ -180,6 +224,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE"],
         namespaced: true,
         decide: broadcast::validate,
+        match_conditions: &[],
     },
     Webhook {
         path: "/mutate-iam-miloapis-com-v1alpha1-userinvitation",
@@ -191,6 +236,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE"],
         namespaced: true,
         decide: invitation::mutate,
+        match_conditions: &[],
     },
     Webhook {
         path: "/validate-iam-miloapis-com-v1alpha1-userinvitation",
@@ -202,6 +248,7 @@ pub static WEBHOOKS: &[Webhook] = &[
         operations: &["CREATE", "UPDATE"],
         namespaced: true,
         decide: invitation::validate,
+        match_conditions: &[SPEC_CHANGES],
     },
 ];
 

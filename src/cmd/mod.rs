@@ -91,6 +91,10 @@ pub struct WebhookConfigArgs {
     #[arg(long, env = "MILO_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(1..=30))]
     pub timeout_seconds: i32,
+    /// Leave out `matchConditions`, for API servers older than 1.30: every request the rules
+    /// match is then sent to the webhook, which still decides it.
+    #[arg(long, env = "MILO_WEBHOOK_NO_MATCH_CONDITIONS")]
+    pub no_match_conditions: bool,
 }
 
 /// Flags the admission rules read, shared by `serve`, `review` and `check`.
@@ -174,6 +178,7 @@ pub fn webhook_config(args: &WebhookConfigArgs) -> anyhow::Result<String> {
         ca_bundle,
         inject_ca_from: args.inject_ca_from.clone(),
         timeout_seconds: args.timeout_seconds,
+        match_conditions: !args.no_match_conditions,
     };
     Ok(to_yaml(&options)?)
 }

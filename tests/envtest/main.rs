@@ -37,6 +37,7 @@ macro_rules! scenario {
 }
 
 scenario!(admission_denials, scenarios::admission::denials, ours: Ours, milo: Milo);
+scenario!(webhook_calls, scenarios::admission::webhook_calls, ours: Ours, milo: Milo);
 scenario!(contact_owner_reference, scenarios::admission::owner_reference, ours: Ours, milo: Milo);
 scenario!(enrollment, scenarios::controllers::enrollment, ours: Ours, milo: Milo);
 scenario!(removal_deletes_membership, scenarios::controllers::removal_deletes_membership, ours: Ours, milo: Milo);

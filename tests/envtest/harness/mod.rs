@@ -162,6 +162,21 @@ impl Env {
             .expect("the metrics text")
     }
 
+    /// Webhook calls the API server made so far, by (webhook name, operation), read from its
+    /// own `apiserver_admission_webhook_admission_duration_seconds_count`: what the API server
+    /// paid, whatever the webhook saw.
+    pub async fn webhook_calls(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("a GET request");
+        let text = self
+            .client
+            .request_text(request)
+            .await
+            .expect("GET the API server's /metrics");
+        parse_webhook_calls(&text)
+    }
+
     /// The `crd_missing_fields` series the leader exports as 1: (kind, field) pairs the installed
     /// CRDs do not declare although the server would write them.
     pub async fn crd_missing_fields(&self) -> Vec<(String, String)> {
@@ -261,4 +276,28 @@ impl Drop for Env {
             eprintln!("----- kept the test's logs: {}", dir.keep().display());
         }
     }
+}
+
+/// Sums `apiserver_admission_webhook_admission_duration_seconds_count` by (name, operation).
+pub fn parse_webhook_calls(text: &str) -> std::collections::BTreeMap<(String, String), u64> {
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = line[start..].find('"')? + start;
+        Some(line[start..end].to_owned())
+    };
+    let mut calls = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_admission_webhook_admission_duration_seconds_count{"))
+    {
+        let (Some(name), Some(operation), Some(count)) = (
+            label(line, "name"),
+            label(line, "operation"),
+            line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        *calls.entry((name, operation)).or_insert(0) += count as u64;
+    }
+    calls
 }

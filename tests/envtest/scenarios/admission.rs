@@ -1,7 +1,10 @@
 //! (a) Admission denials as kubectl receives them, and (b) the mutating webhook's patch as the API
 //! server stores it (and the garbage collector acts on it).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use serde_json::json;
 
 use crate::harness::objects::{self, create, eventually, get, refused_create};
 use crate::harness::{CrdSet, Env, EnvOptions, ServerOptions};
@@ -167,5 +170,99 @@ pub async fn owner_reference(crds: CrdSet) {
         },
     )
     .await;
+    env.assert_server_writes_clean();
+}
+
+/// The API server calls a webhook only when the call can change the outcome (`matchConditions`):
+/// never for metadata-only updates, and the contact mutator only for a Contact whose User does
+/// not own it yet. Counted by the API server's own metrics.
+pub async fn webhook_calls(crds: CrdSet) {
+    let options = EnvOptions {
+        server: ServerOptions {
+            controllers: Some("removal,membership".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let env = start(crds, options).await;
+    let c = &env.client;
+    create(c, &user("u-1", "grace@example.com")).await;
+    create(c, &group("groups", "news", "public")).await;
+    let (mutator, validator) = (
+        "mcontact.notification.miloapis.com",
+        "vcontact.notification.miloapis.com",
+    );
+    let calls = |before: &BTreeMap<(String, String), u64>,
+                 after: &BTreeMap<(String, String), u64>,
+                 name: &str,
+                 operation: &str| {
+        let key = (name.to_owned(), operation.to_owned());
+        after.get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0)
+    };
+
+    // A Contact without a subject: validated (the email must be unique), never mutated.
+    let before = env.webhook_calls().await;
+    create(c, &contact("people", "ada", "ada@example.com")).await;
+    let after = env.webhook_calls().await;
+    assert_eq!(calls(&before, &after, validator, "CREATE"), 1);
+    assert_eq!(calls(&before, &after, mutator, "CREATE"), 0);
+
+    // A Contact of a User: mutated (the owner is added) and validated.
+    let before = after;
+    create(
+        c,
+        &user_contact("people", "grace", "grace@example.com", "u-1"),
+    )
+    .await;
+    let after = env.webhook_calls().await;
+    assert_eq!(calls(&before, &after, mutator, "CREATE"), 1);
+    assert_eq!(calls(&before, &after, validator, "CREATE"), 1);
+
+    // A Contact that names its User as owner already (as signup's do): validated only.
+    let before = after;
+    let mut lin = user_contact("people", "lin", "lin@example.com", "u-2");
+    let u2 = create(c, &user("u-2", "lin@example.com")).await;
+    lin["metadata"]["ownerReferences"] = json!([{"apiVersion": "iam.miloapis.com/v1alpha1",
+        "kind": "User", "name": "u-2", "uid": u2["metadata"]["uid"]}]);
+    create(c, &lin).await;
+    let after = env.webhook_calls().await;
+    assert_eq!(calls(&before, &after, mutator, "CREATE"), 0);
+    assert_eq!(calls(&before, &after, validator, "CREATE"), 1);
+
+    // Metadata-only updates (labels, annotations, finalizers) reach no webhook.
+    let before = after;
+    let metadata = json!({"metadata": {"labels": {"team": "a"},
+        "annotations": {"example.com/note": "x"}}});
+    for (kind, namespace, name) in [
+        ("Contact", Some("people"), "ada"),
+        ("Contact", Some("people"), "grace"),
+        ("ContactGroup", Some("groups"), "news"),
+    ] {
+        objects::merge_patch(c, kind, namespace, name, &metadata)
+            .await
+            .unwrap_or_else(|e| panic!("label {kind} {name}: {e}"));
+    }
+    let after = env.webhook_calls().await;
+    let updates: u64 = after
+        .iter()
+        .filter(|((_, op), _)| op == "UPDATE")
+        .map(|((name, op), _)| calls(&before, &after, name, op))
+        .sum();
+    assert_eq!(updates, 0, "metadata-only updates were sent: {after:?}");
+
+    // A spec change is validated; the mutator is not called for a Contact its User owns.
+    let before = after;
+    objects::merge_patch(
+        c,
+        "Contact",
+        Some("people"),
+        "grace",
+        &json!({"spec": {"givenName": "Grace"}}),
+    )
+    .await
+    .expect("change grace's given name");
+    let after = env.webhook_calls().await;
+    assert_eq!(calls(&before, &after, validator, "UPDATE"), 1);
+    assert_eq!(calls(&before, &after, mutator, "UPDATE"), 0);
     env.assert_server_writes_clean();
 }
