@@ -1,6 +1,7 @@
 //! The consent invariant, by property: over random interleavings of contacts signing up,
 //! enrollment passes, opt-outs (removals), memberships deleted by hand, leader restarts and a
-//! view (and webhook) lagging behind the API server, once everything has settled no membership
+//! view (and webhook) lagging behind the API server, and a leader dying between any two writes
+//! of an enrollment pass, once everything has settled no membership
 //! stands beside a removal of its (contact, group), and no policy enrolled a contact twice.
 //!
 //! The real enrollment, removal and membership reconciles run against a stateful API server
@@ -37,6 +38,9 @@ enum Op {
     SyncView,
     /// The leader changes: in-process memory is lost, the new leader lists afresh.
     Restart,
+    /// An enrollment pass whose leader dies after this many writes (membership creates, record
+    /// annotations, status and Events alike), then a new leader.
+    CrashDuringEnroll(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -48,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Cleanup),
         2 => Just(Op::SyncView),
         1 => Just(Op::Restart),
+        2 => (0..6usize).prop_map(Op::CrashDuringEnroll),
     ]
 }
 
@@ -149,6 +154,13 @@ impl World {
             Op::Cleanup => self.cleanup().await,
             Op::SyncView => self.sync_view(),
             Op::Restart => {
+                self.sync_view();
+                self.enrollment = Arc::new(EnrollmentContext::new(self.shared.clone()));
+            }
+            Op::CrashDuringEnroll(writes) => {
+                self.state.lock().unwrap().writes_left = Some(writes);
+                let _ = enrollment::reconcile(Arc::new(policy()), self.enrollment.clone()).await;
+                self.state.lock().unwrap().writes_left = None;
                 self.sync_view();
                 self.enrollment = Arc::new(EnrollmentContext::new(self.shared.clone()));
             }

@@ -292,12 +292,12 @@ async fn new_contact_enrolled_by_two_policies() {
     let script = server.run(
         "new contact enrolled by two policies",
         vec![
-            create_membership("all-users", "alice", "everyone"),
             record("all-users", "alice", "enrolled"),
+            create_membership("all-users", "alice", "everyone"),
             enrolled_event("all-users", "alice", "everyone"),
             active("all-users", "everyone", (1, 0)),
-            create_membership("newsletter", "alice", "news"),
             record("newsletter", "alice", "enrolled"),
+            create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
         ],
@@ -334,8 +334,8 @@ async fn two_policies_for_the_same_group_create_one_membership() {
     let script = server.run(
         "two policies, one group",
         vec![
-            create_membership("signup", "alice", "everyone"),
             record("signup", "alice", "enrolled"),
+            create_membership("signup", "alice", "everyone"),
             enrolled_event("signup", "alice", "everyone"),
             active("signup", "everyone", (1, 0)),
             // The view has not seen the first membership yet; the second policy still does not
@@ -402,8 +402,8 @@ async fn a_recreated_policy_evaluates_contacts_afresh() {
     let script = server.run(
         "recreated policy",
         vec![
-            create_membership("newsletter", "alice", "news"),
             record("newsletter", "alice", "enrolled"),
+            create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
         ],
@@ -447,14 +447,14 @@ async fn policy_created_after_contacts_with_backfill() {
     let script = server.run(
         "backfill enrolls old contacts",
         vec![
-            create_membership("all-users", "new-carol", "everyone"),
             record("all-users", "new-carol", "enrolled"),
+            create_membership("all-users", "new-carol", "everyone"),
             enrolled_event("all-users", "new-carol", "everyone"),
-            create_membership("all-users", "old-alice", "everyone"),
             record("all-users", "old-alice", "enrolled"),
+            create_membership("all-users", "old-alice", "everyone"),
             enrolled_event("all-users", "old-alice", "everyone"),
-            create_membership("all-users", "old-bob", "everyone"),
             record("all-users", "old-bob", "enrolled"),
+            create_membership("all-users", "old-bob", "everyone"),
             enrolled_event("all-users", "old-bob", "everyone"),
             active("all-users", "everyone", (3, 0)),
         ],
@@ -477,8 +477,8 @@ async fn policy_created_after_contacts_without_backfill() {
     let script = server.run(
         "no backfill: old contacts untouched",
         vec![
-            create_membership("all-users", "new-carol", "everyone"),
             record("all-users", "new-carol", "enrolled"),
+            create_membership("all-users", "new-carol", "everyone"),
             enrolled_event("all-users", "new-carol", "everyone"),
             active("all-users", "everyone", (1, 0)),
         ],
@@ -511,8 +511,8 @@ async fn in_the_policys_own_second_only_contacts_created_after_it_are_enrolled()
         "same second, both ways",
         vec![
             boundary_status("all-users", &["people/early"], (0, 0)),
-            create_membership("all-users", "late", "everyone"),
             record("all-users", "late", "enrolled"),
+            create_membership("all-users", "late", "everyone"),
             enrolled_event("all-users", "late", "everyone"),
             boundary_status("all-users", &["people/early"], (1, 0)),
         ],
@@ -537,8 +537,8 @@ async fn a_new_leader_keeps_the_recorded_boundary() {
     let script = server.run(
         "recorded boundary after a handover",
         vec![
-            create_membership("all-users", "late", "everyone"),
             record("all-users", "late", "enrolled"),
+            create_membership("all-users", "late", "everyone"),
             enrolled_event("all-users", "late", "everyone"),
             boundary_status("all-users", &["people/early"], (1, 0)),
         ],
@@ -575,8 +575,8 @@ async fn group_missing_then_created() {
                 (0, 0),
             ),
             // The group appeared in the view: enrollment resumes.
-            create_membership("newsletter", "alice", "news"),
             record("newsletter", "alice", "enrolled"),
+            create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
         ],
@@ -603,8 +603,8 @@ async fn group_missing_from_a_lagging_view_is_confirmed_by_the_api() {
                     "metadata": {"name": "news", "namespace": GROUPS_NS},
                     "spec": {"displayName": "News", "visibility": "public"}}),
             ),
-            create_membership("newsletter", "alice", "news"),
             record("newsletter", "alice", "enrolled"),
+            create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
         ],
@@ -616,15 +616,23 @@ async fn group_missing_from_a_lagging_view_is_confirmed_by_the_api() {
 }
 
 #[tokio::test]
-async fn crash_between_create_and_record() {
+async fn crash_between_record_and_create() {
     let newsletter = policy("newsletter", "news", false);
-    // The first leader creates the membership, then fails to record it (and is gone).
+    // The record is written first; then the create fails.
     let (client, server) = mock_api::client();
     let script = server.run(
-        "crash before the record",
+        "create fails after the record",
         vec![
+            record("newsletter", "alice", "enrolled"),
+            create_membership("newsletter", "alice", "news").fail(
+                500,
+                "InternalError",
+                "etcd timeout",
+            ),
+            // The same leader's next pass retries the create, without writing the record again.
             create_membership("newsletter", "alice", "news"),
-            record("newsletter", "alice", "enrolled").fail(500, "InternalError", "etcd timeout"),
+            enrolled_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (1, 0)),
         ],
     );
     let first = leader(
@@ -637,7 +645,6 @@ async fn crash_between_create_and_record() {
         matches!(error, Error::Kube(kube::Error::Api(ref s)) if s.code == 500),
         "{error}"
     );
-    script.await.unwrap();
     assert_eq!(first.enrollments("newsletter"), 0);
     let errors = ReconcileErrorLabels {
         controller: "enrollment".into(),
@@ -655,28 +662,25 @@ async fn crash_between_create_and_record() {
         1
     );
 
-    // Replay by a restarted process whose view has not seen the membership: the create finds it
-    // already there, which counts as done, and only the record follows.
+    assert_eq!(first.reconcile(&newsletter).await.unwrap(), settled());
+    script.await.unwrap();
+    assert_eq!(first.enrollments("newsletter"), 1);
+
+    // Had the leader died instead, a new one sees the record and creates nothing: at most once.
+    // The membership may have been created and deleted since (the person left), and nobody is
+    // brought back without their own act.
     let (client, server) = mock_api::client();
     let script = server.run(
-        "replay after the crash",
-        vec![
-            create_membership("newsletter", "alice", "news").already_exists(),
-            record("newsletter", "alice", "enrolled"),
-            enrolled_event("newsletter", "alice", "news"),
-            active("newsletter", "news", (1, 0)),
-        ],
+        "a new leader after the crash",
+        vec![active("newsletter", "news", (1, 0))],
     );
-    let replay = leader(
-        client,
-        store_with(&["news"]),
-        vec![contact("alice", NEW, &[])],
-    );
+    let recorded = contact("alice", NEW, &[("newsletter", "enrolled/uid-newsletter")]);
+    let replay = leader(client, store_with(&["news"]), vec![recorded]);
     assert_eq!(replay.reconcile(&newsletter).await.unwrap(), settled());
     script.await.unwrap();
-    assert_eq!(replay.enrollments("newsletter"), 1);
+    assert_eq!(replay.enrollments("newsletter"), 0);
 
-    // Replay whose view already has the membership: no create at all.
+    // A contact not recorded whose membership the view already shows: only the record.
     let (client, server) = mock_api::client();
     let script = server.run(
         "replay with the membership in view",
@@ -700,6 +704,7 @@ async fn webhook_denials_count_as_done() {
     let script = server.run(
         "duplicate and opt-out denials",
         vec![
+            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news").deny(
                 422,
                 "Invalid",
@@ -707,6 +712,7 @@ async fn webhook_denials_count_as_done() {
                 &["FieldValueDuplicate"],
             ),
             record("newsletter", "alice", "already-member"),
+            record("newsletter", "bob", "enrolled"),
             create_membership("newsletter", "bob", "news").deny(
                 422,
                 "Invalid",
@@ -730,15 +736,18 @@ async fn webhook_denials_count_as_done() {
 }
 
 #[tokio::test]
-async fn other_failures_back_off_without_recording() {
+async fn other_failures_back_off_and_leave_the_create_to_retry() {
     let (client, server) = mock_api::client();
     let script = server.run(
         "create fails",
-        vec![create_membership("newsletter", "alice", "news").fail(
-            500,
-            "InternalError",
-            "try again",
-        )],
+        vec![
+            record("newsletter", "alice", "enrolled"),
+            create_membership("newsletter", "alice", "news").fail(
+                500,
+                "InternalError",
+                "try again",
+            ),
+        ],
     );
     let h = leader(
         client,
@@ -760,14 +769,15 @@ async fn a_refused_contact_does_not_hold_up_the_others() {
     let script = server.run(
         "one contact refused",
         vec![
+            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news").deny(
                 422,
                 "Invalid",
                 "something else is wrong with alice",
                 &["FieldValueInvalid"],
             ),
-            create_membership("newsletter", "bob", "news"),
             record("newsletter", "bob", "enrolled"),
+            create_membership("newsletter", "bob", "news"),
             enrolled_event("newsletter", "bob", "news"),
             active("newsletter", "news", (1, 0)),
         ],
@@ -795,8 +805,8 @@ async fn leader_handover_makes_no_duplicate() {
     let script = server.run(
         "old leader",
         vec![
-            create_membership("signup", "alice", "everyone"),
             record("signup", "alice", "enrolled"),
+            create_membership("signup", "alice", "everyone"),
             enrolled_event("signup", "alice", "everyone"),
             active("signup", "everyone", (1, 0)),
         ],
@@ -913,8 +923,8 @@ async fn run_reads_the_view_then_enrolls() {
     assert_eq!(
         steps,
         [
-            format!("POST {API}/namespaces/{NS}/contactgroupmemberships"),
             format!("PATCH {API}/namespaces/{NS}/contacts/alice"),
+            format!("POST {API}/namespaces/{NS}/contactgroupmemberships"),
             format!("POST {EVENTS}"),
             format!("PATCH {API}/contactgroupenrollmentpolicies/newsletter/status"),
         ]

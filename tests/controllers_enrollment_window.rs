@@ -83,7 +83,7 @@ fn policy_json() -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_keeps_the_window_full_and_records_after_each_create() {
+async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
     let mut store = Store::default();
     let group: ContactGroup = serde_json::from_value(json!({
         "metadata": {"name": "everyone", "namespace": "groups"},
@@ -124,12 +124,13 @@ async fn a_backfill_keeps_the_window_full_and_records_after_each_create() {
         metrics.controllers.enrollments.get_or_create(&labels).get(),
         CONTACTS as u64
     );
-    // Each step makes one request at a time (create, record, Event), so the window of steps
+    // Each step makes one request at a time (record, create, Event), so the window of steps
     // is the window of requests: full, and never more.
     assert_eq!(seen.most.load(Ordering::SeqCst), WINDOW);
     let order = seen.order.lock().unwrap();
     assert_eq!(order.len(), CONTACTS);
     for (contact, steps) in order.iter() {
-        assert_eq!(steps, &["create", "record"], "{contact}");
+        // The record before the membership: a crash in between never enrolls anyone twice.
+        assert_eq!(steps, &["record", "create"], "{contact}");
     }
 }

@@ -33,6 +33,9 @@ pub struct SimState {
     pub created_by_policy: HashMap<(String, String), usize>,
     /// What each field manager last applied, per (plural, namespace, name).
     pub owners: BTreeMap<(String, String, String), Owners>,
+    /// Writes that still land before the leader "crashes": every later write fails (503), as
+    /// if the process had died between two writes. `None`: no crash.
+    pub writes_left: Option<usize>,
     next_version: u64,
 }
 
@@ -126,6 +129,14 @@ impl SimState {
         view: &Store,
     ) -> (u16, Value) {
         let (method, path) = (&request.method, request.uri.path());
+        if *method != Method::GET
+            && let Some(left) = self.writes_left.as_mut()
+        {
+            if *left == 0 {
+                return status(503, "ServiceUnavailable", "the leader crashed", None);
+            }
+            *left -= 1;
+        }
         if path.starts_with("/apis/events.k8s.io/") {
             return (201, body);
         }

@@ -11,8 +11,9 @@
 //!
 //! Exactly-once, across retries, restarts, leader changes and several policies per group:
 //! - memberships have deterministic names, so a replay gets AlreadyExists instead of a twin;
-//! - the outcome is recorded on the contact (an annotation per policy) only after the membership
-//!   exists, so a crash in between replays as AlreadyExists and is then recorded;
+//! - the outcome is recorded on the contact (an annotation per policy) before the membership is
+//!   created, so a crash in between leaves a contact recorded and not enrolled (at most once),
+//!   never one enrolled again after leaving; within a term a failed create is retried;
 //! - a recorded contact is never enrolled again, even after it leaves the group;
 //! - passes of policies for the same group run one at a time, and a pass checks the view and the
 //!   memberships this process created before creating, so a second policy sees the first's
@@ -27,7 +28,7 @@ pub use plan::{
 };
 pub use steps::membership;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,9 @@ struct Memory {
     created: Mutex<HashMap<(ObjectRef, ObjectRef), String>>,
     /// policy → contact → record written, until the view shows the annotation.
     recorded: Mutex<HashMap<String, HashMap<ObjectRef, Record>>>,
+    /// (policy, contact) recorded `enrolled` whose membership create has not been answered yet:
+    /// replanned as enrollments in this term, whatever the record says.
+    pending: Mutex<HashSet<(String, ObjectRef)>>,
     /// One lock per group: passes of policies for the same group run one at a time.
     groups: Mutex<HashMap<ObjectRef, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -100,6 +104,20 @@ impl EnrollmentContext {
             .entry(policy.to_owned())
             .or_default()
             .insert(contact.clone(), record);
+    }
+
+    /// Marks `contact` recorded for `policy` with its membership create still to be answered.
+    fn pend(&self, policy: &str, contact: &ObjectRef) {
+        locked(&self.memory.pending).insert((policy.to_owned(), contact.clone()));
+    }
+
+    /// The create for `contact` was answered (created, refused or found done).
+    fn settle_pending(&self, policy: &str, contact: &ObjectRef) -> bool {
+        locked(&self.memory.pending).remove(&(policy.to_owned(), contact.clone()))
+    }
+
+    fn is_pending(&self, policy: &str, contact: &ObjectRef) -> bool {
+        locked(&self.memory.pending).contains(&(policy.to_owned(), contact.clone()))
     }
 
     /// Forgets the memberships created in `group` that the view now shows.
@@ -196,7 +214,13 @@ async fn pass(
         let mine = remembered.get(&name);
         let store = ctx.shared.view.read();
         let boundary = boundary.clone().unwrap_or_default();
-        plan::plan_with(policy, &store, &boundary, |c| mine?.get(c).copied())
+        plan::plan_with(
+            policy,
+            &store,
+            &boundary,
+            |c| mine?.get(c).copied(),
+            |c| ctx.is_pending(&name, c),
+        )
     };
     ctx.forget_shown(&name, &key);
 

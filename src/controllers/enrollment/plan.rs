@@ -206,16 +206,19 @@ impl Boundary {
 /// The plan of `policy` over the contacts in the view's `store`.
 pub fn plan(policy: &ContactGroupEnrollmentPolicy, store: &Store) -> Plan {
     let boundary = Boundary::of(policy, store);
-    plan_with(policy, store, &boundary, |_| None)
+    plan_with(policy, store, &boundary, |_| None, |_| false)
 }
 
 /// [`plan`], with `remembered` giving the records this process wrote that the view may not
-/// show yet (so a pass right after another does not redo its last contacts).
+/// show yet (so a pass right after another does not redo its last contacts), and `pending` the
+/// contacts it recorded `enrolled` whose membership create failed in this term (enrolled again,
+/// whatever the record says).
 pub(crate) fn plan_with(
     policy: &ContactGroupEnrollmentPolicy,
     store: &Store,
     boundary: &Boundary,
     remembered: impl Fn(&ObjectRef) -> Option<Record>,
+    pending: impl Fn(&ObjectRef) -> bool,
 ) -> Plan {
     let policy_name = policy.name_any();
     let key = record_key(&policy_name);
@@ -231,6 +234,7 @@ pub(crate) fn plan_with(
             namespace: contact.key.namespace.to_owned(),
         };
         let recorded = match written {
+            _ if pending(&contact_ref) => None,
             Some(record) => Some(record),
             None => remembered(&contact_ref).map(Some),
         };
@@ -427,7 +431,7 @@ mod tests {
     ) -> Plan {
         contacts.iter().for_each(|c| store.apply_contact(c));
         let boundary = Boundary::of(policy, &store);
-        super::plan_with(policy, &store, &boundary, remembered)
+        super::plan_with(policy, &store, &boundary, remembered, |_| false)
     }
 
     const NEW: &str = "2026-06-01T00:00:00Z";
@@ -479,7 +483,7 @@ mod tests {
         store.apply_contact(&contact("after", SAME_SECOND, None));
         let boundary = Boundary::decide(&p, &store);
         assert_eq!(boundary.list(), ["ns/before"]);
-        let decided = super::plan_with(&p, &store, &boundary, |_| None);
+        let decided = super::plan_with(&p, &store, &boundary, |_| None, |_| false);
         assert_eq!(decided.steps, [Step::Enroll(cref("after"))]);
         let backfill = policy(true, false);
         assert_eq!(super::plan(&backfill, &store).steps.len(), 2);

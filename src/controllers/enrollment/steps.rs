@@ -69,16 +69,21 @@ pub(super) async fn carry_out(
     step: &Step,
     done: &Tally,
 ) -> Result<Option<Record>, Error> {
-    let record = match step {
-        Step::Record(_, record) => *record,
-        Step::Enroll(contact) => enroll(ctx, policy, contact).await?,
-    };
     let contact = step.contact();
-    let value = record.value(policy.uid().as_deref());
-    if !write_record(ctx, contact, key, &value).await? {
-        return Ok(None);
-    }
     let policy_name = policy.name_any();
+    let record = match step {
+        Step::Record(_, record) => {
+            let value = record.value(policy.uid().as_deref());
+            if !write_record(ctx, contact, key, &value).await? {
+                return Ok(None);
+            }
+            *record
+        }
+        Step::Enroll(contact) => match enroll(ctx, policy, key, contact).await? {
+            Some(record) => record,
+            None => return Ok(None),
+        },
+    };
     ctx.remember(&policy_name, contact, record);
     let group = &policy.spec.contact_group_ref;
     let (contact_key, group_key) = (
@@ -117,33 +122,80 @@ pub(super) async fn carry_out(
     Ok(Some(record))
 }
 
-/// Creates the membership unless the view, or this process's memory of what it created (which the
-/// view may not show yet), already shows the contact opted out or a member; the outcome to record.
+/// Enrolls `contact` unless the view, or this process's memory of what it created (which the view
+/// may not show yet), already shows it opted out or a member; the outcome recorded, `None` when
+/// the contact vanished.
+///
+/// Consent comes first, so the record is written before the membership is created: a leader that
+/// dies between the two leaves a contact recorded and not enrolled, never one enrolled twice (with
+/// the create first, a membership deleted in between would come back). Within a term, a create
+/// that fails is retried by the next pass ([`EnrollmentContext::pend`]); a create the webhook
+/// refuses (the contact opted out meanwhile) corrects the record.
 async fn enroll(
+    ctx: &EnrollmentContext,
+    policy: &ContactGroupEnrollmentPolicy,
+    key: &str,
+    contact: &ObjectRef,
+) -> Result<Option<Record>, Error> {
+    let policy_name = policy.name_any();
+    let uid = policy.uid();
+    let uid = uid.as_deref();
+    let record_as = move |record: Record| async move {
+        write_record(ctx, contact, key, &record.value(uid)).await
+    };
+    let retried = ctx.is_pending(&policy_name, contact);
+    let outcome = match seen(ctx, policy, contact) {
+        Some(record) => record,
+        None => {
+            if !retried {
+                ctx.pend(&policy_name, contact);
+                if !record_as(Record::Enrolled).await? {
+                    ctx.settle_pending(&policy_name, contact);
+                    return Ok(None);
+                }
+            }
+            create(ctx, policy, contact).await?
+        }
+    };
+    let recorded_enrolled = ctx.settle_pending(&policy_name, contact);
+    if (outcome != Record::Enrolled || !recorded_enrolled) && !record_as(outcome).await? {
+        return Ok(None);
+    }
+    Ok(Some(outcome))
+}
+
+/// What the view, or this process's memory of what it created, already shows for the pair.
+fn seen(
+    ctx: &EnrollmentContext,
+    policy: &ContactGroupEnrollmentPolicy,
+    contact: &ObjectRef,
+) -> Option<Record> {
+    let group = &policy.spec.contact_group_ref;
+    let ours = names::enrollment_membership(&policy.name_any(), &contact.name);
+    let pair = (contact.clone(), group.clone());
+    let store = ctx.shared.view.read();
+    observed(&store, contact, group, &ours).or_else(|| {
+        let created = locked(&ctx.memory.created);
+        created.get(&pair).map(|name| {
+            if *name == ours {
+                Record::Enrolled
+            } else {
+                Record::AlreadyMember
+            }
+        })
+    })
+}
+
+/// Creates the membership; the outcome to record (a webhook's opt-out or duplicate denial is an
+/// outcome, not an error).
+async fn create(
     ctx: &EnrollmentContext,
     policy: &ContactGroupEnrollmentPolicy,
     contact: &ObjectRef,
 ) -> Result<Record, Error> {
     let group = &policy.spec.contact_group_ref;
-    let policy_name = policy.name_any();
-    let ours = names::enrollment_membership(&policy_name, &contact.name);
+    let ours = names::enrollment_membership(&policy.name_any(), &contact.name);
     let pair = (contact.clone(), group.clone());
-    let seen = {
-        let store = ctx.shared.view.read();
-        observed(&store, contact, group, &ours).or_else(|| {
-            let created = locked(&ctx.memory.created);
-            created.get(&pair).map(|name| {
-                if *name == ours {
-                    Record::Enrolled
-                } else {
-                    Record::AlreadyMember
-                }
-            })
-        })
-    };
-    if let Some(record) = seen {
-        return Ok(record);
-    }
     let api =
         Api::<ContactGroupMembership>::namespaced(ctx.shared.client.clone(), &contact.namespace);
     match kubeapi::create(&api, &membership(policy, contact, &ours)).await {
