@@ -12,7 +12,8 @@ use milo_webhook::providers::metrics::ProviderMetrics;
 use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use serde_json::{Value, json};
 
-use super::fake_resend::{self, FakeConfig, FakeResend, RequestRecord};
+pub use super::fake_resend::calls;
+use super::fake_resend::{self, FakeConfig, FakeResend};
 use super::live_api::LiveApi;
 
 pub const GROUPS: &str = "contactgroups";
@@ -131,14 +132,6 @@ impl Harness {
         let denied = self.live.state.lock().unwrap().denied.clone();
         assert!(denied.is_empty(), "RBAC refused: {denied:?}");
     }
-}
-
-/// `METHOD path -> status` of each request, for failure messages.
-pub fn calls(requests: &[RequestRecord]) -> Vec<String> {
-    requests
-        .iter()
-        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-        .collect()
 }
 
 /// The Contact `people/name`.
