@@ -38,6 +38,7 @@ fn new_contact(email: &str) -> NewContact {
         first_name: Some("Ada".into()),
         last_name: None,
         unsubscribed: false,
+        segments: Vec::new(),
     }
 }
 
@@ -192,6 +193,54 @@ async fn lists_follow_every_page() {
             .iter()
             .all(|c| fake.members(segment).contains(&c.email))
     );
+}
+
+/// `segments` on create: the contact joins them in the same call; an unknown id refuses the
+/// whole create; an existing address is answered with its id, `existed`, and its segments
+/// untouched (the fake's strictest reading of what Resend leaves undocumented).
+#[tokio::test]
+async fn a_create_joins_its_segments_or_nothing() {
+    for mode in [ExistingEmail::Conflict, ExistingEmail::ReturnExisting] {
+        let (fake, client, _) = setup(FakeConfig::default(), 1000.0).await;
+        fake.set_existing_email(mode);
+        let news = client.create_segment("news").await.unwrap();
+        let staff = client.create_segment("staff").await.unwrap();
+        let joining = |email: &str, segments: Vec<String>| NewContact {
+            segments,
+            ..new_contact(email)
+        };
+        let created = client
+            .create_contact_outcome(&joining("a@example.com", vec![news.clone(), staff.clone()]))
+            .await
+            .unwrap();
+        assert!(!created.existed);
+        assert_eq!(fake.members(&news), ["a@example.com"]);
+        assert_eq!(fake.members(&staff), ["a@example.com"]);
+        let body = fake.requests().last().unwrap().body.clone();
+        assert!(body.contains(r#""segments":["#), "{body}");
+
+        let unknown = joining(
+            "b@example.com",
+            vec![news.clone(), "no-such-segment".into()],
+        );
+        let err = client.create_contact_outcome(&unknown).await.unwrap_err();
+        assert!(matches!(err, ResendError::NotFound), "{err:?}");
+        assert!(fake.contact("b@example.com").is_none(), "nothing created");
+
+        client
+            .remove_from_segment("a@example.com", &staff)
+            .await
+            .unwrap();
+        let again = client
+            .create_contact_outcome(&joining("a@example.com", vec![staff.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(again.id, created.id);
+        assert!(fake.members(&staff).is_empty(), "{mode:?}: untouched");
+        assert_eq!(fake.contacts().len(), 1);
+        // Only a refused create can be told apart from a new one.
+        assert_eq!(again.existed, mode == ExistingEmail::Conflict, "{mode:?}");
+    }
 }
 
 #[tokio::test]

@@ -6,176 +6,14 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use milo_webhook::api::common::sync::{CONTACT_READY, FINALIZER, GROUP_READY, MEMBERSHIP_READY};
-use milo_webhook::controllers::ControllerSettings;
-use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics, drift};
-use milo_webhook::providers::metrics::ProviderMetrics;
-use milo_webhook::providers::resend::{ResendClient, ResendConfig};
-use serde_json::{Value, json};
-use support::fake_resend::{self, FakeConfig, FakeResend, Fault};
-use support::live_api::LiveApi;
-
-const GROUPS: &str = "contactgroups";
-const CONTACTS: &str = "contacts";
-const MEMBERSHIPS: &str = "contactgroupmemberships";
-
-struct Harness {
-    live: LiveApi,
-    fake: FakeResend,
-    sync: Arc<ResendSync>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-fn settings() -> ControllerSettings {
-    ControllerSettings {
-        resync: Duration::from_secs(3600),
-        provider_resync: Duration::from_secs(3600),
-        ..ControllerSettings::default()
-    }
-}
-
-impl Harness {
-    async fn new(config: FakeConfig, rate: f64) -> Self {
-        let live = LiveApi::new();
-        let fake = fake_resend::start(config).await;
-        let sync = Self::sync(&live, &fake, rate);
-        Self {
-            live,
-            fake,
-            sync,
-            task: None,
-        }
-    }
-
-    fn sync(live: &LiveApi, fake: &FakeResend, rate: f64) -> Arc<ResendSync> {
-        let mut config = ResendConfig::new("re_test_key");
-        config.base_url = fake.base_url.clone();
-        config.rate_limit = rate;
-        config.timeout = Duration::from_secs(2);
-        let client = ResendClient::new(config, ProviderMetrics::unregistered()).unwrap();
-        let ctx = live.context(settings());
-        Arc::new(ResendSync::new(
-            Arc::new(ctx),
-            client,
-            SyncMetrics::default(),
-        ))
-    }
-
-    fn start(&mut self) {
-        self.task = Some(tokio::spawn(resend::run(self.sync.clone())));
-    }
-
-    /// A leader crash: the loops stop mid-flight and a new process starts with no memory.
-    async fn restart(&mut self, rate: f64) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-        self.sync = Self::sync(&self.live, &self.fake, rate);
-        self.start();
-    }
-
-    fn ready(&self, plural: &str, condition: &str) -> usize {
-        self.live
-            .all(plural)
-            .iter()
-            .filter(|o| {
-                o["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c["type"] == condition
-                            && c["status"] == "True"
-                            && c["observedGeneration"] == o["metadata"]["generation"]
-                    })
-                })
-            })
-            .count()
-    }
-
-    async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
-        for _ in 0..400 {
-            if done(self) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; requests: {:?}",
-            self.fake
-                .requests()
-                .iter()
-                .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
-                .collect::<Vec<_>>()
-        );
-    }
-
-    async fn all_synced(&self) {
-        let (c, g, m) = (
-            self.live.all(CONTACTS).len(),
-            self.live.all(GROUPS).len(),
-            self.live.all(MEMBERSHIPS).len(),
-        );
-        self.until("everything synced", |h| {
-            h.ready(CONTACTS, CONTACT_READY) == c
-                && h.ready(GROUPS, GROUP_READY) == g
-                && h.ready(MEMBERSHIPS, MEMBERSHIP_READY) == m
-        })
-        .await;
-    }
-
-    fn no_rbac_denials(&self) {
-        let denied = self.live.state.lock().unwrap().denied.clone();
-        assert!(denied.is_empty(), "RBAC refused: {denied:?}");
-    }
-}
-
-fn contact(name: &str, email: &str) -> Value {
-    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "Contact",
-        "metadata": {"namespace": "people", "name": name},
-        "spec": {"email": email, "givenName": name}})
-}
-
-fn group(name: &str, visibility: &str) -> Value {
-    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroup",
-        "metadata": {"namespace": "groups", "name": name},
-        "spec": {"displayName": name, "visibility": visibility}})
-}
-
-fn membership(name: &str, contact: &str, group: &str) -> Value {
-    json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroupMembership",
-        "metadata": {"namespace": "people", "name": name},
-        "spec": {"contactRef": {"namespace": "people", "name": contact},
-                 "contactGroupRef": {"namespace": "groups", "name": group}}})
-}
-
-/// Three contacts, a public and a private group, four memberships.
-fn populate(live: &LiveApi) {
-    let mut ada = contact("ada", "ada@example.com");
-    // Another provider's entry and another writer's condition, which the sync must keep.
-    ada["status"] = json!({"providers": [{"name": "Loops", "id": "loops-1"}],
-        "conditions": [{"type": "LoopsContactReady", "status": "True", "reason": "Synced",
-            "message": "", "lastTransitionTime": "2026-11-27T12:00:00Z"}]});
-    live.create(CONTACTS, ada);
-    live.create(CONTACTS, contact("bob", "bob@example.com"));
-    live.create(CONTACTS, contact("cy", "cy@example.com"));
-    live.create(GROUPS, group("news", "public"));
-    live.create(GROUPS, group("staff", "private"));
-    live.create(MEMBERSHIPS, membership("ada-news", "ada", "news"));
-    live.create(MEMBERSHIPS, membership("bob-news", "bob", "news"));
-    live.create(MEMBERSHIPS, membership("ada-staff", "ada", "staff"));
-    live.create(MEMBERSHIPS, membership("cy-staff", "cy", "staff"));
-}
-
-fn segment_of(h: &Harness, name: &str) -> String {
-    h.live.get(GROUPS, "groups", name).unwrap()["status"]["providers"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
+use milo_webhook::api::common::sync::{CONTACT_READY, FINALIZER};
+use milo_webhook::controllers::resend::{ResendSync, SyncMetrics, drift};
+use serde_json::json;
+use support::fake_resend::{FakeConfig, Fault};
+use support::resend_harness::{
+    CONTACTS, GROUPS, Harness, MEMBERSHIPS, contact, group, membership, populate, segment_of,
+    settings, sorted,
+};
 
 #[tokio::test]
 async fn first_sync_mirrors_everything_within_the_call_budget_then_costs_nothing() {
@@ -183,10 +21,11 @@ async fn first_sync_mirrors_everything_within_the_call_budget_then_costs_nothing
     populate(&h.live);
     h.start();
     h.all_synced().await;
-    // 2 per new contact (look-up, create), 1 listing and 1 create per group, 1 per membership.
+    // One listing of the (empty) account's contacts, 1 create per contact carrying its
+    // segments, 1 listing and 1 create per group; memberships ride on their contact's create.
     assert_eq!(
         h.sync.client.calls(),
-        3 * 2 + (1 + 2) + 4,
+        1 + 3 + (1 + 2),
         "{:?}",
         h.fake.requests()
     );
@@ -475,12 +314,17 @@ async fn a_failing_status_write_never_repeats_the_provider_call() {
             .filter(|r| r.method == method && path(&r.path))
             .count()
     };
-    // One look-up and one create for the new contact, one add for the membership: as many as
-    // with no failure at all.
+    // One listing and one create (carrying the membership's segment) for the new contact: as
+    // many as with no failure at all.
+    let listings = calls("GET", &|p| p.starts_with("/contacts?"));
     let lookups = calls("GET", &|p| p.starts_with("/contacts/"));
     let creates = calls("POST", &|p| p == "/contacts");
     let adds = calls("POST", &|p| p.contains("/segments/"));
-    assert_eq!((lookups, creates, adds), (1, 1, 1), "{requests:?}");
+    assert_eq!(
+        (listings, lookups, creates, adds),
+        (1, 0, 1, 0),
+        "{requests:?}"
+    );
     assert_eq!(
         h.sync.answers.unrecorded(),
         0,

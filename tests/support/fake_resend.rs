@@ -1,6 +1,8 @@
 //! A stateful fake of Resend's contacts, segments and sending API for tests: plain HTTP on 127.0.0.1,
-//! Resend's shapes (lists, errors, id-or-email paths), its auth and `User-Agent` checks, its
-//! rate-limit headers and an enforced rate limit, fault injection and full inspection.
+//! Resend's shapes (cursor-paginated lists with `limit` 1-100, `after` and `has_more`; errors;
+//! id-or-email paths; `segments` on a contact's create, all known or nothing made), its auth and
+//! `User-Agent` checks, its rate-limit headers and an enforced rate limit, fault injection and
+//! full inspection (every request is logged and counted).
 
 mod api;
 pub mod emails;
@@ -94,6 +96,14 @@ pub struct RequestRecord {
     pub body: String,
     /// The status answered (0 for a dropped answer).
     pub status: u16,
+}
+
+/// `METHOD path -> status` of each request, for failure messages.
+pub fn calls(requests: &[RequestRecord]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
 }
 
 /// A contact in the fake.

@@ -10,5 +10,6 @@ pub mod live_api;
 pub mod milo_crds;
 pub mod mock_api;
 pub mod rbac;
+pub mod resend_harness;
 pub mod schema;
 pub mod sim_api;

@@ -1,21 +1,25 @@
-//! Contact -> Resend contact. A contact is found by its id (from `status.providers`) or else by
-//! email before anything is created, so a crash or a lost answer never yields a second one; name
-//! and email changes are PATCHed in place; the person's `unsubscribed` is never written false;
-//! deleting the Contact deletes the Resend contact unless another Contact still uses the address
-//! (Resend contacts are one per address).
+//! Contact -> Resend contact. A contact without a recorded id is looked up by email in the
+//! [`directory`](super::directory) (one shared listing, not a GET per contact) before anything
+//! is created, so a crash or a lost answer never yields a second one; a new one is created with
+//! the segments its memberships join, so those cost no call of their own; name and email
+//! changes are PATCHed in place; the person's `unsubscribed` is never written false; deleting
+//! the Contact deletes the Resend contact unless another Contact still uses the address (Resend
+//! contacts are one per address).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::Api;
 
 use super::answers::Recall;
+use super::directory::{Claim, Found, Known, MAX_AGE_RESYNCS};
 use super::status::{self, Outcome};
-use super::{Loop, ResendSync, drive_loop, optout, unrelated};
+use super::{Loop, ResendSync, drive_loop, membership, optout, unrelated};
 use crate::api::Contact;
 use crate::api::common::sync::{CONTACT_READY, UNSUBSCRIBED};
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::resend::ResendError;
-use crate::providers::resend::types::{ContactPatch, NewContact};
+use crate::providers::resend::types::{ContactPatch, NewContact, RemoteContact};
 use crate::view::sync::resend_id;
 use crate::view::{Store, ViewKind};
 
@@ -117,7 +121,7 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
                 optout::apply(&sync, &key).await?;
             }
             if mirror {
-                self::mirror(&sync, &api, &key).await?;
+                return self::mirror(&sync, &api, &key).await;
             }
         }
     }
@@ -129,10 +133,13 @@ async fn release(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resu
     let Some(contact) = kubeapi::get(api, &key.name).await? else {
         return Ok(());
     };
-    let target = resend_id(contact.status.as_ref())
-        .map(str::to_owned)
-        .unwrap_or_else(|| contact.spec.email.clone());
-    sync.client.delete_contact(&target).await?;
+    let known = resend_id(contact.status.as_ref());
+    let target = known.unwrap_or(&contact.spec.email);
+    sync.client.delete_contact(target).await?;
+    if let Some(id) = known {
+        sync.directory.forget_id(id);
+    }
+    sync.directory.forget_email(&contact.spec.email);
     Ok(())
 }
 
@@ -146,10 +153,11 @@ fn opted_out(contact: &Contact) -> bool {
     })
 }
 
-/// Creates or updates the Resend contact and records where it is.
-async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Result<(), Error> {
+/// Creates or updates the Resend contact and records where it is; asks to be looked at again
+/// when it should wait (for its groups, or for another Contact creating the same address).
+async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Result<Action, Error> {
     let Some(contact) = kubeapi::get(api, &key.name).await? else {
-        return Ok(());
+        return Ok(Action::await_change());
     };
     let known = resend_id(contact.status.as_ref()).map(str::to_owned);
     let conditions = contact
@@ -168,11 +176,16 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
     );
     let answers = &sync.answers;
     let answered = match answers.recall(ViewKind::Contact, key, &stamp) {
-        Some(Recall::Recorded) => return Ok(()),
+        Some(Recall::Recorded) => return Ok(Action::await_change()),
         Some(Recall::Unrecorded(id)) => Ok(id),
-        None => upsert(sync, &contact, known.as_deref())
-            .await
-            .inspect(|id| answers.answered(ViewKind::Contact, key, stamp.clone(), id.clone())),
+        None => match upsert(sync, key, &contact, known.as_deref()).await {
+            Ok(Upserted::Wait(delay)) => return Ok(Action::requeue(delay)),
+            Ok(Upserted::Id(id)) => {
+                answers.answered(ViewKind::Contact, key, stamp.clone(), id.clone());
+                Ok(id)
+            }
+            Err(error) => Err(error),
+        },
     };
     let record = status::Record {
         condition_type: CONTACT_READY,
@@ -188,7 +201,7 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
             let body = status::body(&record, &outcome, jiff::Timestamp::now());
             status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
             answers.recorded(ViewKind::Contact, key);
-            Ok(())
+            Ok(Action::await_change())
         }
         Err(error) => Err(status::report_failure(
             &sync.ctx.schemas,
@@ -202,13 +215,31 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
     }
 }
 
-/// The Resend contact's id after making it match `contact`: at most one PATCH when the id is
-/// known; a look-up by email and then a PATCH or a create when it is not (or is stale).
+/// How long a contact without a segment waits for its groups' segments, counted from when the
+/// sync started or the Contact was made, whichever is later: creating it with them saves an add
+/// per membership, and a group that cannot be mirrored holds nobody up for longer.
+const GROUP_WAIT: Duration = Duration::from_secs(10);
+/// How often a waiting contact looks again (a group is mirrored within moments).
+const GROUP_POLL: Duration = Duration::from_millis(500);
+/// How long a contact waits while another Contact of the same address is being created.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
+
+/// What [`upsert`] achieved.
+enum Upserted {
+    /// The Resend contact's id.
+    Id(String),
+    /// Nothing yet: look again after this long.
+    Wait(Duration),
+}
+
+/// Makes the Resend contact match `contact`: at most one PATCH when the id is known; when it is
+/// not (or is stale), found in the directory and adopted, or else created.
 async fn upsert(
     sync: &ResendSync,
+    key: &ObjectKey,
     contact: &Contact,
     known: Option<&str>,
-) -> Result<String, ResendError> {
+) -> Result<Upserted, ResendError> {
     let spec = &contact.spec;
     let patch = ContactPatch {
         email: Some(spec.email.clone()),
@@ -217,24 +248,139 @@ async fn upsert(
     };
     if let Some(id) = known {
         match sync.client.update_contact(id, &patch).await {
-            Ok(()) => return Ok(id.to_owned()),
+            Ok(()) => {
+                note(sync, &patch, id);
+                return Ok(Upserted::Id(id.to_owned()));
+            }
             // Deleted at Resend (in the dashboard, say): found by email or created again.
-            Err(ResendError::NotFound) => {}
+            Err(ResendError::NotFound) => sync.directory.forget_id(id),
             Err(error) => return Err(error),
         }
     }
-    if let Some(remote) = sync.client.get_contact(&spec.email).await? {
-        let same = remote.first_name == spec.given_name && remote.last_name == spec.family_name;
-        if !same {
-            sync.client.update_contact(&remote.id, &patch).await?;
-        }
-        return Ok(remote.id);
+    let max_age = sync.ctx.settings.provider_resync * MAX_AGE_RESYNCS;
+    let found = sync
+        .directory
+        .find(&sync.client, &spec.email, max_age)
+        .await?;
+    match found {
+        Found::Present(remote) => adopt(sync, &patch, remote).await.map(Upserted::Id),
+        Found::Busy => Ok(Upserted::Wait(BUSY_WAIT)),
+        Found::Doubted(claim) => match sync.client.get_contact(&spec.email).await? {
+            Some(remote) => {
+                let remote = known_of(remote);
+                claim.found(remote.clone());
+                adopt(sync, &patch, remote).await.map(Upserted::Id)
+            }
+            None => create(sync, key, contact, claim).await,
+        },
+        Found::Absent(claim) => create(sync, key, contact, claim).await,
     }
-    let new = NewContact {
+}
+
+fn known_of(remote: RemoteContact) -> Known {
+    Known::written(remote.id, remote.first_name, remote.last_name)
+}
+
+/// Notes in the directory what a write of `patch` to `id` left at Resend.
+fn note(sync: &ResendSync, patch: &ContactPatch, id: &str) {
+    if let Some(email) = &patch.email {
+        let known = Known::written(
+            id.to_owned(),
+            patch.first_name.clone(),
+            patch.last_name.clone(),
+        );
+        sync.directory.note(email, known);
+    }
+}
+
+/// Takes over a contact Resend already has, patching its names when they differ. Its segments
+/// are unknown, so its memberships are added by their own loop.
+async fn adopt(
+    sync: &ResendSync,
+    patch: &ContactPatch,
+    remote: Known,
+) -> Result<String, ResendError> {
+    let same = remote.first_name == patch.first_name && remote.last_name == patch.last_name;
+    if !same {
+        if let Err(error) = sync.client.update_contact(&remote.id, patch).await {
+            if matches!(error, ResendError::NotFound) {
+                // Deleted since it was listed: the next attempt creates it.
+                sync.directory.forget_id(&remote.id);
+            }
+            return Err(error);
+        }
+        note(sync, patch, &remote.id);
+    }
+    Ok(remote.id)
+}
+
+/// Whether waiting for a group's segment is still worth it for `contact`.
+fn may_wait_for_groups(sync: &ResendSync, contact: &Contact) -> bool {
+    let since_start = sync.started.elapsed();
+    let since_made = contact
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| jiff::Timestamp::now().duration_since(t.0).try_into().ok())
+        .unwrap_or(Duration::MAX);
+    since_start.min(since_made) < GROUP_WAIT
+}
+
+/// Creates the contact (claimed in the directory) with the segments its memberships may join
+/// now, which are then remembered as answered so the membership loop records them without a
+/// call. A person who opted out is created opted out and joins nothing here: their memberships
+/// go through the membership loop's own consent checks.
+async fn create(
+    sync: &ResendSync,
+    key: &ObjectKey,
+    contact: &Contact,
+    claim: Claim<'_>,
+) -> Result<Upserted, ResendError> {
+    let spec = &contact.spec;
+    let opted_out = opted_out(contact);
+    let mut joins = if opted_out {
+        membership::Joins::default()
+    } else {
+        membership::joins(&sync.ctx.view.read(), &key.namespace, &key.name)
+    };
+    if joins.groups_pending && may_wait_for_groups(sync, contact) {
+        return Ok(Upserted::Wait(GROUP_POLL));
+    }
+    let mut new = NewContact {
         email: spec.email.clone(),
         first_name: spec.given_name.clone(),
         last_name: spec.family_name.clone(),
-        unsubscribed: opted_out(contact),
+        unsubscribed: opted_out,
+        segments: joins.segment_ids(),
     };
-    sync.client.create_contact(&new).await
+    let mut created = sync.client.create_contact_outcome(&new).await;
+    if matches!(created, Err(ResendError::NotFound)) && !new.segments.is_empty() {
+        // A segment is gone (deleted in the dashboard): the contact alone, its memberships
+        // left to their loop, which waits for the group to be mirrored again.
+        joins.segments.clear();
+        new.segments.clear();
+        created = sync.client.create_contact_outcome(&new).await;
+    }
+    match created {
+        Ok(created) => {
+            let known = Known::written(created.id.clone(), new.first_name, new.last_name);
+            claim.found(known);
+            // An existing contact answered for: its segments are not known to have been set.
+            if !created.existed {
+                for (membership, segment) in joins.segments {
+                    let stamp = membership::stamp(&spec.email, &segment);
+                    let kind = ViewKind::Membership;
+                    sync.answers.answered(kind, &membership, stamp, segment);
+                }
+            }
+            Ok(Upserted::Id(created.id))
+        }
+        Err(error) => {
+            if matches!(error, ResendError::Transient { .. }) {
+                // Resend may have made it with the answer lost: ask before creating again.
+                claim.doubt();
+            }
+            Err(error)
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! mirrored, by listing (pages of 100, never one GET per object), and what drifted is repaired:
 //! a segment or contact deleted in the Resend dashboard is synced again (recreated, and its
 //! members re-added), and contacts in our segments that no membership accounts for are removed.
+//! Its listing of every contact also refreshes the contact loop's [`super::directory`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -112,13 +113,12 @@ pub async fn repair(sync: &ResendSync) -> Result<DriftReport, Error> {
         }
         force.push((ViewKind::ContactGroup, group.key));
     }
-    let remote: HashSet<String> = sync
-        .client
-        .list_contacts(None)
-        .await?
-        .into_iter()
-        .map(|c| c.email.to_lowercase())
-        .collect();
+    // The same listing refreshes the contact loop's directory, which so stays younger than a
+    // resync period without a listing of its own.
+    let started = std::time::Instant::now();
+    let listed = sync.client.list_contacts(None).await?;
+    let remote: HashSet<String> = listed.iter().map(|c| c.email.to_lowercase()).collect();
+    sync.directory.replace(listed, started);
     {
         let view = sync.ctx.view.read();
         for (ns, name) in view.names(ViewKind::Contact) {

@@ -1,5 +1,7 @@
 //! ContactGroupMembership -> segment membership. A membership is added once its contact is
 //! mirrored and its group has a segment; never while a removal (an opt-out) of the pair exists.
+//! A contact created with its segments (see [`joins`]) leaves its memberships only their status
+//! to write: the create's answer is remembered for them, so they cost no call.
 //! Deleting it removes the contact from the segment, and its finalizer completes at once when the
 //! contact, the group or their Resend counterparts are already gone: deletion never hangs.
 
@@ -15,7 +17,7 @@ use crate::api::common::ObjectRef;
 use crate::api::common::sync::MEMBERSHIP_READY;
 use crate::controllers::{Action, Error, ObjectKey};
 use crate::providers::resend::ResendError;
-use crate::view::{Store, ViewChange, ViewKind};
+use crate::view::{MembershipSync, Store, ViewChange, ViewKind};
 
 /// What reconciling a membership does, decided from the view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,39 +45,98 @@ fn refs(namespace: &str, name: &str) -> ObjectRef {
     }
 }
 
+/// The segment the live membership `m` may join once its contact is mirrored: its group is
+/// mirrored and not being deleted, and no removal (an opt-out) covers the pair. [`plan`] and a
+/// contact's create ([`joins`]) both ask this, so consent is decided in one place.
+fn joinable<'v>(view: &'v Store, m: &MembershipSync<'_>) -> Option<&'v str> {
+    let group = view.group_sync(m.group.namespace, m.group.name)?;
+    if m.deleting || group.deleting || !group.marks.synced {
+        return None;
+    }
+    let removed = !view
+        .removals_of(
+            &refs(m.contact.namespace, m.contact.name),
+            &refs(m.group.namespace, m.group.name),
+        )
+        .is_empty();
+    if removed { None } else { group.segment }
+}
+
 /// Decides what reconciling the membership `namespace/name` does.
 pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
     let Some(m) = view.membership_sync(namespace, name) else {
         return Plan::Wait;
     };
     let contact = view.contact_sync(m.contact.namespace, m.contact.name);
-    let group = view.group_sync(m.group.namespace, m.group.name);
-    let remote = match (contact, group) {
-        (Some(c), Some(g)) => g.segment.map(|s| (c.email.to_owned(), s.to_owned())),
-        _ => None,
-    };
     if m.deleting {
         if !m.marks.finalizer {
             return Plan::Wait;
         }
+        let group = view.group_sync(m.group.namespace, m.group.name);
+        let remote = match (contact, group) {
+            (Some(c), Some(g)) => g.segment.map(|s| (c.email.to_owned(), s.to_owned())),
+            _ => None,
+        };
         return Plan::Release { remote };
     }
     let add_finalizer = !m.marks.finalizer;
-    let opted_out = !view
-        .removals_of(
-            &refs(m.contact.namespace, m.contact.name),
-            &refs(m.group.namespace, m.group.name),
-        )
-        .is_empty();
     let wanted = !m.marks.synced || forced;
-    let ready = contact.is_some_and(|c| c.marks.synced && !c.deleting)
-        && group.is_some_and(|g| g.marks.synced && !g.deleting);
-    let add = (wanted && ready && !opted_out).then_some(remote).flatten();
+    let add = contact
+        .filter(|c| wanted && c.marks.synced && !c.deleting)
+        .and_then(|c| Some((c.email.to_owned(), joinable(view, &m)?.to_owned())));
     if add_finalizer || add.is_some() {
         Plan::Sync { add_finalizer, add }
     } else {
         Plan::Wait
     }
+}
+
+/// What a contact's create can carry for its memberships.
+#[derive(Debug, Default)]
+pub struct Joins {
+    /// Memberships whose segment the create may set, with that segment's id.
+    pub segments: Vec<(ObjectKey, String)>,
+    /// A group of one of its live memberships is not mirrored yet (worth a short wait).
+    pub groups_pending: bool,
+}
+
+impl Joins {
+    /// The segment ids to send, each once.
+    pub fn segment_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.segments.iter().map(|(_, s)| s.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// What creating the contact `namespace/name` can carry: the segments of its live memberships
+/// that [`plan`] would add once the contact is mirrored, so the create makes those adds.
+pub fn joins(view: &Store, namespace: &str, name: &str) -> Joins {
+    let mut joins = Joins::default();
+    for r in view.memberships_of_contact(namespace, name) {
+        let Some(m) = view.membership_sync(r.namespace, r.name) else {
+            continue;
+        };
+        match joinable(view, &m) {
+            Some(segment) => joins
+                .segments
+                .push((ObjectKey::new(r.namespace, r.name), segment.to_owned())),
+            None => {
+                joins.groups_pending |= !m.deleting
+                    && view
+                        .group_sync(m.group.namespace, m.group.name)
+                        .is_some_and(|g| !g.deleting && !g.marks.synced)
+            }
+        }
+    }
+    joins
+}
+
+/// What an add of `email` to `segment` is remembered as (see [`super::answers`]): the same
+/// whether the add was its own call or rode on the contact's create.
+pub fn stamp(email: &str, segment: &str) -> String {
+    format!("{email}/{segment}")
 }
 
 fn idle(view: &Store, namespace: &str, name: &str, forced: bool) -> bool {
@@ -157,7 +218,7 @@ async fn mirror(
     let generation = Some(1);
     // Added already, with only the status write after it lost: recorded now without a call; with
     // that landed too and the view behind, nothing.
-    let stamp = format!("{email}/{segment}");
+    let stamp = stamp(email, segment);
     let answers = &sync.answers;
     let added = match answers.recall(ViewKind::Membership, key, &stamp) {
         Some(Recall::Recorded) => return Ok(Action::await_change()),

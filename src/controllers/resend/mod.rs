@@ -9,9 +9,15 @@
 //! costs no provider call and survives a restart. [`drift`] compares with Resend every
 //! `--provider-resync` and forces the objects that drifted; [`optout`] turns a person's
 //! Resend-side opt-out into removals.
+//!
+//! A first sync costs about one call per contact: the contacts Resend has are listed once into
+//! the shared [`directory`] (pages of 100, refreshed by drift repair) instead of looked up one by
+//! one, and each new contact is created with the segments of its memberships, which then only
+//! record their status.
 
 pub mod answers;
 pub mod contact;
+pub mod directory;
 pub mod drift;
 pub mod group;
 pub mod membership;
@@ -102,6 +108,12 @@ pub struct ResendSync {
     /// What Resend answered lately, and whether its status landed: a retry after a failed
     /// status write, or a wake-up before the view shows the write, calls Resend no more.
     pub answers: answers::Answers,
+    /// The contacts Resend holds by email, as last listed: what a contact without a recorded id
+    /// is looked up in (shared, so a first sync lists once rather than a GET per contact).
+    pub directory: directory::Directory,
+    /// When this sync started (a new leader): contacts wait briefly for their groups' segments
+    /// only around then or when new.
+    started: std::time::Instant,
 }
 
 impl ResendSync {
@@ -114,6 +126,8 @@ impl ResendSync {
             segments: tokio::sync::Mutex::new(None),
             forced: Mutex::new(HashSet::new()),
             answers: answers::Answers::new(answers::DEFAULT_CAPACITY),
+            directory: directory::Directory::default(),
+            started: std::time::Instant::now(),
         }
     }
 

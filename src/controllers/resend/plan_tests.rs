@@ -342,3 +342,61 @@ fn opt_outs_remove_public_groups_only() {
     let again = optout::removals_for(&store, &ObjectKey::new("people", "ada"));
     assert_eq!(removals[0].0, again[0].0, "named deterministically");
 }
+
+/// A contact's create carries exactly the segments the membership plan would add: none while
+/// the group is unmirrored (but worth waiting for), none once a removal covers the pair.
+#[test]
+fn a_create_carries_the_segments_the_membership_plan_would_add() {
+    let mut store = Store::default();
+    contact(
+        &mut store,
+        "ada",
+        "ada@example.com",
+        meta("people", "ada", true, false),
+        json!({}),
+    );
+    group(
+        &mut store,
+        "public",
+        meta("groups", "news", true, false),
+        json!({}),
+    );
+    let m = pair(
+        "ContactGroupMembership",
+        meta("people", "m", true, false),
+        "ada",
+        "news",
+        json!({}),
+    );
+    store.apply_membership(&serde_json::from_value(m).unwrap());
+    let joins = membership::joins(&store, "people", "ada");
+    assert!(
+        joins.segments.is_empty() && joins.groups_pending,
+        "{joins:?}"
+    );
+    group(
+        &mut store,
+        "public",
+        meta("groups", "news", true, false),
+        synced(GROUP_READY, 2, Some("seg_1")),
+    );
+    let joins = membership::joins(&store, "people", "ada");
+    assert_eq!(
+        joins.segments,
+        [(ObjectKey::new("people", "m"), "seg_1".into())]
+    );
+    assert!(!joins.groups_pending);
+    let r = pair(
+        "ContactGroupMembershipRemoval",
+        meta("people", "r", false, false),
+        "ada",
+        "news",
+        json!({}),
+    );
+    store.apply_removal(&serde_json::from_value(r).unwrap());
+    let joins = membership::joins(&store, "people", "ada");
+    assert!(
+        joins.segments.is_empty() && !joins.groups_pending,
+        "{joins:?}"
+    );
+}

@@ -5,7 +5,8 @@
 //! - a 429 `rate_limit_exceeded` pauses every caller until `retry-after` and is retried here (at
 //!   most [`RATE_LIMIT_RETRIES`] times), a quota 429 is reported at once as
 //!   [`ResendError::QuotaExceeded`]: neither is a generic error;
-//! - creating a contact that already exists returns the existing id, whatever Resend answers;
+//! - creating a contact that already exists returns the existing id, whatever Resend answers
+//!   (and [`ResendClient::create_contact_outcome`] says so when Resend's answer does);
 //! - the write shapes cannot carry `unsubscribed` (see [`super::types`]).
 //!
 //! 5xx answers, timeouts and transport errors are returned as [`ResendError::Transient`]: the
@@ -26,7 +27,8 @@ use serde::de::DeserializeOwned;
 use super::answer::Answer;
 use super::ratelimit::RateLimiter;
 use super::types::{
-    ContactPatch, Created, ErrorBody, ListPage, NewContact, RemoteContact, RemoteSegment,
+    ContactCreated, ContactPatch, Created, ErrorBody, ListPage, NewContact, RemoteContact,
+    RemoteSegment,
 };
 use crate::providers::metrics::ProviderMetrics;
 
@@ -395,18 +397,37 @@ impl ResendClient {
     /// a retry after a lost answer never makes a second contact, and the existing contact keeps
     /// its opt-out.
     pub async fn create_contact(&self, new: &NewContact) -> Result<String, ResendError> {
+        self.create_contact_outcome(new).await.map(|c| c.id)
+    }
+
+    /// [`create_contact`](Self::create_contact), saying whether the id is an existing
+    /// contact's: Resend refused the create for an existing address, so its `segments` were not
+    /// set. (A Resend that answered 201 with the existing id could not be told apart; the
+    /// sync's drift repair corrects what such a create was assumed to do.) A `segments` id Resend
+    /// does not know is [`ResendError::NotFound`] or [`ResendError::Invalid`] (the reference
+    /// names neither).
+    pub async fn create_contact_outcome(
+        &self,
+        new: &NewContact,
+    ) -> Result<ContactCreated, ResendError> {
         let url = self.url(&["contacts"]);
         let answer = self
             .execute("create_contact", Method::POST, url, Some(json_body(new)?))
             .await?;
         if answer.says_already_exists() {
             return match self.get_contact(&new.email).await? {
-                Some(existing) => Ok(existing.id),
+                Some(existing) => Ok(ContactCreated {
+                    id: existing.id,
+                    existed: true,
+                }),
                 None => Err(answer.into_error()),
             };
         }
         let created: Created = answer.into_result()?.json()?;
-        Ok(created.id)
+        Ok(ContactCreated {
+            id: created.id,
+            existed: false,
+        })
     }
 
     /// Changes the fields set in `patch`; [`ResendError::NotFound`] when the contact is gone.

@@ -50,6 +50,20 @@ pub struct NewContact {
     /// them out; `false` is never sent, so nobody is ever re-subscribed by a create.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unsubscribed: bool,
+    /// Segment ids the new contact joins in the same call (omitted when empty): a first sync
+    /// needs no separate add per membership.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
+}
+
+/// What a create of a contact came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactCreated {
+    /// The contact's id.
+    pub id: String,
+    /// Resend refused the create because the address exists and this is the existing contact's
+    /// id: what the create asked (its `segments`) cannot be assumed to have happened.
+    pub existed: bool,
 }
 
 /// The body of `PATCH /contacts/{id|email}`: only the fields that are `Some` are sent, so a patch
@@ -107,6 +121,7 @@ mod tests {
             first_name: None,
             last_name: Some("L".into()),
             unsubscribed: false,
+            segments: Vec::new(),
         };
         let json = serde_json::to_string(&new).unwrap();
         assert!(!json.contains("unsubscribed"), "{json}");
@@ -120,6 +135,15 @@ mod tests {
             "an opt-out is carried into a create"
         );
         assert!(!json.contains("first_name"), "{json}");
+        assert!(!json.contains("segments"), "{json}");
+        let joining = NewContact {
+            segments: vec!["s1".into()],
+            ..new
+        };
+        assert_eq!(
+            serde_json::to_value(&joining).unwrap()["segments"],
+            serde_json::json!(["s1"])
+        );
     }
 
     #[test]

@@ -153,6 +153,28 @@ pub(super) fn route(
                     "email is required",
                 );
             };
+            // `segments` must be a list of ids the account has; one unknown id refuses the
+            // whole create (the reference names no error: 404, as for the add path).
+            let segments: BTreeSet<String> = match body.get("segments") {
+                None => BTreeSet::new(),
+                Some(Value::Array(ids)) if ids.iter().all(Value::is_string) => ids
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect(),
+                Some(_) => {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_parameter",
+                        "segments must be an array of segment ids",
+                    );
+                }
+            };
+            if segments.iter().any(|s| inner.find_segment(s).is_none()) {
+                return error(StatusCode::NOT_FOUND, "not_found", "Segment not found");
+            }
+            // An existing address: refused, or answered with the existing id; either way, as
+            // the strictest reading of an undocumented case, its segments are left untouched.
             if let Some(i) = inner.find_contact(&email) {
                 return match inner.config.existing_email {
                     ExistingEmail::Conflict => error(
@@ -175,7 +197,7 @@ pub(super) fn route(
                     .get("unsubscribed")
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
-                segments: BTreeSet::new(),
+                segments,
             });
             created(json!({"object": "contact", "id": id}))
         }
