@@ -338,3 +338,36 @@ async fn finalizers_are_a_set_each_manager_owns_its_own() {
         assert_eq!(stored["metadata"]["finalizers"], json!(["b/f"]), "{double}");
     }
 }
+
+/// The sync's finalizer is added without ever creating an object: an object deleted meanwhile
+/// (a membership the removal controller just deleted) stays deleted, and another writer's
+/// finalizer stays in place.
+#[tokio::test]
+async fn adding_a_finalizer_never_creates_and_keeps_the_others() {
+    use milo_webhook::controllers::kubeapi;
+    const OURS: &str = "notification.miloapis.com/resend";
+    for (name, double) in doubles().await {
+        let api: Api<ContactGroupMembership> = Api::namespaced(double.client.clone(), NS);
+        let added = kubeapi::add_finalizer(&api, "gone", OURS).await;
+        assert!(
+            matches!(added, Ok(false)),
+            "{name}: adding to a missing object says so: {added:?}"
+        );
+        assert!((double.stored)("gone").is_none(), "{name}: it was created");
+
+        create(
+            &double.client,
+            "kept",
+            json!({"metadata": {"finalizers": ["example.com/other"]}}),
+        )
+        .await;
+        assert!(kubeapi::add_finalizer(&api, "kept", OURS).await.unwrap());
+        assert!(kubeapi::add_finalizer(&api, "kept", OURS).await.unwrap());
+        let stored = (double.stored)("kept").unwrap();
+        assert_eq!(
+            stored["metadata"]["finalizers"],
+            json!(["example.com/other", OURS]),
+            "{name}"
+        );
+    }
+}

@@ -106,6 +106,40 @@ where
     }
 }
 
+/// Adds `finalizer` to `name` unless it is there, under the resourceVersion read: other writers'
+/// finalizers are kept, and like [`release_finalizer`] it never creates an object (an apply to an
+/// object deleted meanwhile would try to). False when the object is gone or being deleted, so
+/// the caller does not go on to act for it.
+pub async fn add_finalizer<K>(
+    api: &Api<K>,
+    name: &str,
+    finalizer: &str,
+) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let Some(object) = get(api, name).await? else {
+        return Ok(false);
+    };
+    let meta = object.meta();
+    if meta.deletion_timestamp.is_some() {
+        return Ok(false);
+    }
+    let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+    if finalizers.iter().any(|f| f == finalizer) {
+        return Ok(true);
+    }
+    let mut all: Vec<&str> = finalizers.iter().map(String::as_str).collect();
+    all.push(finalizer);
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": all, "resourceVersion": meta.resource_version},
+    });
+    match merge_patch(api, name, &patch).await {
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        other => other.map(|()| true),
+    }
+}
+
 /// JSON-merge-patches the status subresource, with the same rule: only the fields the caller owns.
 pub async fn merge_patch_status<K>(
     api: &Api<K>,

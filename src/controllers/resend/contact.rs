@@ -114,8 +114,9 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
             opt_out,
             mirror,
         } => {
-            if add_finalizer {
-                status::set_finalizer(&api, &key.name, true).await?;
+            if add_finalizer && !status::set_finalizer(&api, &key.name, true).await? {
+                // Deleted meanwhile: its deletion wakes the release.
+                return Ok(Action::await_change());
             }
             if opt_out {
                 optout::apply(&sync, &key).await?;

@@ -108,8 +108,9 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
             add_finalizer,
             mirror,
         } => {
-            if add_finalizer {
-                status::set_finalizer(&api, &key.name, true).await?;
+            if add_finalizer && !status::set_finalizer(&api, &key.name, true).await? {
+                // Deleted meanwhile: its deletion wakes the release.
+                return Ok(Action::await_change());
             }
             if mirror {
                 self::mirror(&sync, &api, &key).await?;

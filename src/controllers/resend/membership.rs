@@ -192,8 +192,9 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
             status::set_finalizer(&api, &key.name, false).await?;
         }
         Plan::Sync { add_finalizer, add } => {
-            if add_finalizer {
-                status::set_finalizer(&api, &key.name, true).await?;
+            if add_finalizer && !status::set_finalizer(&api, &key.name, true).await? {
+                // Deleted meanwhile: its deletion wakes the release.
+                return Ok(Action::await_change());
             }
             if let Some((email, segment)) = add {
                 return mirror(&sync, &api, &key, &email, &segment).await;

@@ -5,7 +5,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -16,29 +16,20 @@ use crate::controllers::kubeapi;
 use crate::controllers::schemas::InstalledSchemas;
 use crate::providers::resend::ResendError;
 
-/// Adds (`present`) or removes the sync's finalizer. Adding is an apply, which keeps the
-/// finalizers list a set merged by owner (other controllers' finalizers are never touched);
-/// removing is [`kubeapi::release_finalizer`], which never brings back an object deleted
-/// meanwhile (an apply would try to create it).
-pub async fn set_finalizer<K>(api: &Api<K>, name: &str, present: bool) -> Result<(), kube::Error>
+/// Adds (`present`) or removes the sync's finalizer, never bringing back an object deleted
+/// meanwhile ([`kubeapi::add_finalizer`], [`kubeapi::release_finalizer`]: an apply would try to
+/// create it). False when adding found the object gone or being deleted: nothing to mirror.
+pub async fn set_finalizer<K>(api: &Api<K>, name: &str, present: bool) -> Result<bool, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    if !present {
-        return kubeapi::release_finalizer(api, name, FINALIZER).await;
+    if present {
+        kubeapi::add_finalizer(api, name, FINALIZER).await
+    } else {
+        kubeapi::release_finalizer(api, name, FINALIZER)
+            .await
+            .map(|()| true)
     }
-    let body = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": {"name": name, "finalizers": [FINALIZER]},
-    });
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|_| ())
 }
 
 /// How one sync of an object ended.
