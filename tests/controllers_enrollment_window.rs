@@ -1,6 +1,6 @@
 //! Enrollment keeps a window of writes in flight: a backfill pass never has more than
 //! `--enrollment-concurrency` requests outstanding, keeps the window full while work remains,
-//! and still writes each contact's record only after its membership exists.
+//! and still writes each contact's record before its membership is created.
 mod support;
 
 use std::collections::HashMap;
@@ -32,6 +32,14 @@ struct Seen {
 }
 
 fn slow_client(seen: Arc<Seen>) -> Client {
+    Client::new(slow_api(seen, Duration::from_millis(3)), "default")
+}
+
+/// The slow API as a service: every request answered after `latency`.
+fn slow_api(
+    seen: Arc<Seen>,
+    latency: Duration,
+) -> tower_test::mock::Mock<Request<Body>, Response<Body>> {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
@@ -42,7 +50,7 @@ fn slow_client(seen: Arc<Seen>) -> Client {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                tokio::time::sleep(Duration::from_millis(3)).await;
+                tokio::time::sleep(latency).await;
                 let path = parts.uri.path().to_owned();
                 let (code, answer) = if parts.method == Method::POST {
                     if let Some(contact) = body["spec"]["contactRef"]["name"].as_str() {
@@ -70,7 +78,7 @@ fn slow_client(seen: Arc<Seen>) -> Client {
             });
         }
     });
-    Client::new(service, "default")
+    service
 }
 
 fn policy_json() -> Value {
@@ -133,4 +141,71 @@ async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
         // The record before the membership: a crash in between never enrolls anyone twice.
         assert_eq!(steps, &["record", "create"], "{contact}");
     }
+}
+
+/// Under an API client that takes fewer requests than the window (the adaptive write pace at a
+/// low limit), a pass long enough to report progress still finishes: the progress write runs
+/// beside the steps, whose answers hold the client's slots until polled.
+#[tokio::test(start_paused = true)]
+async fn a_pass_under_a_tighter_client_limit_reports_progress_and_finishes() {
+    use milo_webhook::controllers::pace::{Pace, PaceSettings};
+    use tower_acc::ConcurrencyLimitLayer;
+    const MANY: usize = 200;
+    let mut store = Store::default();
+    let group: ContactGroup = serde_json::from_value(json!({
+        "metadata": {"name": "everyone", "namespace": "groups"},
+        "spec": {"displayName": "Everyone", "visibility": "private"}}))
+    .unwrap();
+    store.apply_group(&group);
+    for i in 0..MANY {
+        let contact: Contact = serde_json::from_value(json!({
+            "apiVersion": "notification.miloapis.com/v1alpha1", "kind": "Contact",
+            "metadata": {"name": format!("c{i:03}"), "namespace": "people",
+                "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"email": format!("c{i}@example.com")}}))
+        .unwrap();
+        store.apply_contact(&contact);
+    }
+    let seen = Arc::new(Seen::default());
+    let limit = PaceSettings {
+        initial: 4,
+        ceiling: 4,
+    };
+    let pace = Pace::new(limit, Default::default());
+    let service = tower::ServiceBuilder::new()
+        .layer(ConcurrencyLimitLayer::new(pace))
+        .service(slow_api(seen.clone(), Duration::from_millis(100)));
+    let metrics = Arc::new(Metrics::default());
+    let settings = ControllerSettings {
+        enrollment_concurrency: 32,
+        ..ControllerSettings::default()
+    };
+    let shared = Arc::new(Context::new(
+        Client::new(service, "default"),
+        Arc::new(ClusterView::offline(store)),
+        metrics.clone(),
+        settings,
+        None,
+    ));
+    let policy: ContactGroupEnrollmentPolicy = serde_json::from_value(policy_json()).unwrap();
+    let ctx = Arc::new(EnrollmentContext::new(shared));
+    // 400 requests, 4 at a time, 100 ms each: ten seconds, two progress reports.
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        enrollment::reconcile(Arc::new(policy), ctx),
+    )
+    .await
+    .expect("the pass finishes")
+    .expect("the pass succeeds");
+    let labels = PolicyLabels {
+        policy: "all".into(),
+    };
+    assert_eq!(
+        metrics.controllers.enrollments.get_or_create(&labels).get(),
+        MANY as u64
+    );
+    assert!(
+        seen.most.load(Ordering::SeqCst) <= 4,
+        "the client's limit held"
+    );
 }

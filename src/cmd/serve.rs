@@ -13,6 +13,7 @@ use super::parse_duration;
 use crate::controllers::invitation::InvitationSettings;
 use crate::controllers::invitation::access::AccessBackendKind;
 use crate::controllers::leader::{self, LeaseSettings};
+use crate::controllers::pace::{PaceMetrics, PaceSettings};
 use crate::controllers::resend::SyncMetrics;
 use crate::controllers::{self, ControllerKind, ControllerSettings};
 use crate::metrics::Metrics;
@@ -119,23 +120,34 @@ pub struct ControllerArgs {
     /// Namespace the usercontact controller creates Users' Contacts in [default: --system-namespace].
     #[arg(long, env = "MILO_WEBHOOK_CONTACT_NAMESPACE")]
     pub contact_namespace: Option<String>,
-    /// Reconciles each controller runs at once (the API server's write load from this process
-    /// is bounded by this times the number of controllers).
+    /// Reconciles each controller runs at once: an upper bound; how many of their requests are
+    /// in flight is --api-write-concurrency's adaptive limit.
     #[arg(
         long,
         env = "MILO_WEBHOOK_CONTROLLER_CONCURRENCY",
-        default_value_t = 16,
+        default_value_t = 64,
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub controller_concurrency: u16,
-    /// Writes an enrollment pass keeps in flight (membership creates and record annotations).
+    /// Steps an enrollment pass keeps going at once (membership creates and record
+    /// annotations): an upper bound under --api-write-concurrency's adaptive limit.
     #[arg(
         long,
         env = "MILO_WEBHOOK_ENROLLMENT_CONCURRENCY",
-        default_value_t = 16,
+        default_value_t = 64,
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub enrollment_concurrency: u16,
+    /// Ceiling of the controllers' requests in flight to the API server. Below it the limit
+    /// adapts: it starts at 16, grows while the API server's latency holds, and falls when
+    /// latency rises, on throttling (429, after waiting out Retry-After) and on server errors.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_API_WRITE_CONCURRENCY",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub api_write_concurrency: u16,
     /// How often every controller compares desired and observed state in memory and queues what
     /// differs (a safety net for anything a change could have missed).
     #[arg(long, env = "MILO_WEBHOOK_CONTROLLER_RESYNC", default_value = "10m", value_parser = parse_duration)]
@@ -282,6 +294,14 @@ impl ControllerArgs {
         }
     }
 
+    /// The controllers' write pace.
+    pub fn pace(&self) -> PaceSettings {
+        PaceSettings {
+            ceiling: usize::from(self.api_write_concurrency),
+            ..PaceSettings::default()
+        }
+    }
+
     fn lease(&self) -> LeaseSettings {
         const IN_CLUSTER_NAMESPACE: &str =
             "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -312,7 +332,9 @@ impl ControllerArgs {
 /// Where the view comes from.
 enum Source {
     Offline(Box<Store>),
-    Cluster(kube::Client),
+    /// The client for watches and leader election, and the configuration the controllers'
+    /// paced client is built from.
+    Cluster(kube::Client, Box<kube::Config>),
 }
 
 async fn source(args: &ServeArgs) -> anyhow::Result<Source> {
@@ -339,7 +361,10 @@ async fn source(args: &ServeArgs) -> anyhow::Result<Source> {
         },
     };
     tracing::info!(cluster = %config.cluster_url, "cluster mode");
-    Ok(Source::Cluster(kube::Client::try_from(config)?))
+    Ok(Source::Cluster(
+        kube::Client::try_from(config.clone())?,
+        Box::new(config),
+    ))
 }
 
 fn certificates(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingCertResolver>> {
@@ -397,7 +422,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // about certificates.
     let (view, client) = match source(&args).await? {
         Source::Offline(store) => (Arc::new(ClusterView::offline(*store)), None),
-        Source::Cluster(client) => (Arc::new(ClusterView::unsynced()), Some(client)),
+        Source::Cluster(client, config) => {
+            (Arc::new(ClusterView::unsynced()), Some((client, config)))
+        }
     };
     if client.is_none() && args.providers.provider_events_listen.is_some() {
         // Before anything is generated or bound: the flag cannot work offline.
@@ -430,11 +457,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     tracing::info!(webhooks = %args.listen, admin = %args.admin_listen, "listening");
 
-    let events =
-        super::provider::provider_events(&args, client.as_ref(), &view, &metrics, &server.shutdown)
-            .await?;
+    let events = super::provider::provider_events(
+        &args,
+        client.as_ref().map(|(c, _)| c),
+        &view,
+        &metrics,
+        &server.shutdown,
+    )
+    .await?;
     let mut leading = None;
-    if let Some(client) = client {
+    if let Some((client, config)) = client {
         tokio::spawn(crate::view::watch::run(client.clone(), view.clone()));
         let resend = args
             .providers
@@ -442,7 +474,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(|c| (c, metrics.subsystem(SyncMetrics::register)));
         leading = start_controllers(
             &args,
-            client,
+            (client, *config),
             view,
             metrics.clone(),
             resend,
@@ -499,7 +531,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// has been released (within the drain, so the next leader need not wait for expiry).
 async fn start_controllers(
     args: &ServeArgs,
-    client: kube::Client,
+    (client, config): (kube::Client, kube::Config),
     view: Arc<ClusterView>,
     metrics: Arc<Metrics>,
     resend: Option<(ResendClient, SyncMetrics)>,
@@ -520,8 +552,13 @@ async fn start_controllers(
     let mut settings = args.settings();
     settings.provider_resync = providers.provider_resync;
     settings.email = providers.email_settings()?;
+    // Controllers write through a client of their own, paced by the API server's answers; the
+    // election keeps the plain one, so a backlog of writes never delays a renewal.
+    let pace = metrics.subsystem(PaceMetrics::register);
+    let writes = controllers::pace::client(config, args.pace(), pace.limit)
+        .context("cannot build the controllers' API client")?;
     let mut ctx = controllers::Context::new(
-        client,
+        writes,
         view,
         metrics.clone(),
         settings,

@@ -20,6 +20,7 @@ pub mod leader;
 pub mod lease;
 pub mod membership;
 pub mod names;
+pub mod pace;
 pub mod referents;
 pub mod removal;
 pub mod resend;
@@ -121,8 +122,8 @@ impl Default for ControllerSettings {
         Self {
             contact_namespace: "milo-system".into(),
             resync: Duration::from_secs(600),
-            concurrency: 16,
-            enrollment_concurrency: 16,
+            concurrency: 64,
+            enrollment_concurrency: 64,
             invitation: invitation::InvitationSettings::default(),
             provider_resync: Duration::from_secs(3600),
             email: email::EmailSettings::default(),

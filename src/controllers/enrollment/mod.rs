@@ -255,8 +255,18 @@ async fn pass(
         .buffer_unordered(window);
     let mut report = tokio::time::interval(PROGRESS_EVERY);
     report.tick().await;
+    // The progress write runs beside the steps, never instead of them: awaiting it inline would
+    // stop polling the steps' requests, whose answers hold the API client's slots until polled,
+    // and with every slot held the write would wait for them forever.
+    let mut reporting: Option<futures::future::BoxFuture<'_, Result<(), Error>>> = None;
     loop {
         tokio::select! {
+            written = async { reporting.as_mut().expect("guarded").await }, if reporting.is_some() => {
+                reporting = None;
+                if let Err(error) = written {
+                    tracing::warn!(%error, "cannot report enrollment progress");
+                }
+            }
             next = results.next() => {
                 let Some((step, outcome)) = next else { break };
                 progress.finished(step);
@@ -293,13 +303,17 @@ async fn pass(
                     skipped_opt_out = skipped,
                     "enrollment pass in progress"
                 );
-                if let Err(error) = write_status(ctx, policy, &ready, (enrolled, skipped), list).await {
-                    tracing::warn!(%error, "cannot report enrollment progress");
+                if reporting.is_none() {
+                    reporting = Some(Box::pin(write_status(ctx, policy, &ready, (enrolled, skipped), list)));
                 }
             }
         }
     }
     drop(results);
+    // A progress write still in flight lands before the final one, so counts never go back.
+    if let Some(Err(error)) = futures::future::OptionFuture::from(reporting).await {
+        tracing::warn!(%error, "cannot report enrollment progress");
+    }
     if let Some(error) = failed {
         return Err(error);
     }
