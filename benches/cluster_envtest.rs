@@ -190,6 +190,46 @@ fn rss_kib(env: &Env) -> (u64, u64) {
     (field("VmRSS:"), field("RssAnon:"))
 }
 
+/// CPU seconds (user + system) each process has used so far: kube-apiserver, etcd, the leader,
+/// and this benchmark's own clients. Where a phase's cost lands on the shared cores.
+fn cpu_seconds(env: &Env) -> [f64; 4] {
+    fn of(pid: &str) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at state, field 3.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state; 100 ticks/s.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+    let pid = |p: &harness::process::Process| p.id().map(|id| id.to_string()).unwrap_or_default();
+    let plane = &env.plane.processes;
+    let server = env.servers[0].process.as_ref().map(pid).unwrap_or_default();
+    [
+        of(&pid(&plane[1])),
+        of(&pid(&plane[0])),
+        of(&server),
+        of("self"),
+    ]
+}
+
+/// The CPU a phase cost per object, by process.
+fn cpu_row(before: [f64; 4], after: [f64; 4], objects: usize) -> String {
+    let per = |i: usize| (after[i] - before[i]) * 1000.0 / objects as f64;
+    format!(
+        "{:.1} / {:.1} / {:.1} / {:.1} ms",
+        per(0),
+        per(1),
+        per(2),
+        per(3)
+    )
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -229,6 +269,7 @@ async fn run(o: &Options) -> Vec<(String, String)> {
 
     // Creates through the webhooks, then with no webhook registered (the API server alone).
     let calls = webhook_calls(&env).await;
+    let cpu = cpu_seconds(&env);
     let hooked = create_all(
         &env,
         (0..n).map(|i| contact("hooked", i)).collect(),
@@ -236,8 +277,11 @@ async fn run(o: &Options) -> Vec<(String, String)> {
     )
     .await;
     let per_contact = (webhook_calls(&env).await - calls) / n as f64;
+    let hooked_cpu = cpu_row(cpu, cpu_seconds(&env), n);
     unregister_webhooks(&env).await;
+    let cpu = cpu_seconds(&env);
     let raw = create_all(&env, (0..n).map(|i| contact("raw", i)).collect(), o.clients).await;
+    let raw_cpu = cpu_row(cpu, cpu_seconds(&env), n);
     harness::server::register_webhooks(&env.client, env.dir(), &env.files, env.servers[0].listen)
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -251,6 +295,11 @@ async fn run(o: &Options) -> Vec<(String, String)> {
         "webhook calls per Contact create",
         format!("{per_contact:.2}"),
     );
+    row(
+        "CPU per Contact create through the webhooks (apiserver / etcd / server / clients)",
+        hooked_cpu,
+    );
+    row("CPU per Contact create, no webhooks", raw_cpu);
 
     // Raw membership creates (through the webhooks, as a user makes them) for the baseline.
     create(
@@ -260,6 +309,7 @@ async fn run(o: &Options) -> Vec<(String, String)> {
             "spec": {"displayName": "Manual", "visibility": "public"}}),
     )
     .await;
+    let cpu = cpu_seconds(&env);
     let raw_memberships = create_all(
         &env,
         (0..n).map(|i| membership("raw", i, "manual")).collect(),
@@ -269,6 +319,10 @@ async fn run(o: &Options) -> Vec<(String, String)> {
     row(
         "membership creates/s by clients",
         format!("{raw_memberships:.0}"),
+    );
+    row(
+        "CPU per membership create by clients (apiserver / etcd / server / clients)",
+        cpu_row(cpu, cpu_seconds(&env), n),
     );
 
     // Enrollment: a backfilling policy over every contact of both waves.
@@ -281,6 +335,7 @@ async fn run(o: &Options) -> Vec<(String, String)> {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (writes, calls) = (server_writes(&env), webhook_calls(&env).await);
+    let cpu = cpu_seconds(&env);
     create(
         &env.client,
         &json!({"apiVersion": "notification.miloapis.com/v1alpha1",
@@ -296,10 +351,15 @@ async fn run(o: &Options) -> Vec<(String, String)> {
             .saturating_sub(n)
     };
     let took = until_count("enrollment", 2 * n, limit, enrolled_in_everyone).await;
+    let enrollment_cpu = cpu_row(cpu, cpu_seconds(&env), 2 * n);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let enrolled = 2 * n;
     let rate = enrolled as f64 / took.as_secs_f64();
     row("enrolled contacts/s (backfill)", format!("{rate:.0}"));
+    row(
+        "CPU per enrolled contact (apiserver / etcd / server / clients)",
+        enrollment_cpu,
+    );
     row(
         "enrolled/s ÷ membership creates/s",
         format!("{:.2}", rate / raw_memberships),
