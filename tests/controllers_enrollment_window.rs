@@ -90,22 +90,28 @@ fn policy_json() -> Value {
             "trigger": {"type": "ContactCreated"}, "backfill": true}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
+/// The group `everyone` and `n` contacts created before the policy (so its backfill takes them).
+fn backfill_store(n: usize) -> Store {
     let mut store = Store::default();
     let group: ContactGroup = serde_json::from_value(json!({
         "metadata": {"name": "everyone", "namespace": "groups"},
         "spec": {"displayName": "Everyone", "visibility": "private"}}))
     .unwrap();
     store.apply_group(&group);
-    for i in 0..CONTACTS {
+    for i in 0..n {
         let contact: Contact = serde_json::from_value(json!({
-            "metadata": {"name": format!("c{i:02}"), "namespace": "people",
+            "metadata": {"name": format!("c{i:03}"), "namespace": "people",
                 "creationTimestamp": "2026-01-01T00:00:00Z"},
             "spec": {"email": format!("c{i}@example.com")}}))
         .unwrap();
         store.apply_contact(&contact);
     }
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
+    let store = backfill_store(CONTACTS);
     let seen = Arc::new(Seen::default());
     let metrics = Arc::new(Metrics::default());
     let settings = ControllerSettings {
@@ -151,21 +157,7 @@ async fn a_pass_under_a_tighter_client_limit_reports_progress_and_finishes() {
     use milo_webhook::controllers::pace::{Pace, PaceSettings};
     use tower_acc::ConcurrencyLimitLayer;
     const MANY: usize = 200;
-    let mut store = Store::default();
-    let group: ContactGroup = serde_json::from_value(json!({
-        "metadata": {"name": "everyone", "namespace": "groups"},
-        "spec": {"displayName": "Everyone", "visibility": "private"}}))
-    .unwrap();
-    store.apply_group(&group);
-    for i in 0..MANY {
-        let contact: Contact = serde_json::from_value(json!({
-            "apiVersion": "notification.miloapis.com/v1alpha1", "kind": "Contact",
-            "metadata": {"name": format!("c{i:03}"), "namespace": "people",
-                "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"email": format!("c{i}@example.com")}}))
-        .unwrap();
-        store.apply_contact(&contact);
-    }
+    let store = backfill_store(MANY);
     let seen = Arc::new(Seen::default());
     let limit = PaceSettings {
         initial: 4,
