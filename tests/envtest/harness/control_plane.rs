@@ -205,6 +205,9 @@ impl ControlPlane {
             .arg(format!("--audit-policy-file={}", policy.display()))
             .arg(format!("--audit-log-path={}", audit_log.display()))
             .args(["--audit-log-mode=blocking", "--audit-log-format=json"])
+            // Never rotated (the default rotates at 100 MB, which a benchmark at 20,000 contacts
+            // passes, and counts read only the current file).
+            .arg("--audit-log-maxsize=1000000")
             .arg(format!(
                 "--cert-dir={}",
                 dir.join("apiserver-certs").display()
