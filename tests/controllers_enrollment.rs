@@ -939,3 +939,30 @@ async fn run_reads_the_view_then_enrolls() {
     );
     responder.abort();
 }
+
+/// A record that failed to land is written again before the create: nobody is enrolled without
+/// a record of it (which alone keeps them from being enrolled again after they leave).
+#[tokio::test]
+async fn a_failed_record_is_written_again_before_the_create() {
+    let newsletter = policy("newsletter", "news", false);
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "record fails, then the next pass",
+        vec![
+            record("newsletter", "alice", "enrolled").fail(500, "InternalError", "etcd timeout"),
+            record("newsletter", "alice", "enrolled"),
+            create_membership("newsletter", "alice", "news"),
+            enrolled_event("newsletter", "alice", "news"),
+            active("newsletter", "news", (1, 0)),
+        ],
+    );
+    let h = leader(
+        client,
+        store_with(&["news"]),
+        vec![contact("alice", NEW, &[])],
+    );
+    assert!(h.reconcile(&newsletter).await.is_err());
+    assert_eq!(h.reconcile(&newsletter).await.unwrap(), settled());
+    script.await.unwrap();
+    assert_eq!(h.enrollments("newsletter"), 1);
+}

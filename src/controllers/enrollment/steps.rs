@@ -148,11 +148,12 @@ async fn enroll(
         Some(record) => record,
         None => {
             if !retried {
-                ctx.pend(&policy_name, contact);
                 if !record_as(Record::Enrolled).await? {
-                    ctx.settle_pending(&policy_name, contact);
                     return Ok(None);
                 }
+                // Only a record that landed makes the create a retry: one that failed must be
+                // written again first, or a contact could be enrolled with no record of it.
+                ctx.pend(&policy_name, contact);
             }
             create(ctx, policy, contact).await?
         }
