@@ -109,17 +109,20 @@ fn backfill_store(n: usize) -> Store {
     store
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
-    let store = backfill_store(CONTACTS);
-    let seen = Arc::new(Seen::default());
+/// One pass of the backfilling policy over `store` through `client`, `window` steps at a time;
+/// the metrics it counted into.
+async fn backfill_pass(
+    client: Client,
+    store: Store,
+    window: usize,
+) -> Result<Arc<Metrics>, milo_webhook::controllers::Error> {
     let metrics = Arc::new(Metrics::default());
     let settings = ControllerSettings {
-        enrollment_concurrency: WINDOW,
+        enrollment_concurrency: window,
         ..ControllerSettings::default()
     };
     let shared = Arc::new(Context::new(
-        slow_client(seen.clone()),
+        client,
         Arc::new(ClusterView::offline(store)),
         metrics.clone(),
         settings,
@@ -127,7 +130,15 @@ async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
     ));
     let policy: ContactGroupEnrollmentPolicy = serde_json::from_value(policy_json()).unwrap();
     let ctx = Arc::new(EnrollmentContext::new(shared));
-    enrollment::reconcile(Arc::new(policy), ctx)
+    enrollment::reconcile(Arc::new(policy), ctx).await?;
+    Ok(metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
+    let store = backfill_store(CONTACTS);
+    let seen = Arc::new(Seen::default());
+    let metrics = backfill_pass(slow_client(seen.clone()), store, WINDOW)
         .await
         .expect("the pass succeeds");
 
@@ -167,24 +178,10 @@ async fn a_pass_under_a_tighter_client_limit_reports_progress_and_finishes() {
     let service = tower::ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(pace))
         .service(slow_api(seen.clone(), Duration::from_millis(100)));
-    let metrics = Arc::new(Metrics::default());
-    let settings = ControllerSettings {
-        enrollment_concurrency: 32,
-        ..ControllerSettings::default()
-    };
-    let shared = Arc::new(Context::new(
-        Client::new(service, "default"),
-        Arc::new(ClusterView::offline(store)),
-        metrics.clone(),
-        settings,
-        None,
-    ));
-    let policy: ContactGroupEnrollmentPolicy = serde_json::from_value(policy_json()).unwrap();
-    let ctx = Arc::new(EnrollmentContext::new(shared));
     // 400 requests, 4 at a time, 100 ms each: ten seconds, two progress reports.
-    tokio::time::timeout(
+    let metrics = tokio::time::timeout(
         Duration::from_secs(120),
-        enrollment::reconcile(Arc::new(policy), ctx),
+        backfill_pass(Client::new(service, "default"), store, 32),
     )
     .await
     .expect("the pass finishes")
