@@ -164,6 +164,26 @@ fn server_writes(env: &Env) -> usize {
         .count()
 }
 
+/// Requests the server made so far, as the audit log saw them: reads (get, list), writes
+/// (leases and events apart) and Event writes. What one unit of controller work costs the API
+/// server.
+fn server_requests(env: &Env) -> [usize; 3] {
+    let mut counts = [0; 3];
+    for e in harness::audit::events(&env.plane.audit_log) {
+        if e.user != SERVER_USER || e.resource == "leases" {
+            continue;
+        }
+        let write = matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete");
+        match (write, e.resource == "events") {
+            (false, _) if e.verb == "get" || e.verb == "list" => counts[0] += 1,
+            (true, false) => counts[1] += 1,
+            (true, true) => counts[2] += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
 /// Webhook calls the API server made so far (its own
 /// `apiserver_admission_webhook_admission_duration_seconds_count`, every webhook and operation):
 /// what it paid, calls `matchConditions` spared not included.
@@ -228,6 +248,49 @@ fn cpu_row(before: [f64; 4], after: [f64; 4], objects: usize) -> String {
         per(2),
         per(3)
     )
+}
+
+/// The leader's `milo_webhook_api_write_concurrency_limit` (the adaptive pace), sampled every
+/// 250 ms while a phase runs: what the pace allowed, as min / median / max.
+struct PaceSampler {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PaceSampler {
+    fn start(env: &Env) -> Self {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let url = format!("http://127.0.0.1:{}/metrics", env.servers[0].admin);
+        let sink = samples.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let text = match reqwest::get(&url).await {
+                    Ok(response) => response.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let limit = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("milo_webhook_api_write_concurrency_limit "))
+                    .and_then(|v| v.trim().parse::<f64>().ok());
+                if let Some(limit) = limit {
+                    sink.lock().expect("samples").push(limit);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Self { samples, task }
+    }
+
+    fn finish(self) -> String {
+        self.task.abort();
+        let mut samples = self.samples.lock().expect("samples").clone();
+        if samples.is_empty() {
+            return "no samples".into();
+        }
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        format!("{:.0} / {:.0} / {:.0}", at(0.0), at(0.5), at(1.0))
+    }
 }
 
 fn mib(kib: u64) -> String {
@@ -336,6 +399,7 @@ async fn run(o: &Options) -> Vec<(String, String)> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (writes, calls) = (server_writes(&env), webhook_calls(&env).await);
     let cpu = cpu_seconds(&env);
+    let pace = PaceSampler::start(&env);
     create(
         &env.client,
         &json!({"apiVersion": "notification.miloapis.com/v1alpha1",
@@ -352,6 +416,10 @@ async fn run(o: &Options) -> Vec<(String, String)> {
     };
     let took = until_count("enrollment", 2 * n, limit, enrolled_in_everyone).await;
     let enrollment_cpu = cpu_row(cpu, cpu_seconds(&env), 2 * n);
+    row(
+        "write concurrency limit during enrollment (min / median / max)",
+        pace.finish(),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let enrolled = 2 * n;
     let rate = enrolled as f64 / took.as_secs_f64();
@@ -381,12 +449,29 @@ async fn run(o: &Options) -> Vec<(String, String)> {
 
     // Signup: Users created as fast as the clients go; each gets a Contact.
     let started = Instant::now();
+    let pace = PaceSampler::start(&env);
+    let cpu = cpu_seconds(&env);
+    let requests = server_requests(&env);
     let users = create_all(&env, (0..o.users).map(user).collect(), o.clients).await;
     let created_all = started.elapsed();
     // Only signup Contacts live in the system namespace.
     let signed_up = || async { count(&env, "Contact", Some(SYSTEM_NAMESPACE)).await };
     until_count("signup", o.users, limit, signed_up).await;
     let lag = started.elapsed().saturating_sub(created_all);
+    row(
+        "write concurrency limit during signup (min / median / max)",
+        pace.finish(),
+    );
+    row(
+        "CPU per signup (User and Contact; apiserver / etcd / server / clients)",
+        cpu_row(cpu, cpu_seconds(&env), o.users),
+    );
+    let after = server_requests(&env);
+    let per = |i: usize| (after[i] - requests[i]) as f64 / o.users as f64;
+    row(
+        "server requests per signup (reads / writes / Event writes)",
+        format!("{:.2} / {:.2} / {:.2}", per(0), per(1), per(2)),
+    );
     row("User creates/s", format!("{users:.0}"));
     row(
         "signup Contacts/s",
