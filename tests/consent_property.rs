@@ -1,8 +1,9 @@
 //! The consent invariant, by property: over random interleavings of contacts signing up,
 //! enrollment passes, opt-outs (removals), memberships deleted by hand, leader restarts and a
 //! view (and webhook) lagging behind the API server, and a leader dying between any two writes
-//! of an enrollment pass, once everything has settled no membership
-//! stands beside a removal of its (contact, group), and no policy enrolled a contact twice.
+//! of an enrollment pass or of the cleanup (where a membership's finalizer records its contact),
+//! once everything has settled no membership stands beside a removal of its (contact, group),
+//! none is left half-deleted, and no policy enrolled a contact twice.
 //!
 //! The real enrollment, removal and membership reconciles run against a stateful API server
 //! ([`support::sim_api`]) whose membership webhook decides from the same lagging view.
@@ -41,6 +42,9 @@ enum Op {
     /// An enrollment pass whose leader dies after this many writes (membership creates, record
     /// annotations, status and Events alike), then a new leader.
     CrashDuringEnroll(usize),
+    /// A cleanup whose leader dies after this many writes (a record written as a membership
+    /// goes, the finalizer released, memberships deleted beside removals), then a new leader.
+    CrashDuringCleanup(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -53,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::SyncView),
         1 => Just(Op::Restart),
         2 => (0..6usize).prop_map(Op::CrashDuringEnroll),
+        1 => (0..4usize).prop_map(Op::CrashDuringCleanup),
     ]
 }
 
@@ -144,27 +149,49 @@ impl World {
             Op::DeleteMembership(i) => {
                 let (_, name) = contact_key(i);
                 let mut state = self.state.lock().unwrap();
-                state
+                let theirs: Vec<_> = state
                     .memberships
-                    .retain(|_, m| m["spec"]["contactRef"]["name"] != json!(name));
+                    .iter()
+                    .filter(|(_, m)| m["spec"]["contactRef"]["name"] == json!(name))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in theirs {
+                    state.delete("contactgroupmemberships", &key);
+                }
             }
             Op::Enroll => {
                 let _ = enrollment::reconcile(Arc::new(policy()), self.enrollment.clone()).await;
             }
             Op::Cleanup => self.cleanup().await,
             Op::SyncView => self.sync_view(),
-            Op::Restart => {
-                self.sync_view();
-                self.enrollment = Arc::new(EnrollmentContext::new(self.shared.clone()));
-            }
+            Op::Restart => self.restart(),
             Op::CrashDuringEnroll(writes) => {
                 self.state.lock().unwrap().writes_left = Some(writes);
                 let _ = enrollment::reconcile(Arc::new(policy()), self.enrollment.clone()).await;
                 self.state.lock().unwrap().writes_left = None;
-                self.sync_view();
-                self.enrollment = Arc::new(EnrollmentContext::new(self.shared.clone()));
+                self.restart();
+            }
+            Op::CrashDuringCleanup(writes) => {
+                self.state.lock().unwrap().writes_left = Some(writes);
+                self.cleanup().await;
+                self.state.lock().unwrap().writes_left = None;
+                self.restart();
             }
         }
+    }
+
+    /// A new leader: every in-process memory is lost, and it lists afresh.
+    fn restart(&mut self) {
+        self.sync_view();
+        let client = sim_api::client(self.state.clone(), self.view.clone());
+        self.shared = Arc::new(Context::new(
+            client,
+            self.view.clone(),
+            Arc::new(Metrics::default()),
+            self.shared.settings.clone(),
+            None,
+        ));
+        self.enrollment = Arc::new(EnrollmentContext::new(self.shared.clone()));
     }
 
     async fn cleanup(&self) {
@@ -220,7 +247,7 @@ proptest! {
             .enable_all()
             .build()
             .unwrap();
-        let (beside, twice) = runtime.block_on(async {
+        let (beside, twice, stuck) = runtime.block_on(async {
             let mut world = World::new();
             for op in &ops {
                 world.apply(op).await;
@@ -233,9 +260,16 @@ proptest! {
                 .filter(|(_, n)| **n > 1)
                 .map(|((policy, contact), n)| format!("{policy} enrolled {contact} {n} times"))
                 .collect();
-            (state.memberships_beside_removals(), twice)
+            let stuck: Vec<_> = state
+                .memberships
+                .iter()
+                .filter(|(_, m)| !m["metadata"]["deletionTimestamp"].is_null())
+                .map(|((ns, name), _)| format!("{ns}/{name}"))
+                .collect();
+            (state.memberships_beside_removals(), twice, stuck)
         });
         prop_assert!(beside.is_empty(), "memberships beside a removal at rest: {:?}", beside);
         prop_assert!(twice.is_empty(), "enrolled twice: {:?}", twice);
+        prop_assert!(stuck.is_empty(), "memberships left half-deleted: {:?}", stuck);
     }
 }

@@ -11,7 +11,8 @@ use milo_webhook::api::{
 };
 use milo_webhook::controllers::Action;
 use milo_webhook::controllers::{
-    Context, ControllerKind, ControllerSettings, Error, membership, removal, retry_after,
+    Context, ControllerKind, ControllerSettings, Error, enrollment, membership, removal,
+    retry_after,
 };
 use milo_webhook::metrics::{Metrics, ReconcileErrorLabels};
 use milo_webhook::view::{ClusterView, Store, ViewChange, ViewKind};
@@ -698,4 +699,96 @@ async fn memberships_and_removals_being_deleted_are_left_alone() {
     )
     .await;
     assert_eq!(out.result.unwrap(), Action::await_change());
+}
+
+// ---- enrollment finalizer ----
+
+/// A membership a policy created, being deleted and holding the enrollment finalizer.
+fn going_enrollment_membership() -> Value {
+    let mut m = serde_json::to_value(membership(json!({}))).unwrap();
+    m["metadata"]["annotations"] = json!({
+        enrollment::POLICY_NAME_ANNOTATION: "newsletter",
+        enrollment::POLICY_UID_ANNOTATION: "uid-newsletter",
+    });
+    m["metadata"]["finalizers"] = json!([enrollment::FINALIZER, "other.example/keep"]);
+    m["metadata"]["deletionTimestamp"] = json!("2026-06-01T00:00:00Z");
+    m["metadata"]["resourceVersion"] = json!("7");
+    m
+}
+
+/// As a policy's membership goes, the contact is recorded for that policy (its uid named) before
+/// the finalizer is released, and other finalizers stay: the membership is the record until then.
+#[tokio::test]
+async fn a_policys_membership_records_its_contact_before_it_goes() {
+    let seed = Seed::full(user_subject("u1"));
+    let going = going_enrollment_membership();
+    let object: ContactGroupMembership = serde_json::from_value(going.clone()).unwrap();
+    let key = enrollment::record_key("newsletter");
+    let out = reconcile_membership(
+        "a policy's membership goes",
+        &seed,
+        object,
+        vec![
+            Exchange::get(&membership_path("m")).respond(going.clone()),
+            Exchange::patch(&format!("{API}/people/contacts/c"))
+                .query("fieldManager=milo-webhook")
+                .body(json!({"metadata": {"annotations": {&key: "enrolled/uid-newsletter"}}}))
+                .respond(serde_json::to_value(contact(user_subject("u1"))).unwrap()),
+            Exchange::get(&membership_path("m")).respond(going.clone()),
+            Exchange::patch(&membership_path("m"))
+                .query("fieldManager=milo-webhook")
+                .body(json!({"metadata": {"finalizers": ["other.example/keep"],
+                    "resourceVersion": "7"}}))
+                .respond(going),
+        ],
+    )
+    .await;
+    assert_eq!(out.result.unwrap(), SETTLED);
+}
+
+/// A failed record write keeps the finalizer: the membership stays the record, and the write is
+/// retried.
+#[tokio::test]
+async fn a_failed_record_keeps_the_membership_holding() {
+    let seed = Seed::full(user_subject("u1"));
+    let going = going_enrollment_membership();
+    let object: ContactGroupMembership = serde_json::from_value(going.clone()).unwrap();
+    let out = reconcile_membership(
+        "the record fails",
+        &seed,
+        object,
+        vec![
+            Exchange::get(&membership_path("m")).respond(going),
+            Exchange::patch(&format!("{API}/people/contacts/c")).fail(
+                500,
+                "InternalError",
+                "etcd timeout",
+            ),
+        ],
+    )
+    .await;
+    assert!(out.result.is_err());
+}
+
+/// A membership whose view row shows the finalizer while it goes needs work; once released (or
+/// for one that never held it) it needs none.
+#[test]
+fn only_a_going_membership_holding_the_finalizer_needs_release() {
+    let store = Seed::full(user_subject("u1")).store();
+    let held: ContactGroupMembership =
+        serde_json::from_value(going_enrollment_membership()).unwrap();
+    assert_eq!(
+        membership::plan(&held, &store),
+        membership::Plan::ReleaseEnrollment
+    );
+    let mut released = held.clone();
+    released.metadata.finalizers = Some(vec!["other.example/keep".into()]);
+    assert_eq!(membership::plan(&released, &store), membership::Plan::Skip);
+    let mut view = store.clone();
+    view.apply_membership(&held);
+    let from_view = view.membership_object("people", "m").unwrap();
+    assert_eq!(
+        membership::plan(&from_view, &view),
+        membership::Plan::ReleaseEnrollment
+    );
 }

@@ -13,7 +13,8 @@ use milo_webhook::api::{
 };
 use milo_webhook::controllers::Action;
 use milo_webhook::controllers::enrollment::{
-    self, EnrollmentContext, GROUP_MISSING_RETRY, POLICY_LABEL, POLICY_NAME_ANNOTATION, record_key,
+    self, EnrollmentContext, FINALIZER, GROUP_MISSING_RETRY, POLICY_LABEL, POLICY_NAME_ANNOTATION,
+    POLICY_UID_ANNOTATION, record_key,
 };
 use milo_webhook::controllers::{Context, ControllerSettings, Error, names};
 use milo_webhook::metrics::{Metrics, PolicyLabels, ReconcileErrorLabels};
@@ -193,7 +194,9 @@ fn create_membership(policy: &str, contact: &str, group: &str) -> Exchange {
         "apiVersion": API_VERSION, "kind": "ContactGroupMembership",
         "metadata": {"name": name, "namespace": NS,
             "labels": {POLICY_LABEL: names::label_safe(policy)},
-            "annotations": {POLICY_NAME_ANNOTATION: policy}},
+            "annotations": {POLICY_NAME_ANNOTATION: policy,
+                POLICY_UID_ANNOTATION: format!("uid-{policy}")},
+            "finalizers": [FINALIZER]},
         "spec": pair(contact, group)
     });
     Exchange::post(&format!("{API}/namespaces/{NS}/contactgroupmemberships"))
@@ -292,11 +295,9 @@ async fn new_contact_enrolled_by_two_policies() {
     let script = server.run(
         "new contact enrolled by two policies",
         vec![
-            record("all-users", "alice", "enrolled"),
             create_membership("all-users", "alice", "everyone"),
             enrolled_event("all-users", "alice", "everyone"),
             active("all-users", "everyone", (1, 0)),
-            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
@@ -310,7 +311,11 @@ async fn new_contact_enrolled_by_two_policies() {
     assert_eq!(h.reconcile(&all_users).await.unwrap(), settled());
     assert_eq!(h.reconcile(&newsletter).await.unwrap(), settled());
     let seen = script.await.unwrap();
-    assert_eq!(seen.len(), 8);
+    assert_eq!(
+        seen.len(),
+        6,
+        "one write enrolls: no record beside the membership"
+    );
     assert!(
         seen.iter()
             .all(|s| !s.body.to_string().contains("@example.com")),
@@ -334,7 +339,6 @@ async fn two_policies_for_the_same_group_create_one_membership() {
     let script = server.run(
         "two policies, one group",
         vec![
-            record("signup", "alice", "enrolled"),
             create_membership("signup", "alice", "everyone"),
             enrolled_event("signup", "alice", "everyone"),
             active("signup", "everyone", (1, 0)),
@@ -402,7 +406,6 @@ async fn a_recreated_policy_evaluates_contacts_afresh() {
     let script = server.run(
         "recreated policy",
         vec![
-            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
@@ -447,13 +450,10 @@ async fn policy_created_after_contacts_with_backfill() {
     let script = server.run(
         "backfill enrolls old contacts",
         vec![
-            record("all-users", "new-carol", "enrolled"),
             create_membership("all-users", "new-carol", "everyone"),
             enrolled_event("all-users", "new-carol", "everyone"),
-            record("all-users", "old-alice", "enrolled"),
             create_membership("all-users", "old-alice", "everyone"),
             enrolled_event("all-users", "old-alice", "everyone"),
-            record("all-users", "old-bob", "enrolled"),
             create_membership("all-users", "old-bob", "everyone"),
             enrolled_event("all-users", "old-bob", "everyone"),
             active("all-users", "everyone", (3, 0)),
@@ -477,7 +477,6 @@ async fn policy_created_after_contacts_without_backfill() {
     let script = server.run(
         "no backfill: old contacts untouched",
         vec![
-            record("all-users", "new-carol", "enrolled"),
             create_membership("all-users", "new-carol", "everyone"),
             enrolled_event("all-users", "new-carol", "everyone"),
             active("all-users", "everyone", (1, 0)),
@@ -511,7 +510,6 @@ async fn in_the_policys_own_second_only_contacts_created_after_it_are_enrolled()
         "same second, both ways",
         vec![
             boundary_status("all-users", &["people/early"], (0, 0)),
-            record("all-users", "late", "enrolled"),
             create_membership("all-users", "late", "everyone"),
             enrolled_event("all-users", "late", "everyone"),
             boundary_status("all-users", &["people/early"], (1, 0)),
@@ -537,7 +535,6 @@ async fn a_new_leader_keeps_the_recorded_boundary() {
     let script = server.run(
         "recorded boundary after a handover",
         vec![
-            record("all-users", "late", "enrolled"),
             create_membership("all-users", "late", "everyone"),
             enrolled_event("all-users", "late", "everyone"),
             boundary_status("all-users", &["people/early"], (1, 0)),
@@ -575,7 +572,6 @@ async fn group_missing_then_created() {
                 (0, 0),
             ),
             // The group appeared in the view: enrollment resumes.
-            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
@@ -603,7 +599,6 @@ async fn group_missing_from_a_lagging_view_is_confirmed_by_the_api() {
                     "metadata": {"name": "news", "namespace": GROUPS_NS},
                     "spec": {"displayName": "News", "visibility": "public"}}),
             ),
-            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
@@ -615,21 +610,22 @@ async fn group_missing_from_a_lagging_view_is_confirmed_by_the_api() {
     script.await.unwrap();
 }
 
+/// One write enrolls, and a crash anywhere is safe: a failed create is retried; a membership
+/// holding the finalizer is the record (nothing written); a recorded contact is left alone; a
+/// membership made before the finalizer existed gets its record written.
 #[tokio::test]
-async fn crash_between_record_and_create() {
+async fn a_crash_around_the_create_enrolls_at_most_once() {
     let newsletter = policy("newsletter", "news", false);
-    // The record is written first; then the create fails.
     let (client, server) = mock_api::client();
     let script = server.run(
         "create fails after the record",
         vec![
-            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news").fail(
                 500,
                 "InternalError",
                 "etcd timeout",
             ),
-            // The same leader's next pass retries the create, without writing the record again.
+            // The same leader's next pass retries the create.
             create_membership("newsletter", "alice", "news"),
             enrolled_event("newsletter", "alice", "news"),
             active("newsletter", "news", (1, 0)),
@@ -666,9 +662,25 @@ async fn crash_between_record_and_create() {
     script.await.unwrap();
     assert_eq!(first.enrollments("newsletter"), 1);
 
-    // Had the leader died instead, a new one sees the record and creates nothing: at most once.
-    // The membership may have been created and deleted since (the person left), and nobody is
-    // brought back without their own act.
+    // Had the leader died after the create, a new one sees the membership holding the
+    // finalizer: counted, nothing written.
+    let (client, server) = mock_api::client();
+    let script = server.run(
+        "a new leader after a crash past the create",
+        vec![active("newsletter", "news", (1, 0))],
+    );
+    let mut store = store_with(&["news"]);
+    let ours = names::enrollment_membership("newsletter", "alice");
+    let mut held = existing_membership(&ours, "alice", "news");
+    held.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    store.apply_membership(&held);
+    let replay = leader(client, store, vec![contact("alice", NEW, &[])]);
+    assert_eq!(replay.reconcile(&newsletter).await.unwrap(), settled());
+    script.await.unwrap();
+    assert_eq!(replay.enrollments("newsletter"), 0);
+
+    // Once the person has left, the membership's finalizer has recorded the contact: a new
+    // leader creates nothing, and nobody is brought back without their own act.
     let (client, server) = mock_api::client();
     let script = server.run(
         "a new leader after the crash",
@@ -680,7 +692,8 @@ async fn crash_between_record_and_create() {
     script.await.unwrap();
     assert_eq!(replay.enrollments("newsletter"), 0);
 
-    // A contact not recorded whose membership the view already shows: only the record.
+    // A contact not recorded whose membership (made before the finalizer existed) the view
+    // already shows: only the record.
     let (client, server) = mock_api::client();
     let script = server.run(
         "replay with the membership in view",
@@ -704,7 +717,6 @@ async fn webhook_denials_count_as_done() {
     let script = server.run(
         "duplicate and opt-out denials",
         vec![
-            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news").deny(
                 422,
                 "Invalid",
@@ -712,7 +724,6 @@ async fn webhook_denials_count_as_done() {
                 &["FieldValueDuplicate"],
             ),
             record("newsletter", "alice", "already-member"),
-            record("newsletter", "bob", "enrolled"),
             create_membership("newsletter", "bob", "news").deny(
                 422,
                 "Invalid",
@@ -740,14 +751,11 @@ async fn other_failures_back_off_and_leave_the_create_to_retry() {
     let (client, server) = mock_api::client();
     let script = server.run(
         "create fails",
-        vec![
-            record("newsletter", "alice", "enrolled"),
-            create_membership("newsletter", "alice", "news").fail(
-                500,
-                "InternalError",
-                "try again",
-            ),
-        ],
+        vec![create_membership("newsletter", "alice", "news").fail(
+            500,
+            "InternalError",
+            "try again",
+        )],
     );
     let h = leader(
         client,
@@ -769,14 +777,12 @@ async fn a_refused_contact_does_not_hold_up_the_others() {
     let script = server.run(
         "one contact refused",
         vec![
-            record("newsletter", "alice", "enrolled"),
             create_membership("newsletter", "alice", "news").deny(
                 422,
                 "Invalid",
                 "something else is wrong with alice",
                 &["FieldValueInvalid"],
             ),
-            record("newsletter", "bob", "enrolled"),
             create_membership("newsletter", "bob", "news"),
             enrolled_event("newsletter", "bob", "news"),
             active("newsletter", "news", (1, 0)),
@@ -805,7 +811,6 @@ async fn leader_handover_makes_no_duplicate() {
     let script = server.run(
         "old leader",
         vec![
-            record("signup", "alice", "enrolled"),
             create_membership("signup", "alice", "everyone"),
             enrolled_event("signup", "alice", "everyone"),
             active("signup", "everyone", (1, 0)),
@@ -923,13 +928,12 @@ async fn run_reads_the_view_then_enrolls() {
     assert_eq!(
         steps,
         [
-            format!("PATCH {API}/namespaces/{NS}/contacts/alice"),
             format!("POST {API}/namespaces/{NS}/contactgroupmemberships"),
             format!("POST {EVENTS}"),
             format!("PATCH {API}/contactgroupenrollmentpolicies/newsletter/status"),
         ]
     );
-    assert_eq!(seen[3].2["status"]["contactsEnrolled"], 1);
+    assert_eq!(seen[2].2["status"]["contactsEnrolled"], 1);
     let labels = PolicyLabels {
         policy: "newsletter".into(),
     };
@@ -938,31 +942,4 @@ async fn run_reads_the_view_then_enrolls() {
         1
     );
     responder.abort();
-}
-
-/// A record that failed to land is written again before the create: nobody is enrolled without
-/// a record of it (which alone keeps them from being enrolled again after they leave).
-#[tokio::test]
-async fn a_failed_record_is_written_again_before_the_create() {
-    let newsletter = policy("newsletter", "news", false);
-    let (client, server) = mock_api::client();
-    let script = server.run(
-        "record fails, then the next pass",
-        vec![
-            record("newsletter", "alice", "enrolled").fail(500, "InternalError", "etcd timeout"),
-            record("newsletter", "alice", "enrolled"),
-            create_membership("newsletter", "alice", "news"),
-            enrolled_event("newsletter", "alice", "news"),
-            active("newsletter", "news", (1, 0)),
-        ],
-    );
-    let h = leader(
-        client,
-        store_with(&["news"]),
-        vec![contact("alice", NEW, &[])],
-    );
-    assert!(h.reconcile(&newsletter).await.is_err());
-    assert_eq!(h.reconcile(&newsletter).await.unwrap(), settled());
-    script.await.unwrap();
-    assert_eq!(h.enrollments("newsletter"), 1);
 }

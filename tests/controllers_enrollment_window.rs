@@ -135,7 +135,7 @@ async fn backfill_pass(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
+async fn a_backfill_keeps_the_window_full_with_one_write_per_contact() {
     let store = backfill_store(CONTACTS);
     let seen = Arc::new(Seen::default());
     let metrics = backfill_pass(slow_client(seen.clone()), store, WINDOW)
@@ -149,14 +149,14 @@ async fn a_backfill_keeps_the_window_full_and_records_before_each_create() {
         metrics.controllers.enrollments.get_or_create(&labels).get(),
         CONTACTS as u64
     );
-    // Each step makes one request at a time (record, create, Event), so the window of steps
-    // is the window of requests: full, and never more.
+    // Each step makes one request at a time (create, Event), so the window of steps is the
+    // window of requests: full, and never more.
     assert_eq!(seen.most.load(Ordering::SeqCst), WINDOW);
     let order = seen.order.lock().unwrap();
     assert_eq!(order.len(), CONTACTS);
     for (contact, steps) in order.iter() {
-        // The record before the membership: a crash in between never enrolls anyone twice.
-        assert_eq!(steps, &["record", "create"], "{contact}");
+        // The membership alone, holding the finalizer that records the contact as it goes.
+        assert_eq!(steps, &["create"], "{contact}");
     }
 }
 
@@ -178,7 +178,7 @@ async fn a_pass_under_a_tighter_client_limit_reports_progress_and_finishes() {
     let service = tower::ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(pace))
         .service(slow_api(seen.clone(), Duration::from_millis(100)));
-    // 400 requests, 4 at a time, 100 ms each: ten seconds, two progress reports.
+    // 200 creates and 100 Events, 4 at a time, 100 ms each: over seven seconds, a progress report.
     let metrics = tokio::time::timeout(
         Duration::from_secs(120),
         backfill_pass(Client::new(service, "default"), store, 32),

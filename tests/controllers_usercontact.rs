@@ -130,6 +130,7 @@ async fn scenario(
         resend: None,
         schemas: Default::default(),
         check_crds: false,
+        enrollment_records: Default::default(),
     });
     drop(used);
     let seen = server

@@ -1,7 +1,9 @@
 //! The membership controller: keeps `status.username` of every ContactGroupMembership equal to
 //! the User its contact belongs to, deletes memberships whose contact or group is really gone,
 //! and deletes a membership that coexists with a removal (opt-out) of the same pair, the at-rest
-//! half of the guarantee the admission webhook gives at creation time.
+//! half of the guarantee the admission webhook gives at creation time. As a membership an
+//! enrollment policy created goes, it writes the policy's record on the contact and then lets
+//! it go (see [`super::enrollment`]).
 //!
 //! Its only status write is a JSON merge patch of `status.username`: conditions belong to the
 //! provider sync and are never sent.
@@ -12,8 +14,11 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::referents::{self, Confirmed, Missing};
-use super::{Action, Context, ControllerKind, Error, ObjectKey, instrumented, kubeapi, object_key};
-use crate::api::{ContactGroupMembership, ContactGroupMembershipRemoval};
+use super::{
+    Action, Context, ControllerKind, Error, ObjectKey, enrollment, instrumented, kubeapi,
+    object_key,
+};
+use crate::api::{Contact, ContactGroupMembership, ContactGroupMembershipRemoval};
 use crate::view::{Store, ViewChange, ViewKind};
 
 type Membership = ContactGroupMembership;
@@ -27,6 +32,9 @@ pub const RELISTS: [ViewKind; 3] = [ViewKind::Removal, ViewKind::Contact, ViewKi
 pub enum Plan {
     /// Being deleted: nothing to do.
     Skip,
+    /// Being deleted, holding the enrollment finalizer: record the contact for the policy that
+    /// created the membership, then release it.
+    ReleaseEnrollment,
     /// The view holds a removal of the pair, (namespace, name): once the API server confirms
     /// it, the membership is deleted.
     OptedOut {
@@ -46,7 +54,15 @@ pub enum Plan {
 /// Decides what reconciling `membership` does, from the view.
 pub fn plan(membership: &Membership, store: &Store) -> Plan {
     if membership.metadata.deletion_timestamp.is_some() {
-        return Plan::Skip;
+        let holds = membership
+            .finalizers()
+            .iter()
+            .any(|f| f == enrollment::FINALIZER);
+        return if holds {
+            Plan::ReleaseEnrollment
+        } else {
+            Plan::Skip
+        };
     }
     let spec = &membership.spec;
     if let Some(removal) = store
@@ -125,8 +141,13 @@ async fn keep(membership: &Membership, ctx: &Context) -> Result<Action, Error> {
     let api: Api<Membership> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = membership.name_any();
     let mut decided = plan(membership, &ctx.view.read());
-    if decided == Plan::Skip {
-        return Ok(Action::await_change());
+    match decided {
+        Plan::Skip => return Ok(Action::await_change()),
+        Plan::ReleaseEnrollment => {
+            release_enrollment(&api, &name, ctx).await?;
+            return Ok(Action::await_change());
+        }
+        _ => {}
     }
 
     if let Plan::OptedOut {
@@ -206,6 +227,51 @@ async fn keep(membership: &Membership, ctx: &Context) -> Result<Action, Error> {
         kubeapi::merge_patch_status(&api, &name, &username_patch(username.as_deref())).await?;
     }
     Ok(Action::await_change())
+}
+
+/// Writes the record of the policy that created the membership on its contact, then removes the
+/// enrollment finalizer. The record names the policy's uid, so a policy recreated under the same
+/// name evaluates afresh; it is written whether or not the policy is still in the view, as a view
+/// that has not caught up must never let a contact go unrecorded. Read from the API server, as
+/// the view keeps no annotations; only memberships being deleted come here.
+async fn release_enrollment(api: &Api<Membership>, name: &str, ctx: &Context) -> Result<(), Error> {
+    let Some(current) = kubeapi::get(api, name).await? else {
+        return Ok(());
+    };
+    let holds = current
+        .finalizers()
+        .iter()
+        .any(|f| f == enrollment::FINALIZER);
+    if current.metadata.deletion_timestamp.is_none() || !holds {
+        return Ok(());
+    }
+    let annotations = current.annotations();
+    let policy = annotations.get(enrollment::POLICY_NAME_ANNOTATION);
+    let uid = annotations.get(enrollment::POLICY_UID_ANNOTATION);
+    let contact = &current.spec.contact_ref;
+    if let Some(policy) = policy {
+        let key = enrollment::record_key(policy);
+        let value = enrollment::Record::Enrolled.value(uid.map(String::as_str));
+        let shown = ctx
+            .view
+            .read()
+            .contact_record(&contact.namespace, &contact.name, &key)
+            .is_some_and(|v| v == value);
+        if !shown {
+            let contacts = Api::<Contact>::namespaced(ctx.client.clone(), &contact.namespace);
+            let patch = json!({"metadata": {"annotations": {&key: &value}}});
+            match kubeapi::merge_patch(&contacts, &contact.name, &patch).await {
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                other => other?,
+            }
+        }
+        ctx.enrollment_records
+            .remember(policy, contact, enrollment::Record::Enrolled);
+        let key = object_key(current.namespace().as_deref(), name);
+        tracing::debug!(membership = %key, "enrollment recorded on the contact as its membership goes");
+    }
+    kubeapi::release_finalizer(api, name, enrollment::FINALIZER).await?;
+    Ok(())
 }
 
 /// Runs the membership controller until its task is aborted (leadership lost). It starts once

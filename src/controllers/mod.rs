@@ -153,6 +153,8 @@ pub struct Context {
     pub schemas: Arc<schemas::InstalledSchemas>,
     /// Whether the leader reads the installed CRDs before the controllers start.
     pub check_crds: bool,
+    /// Enrollment records written in this term that the view may not show yet.
+    pub enrollment_records: enrollment::RecordMemory,
 }
 
 impl Context {
@@ -175,6 +177,7 @@ impl Context {
             resend: None,
             schemas: Arc::default(),
             check_crds: false,
+            enrollment_records: enrollment::RecordMemory::default(),
         }
     }
 

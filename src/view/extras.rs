@@ -29,6 +29,10 @@ use crate::api::{
 /// Prefix of the annotations enrollment records on contacts; the only annotations kept.
 pub const RECORD_PREFIX: &str = "policy.enrollment.notification.miloapis.com/";
 
+/// The finalizer on a membership a policy created: while the membership stands it is the
+/// policy's record of the contact, and before it goes the contact gets its record annotation.
+pub const ENROLLMENT_FINALIZER: &str = "enrollment.notification.miloapis.com/record";
+
 /// What the leader knows of a Contact beyond its admission record.
 #[derive(Clone, Copy, Debug)]
 struct ContactExtra {
@@ -375,8 +379,8 @@ impl Store {
         sym.map(|s| self.symbols.resolve(s))
     }
 
-    /// The membership `namespace/name` as its controller reads it: names, pair, deletion,
-    /// `status.username`. `None` when it is not stored (or controller fields are off).
+    /// The membership `namespace/name` as its controller reads it: names, pair, deletion, the
+    /// enrollment finalizer, `status.username`. `None` when it is not stored (or controller fields are off).
     pub fn membership_object(&self, namespace: &str, name: &str) -> Option<ContactGroupMembership> {
         let (_, pair, status) = self.pair_row(ViewKind::Membership, namespace, name)?;
         let (contact_ref, contact_group_ref) = self.pair_refs(pair);
@@ -388,11 +392,21 @@ impl Store {
             },
         );
         object.metadata = Self::object_meta(namespace, name, status.deleting);
+        if status.holds_record {
+            object.metadata.finalizers = Some(vec![ENROLLMENT_FINALIZER.to_owned()]);
+        }
         object.status = Some(ContactGroupMembershipStatus {
             username: self.resolve_opt(status.username).map(str::to_owned),
             ..Default::default()
         });
         Some(object)
+    }
+
+    /// Whether the membership `namespace/name` carries the enrollment finalizer: the policy that
+    /// created it needs no record annotation while it stands.
+    pub fn membership_holds_record(&self, namespace: &str, name: &str) -> bool {
+        self.pair_row(ViewKind::Membership, namespace, name)
+            .is_some_and(|(_, _, status)| status.holds_record)
     }
 
     /// The removal `namespace/name` as its controller reads it: names, generation, pair,

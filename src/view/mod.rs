@@ -24,7 +24,7 @@ use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
-pub use extras::{ContactFacts, RECORD_PREFIX};
+pub use extras::{ContactFacts, ENROLLMENT_FINALIZER, RECORD_PREFIX};
 pub use store::{ContactView, GroupView, NamedRef, Store, SubjectView, UserView, ViewKind};
 pub use sync::{ContactSync, GroupSync, MembershipSync, SyncMarks};
 

@@ -87,6 +87,8 @@ pub struct PairStatus {
     pub username: Option<Sym>,
     /// Whether it is being deleted.
     pub deleting: bool,
+    /// Whether a membership carries the enrollment finalizer ([`super::ENROLLMENT_FINALIZER`]).
+    pub holds_record: bool,
     /// A membership's provider-sync condition and finalizer.
     pub sync: super::sync::SyncMarks,
 }

@@ -399,6 +399,10 @@ impl Store {
         PairStatus {
             username: self.intern_present(username),
             deleting: meta.deletion_timestamp.is_some(),
+            holds_record: meta
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|f| f == super::ENROLLMENT_FINALIZER)),
             sync: SyncMarks::default(),
         }
     }

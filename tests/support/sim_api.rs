@@ -5,6 +5,9 @@
 //! counts every membership a policy created, per contact, over its whole life. Writes are as strict
 //! as on a real API server with our CRDs (see [`super::schema`]): an apply naming an undeclared
 //! field is refused, creates and merge patches prune such fields, and an apply owns what it sends.
+//! Finalizers work as on the real server: a delete of an object holding one only marks it
+//! deleted, it goes when a write leaves it none, no finalizer can be added to an object being
+//! deleted, and a merge patch naming a `resourceVersion` other than the current one conflicts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -63,6 +66,15 @@ pub fn merge(target: &mut Value, patch: &Value) {
         }
         (t, p) => *t = p.clone(),
     }
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect()
 }
 
 fn pair_of(object: &Value) -> (String, String) {
@@ -175,19 +187,36 @@ impl SimState {
                 Some(object) => (200, object.clone()),
                 None => status(404, "NotFound", "not found", None),
             },
-            Method::DELETE => match table.remove(&key) {
-                Some(_) => {
-                    self.owners.remove(&id);
-                    (
-                        200,
-                        json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
-                    )
-                }
+            Method::DELETE => match self.delete(plural, &key) {
+                Some(answer) => (200, answer),
                 None => status(404, "NotFound", "not found", None),
             },
             Method::PATCH => self.patch(request, id, subresource == Some("status"), body),
             _ => status(405, "MethodNotAllowed", "not served", None),
         }
+    }
+
+    /// Deletes `key` of `plural` as the API server does: an object holding finalizers is only
+    /// marked deleted (and returned); one without goes. `None` when there is no such object.
+    pub fn delete(&mut self, plural: &str, key: &(String, String)) -> Option<Value> {
+        let table = self.table(plural)?;
+        let object = table.get_mut(key)?;
+        let held = object["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if held {
+            if object["metadata"]["deletionTimestamp"].is_null() {
+                object["metadata"]["deletionTimestamp"] = json!("2026-06-01T00:00:00Z");
+            }
+            let mut object = object.clone();
+            self.stamp(&mut object);
+            self.table(plural)?.insert(key.clone(), object.clone());
+            return Some(object);
+        }
+        table.remove(key)?;
+        self.owners
+            .remove(&(plural.to_owned(), key.0.clone(), key.1.clone()));
+        Some(json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}))
     }
 
     /// A merge patch or a server-side apply, to the object or its `/status`.
@@ -222,12 +251,31 @@ impl SimState {
                 return status(409, "Conflict", &why, None);
             }
         } else {
+            let sent_version = &body["metadata"]["resourceVersion"];
+            if !sent_version.is_null() && *sent_version != object["metadata"]["resourceVersion"] {
+                return status(409, "Conflict", "the object has been modified", None);
+            }
+            let before = finalizers(&object);
             // Status patches touch status only.
             match to_status {
                 true => merge(&mut object, &json!({"status": body["status"].clone()})),
                 false => merge(&mut object, &body),
             }
+            let deleting = !object["metadata"]["deletionTimestamp"].is_null();
+            if deleting && finalizers(&object).iter().any(|f| !before.contains(f)) {
+                return status(
+                    422,
+                    "Invalid",
+                    "no new finalizers can be added if the object is being deleted",
+                    Some("FieldValueForbidden"),
+                );
+            }
             crd.prune(&mut object);
+            if deleting && finalizers(&object).is_empty() {
+                let table = self.table(&plural).expect("routed kinds have a table");
+                table.remove(&key);
+                return (200, object);
+            }
         }
         self.stamp(&mut object);
         let table = self.table(&plural).expect("routed kinds have a table");

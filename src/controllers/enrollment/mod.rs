@@ -11,9 +11,11 @@
 //!
 //! Exactly-once, across retries, restarts, leader changes and several policies per group:
 //! - memberships have deterministic names, so a replay gets AlreadyExists instead of a twin;
-//! - the outcome is recorded on the contact (an annotation per policy) before the membership is
-//!   created, so a crash in between leaves a contact recorded and not enrolled (at most once),
-//!   never one enrolled again after leaving; within a term a failed create is retried;
+//! - the policy's membership is its record of the contact while it stands: it carries a
+//!   finalizer ([`FINALIZER`]), and before it goes the membership controller writes the record
+//!   annotation on the contact, so one write enrolls a contact and a crash at any point leaves
+//!   either no membership (enrolled by the next pass) or a record;
+//! - other outcomes (opted out, already a member) are recorded on the contact as an annotation;
 //! - a recorded contact is never enrolled again, even after it leaves the group;
 //! - passes of policies for the same group run one at a time, and a pass checks the view and the
 //!   memberships this process created before creating, so a second policy sees the first's
@@ -23,12 +25,12 @@ mod plan;
 mod steps;
 
 pub use plan::{
-    Boundary, POLICY_LABEL, POLICY_NAME_ANNOTATION, Plan, RECORD_PREFIX, Record, Step, applies,
-    observed, plan, record_key,
+    Boundary, FINALIZER, POLICY_LABEL, POLICY_NAME_ANNOTATION, POLICY_UID_ANNOTATION, Plan,
+    RECORD_PREFIX, Record, Step, applies, observed, plan, record_key,
 };
 pub use steps::membership;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::conditions::{self, Desired, READY};
+use super::names;
 use super::runner::{self, Driver, ObjectKey};
 use super::{
     Action, Context, ControllerKind, Error, instrumented, kubeapi, object_key, retry_after,
@@ -70,13 +73,46 @@ pub struct EnrollmentContext {
 struct Memory {
     /// (contact, group) → name of the membership this process created (or found existing).
     created: Mutex<HashMap<(ObjectRef, ObjectRef), String>>,
-    /// policy → contact → record written, until the view shows the annotation.
-    recorded: Mutex<HashMap<String, HashMap<ObjectRef, Record>>>,
-    /// (policy, contact) recorded `enrolled` whose membership create has not been answered yet:
-    /// replanned as enrollments in this term, whatever the record says.
-    pending: Mutex<HashSet<(String, ObjectRef)>>,
     /// One lock per group: passes of policies for the same group run one at a time.
     groups: Mutex<HashMap<ObjectRef, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The record annotations this process wrote that the view may not show yet, per policy: by
+/// enrollment passes, and by the membership controller as a policy's membership goes (its
+/// deletion may reach the view before the contact's new annotation does, and the contact must
+/// not look unrecorded in between). Shared through [`Context`].
+#[derive(Default)]
+pub struct RecordMemory {
+    recorded: Mutex<HashMap<String, HashMap<ObjectRef, Record>>>,
+}
+
+impl RecordMemory {
+    /// Remembers that `record` was written on `contact` for `policy`.
+    pub fn remember(&self, policy: &str, contact: &ObjectRef, record: Record) {
+        locked(&self.recorded)
+            .entry(policy.to_owned())
+            .or_default()
+            .insert(contact.clone(), record);
+    }
+
+    fn get(&self, policy: &str, contact: &ObjectRef) -> Option<Record> {
+        locked(&self.recorded).get(policy)?.get(contact).copied()
+    }
+
+    /// Forgets the records of `policy` under annotation `key` that `store` now shows, as an
+    /// annotation or as our membership holding the finalizer (or whose contact is gone).
+    fn forget_shown(&self, store: &Store, policy: &str, key: &str) {
+        if let Some(mine) = locked(&self.recorded).get_mut(policy) {
+            mine.retain(|contact, _| {
+                let ours = names::enrollment_membership(policy, &contact.name);
+                store.contact(&contact.namespace, &contact.name).is_some()
+                    && store
+                        .contact_record(&contact.namespace, &contact.name, key)
+                        .is_none()
+                    && !store.membership_holds_record(&contact.namespace, &ours)
+            });
+        }
+    }
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,24 +136,9 @@ impl EnrollmentContext {
     }
 
     fn remember(&self, policy: &str, contact: &ObjectRef, record: Record) {
-        locked(&self.memory.recorded)
-            .entry(policy.to_owned())
-            .or_default()
-            .insert(contact.clone(), record);
-    }
-
-    /// Marks `contact` recorded for `policy` with its membership create still to be answered.
-    fn pend(&self, policy: &str, contact: &ObjectRef) {
-        locked(&self.memory.pending).insert((policy.to_owned(), contact.clone()));
-    }
-
-    /// The create for `contact` was answered (created, refused or found done).
-    fn settle_pending(&self, policy: &str, contact: &ObjectRef) -> bool {
-        locked(&self.memory.pending).remove(&(policy.to_owned(), contact.clone()))
-    }
-
-    fn is_pending(&self, policy: &str, contact: &ObjectRef) -> bool {
-        locked(&self.memory.pending).contains(&(policy.to_owned(), contact.clone()))
+        self.shared
+            .enrollment_records
+            .remember(policy, contact, record);
     }
 
     /// Forgets the memberships created in `group` that the view now shows.
@@ -131,15 +152,9 @@ impl EnrollmentContext {
     /// Forgets the records of `policy` the view now shows (or whose contact is gone).
     fn forget_shown(&self, policy: &str, key: &str) {
         let store = self.shared.view.read();
-        let mut recorded = locked(&self.memory.recorded);
-        if let Some(mine) = recorded.get_mut(policy) {
-            mine.retain(|contact, _| {
-                store.contact(&contact.namespace, &contact.name).is_some()
-                    && store
-                        .contact_record(&contact.namespace, &contact.name, key)
-                        .is_none()
-            });
-        }
+        self.shared
+            .enrollment_records
+            .forget_shown(&store, policy, key);
     }
 }
 
@@ -210,17 +225,10 @@ async fn pass(
     let name = policy.name_any();
     let key = record_key(&name);
     let mut planned = {
-        let remembered = locked(&ctx.memory.recorded);
-        let mine = remembered.get(&name);
         let store = ctx.shared.view.read();
         let boundary = boundary.clone().unwrap_or_default();
-        plan::plan_with(
-            policy,
-            &store,
-            &boundary,
-            |c| mine?.get(c).copied(),
-            |c| ctx.is_pending(&name, c),
-        )
+        let remembered = &ctx.shared.enrollment_records;
+        plan::plan_with(policy, &store, &boundary, |c| remembered.get(&name, c))
     };
     ctx.forget_shown(&name, &key);
 

@@ -20,6 +20,11 @@ pub const POLICY_LABEL: &str = "enrollment.notification.miloapis.com/policy";
 /// Annotation on the memberships a policy creates carrying the policy's full name, which the
 /// label may only hold hashed.
 pub const POLICY_NAME_ANNOTATION: &str = "enrollment.notification.miloapis.com/policy-name";
+/// Annotation on the memberships a policy creates carrying the policy's uid, so the record
+/// written as one goes names the policy that made it (see [`Record::value`]).
+pub const POLICY_UID_ANNOTATION: &str = "enrollment.notification.miloapis.com/policy-uid";
+/// The finalizer on the memberships a policy creates (see [`crate::view::ENROLLMENT_FINALIZER`]).
+pub const FINALIZER: &str = crate::view::ENROLLMENT_FINALIZER;
 
 /// The record annotation key of `policy`: the name part is label-safe, so policy names of any
 /// valid length give a valid key (Kubernetes limits the name part to 63 characters).
@@ -206,19 +211,17 @@ impl Boundary {
 /// The plan of `policy` over the contacts in the view's `store`.
 pub fn plan(policy: &ContactGroupEnrollmentPolicy, store: &Store) -> Plan {
     let boundary = Boundary::of(policy, store);
-    plan_with(policy, store, &boundary, |_| None, |_| false)
+    plan_with(policy, store, &boundary, |_| None)
 }
 
 /// [`plan`], with `remembered` giving the records this process wrote that the view may not
-/// show yet (so a pass right after another does not redo its last contacts), and `pending` the
-/// contacts it recorded `enrolled` whose membership create failed in this term (enrolled again,
-/// whatever the record says).
+/// show yet (so a pass right after another does not redo its last contacts, and a membership
+/// whose record was written as it went is not made again before the view shows the record).
 pub(crate) fn plan_with(
     policy: &ContactGroupEnrollmentPolicy,
     store: &Store,
     boundary: &Boundary,
     remembered: impl Fn(&ObjectRef) -> Option<Record>,
-    pending: impl Fn(&ObjectRef) -> bool,
 ) -> Plan {
     let policy_name = policy.name_any();
     let key = record_key(&policy_name);
@@ -234,7 +237,6 @@ pub(crate) fn plan_with(
             namespace: contact.key.namespace.to_owned(),
         };
         let recorded = match written {
-            _ if pending(&contact_ref) => None,
             Some(record) => Some(record),
             None => remembered(&contact_ref).map(Some),
         };
@@ -249,6 +251,14 @@ pub(crate) fn plan_with(
         }
         let ours = names::enrollment_membership(&policy_name, &contact_ref.name);
         let step = match observed(store, &contact_ref, group, &ours) {
+            // Our membership with its finalizer is the record: the annotation is written only
+            // as it goes.
+            Some(Record::Enrolled)
+                if store.membership_holds_record(&contact_ref.namespace, &ours) =>
+            {
+                plan.count(Record::Enrolled, 1);
+                continue;
+            }
             Some(record) => Step::Record(contact_ref, record),
             None => Step::Enroll(contact_ref),
         };
@@ -401,6 +411,17 @@ mod tests {
         store.apply_membership(&m);
     }
 
+    /// A membership as a policy creates it now: with the enrollment finalizer.
+    fn with_held_membership(store: &mut Store, name: &str, contact: &str, deleting: bool) {
+        let mut m = ContactGroupMembership::new(name, spec(contact));
+        m.metadata.namespace = Some("ns".into());
+        m.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        if deleting {
+            m.metadata.deletion_timestamp = at(NEW);
+        }
+        store.apply_membership(&m);
+    }
+
     fn with_removal(store: &mut Store, contact: &str) {
         let s = spec(contact);
         let mut r = ContactGroupMembershipRemoval::new(
@@ -431,7 +452,7 @@ mod tests {
     ) -> Plan {
         contacts.iter().for_each(|c| store.apply_contact(c));
         let boundary = Boundary::of(policy, &store);
-        super::plan_with(policy, &store, &boundary, remembered, |_| false)
+        super::plan_with(policy, &store, &boundary, remembered)
     }
 
     const NEW: &str = "2026-06-01T00:00:00Z";
@@ -483,7 +504,7 @@ mod tests {
         store.apply_contact(&contact("after", SAME_SECOND, None));
         let boundary = Boundary::decide(&p, &store);
         assert_eq!(boundary.list(), ["ns/before"]);
-        let decided = super::plan_with(&p, &store, &boundary, |_| None, |_| false);
+        let decided = super::plan_with(&p, &store, &boundary, |_| None);
         assert_eq!(decided.steps, [Step::Enroll(cref("after"))]);
         let backfill = policy(true, false);
         assert_eq!(super::plan(&backfill, &store).steps.len(), 2);
@@ -577,6 +598,35 @@ mod tests {
             ]
         );
         assert_eq!((plan.enrolled, plan.skipped_opt_out), (1, 0));
+    }
+
+    /// Our membership holding the finalizer is the record: counted, nothing written, also while
+    /// it is being deleted (its finalizer writes the annotation before it goes).
+    #[test]
+    fn a_membership_holding_the_finalizer_is_the_record() {
+        let mut store = Store::default();
+        with_held_membership(
+            &mut store,
+            &names::enrollment_membership(POLICY, "a"),
+            "a",
+            false,
+        );
+        with_held_membership(
+            &mut store,
+            &names::enrollment_membership(POLICY, "b"),
+            "b",
+            true,
+        );
+        // Another policy's membership with the finalizer is not ours: already a member.
+        with_held_membership(&mut store, "other-policy-c", "c", false);
+        let contacts = arcs(vec![
+            contact("a", NEW, None),
+            contact("b", NEW, None),
+            contact("c", NEW, None),
+        ]);
+        let plan = plan(&policy(false, false), &contacts, store);
+        assert_eq!(plan.steps, [Step::Record(cref("c"), Record::AlreadyMember)]);
+        assert_eq!((plan.enrolled, plan.skipped_opt_out), (2, 0));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::{
-    EVENTS_PER_PASS, EnrollmentContext, POLICY_LABEL, POLICY_NAME_ANNOTATION, Record, Step, locked,
-    observed,
+    EVENTS_PER_PASS, EnrollmentContext, FINALIZER, POLICY_LABEL, POLICY_NAME_ANNOTATION,
+    POLICY_UID_ANNOTATION, Record, Step, locked, observed,
 };
 use crate::api::ObjectRef;
 use crate::api::notification::{
@@ -126,74 +126,65 @@ pub(super) async fn carry_out(
 /// may not show yet), already shows it opted out or a member; the outcome recorded, `None` when
 /// the contact vanished.
 ///
-/// Consent comes first, so the record is written before the membership is created: a leader that
-/// dies between the two leaves a contact recorded and not enrolled, never one enrolled twice (with
-/// the create first, a membership deleted in between would come back). Within a term, a create
-/// that fails is retried by the next pass ([`EnrollmentContext::pend`]); a create the webhook
-/// refuses (the contact opted out meanwhile) corrects the record.
+/// One write enrolls: the membership is created with the enrollment finalizer, and while it
+/// stands it is the policy's record of the contact (the membership controller writes the record
+/// annotation before it lets the membership go). A leader that dies before the create leaves
+/// nothing done, and one that dies after leaves the record: never a contact enrolled twice. Other
+/// outcomes (a webhook's opt-out or duplicate denial, a membership found in place) are recorded
+/// on the contact.
 async fn enroll(
     ctx: &EnrollmentContext,
     policy: &ContactGroupEnrollmentPolicy,
     key: &str,
     contact: &ObjectRef,
 ) -> Result<Option<Record>, Error> {
-    let policy_name = policy.name_any();
-    let uid = policy.uid();
-    let uid = uid.as_deref();
-    let record_as = move |record: Record| async move {
-        write_record(ctx, contact, key, &record.value(uid)).await
+    let (outcome, holds_record) = match seen(ctx, policy, contact) {
+        Some(seen) => seen,
+        None => create(ctx, policy, contact).await?,
     };
-    let retried = ctx.is_pending(&policy_name, contact);
-    let outcome = match seen(ctx, policy, contact) {
-        Some(record) => record,
-        None => {
-            if !retried {
-                if !record_as(Record::Enrolled).await? {
-                    return Ok(None);
-                }
-                // Only a record that landed makes the create a retry: one that failed must be
-                // written again first, or a contact could be enrolled with no record of it.
-                ctx.pend(&policy_name, contact);
-            }
-            create(ctx, policy, contact).await?
+    if !holds_record {
+        let value = outcome.value(policy.uid().as_deref());
+        if !write_record(ctx, contact, key, &value).await? {
+            return Ok(None);
         }
-    };
-    let recorded_enrolled = ctx.settle_pending(&policy_name, contact);
-    if (outcome != Record::Enrolled || !recorded_enrolled) && !record_as(outcome).await? {
-        return Ok(None);
     }
     Ok(Some(outcome))
 }
 
-/// What the view, or this process's memory of what it created, already shows for the pair.
+/// What the view, or this process's memory of what it created, already shows for the pair, and
+/// whether that is our membership holding the record (the view shows its finalizer).
 fn seen(
     ctx: &EnrollmentContext,
     policy: &ContactGroupEnrollmentPolicy,
     contact: &ObjectRef,
-) -> Option<Record> {
+) -> Option<(Record, bool)> {
     let group = &policy.spec.contact_group_ref;
     let ours = names::enrollment_membership(&policy.name_any(), &contact.name);
     let pair = (contact.clone(), group.clone());
     let store = ctx.shared.view.read();
-    observed(&store, contact, group, &ours).or_else(|| {
-        let created = locked(&ctx.memory.created);
-        created.get(&pair).map(|name| {
-            if *name == ours {
-                Record::Enrolled
-            } else {
-                Record::AlreadyMember
-            }
-        })
+    if let Some(record) = observed(&store, contact, group, &ours) {
+        let holds =
+            record == Record::Enrolled && store.membership_holds_record(&contact.namespace, &ours);
+        return Some((record, holds));
+    }
+    let created = locked(&ctx.memory.created);
+    created.get(&pair).map(|name| {
+        if *name == ours {
+            (Record::Enrolled, false)
+        } else {
+            (Record::AlreadyMember, false)
+        }
     })
 }
 
-/// Creates the membership; the outcome to record (a webhook's opt-out or duplicate denial is an
-/// outcome, not an error).
+/// Creates the membership; the outcome (a webhook's opt-out or duplicate denial is an outcome,
+/// not an error), and whether a membership this create made holds the record. One found in place
+/// under our name (a replay) may predate the finalizer, so its contact is recorded too.
 async fn create(
     ctx: &EnrollmentContext,
     policy: &ContactGroupEnrollmentPolicy,
     contact: &ObjectRef,
-) -> Result<Record, Error> {
+) -> Result<(Record, bool), Error> {
     let group = &policy.spec.contact_group_ref;
     let ours = names::enrollment_membership(&policy.name_any(), &contact.name);
     let pair = (contact.clone(), group.clone());
@@ -203,14 +194,14 @@ async fn create(
         Ok(created) => {
             tracing::debug!(membership = %object_key(Some(&contact.namespace), &ours), ?created, "membership created");
             locked(&ctx.memory.created).insert(pair, ours);
-            Ok(Record::Enrolled)
+            Ok((Record::Enrolled, created == kubeapi::Created::New))
         }
         Err(error) => {
             let causes = kubeapi::denial_causes(&error);
             if causes.contains(&"FieldValueForbidden") {
-                Ok(Record::OptedOut)
+                Ok((Record::OptedOut, false))
             } else if causes.contains(&"FieldValueDuplicate") {
-                Ok(Record::AlreadyMember)
+                Ok((Record::AlreadyMember, false))
             } else {
                 Err(error.into())
             }
@@ -219,8 +210,9 @@ async fn create(
 }
 
 /// The membership `policy` creates for `contact`: in the contact's namespace, labelled and
-/// annotated with the policy. No ownerReferences: they cannot cross namespaces, and the
-/// membership controller deletes memberships whose contact or group is gone.
+/// annotated with the policy (name and uid), holding the enrollment finalizer. No
+/// ownerReferences: they cannot cross namespaces, and the membership controller deletes
+/// memberships whose contact or group is gone.
 pub fn membership(
     policy: &ContactGroupEnrollmentPolicy,
     contact: &ObjectRef,
@@ -240,10 +232,12 @@ pub fn membership(
         POLICY_LABEL.to_owned(),
         names::label_safe(&policy_name),
     )]));
-    meta.annotations = Some(BTreeMap::from([(
-        POLICY_NAME_ANNOTATION.to_owned(),
-        policy_name,
-    )]));
+    let mut annotations = BTreeMap::from([(POLICY_NAME_ANNOTATION.to_owned(), policy_name)]);
+    if let Some(uid) = policy.uid() {
+        annotations.insert(POLICY_UID_ANNOTATION.to_owned(), uid);
+    }
+    meta.annotations = Some(annotations);
+    meta.finalizers = Some(vec![FINALIZER.to_owned()]);
     membership
 }
 

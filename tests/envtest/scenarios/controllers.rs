@@ -83,11 +83,13 @@ pub async fn enrollment(crds: CrdSet) {
         m["metadata"]["namespace"], "people",
         "in the contact's namespace"
     );
+    left_and_not_brought_back(&env, m).await;
 
     if crds == CrdSet::Ours {
         create(c, &policy("everyone", ("groups", "digest"), true)).await;
         enrolled(&env, ("people", "old"), ("groups", "digest")).await;
         enrolled(&env, ("people", "new"), ("groups", "digest")).await;
+        enrolled(&env, ("people", "later"), ("groups", "digest")).await;
         eventually("policy counters", WAIT, || async {
             let welcome = get(c, "ContactGroupEnrollmentPolicy", None, "welcome").await;
             let everyone = get(c, "ContactGroupEnrollmentPolicy", None, "everyone").await;
@@ -96,7 +98,8 @@ pub async fn enrollment(crds: CrdSet) {
                 welcome["status"]["contactsEnrolled"].as_i64(),
                 everyone["status"]["contactsEnrolled"].as_i64(),
             );
-            if counts == (Some(1), Some(2)) {
+            // welcome: new (left since, recorded) and later; everyone: old, new and later.
+            if counts == (Some(2), Some(3)) {
                 Ok(())
             } else {
                 Err(format!("{counts:?}"))
@@ -114,12 +117,67 @@ pub async fn enrollment(crds: CrdSet) {
         "a contact older than a policy without backfill was enrolled"
     );
     assert_eq!(
-        memberships_of(&env, ("people", "new"), ("groups", "news"))
+        memberships_of(&env, ("people", "later"), ("groups", "news"))
             .await
             .len(),
         1
     );
     env.assert_server_writes_clean();
+}
+
+/// The policy's membership holds the enrollment finalizer and is the only write that enrolled
+/// the contact. Deleted by hand (the person left), it goes only once the contact carries the
+/// policy's record, and a later pass does not bring the person back.
+async fn left_and_not_brought_back(env: &Env, m: &Value) {
+    let c = &env.client;
+    let finalizers = m["metadata"]["finalizers"].as_array().cloned();
+    assert_eq!(
+        finalizers.unwrap_or_default(),
+        [json!("enrollment.notification.miloapis.com/record")],
+        "the membership holds the enrollment finalizer"
+    );
+    let new = get(c, "Contact", Some("people"), "new").await.unwrap();
+    let record = "policy.enrollment.notification.miloapis.com/welcome";
+    assert!(
+        new["metadata"]["annotations"][record].is_null(),
+        "no record written beside the membership: one write enrolls"
+    );
+    let name = m["metadata"]["name"].as_str().unwrap();
+    objects::delete(c, "ContactGroupMembership", Some("people"), name).await;
+    let policy = get(c, "ContactGroupEnrollmentPolicy", None, "welcome").await;
+    let uid = policy.unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(
+        "the membership gone, its contact recorded",
+        WAIT,
+        || async {
+            let gone = memberships_of(env, ("people", "new"), ("groups", "news"))
+                .await
+                .is_empty();
+            let new = get(c, "Contact", Some("people"), "new").await.unwrap();
+            let value = new["metadata"]["annotations"][record].clone();
+            match (gone, value.as_str()) {
+                (true, Some(v)) if v == format!("enrolled/{uid}") => Ok(()),
+                (gone, v) if gone && v.is_none() => {
+                    panic!("the membership went before its contact was recorded")
+                }
+                (gone, v) => Err(format!("gone {gone}, record {v:?}")),
+            }
+        },
+    )
+    .await;
+    // Any contact change wakes the policy: a new contact makes it pass again.
+    create(c, &contact("people", "later", "later@example.com")).await;
+    enrolled(env, ("people", "later"), ("groups", "news")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        memberships_of(env, ("people", "new"), ("groups", "news"))
+            .await
+            .is_empty(),
+        "a person who left was enrolled again"
+    );
 }
 
 /// A ContactGroupMembershipRemoval (an opt-out) deletes the pair's membership and stays.
