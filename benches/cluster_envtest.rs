@@ -317,7 +317,16 @@ async fn run(o: &Options) -> Vec<(String, String)> {
         eprintln!("{what}: {value}");
         rows.push((what.to_owned(), value));
     };
-    let env = Env::start(CrdSet::Ours, EnvOptions::default()).await;
+    // The milo-webhook Deployment's controllers; the invitation controller's own Deployment has
+    // nothing to do here.
+    let options = EnvOptions {
+        server: harness::ServerOptions {
+            controllers: Some("enrollment,removal,membership,usercontact,resend,email".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let env = Env::start(CrdSet::Ours, options).await;
     for ns in ["hooked", "raw", "groups"] {
         env.namespace(ns).await;
     }

@@ -170,7 +170,7 @@ async fn run(
     invitation: &UserInvitation,
     script: Vec<Exchange>,
 ) -> (Result<Action, Error>, Vec<Seen>, Arc<Metrics>) {
-    let (client, server) = mock_api::client();
+    let (client, server) = mock_api::client_as(support::rbac::INVITATIONS);
     let ctx = context(client, backend, store, now);
     finish(ctx, invitation, server.run(scenario, script)).await
 }
@@ -609,7 +609,7 @@ async fn accept_assigns_roles_revokes_access_and_deletes_after_retention() {
                 event("Accepted"),
             ],
         ]);
-        let (client, server) = mock_api::client();
+        let (client, server) = mock_api::client_as(support::rbac::INVITATIONS);
         let view = Arc::new(ClusterView::offline(store(true)));
         let long_resync = Duration::from_secs(30 * 24 * 3600);
         let ctx = context_with(
@@ -632,7 +632,7 @@ async fn accept_assigns_roles_revokes_access_and_deletes_after_retention() {
             1
         );
         let done = with_status(accepted, written(&seen));
-        let (client, server) = mock_api::client();
+        let (client, server) = mock_api::client_as(support::rbac::INVITATIONS);
         let ctx = context_with(
             client,
             backend,
@@ -1077,7 +1077,7 @@ async fn nothing_is_decided_before_the_view_has_listed_the_users() {
     // An unsynced view would say "no User has this address" and revoke the invitee's access.
     let base = invitation("welcome-bob", "uid-1", "Pending");
     let pending = with_status(base.clone(), &introduce(Rbac, &base).await);
-    let (client, server) = mock_api::client();
+    let (client, server) = mock_api::client_as(support::rbac::INVITATIONS);
     let view = Arc::new(ClusterView::unsynced());
     let ctx = context_with(client, Rbac, view, NOW, Duration::from_secs(600));
     let (result, requests, _) = finish(ctx, &pending, server.run("unsynced", vec![])).await;

@@ -65,6 +65,7 @@ fn rbac_attributes_resolve_like_the_api_server() {
             group: "notification.miloapis.com".into(),
             resource: "contactgroupmemberships/status".into(),
             namespace: Some("ns".into()),
+            name: Some("m".into()),
         })
     );
     let list = attributes("GET", "/api/v1/namespaces", "").unwrap();
@@ -105,4 +106,45 @@ fn the_deployed_rbac_grants_what_controllers_need_and_no_more() {
         )
         .is_some()
     );
+}
+
+/// The pods that answer the API server's webhook calls and the internet's provider events hold
+/// no power to grant access: only the invitation controller's account may bind roles, and only
+/// the roles named in the manifests.
+#[test]
+fn only_the_invitation_account_grants_access_and_only_named_roles() {
+    use support::rbac::{CONTROLLERS, INVITATIONS, denied_as};
+    let rolebindings = "/apis/rbac.authorization.k8s.io/v1/namespaces/org/rolebindings";
+    let policybindings = "/apis/iam.miloapis.com/v1alpha1/namespaces/org/policybindings";
+    let memberships =
+        "/apis/resourcemanager.miloapis.com/v1alpha1/namespaces/org/organizationmemberships";
+    let invitation_status =
+        "/apis/iam.miloapis.com/v1alpha1/namespaces/org/userinvitations/i/status";
+    for (method, path) in [
+        ("POST", rolebindings),
+        ("POST", policybindings),
+        ("POST", memberships),
+        ("PATCH", invitation_status),
+    ] {
+        assert!(
+            denied_as(CONTROLLERS, method, path, "").is_some(),
+            "milo-webhook may {method} {path}"
+        );
+        assert_eq!(
+            denied_as(INVITATIONS, method, path, ""),
+            None,
+            "{method} {path}"
+        );
+    }
+    // `bind` only on the roles the manifests name (what the API server checks as the binding
+    // is created, on the role's name).
+    let role =
+        |name: &str| format!("/apis/rbac.authorization.k8s.io/v1/namespaces/org/roles/{name}");
+    assert_eq!(denied_as(INVITATIONS, "bind", &role("viewer"), ""), None);
+    assert!(denied_as(INVITATIONS, "bind", &role("cluster-admin"), "").is_some());
+    assert!(denied_as(CONTROLLERS, "bind", &role("viewer"), "").is_some());
+    // The invitation account writes nothing of the other controllers'.
+    let membership =
+        "/apis/notification.miloapis.com/v1alpha1/namespaces/ns/contactgroupmemberships";
+    assert!(denied_as(INVITATIONS, "POST", membership, "").is_some());
 }

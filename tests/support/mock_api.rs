@@ -119,13 +119,23 @@ pub fn status_body(code: u16, reason: &str, message: &str, causes: &[&str]) -> V
 
 /// A kube client wired to a mock API server, and the handle that answers it.
 pub fn client() -> (Client, ApiServer) {
+    client_as(super::rbac::CONTROLLERS)
+}
+
+/// [`client`] for a controller running under `account` (see [`super::rbac`]): its requests are
+/// checked against that service account's grants.
+pub fn client_as(account: &'static str) -> (Client, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), ApiServer { handle })
+    (
+        Client::new(service, "default"),
+        ApiServer { handle, account },
+    )
 }
 
 /// The answering side.
 pub struct ApiServer {
     handle: Handle,
+    account: &'static str,
 }
 
 /// What one step saw, for assertions beyond the script.
@@ -170,9 +180,12 @@ impl ApiServer {
                         parts.uri.path()
                     );
                 }
-                if let Some(why) =
-                    super::rbac::denied(parts.method.as_str(), parts.uri.path(), &query)
-                {
+                if let Some(why) = super::rbac::denied_as(
+                    self.account,
+                    parts.method.as_str(),
+                    parts.uri.path(),
+                    &query,
+                ) {
                     let _ = write!(problems, "\n  RBAC: {why}");
                 }
                 let apply = parts

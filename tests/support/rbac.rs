@@ -1,9 +1,11 @@
 //! The RBAC in `manifests/deploy/rbac.yaml`, evaluated like the API server's authorizer would for
-//! the `milo-webhook` service account. The mock API checks every request a controller makes
-//! against it, so a controller that needs a permission the manifests do not grant fails its test
-//! here instead of in a production cluster.
+//! one of its service accounts: `milo-webhook` (admission, provider events and every controller
+//! but invitation) or `milo-webhook-invitations` (the invitation controller). The mock API checks
+//! every request a controller makes against its account, so a controller that needs a permission
+//! the manifests do not grant fails its test here instead of in a production cluster.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -13,6 +15,8 @@ struct Rule {
     groups: Vec<String>,
     resources: Vec<String>,
     verbs: Vec<String>,
+    /// When not empty, the rule covers requests naming one of these objects only.
+    names: Vec<String>,
 }
 
 /// Rules that apply everywhere (ClusterRoles bound by ClusterRoleBindings) and rules that apply
@@ -23,11 +27,24 @@ struct Grants {
     namespaced: Vec<(String, Rule)>,
 }
 
-const SERVICE_ACCOUNT: (&str, &str) = ("milo-system", "milo-webhook");
+/// The service account of the milo-webhook Deployment.
+pub const CONTROLLERS: &str = "milo-webhook";
+/// The service account of the invitation controller's Deployment.
+pub const INVITATIONS: &str = "milo-webhook-invitations";
 
-fn grants() -> &'static Grants {
-    static GRANTS: OnceLock<Grants> = OnceLock::new();
-    GRANTS.get_or_init(|| {
+const NAMESPACE: &str = "milo-system";
+
+fn grants(account: &'static str) -> &'static Grants {
+    static GRANTS: OnceLock<Mutex<HashMap<&'static str, &'static Grants>>> = OnceLock::new();
+    let cache = GRANTS.get_or_init(Mutex::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(account)
+        .or_insert_with(|| Box::leak(Box::new(load(account))))
+}
+
+fn load(account: &str) -> Grants {
+    {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/deploy/rbac.yaml");
         let text = std::fs::read_to_string(path).expect("rbac.yaml");
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("rbac.yaml parses");
@@ -35,8 +52,8 @@ fn grants() -> &'static Grants {
             binding["subjects"].as_array().is_some_and(|subjects| {
                 subjects.iter().any(|s| {
                     s["kind"] == "ServiceAccount"
-                        && s["namespace"] == SERVICE_ACCOUNT.0
-                        && s["name"] == SERVICE_ACCOUNT.1
+                        && s["namespace"] == NAMESPACE
+                        && s["name"] == account
                 })
             })
         };
@@ -67,6 +84,7 @@ fn grants() -> &'static Grants {
                     groups: strings(&r["apiGroups"]),
                     resources: strings(&r["resources"]),
                     verbs: strings(&r["verbs"]),
+                    names: strings(&r["resourceNames"]),
                 })
                 .collect()
         };
@@ -97,7 +115,7 @@ fn grants() -> &'static Grants {
             }
         }
         grants
-    })
+    }
 }
 
 /// What a request asks for, in authorizer terms.
@@ -107,6 +125,8 @@ pub struct Attributes {
     pub group: String,
     pub resource: String,
     pub namespace: Option<String>,
+    /// The object's name, for requests that name one.
+    pub name: Option<String>,
 }
 
 /// Parses a request path the way the API server's request-info resolver does.
@@ -121,12 +141,13 @@ pub fn attributes(method: &str, path: &str, query: &str) -> Option<Attributes> {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
         rest => (None, rest),
     };
-    let (resource, named) = match rest {
-        [resource] => ((*resource).to_owned(), false),
-        [resource, _name] => ((*resource).to_owned(), true),
-        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+    let (resource, name) = match rest {
+        [resource] => ((*resource).to_owned(), None),
+        [resource, name] => ((*resource).to_owned(), Some((*name).to_owned())),
+        [resource, name, sub] => (format!("{resource}/{sub}"), Some((*name).to_owned())),
         _ => return None,
     };
+    let named = name.is_some();
     let verb = match (method, named) {
         ("GET", true) => "get",
         ("GET", false) if query.contains("watch=true") => "watch",
@@ -136,6 +157,8 @@ pub fn attributes(method: &str, path: &str, query: &str) -> Option<Attributes> {
         ("PATCH", _) => "patch",
         ("DELETE", true) => "delete",
         ("DELETE", false) => "deletecollection",
+        // Not a request: the check the API server makes, on the role, as a binding is created.
+        ("bind", true) => "bind",
         _ => return None,
     };
     Some(Attributes {
@@ -143,22 +166,34 @@ pub fn attributes(method: &str, path: &str, query: &str) -> Option<Attributes> {
         group,
         resource,
         namespace,
+        name,
     })
 }
 
 fn allows(rule: &Rule, wanted: &Attributes) -> bool {
     let any = |list: &[String], value: &str| list.iter().any(|v| v == "*" || v == value);
+    let named = rule.names.is_empty()
+        || wanted
+            .name
+            .as_ref()
+            .is_some_and(|name| rule.names.contains(name));
     any(&rule.groups, &wanted.group)
         && any(&rule.resources, &wanted.resource)
         && any(&rule.verbs, &wanted.verb)
+        && named
 }
 
-/// Why the service account may not make this request, or `None` when it may.
+/// Why the milo-webhook service account may not make this request, or `None` when it may.
 pub fn denied(method: &str, path: &str, query: &str) -> Option<String> {
+    denied_as(CONTROLLERS, method, path, query)
+}
+
+/// Why `account` may not make this request, or `None` when it may.
+pub fn denied_as(account: &'static str, method: &str, path: &str, query: &str) -> Option<String> {
     let Some(wanted) = attributes(method, path, query) else {
         return Some(format!("cannot resolve {method} {path} to RBAC attributes"));
     };
-    let grants = grants();
+    let grants = grants(account);
     let allowed = grants.cluster.iter().any(|r| allows(r, &wanted))
         || grants
             .namespaced
@@ -166,7 +201,7 @@ pub fn denied(method: &str, path: &str, query: &str) -> Option<String> {
             .any(|(ns, r)| wanted.namespace.as_deref() == Some(ns) && allows(r, &wanted));
     (!allowed).then(|| {
         format!(
-            "manifests/deploy/rbac.yaml does not let milo-webhook {} {}{} in {}",
+            "manifests/deploy/rbac.yaml does not let {account} {} {}{} in {}",
             wanted.verb,
             wanted.resource,
             if wanted.group.is_empty() {

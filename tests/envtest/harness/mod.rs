@@ -14,11 +14,12 @@ pub mod server;
 
 use std::path::Path;
 
+use milo_webhook::controllers::ControllerKind;
 use serde_json::json;
 
 use crate::support::fake_resend::{self, FakeConfig, FakeResend};
 pub use crds::CrdSet;
-pub use server::{SERVER_USER, SYSTEM_NAMESPACE, Server, ServerOptions};
+pub use server::{INVITATIONS_USER, SERVER_USER, SYSTEM_NAMESPACE, Server, ServerOptions};
 
 /// How a test's cluster is set up.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +37,9 @@ pub struct EnvOptions {
 pub struct Env {
     /// The replicas; `servers[0]` serves the registered webhooks.
     pub servers: Vec<Server>,
+    /// The invitation controller's own process, under its own account (as the manifests'
+    /// `milo-webhook-invitations` Deployment runs it), when the options ask for invitations.
+    pub invitations: Option<Server>,
     /// The fake Resend, when asked for.
     pub resend: Option<FakeResend>,
     /// The test's (admin) client.
@@ -105,8 +109,35 @@ impl Env {
             server_options.resend_base_url = Some(fake.base_url.clone());
         }
         let files = server::ServerFiles::write(&path, &ca, &plane.url);
+        // As in the manifests: the invitation controller runs apart, under its own account.
+        let wanted: Vec<String> = match &server_options.controllers {
+            Some(list) => list
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => ControllerKind::ALL.iter().map(|k| k.to_string()).collect(),
+        };
+        let invitation = ControllerKind::Invitation.to_string();
+        let others: Vec<String> = wanted
+            .iter()
+            .filter(|c| **c != invitation)
+            .cloned()
+            .collect();
+        let invitations_options = wanted.contains(&invitation).then(|| ServerOptions {
+            controllers: Some(invitation.clone()),
+            kubeconfig: Some(files.invitations_kubeconfig.clone()),
+            extra: [
+                server_options.extra.clone(),
+                vec!["--leader-election-lease=milo-webhook-invitations".into()],
+            ]
+            .concat(),
+            ..server_options.clone()
+        });
+        server_options.controllers = Some(others.join(","));
         let mut env = Self {
             servers: Vec::new(),
+            invitations: None,
             resend,
             client,
             crds,
@@ -117,6 +148,10 @@ impl Env {
         };
         env.add_replica("replica-a").await;
         server::register_webhooks(&env.client, &path, &env.files, env.servers[0].listen).await;
+        if let Some(options) = invitations_options {
+            let server = Server::start(&path, &env.files, "invitations-a", &options).await;
+            env.invitations = Some(server);
+        }
         env
     }
 
@@ -193,9 +228,12 @@ impl Env {
             .collect()
     }
 
-    /// Writes by the server that the API server refused.
+    /// Writes by the server (either account) that the API server refused.
     pub fn refused_writes(&self) -> Vec<audit::Event> {
-        audit::refused_writes(&self.plane.audit_log, SERVER_USER)
+        [SERVER_USER, INVITATIONS_USER]
+            .iter()
+            .flat_map(|user| audit::refused_writes(&self.plane.audit_log, user))
+            .collect()
     }
 
     /// The check every scenario ends with, on the server's writes as the audit log saw them.
@@ -205,8 +243,14 @@ impl Env {
     /// NamespaceLifecycle plugin refuses every create there). With Milo's CRDs some writes cannot
     /// land; the server must not send the same refused write twice.
     pub fn assert_server_writes_clean(&self) {
+        self.assert_server_writes_clean_but(|_| false);
+    }
+
+    /// [`Self::assert_server_writes_clean`], with the refusals a scenario provokes on purpose.
+    pub fn assert_server_writes_clean_but(&self, provoked: impl Fn(&audit::Event) -> bool) {
         let expected = |e: &audit::Event| {
-            e.code == 409
+            provoked(e)
+                || e.code == 409
                 || (e.resource == "events" && e.message.contains("because it is being terminated"))
         };
         match self.crds {
@@ -229,11 +273,12 @@ impl Env {
                 for e in self.refused_writes() {
                     eprintln!("refused once (Milo's CRDs): {e}");
                 }
-                let repeated: Vec<String> =
-                    audit::repeated_refusals(&self.plane.audit_log, SERVER_USER)
-                        .iter()
-                        .map(|(e, n)| format!("{n}x {e}"))
-                        .collect();
+                let repeated: Vec<String> = [SERVER_USER, INVITATIONS_USER]
+                    .iter()
+                    .flat_map(|user| audit::repeated_refusals(&self.plane.audit_log, user))
+                    .filter(|(e, _)| !provoked(e))
+                    .map(|(e, n)| format!("{n}x {e}"))
+                    .collect();
                 assert!(
                     repeated.is_empty(),
                     "the server repeated refused writes (Milo's CRDs cannot take them):\n  {}",
@@ -252,6 +297,7 @@ impl Drop for Env {
         let processes = self
             .servers
             .iter()
+            .chain(&self.invitations)
             .filter_map(|s| s.process.as_ref())
             .chain(self.plane.processes.iter());
         for p in processes {

@@ -17,6 +17,9 @@ use super::process::Process;
 
 /// The user the server authenticates as: the ServiceAccount the deployment's RBAC binds.
 pub const SERVER_USER: &str = "system:serviceaccount:milo-system:milo-webhook";
+/// The user the invitation controller authenticates as: its own Deployment's ServiceAccount, the
+/// only one the RBAC lets grant access.
+pub const INVITATIONS_USER: &str = "system:serviceaccount:milo-system:milo-webhook-invitations";
 /// The namespace of the leader-election Lease (and the default contact namespace).
 pub const SYSTEM_NAMESPACE: &str = "milo-system";
 /// The API key the fake Resend accepts.
@@ -29,7 +32,8 @@ pub const EMAIL_FROM: &str = "Milo <noreply@example.com>";
 /// How a server is run.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// `--controllers` (comma-separated); `None` for all of them.
+    /// `--controllers` (comma-separated; empty for `--no-controllers`); `None` for all of them.
+    /// [`super::Env`] runs the invitation controller apart, as the manifests do.
     pub controllers: Option<String>,
     /// The fake Resend's base URL: provider sync and email delivery on.
     pub resend_base_url: Option<String>,
@@ -39,6 +43,8 @@ pub struct ServerOptions {
     pub shutdown_delay: &'static str,
     /// More `serve` flags, as `--flag=value`.
     pub extra: Vec<String>,
+    /// The kubeconfig to run with, when not the milo-webhook account's.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -49,6 +55,7 @@ impl Default for ServerOptions {
             lease_seconds: 6,
             shutdown_delay: "1s",
             extra: Vec::new(),
+            kubeconfig: None,
         }
     }
 }
@@ -86,6 +93,8 @@ pub struct Server {
 /// Files every replica of a cluster shares.
 pub struct ServerFiles {
     kubeconfig: PathBuf,
+    /// The invitation controller's kubeconfig ([`INVITATIONS_USER`]).
+    pub invitations_kubeconfig: PathBuf,
     cert: PathBuf,
     key: PathBuf,
     resend_key: PathBuf,
@@ -111,11 +120,20 @@ impl ServerFiles {
             SERVER_USER,
             &ca.client(SERVER_USER, "system:serviceaccounts"),
         );
+        let invitations_kubeconfig = dir.join("milo-webhook-invitations.kubeconfig");
+        write_kubeconfig(
+            &invitations_kubeconfig,
+            url,
+            ca,
+            INVITATIONS_USER,
+            &ca.client(INVITATIONS_USER, "system:serviceaccounts"),
+        );
         let serving = ca.serving("milo-webhook");
         let unsubscribe = base64::engine::general_purpose::STANDARD
             .encode((0..48).map(|_| fastrand::u8(..)).collect::<Vec<u8>>());
         Self {
             kubeconfig,
+            invitations_kubeconfig,
             cert: write("webhook.crt", &serving.cert_pem),
             key: write("webhook.key", &serving.key_pem),
             resend_key: write("resend-api-key", RESEND_KEY),
@@ -138,7 +156,10 @@ impl Server {
         let path = |p: &Path| p.display().to_string();
         let mut command: Vec<String> = vec![
             "serve".into(),
-            format!("--kubeconfig={}", path(&files.kubeconfig)),
+            format!(
+                "--kubeconfig={}",
+                path(options.kubeconfig.as_deref().unwrap_or(&files.kubeconfig))
+            ),
             format!("--listen=127.0.0.1:{listen}"),
             format!("--admin-listen=127.0.0.1:{admin}"),
             format!("--tls-cert-file={}", path(&files.cert)),
@@ -162,8 +183,10 @@ impl Server {
             format!("--email-from-address={EMAIL_FROM}"),
         ];
         command.extend(options.extra.iter().cloned());
-        if let Some(controllers) = &options.controllers {
-            command.push(format!("--controllers={controllers}"));
+        match options.controllers.as_deref() {
+            Some("") => command.push("--no-controllers".into()),
+            Some(controllers) => command.push(format!("--controllers={controllers}")),
+            None => {}
         }
         if let Some(url) = &options.resend_base_url {
             command.push(format!("--resend-api-key-file={}", path(&files.resend_key)));

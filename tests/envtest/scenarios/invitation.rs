@@ -9,7 +9,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::harness::objects::{as_user, condition_true, create, eventually, get, list};
-use crate::harness::{CrdSet, Env, EnvOptions};
+use crate::harness::{CrdSet, Env, EnvOptions, INVITATIONS_USER, SERVER_USER, audit};
 
 use super::user;
 
@@ -40,9 +40,24 @@ async fn organization(env: &Env) {
     )
     .await;
     let rule = |resources: &str, verbs: &[&str]| json!([{"apiGroups": ["iam.miloapis.com"], "resources": [resources], "verbs": verbs}]);
+    // The controller's account does not hold `update` on users, so binding editor takes the
+    // `bind` the manifests give it on that role by name; owner is not named.
     create(
         c,
-        &rbac("Role", "editor", json!({"rules": rule("users", &["get"])})),
+        &rbac(
+            "Role",
+            "editor",
+            json!({"rules": rule("users", &["get", "update"])}),
+        ),
+    )
+    .await;
+    create(
+        c,
+        &rbac(
+            "Role",
+            "owner",
+            json!({"rules": rule("users", &["get", "update", "delete"])}),
+        ),
     )
     .await;
     create(
@@ -85,6 +100,7 @@ async fn organization(env: &Env) {
     alice["spec"]["familyName"] = json!("Admin");
     create(c, &alice).await;
     create(c, &user("bob", "bob@example.com")).await;
+    create(c, &user("carol", "carol@example.com")).await;
 }
 
 async fn labelled(env: &Env, kind: &str, label: &str, value: &str) -> Vec<Value> {
@@ -224,8 +240,79 @@ pub async fn lifecycle(crds: CrdSet) {
         }
     })
     .await;
+    // Only the invitation controller's own account granted anything.
+    let rbac_writes = |user: &str| {
+        audit::events(&env.plane.audit_log)
+            .into_iter()
+            .filter(|e| e.user == user)
+            .filter(|e| e.resource == "rolebindings" || e.resource == "roles")
+            .filter(|e| matches!(e.verb.as_str(), "create" | "patch" | "update"))
+            .count()
+    };
+    assert!(rbac_writes(INVITATIONS_USER) > 0);
+    assert_eq!(
+        rbac_writes(SERVER_USER),
+        0,
+        "the webhook's account granted access"
+    );
+
+    // A role the manifests do not name cannot be granted, whatever an inviter asks for.
+    not_a_role_the_manifests_name(&env).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    env.assert_server_writes_clean();
+    env.assert_server_writes_clean_but(|e| {
+        e.user == INVITATIONS_USER && e.resource == "rolebindings" && e.code == 403
+    });
+}
+
+/// carol is invited as owner, a role outside the `bind` list of `manifests/deploy/rbac.yaml`:
+/// she accepts, and the API server refuses the binding the controller tries to make.
+async fn not_a_role_the_manifests_name(env: &Env) {
+    let c = &env.client;
+    let name = "carol-acme";
+    let invitation = json!({"apiVersion": "iam.miloapis.com/v1alpha1", "kind": "UserInvitation",
+        "metadata": {"namespace": NS, "name": name},
+        "spec": {"organizationRef": {"name": "acme"}, "email": "carol@example.com",
+                 "givenName": "Carol", "roles": [{"name": "owner"}],
+                 "invitedBy": {"name": "alice"}, "state": "Pending"}});
+    as_user(c, "alice", Method::POST, PATH, &invitation)
+        .await
+        .expect("alice may invite");
+    let path = format!("{PATH}/{name}");
+    let accept = json!({"spec": {"state": "Accepted"}});
+    eventually("carol accepts", WAIT, || async {
+        as_user(c, "carol", Method::PATCH, &path, &accept)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    eventually("the owner binding refused", WAIT, || async {
+        let refused = audit::events(&env.plane.audit_log)
+            .into_iter()
+            .any(|e| e.user == INVITATIONS_USER && e.resource == "rolebindings" && e.code == 403);
+        if refused {
+            Ok(())
+        } else {
+            Err("no refused binding yet".to_owned())
+        }
+    })
+    .await;
+    let owners: Vec<Value> = list(c, "RoleBinding", Some(NS))
+        .await
+        .into_iter()
+        .filter(|b| b["roleRef"]["name"] == "owner")
+        .collect();
+    assert!(owners.is_empty(), "owner was granted: {owners:?}");
+    // The invitation says why carol has no access yet.
+    eventually("the invitation reports the refusal", WAIT, || async {
+        let i = get(c, "UserInvitation", Some(NS), name).await.unwrap();
+        let conditions = i["status"]["conditions"].to_string();
+        if conditions.contains("forbidden") || conditions.contains("Forbidden") {
+            Ok(())
+        } else {
+            Err(conditions)
+        }
+    })
+    .await;
 }
 
 async fn objects_patch(c: &kube::Client, name: &str, patch: &Value) -> Result<Value, kube::Error> {
