@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use milo_webhook::cmd::{Cli, Command, check, crds, review, serve, webhook_config};
+use milo_webhook::cmd::{Cli, Command, check, crds, exit_code, review, serve, webhook_config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(serve::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(error) => fail(&format!("{error:#}"), 1),
+                Err(error) => fail(&format!("{error:#}"), exit_code(&error)),
             }
         }
         Command::Review(args) => match review::run(&args) {

@@ -39,6 +39,22 @@ pub enum Command {
     WebhookConfig(WebhookConfigArgs),
 }
 
+/// A mistake in what the command line named (a file that cannot be read or parsed, a cluster
+/// configuration that cannot be loaded): the binary exits 2 for it, as `review` and `check` do
+/// for unreadable input, and 1 for failures while running.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error of `serve`: 2 for a [`UsageError`], else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
 /// Flags of `crds`.
 #[derive(Debug, Args)]
 pub struct CrdsArgs {
