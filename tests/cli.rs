@@ -434,6 +434,23 @@ fn serve_exits_2_for_a_state_path_that_does_not_exist_like_review_and_check() {
     }
 }
 
+#[test]
+fn review_names_the_file_that_is_not_an_admission_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("review.json");
+    std::fs::write(&file, "not a review\n").unwrap();
+    let (code, err) = run(milo_webhook(&["review", file.to_str().unwrap()]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "milo-webhook: {}: the AdmissionReview is not valid JSON",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 /// A kubeconfig whose current context `ctx` points at `server`.
 fn write_kubeconfig(path: &std::path::Path, server: &str) {
     std::fs::write(
