@@ -451,6 +451,43 @@ fn review_names_the_file_that_is_not_an_admission_review() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+#[test]
+fn webhook_config_with_a_url_and_no_ca_file_warns_and_names_the_dev_ca() {
+    let out = milo_webhook(&["webhook-config", "--url", "https://127.0.0.1:9443"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("milo-webhook: warning: no --ca-file"),
+        "{err}"
+    );
+    assert!(err.contains("--ca-file certs/ca.crt"), "{err}");
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("url: https://127.0.0.1:9443/"), "{yaml}");
+    assert!(!yaml.contains("caBundle"), "{yaml}");
+
+    // The way manifests/webhook/ is rendered: cert-manager injects the CA, nothing to warn about.
+    let out = milo_webhook(&[
+        "webhook-config",
+        "--service",
+        "milo-webhook",
+        "--namespace",
+        "milo-system",
+        "--inject-ca-from",
+        "milo-system/milo-webhook-tls",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A kubeconfig whose current context `ctx` points at `server`.
 fn write_kubeconfig(path: &std::path::Path, server: &str) {
     std::fs::write(

@@ -157,6 +157,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(parsed.into())
 }
 
+/// What `webhook-config` warns about on standard error (the YAML on standard output is as
+/// asked): configurations without a `caBundle`, which the API server can only use when the
+/// serving certificate chains to a CA it already trusts, never the development CA.
+pub fn webhook_config_warning(args: &WebhookConfigArgs) -> Option<String> {
+    if args.ca_file.is_some() || args.inject_ca_from.is_some() {
+        return None;
+    }
+    Some(if args.url.is_some() {
+        "warning: no --ca-file, so the configurations carry no caBundle and the API server will not trust a private CA; for the development certificate add --ca-file certs/ca.crt".to_owned()
+    } else {
+        "warning: no --ca-file nor --inject-ca-from, so the configurations carry no caBundle and the API server will not trust a private CA".to_owned()
+    })
+}
+
 /// Renders `webhook-config`.
 pub fn webhook_config(args: &WebhookConfigArgs) -> anyhow::Result<String> {
     use crate::webhook_config::{Endpoint, RenderOptions, to_yaml};
