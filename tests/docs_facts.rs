@@ -101,10 +101,10 @@ fn numbers_between(text: &str, before: &str, after: &str) -> Vec<usize> {
     let mut rest = text;
     while let Some(i) = rest.find(before) {
         rest = &rest[i + before.len()..];
-        if let Some(end) = rest.find(after) {
-            if let Some(n) = number_of(&rest[..end]) {
-                found.push(n);
-            }
+        if let Some(end) = rest.find(after)
+            && let Some(n) = number_of(&rest[..end])
+        {
+            found.push(n);
         }
     }
     found
