@@ -52,7 +52,8 @@ RUN set -eu; \
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin milo-webhook \
- && cp target/release/milo-webhook /milo-webhook
+ && cp target/release/milo-webhook /milo-webhook \
+ && mkdir -p /work/certs
 
 ############################
 # Runtime
@@ -62,6 +63,12 @@ RUN touch src/main.rs src/lib.rs \
 FROM gcr.io/distroless/cc-debian12:nonroot
 
 COPY --from=builder /milo-webhook /milo-webhook
+
+# A working directory the non-root user can write: `serve` without --tls-cert-file generates a
+# development certificate into ./certs, so a bare `docker run` of the image needs one (in a
+# Deployment the certificate comes from a Secret and the root filesystem can stay read-only).
+COPY --from=builder --chown=65532:65532 /work /work
+WORKDIR /work
 
 # 65532 is the "nonroot" user of distroless images.
 USER 65532:65532

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use milo_webhook::cmd::{Cli, Command, check, crds, review, serve, webhook_config};
+use milo_webhook::cmd::{
+    Cli, Command, check, crds, exit_code, review, serve, webhook_config, webhook_config_warning,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,7 +18,7 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(serve::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(error) => fail(&format!("{error:#}"), 1),
+                Err(error) => fail(&format!("{error:#}"), exit_code(&error)),
             }
         }
         Command::Review(args) => match review::run(&args) {
@@ -46,6 +48,9 @@ fn main() -> ExitCode {
         },
         Command::WebhookConfig(args) => match webhook_config(&args) {
             Ok(yaml) => {
+                if let Some(warning) = webhook_config_warning(&args) {
+                    eprintln!("milo-webhook: {warning}");
+                }
                 print!("{yaml}");
                 ExitCode::SUCCESS
             }

@@ -71,7 +71,8 @@ fn a_broken_state_file_fails_first_with_the_same_prefix_as_check() {
         "--admin-listen",
         "127.0.0.1:0",
     ]));
-    assert_eq!(code, 1, "{err}");
+    // 2, as `check` and `review` exit for input they cannot read.
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(&format!(
             "milo-webhook: cannot load state: {}: document 1 is not valid YAML",
@@ -396,4 +397,379 @@ fn a_rate_limit_that_is_not_positive_is_refused_by_name() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--resend-rate-limit"), "{err}");
     assert!(err.contains("not a positive number"), "{err}");
+}
+
+#[test]
+fn serve_exits_2_for_a_state_path_that_does_not_exist_like_review_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-state");
+    let certs = dir.path().join("certs");
+    let (code, err) = run(milo_webhook(&[
+        "serve",
+        "--state",
+        missing.to_str().unwrap(),
+        "--certs-dir",
+        certs.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "milo-webhook: cannot load state: cannot read {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    assert!(
+        !certs.exists(),
+        "nothing generated for a server that cannot start"
+    );
+    for command in ["review", "check"] {
+        let (code, _) = run(milo_webhook(&[
+            command,
+            "--state",
+            missing.to_str().unwrap(),
+            "manifests/samples/requests/membership-ok.yaml",
+        ]));
+        assert_eq!(code, 2, "{command}");
+    }
+}
+
+#[test]
+fn review_names_the_file_that_is_not_an_admission_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("review.json");
+    std::fs::write(&file, "not a review\n").unwrap();
+    let (code, err) = run(milo_webhook(&["review", file.to_str().unwrap()]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "milo-webhook: {}: the AdmissionReview is not valid JSON",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn webhook_config_with_a_url_and_no_ca_file_warns_and_names_the_dev_ca() {
+    let out = milo_webhook(&["webhook-config", "--url", "https://127.0.0.1:9443"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("milo-webhook: warning: no --ca-file"),
+        "{err}"
+    );
+    assert!(err.contains("--ca-file certs/ca.crt"), "{err}");
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("url: https://127.0.0.1:9443/"), "{yaml}");
+    assert!(!yaml.contains("caBundle"), "{yaml}");
+
+    // The way manifests/webhook/ is rendered: cert-manager injects the CA, nothing to warn about.
+    let out = milo_webhook(&[
+        "webhook-config",
+        "--service",
+        "milo-webhook",
+        "--namespace",
+        "milo-system",
+        "--inject-ca-from",
+        "milo-system/milo-webhook-tls",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A kubeconfig whose current context `ctx` points at `server`.
+fn write_kubeconfig(path: &std::path::Path, server: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {{server: \"{server}\"}}
+users:
+- name: u
+  user: {{token: t}}
+contexts:
+- name: ctx
+  context: {{cluster: c, user: u}}
+current-context: ctx
+"
+        ),
+    )
+    .unwrap();
+}
+
+/// `serve` with `args`, `KUBECONFIG` set to `kubeconfig`, a home of its own and no in-cluster
+/// variables, against a webhook port that is taken: it logs how it starts, then fails.
+fn serve_start(args: &[&str], kubeconfig: &std::path::Path) -> (i32, String) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let mut all = vec![
+        "serve",
+        "--certs-dir",
+        certs.to_str().unwrap(),
+        "--listen",
+        &addr,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    all.extend_from_slice(args);
+    let mut command = milo_webhook(&all);
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env_remove("MILO_WEBHOOK_STATE")
+        .env_remove("MILO_WEBHOOK_KUBECONFIG")
+        .env_remove("MILO_WEBHOOK_USE_CURRENT_CONTEXT")
+        .env_remove("RESEND_API_KEY");
+    let result = run(command);
+    drop(taken);
+    result
+}
+
+/// The start line: which cluster (or none) and which controllers.
+fn start_line(err: &str) -> &str {
+    err.lines()
+        .find(|l| l.contains("serve: offline: ") || l.contains("serve: cluster "))
+        .unwrap_or_else(|| panic!("no start line in {err}"))
+}
+
+#[test]
+fn serve_writes_only_to_a_cluster_it_was_told_to_use_and_says_which_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(&kubeconfig, "https://127.0.0.1:6443");
+
+    // A current context alone is not a reason to write to its cluster.
+    let (code, err) = serve_start(&[], &kubeconfig);
+    assert_eq!(code, 1, "{err}");
+    let line = start_line(&err);
+    assert!(
+        line.ends_with(
+            "offline: no --state, an empty cluster; controllers: none (offline: they need a cluster)"
+        ),
+        "{err}"
+    );
+    let warning = err
+        .lines()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning in {err}"));
+    assert!(
+        warning.ends_with(&format!(
+            "no cluster named: serving offline with an empty state (--state PATH loads manifests; --kubeconfig PATH or --use-current-context serves a cluster); {} is not used without --use-current-context",
+            kubeconfig.display()
+        )),
+        "{warning}"
+    );
+    assert!(!warning.contains('"'), "{warning}");
+
+    // Named: by --kubeconfig, or by --use-current-context for the one kubectl would use.
+    let (code, err) = serve_start(&["--kubeconfig", kubeconfig.to_str().unwrap()], &kubeconfig);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        start_line(&err).ends_with(&format!(
+            "cluster https://127.0.0.1:6443/ (--kubeconfig {}); controllers while leading: enrollment,removal,membership,usercontact,invitation; off: resend (no Resend API key), email (needs a Resend API key and --email-from-address)",
+            kubeconfig.display()
+        )),
+        "{err}"
+    );
+    let (code, err) = serve_start(
+        &[
+            "--use-current-context",
+            "--controllers",
+            "removal,enrollment",
+        ],
+        &kubeconfig,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        start_line(&err).ends_with(&format!(
+            "cluster https://127.0.0.1:6443/ (current context ctx of {}); controllers while leading: enrollment,removal",
+            kubeconfig.display()
+        )),
+        "{err}"
+    );
+    let (code, err) = serve_start(&["--use-current-context", "--no-controllers"], &kubeconfig);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        start_line(&err).ends_with("controllers: none (--no-controllers)"),
+        "{err}"
+    );
+
+    // Asked for, but not there: exit 2 with one line.
+    let missing = dir.path().join("missing");
+    let (code, err) = serve_start(&["--use-current-context"], &missing);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "milo-webhook: --use-current-context: no kubeconfig at {}",
+            missing.display()
+        )
+    );
+    let (code, err) = serve_start(&["--kubeconfig", missing.to_str().unwrap()], &kubeconfig);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "milo-webhook: --kubeconfig: cannot read {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+
+    // The flags that name a source exclude each other.
+    let (code, _) = serve_start(
+        &[
+            "--state",
+            "manifests/samples/state",
+            "--use-current-context",
+        ],
+        &kubeconfig,
+    );
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn in_a_pod_serve_uses_the_pod_s_service_account_and_says_so_when_it_cannot() {
+    if std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount").exists() {
+        return; // a real pod: the in-cluster configuration would load
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = milo_webhook(&[
+        "serve",
+        "--certs-dir",
+        dir.path().join("certs").to_str().unwrap(),
+    ]);
+    command
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", "6443")
+        .env_remove("MILO_WEBHOOK_STATE")
+        .env_remove("MILO_WEBHOOK_KUBECONFIG");
+    let (code, err) = run(command);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("milo-webhook: KUBERNETES_SERVICE_HOST is set, but this is not a pod"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A port of 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The status code of `GET path` on the admin port, `None` while nothing answers.
+fn admin_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn an_offline_server_with_a_kube_context_around_never_calls_it_and_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // The "cluster" of the current context: a listener that records whether anyone calls.
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    api.set_nonblocking(true).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write_kubeconfig(
+        &kubeconfig,
+        &format!("https://{}", api.local_addr().unwrap()),
+    );
+    let (listen, admin) = (free_port(), free_port());
+    let log = dir.path().join("stderr");
+    let mut child = milo_webhook(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--certs-dir",
+        dir.path().join("certs").to_str().unwrap(),
+    ])
+    .env("KUBECONFIG", &kubeconfig)
+    .env("HOME", dir.path())
+    .env_remove("KUBERNETES_SERVICE_HOST")
+    .env_remove("MILO_WEBHOOK_STATE")
+    .env_remove("MILO_WEBHOOK_KUBECONFIG")
+    .env_remove("MILO_WEBHOOK_USE_CURRENT_CONTEXT")
+    .env_remove("MILO_WEBHOOK_SHUTDOWN_DELAY")
+    .stdin(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let started = std::time::Instant::now();
+    while admin_status(admin, "/readyz") != Some(200) {
+        assert!(child.try_wait().unwrap().is_none(), "exited early");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "not ready: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Ready at once (offline), and the current context's server was never called.
+    assert!(
+        matches!(api.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "serve connected to the current context's cluster"
+    );
+
+    // SIGTERM: no 5 s drain offline, where no load balancer has to notice.
+    // SAFETY: kill(2) on the child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < std::time::Duration::from_secs(3),
+            "still running 3 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(err.contains("delay_seconds=0.0"), "{err}");
+    assert!(
+        err.contains("offline: no --state, an empty cluster"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shutdown_delay_is_five_seconds_in_a_cluster_none_offline_unless_given() {
+    use std::time::Duration;
+    assert_eq!(serve_args(&[]).shutdown_delay(true), Duration::from_secs(5));
+    assert_eq!(serve_args(&[]).shutdown_delay(false), Duration::ZERO);
+    let given = serve_args(&["--shutdown-delay", "2s"]);
+    assert_eq!(given.shutdown_delay(true), Duration::from_secs(2));
+    assert_eq!(given.shutdown_delay(false), Duration::from_secs(2));
 }

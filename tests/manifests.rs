@@ -43,7 +43,7 @@ fn checked_in_webhook_configurations_match_the_registry() {
             .unwrap();
     assert_eq!(
         on_disk, rendered,
-        "regenerate manifests/webhook/ (see README)"
+        "regenerate manifests/webhook/ (see docs/development.md)"
     );
 }
 

@@ -39,6 +39,22 @@ pub enum Command {
     WebhookConfig(WebhookConfigArgs),
 }
 
+/// A mistake in what the command line named (a file that cannot be read or parsed, a cluster
+/// configuration that cannot be loaded): the binary exits 2 for it, as `review` and `check` do
+/// for unreadable input, and 1 for failures while running.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error of `serve`: 2 for a [`UsageError`], else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
 /// Flags of `crds`.
 #[derive(Debug, Args)]
 pub struct CrdsArgs {
@@ -139,6 +155,20 @@ pub fn parse_seconds(text: &str) -> Result<u64, String> {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let parsed: kube::core::Duration = text.parse().map_err(|e| format!("{e}"))?;
     Ok(parsed.into())
+}
+
+/// What `webhook-config` warns about on standard error (the YAML on standard output is as
+/// asked): configurations without a `caBundle`, which the API server can only use when the
+/// serving certificate chains to a CA it already trusts, never the development CA.
+pub fn webhook_config_warning(args: &WebhookConfigArgs) -> Option<String> {
+    if args.ca_file.is_some() || args.inject_ca_from.is_some() {
+        return None;
+    }
+    Some(if args.url.is_some() {
+        "warning: no --ca-file, so the configurations carry no caBundle and the API server will not trust a private CA; for the development certificate add --ca-file certs/ca.crt".to_owned()
+    } else {
+        "warning: no --ca-file nor --inject-ca-from, so the configurations carry no caBundle and the API server will not trust a private CA".to_owned()
+    })
 }
 
 /// Renders `webhook-config`.

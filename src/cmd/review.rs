@@ -45,7 +45,11 @@ pub fn run(args: &ReviewArgs) -> Result<String, String> {
         None => Route::All,
     };
     let text = read_input(args.file.as_ref())?;
-    let value = parse_document(&text)?;
+    // Name the file, as `check` does: "expected ident" alone does not say which input it was.
+    let value = parse_document(&text).map_err(|e| match named_file(args.file.as_ref()) {
+        Some(path) => format!("{}: {e}", path.display()),
+        None => e,
+    })?;
     let mut store = Store::admission_only();
     load_paths(&mut store, &args.state).map_err(|e| format!("cannot load state: {e}"))?;
     let view = ClusterView::offline(store);
@@ -57,8 +61,13 @@ pub fn run(args: &ReviewArgs) -> Result<String, String> {
     serde_json::to_string_pretty(&reply).map_err(|e| format!("cannot encode the response: {e}"))
 }
 
+/// The file named on the command line, `None` for standard input (`-` or nothing).
+fn named_file(file: Option<&PathBuf>) -> Option<&PathBuf> {
+    file.filter(|f| f.as_os_str() != "-")
+}
+
 fn read_input(file: Option<&PathBuf>) -> Result<String, String> {
-    match file.filter(|f| f.as_os_str() != "-") {
+    match named_file(file) {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display())),
         None => {

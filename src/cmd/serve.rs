@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use super::parse_duration;
+use super::{UsageError, parse_duration};
+use crate::controllers::email::EmailSettings;
 use crate::controllers::invitation::InvitationSettings;
 use crate::controllers::invitation::access::AccessBackendKind;
 use crate::controllers::leader::{self, LeaseSettings};
@@ -63,12 +64,23 @@ pub struct ServeArgs {
     /// Offline mode: manifests (files or directories, repeatable) the view is built from.
     #[arg(long, env = "MILO_WEBHOOK_STATE", value_delimiter = ',')]
     pub state: Vec<PathBuf>,
-    /// Cluster mode with this kubeconfig (default: in-cluster or $KUBECONFIG/~/.kube/config when present).
-    #[arg(long, env = "MILO_WEBHOOK_KUBECONFIG", conflicts_with = "state")]
+    /// Cluster mode with this kubeconfig (its current context). In a pod (KUBERNETES_SERVICE_HOST
+    /// set) the pod's service account is used without it; elsewhere `serve` talks to no cluster
+    /// unless told to with this flag or --use-current-context.
+    #[arg(long, env = "MILO_WEBHOOK_KUBECONFIG", conflicts_with_all = ["state", "use_current_context"])]
     pub kubeconfig: Option<PathBuf>,
-    /// How long to keep serving after SIGTERM while /readyz fails.
-    #[arg(long, env = "MILO_WEBHOOK_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
-    pub shutdown_delay: Duration,
+    /// Cluster mode with the current context of $KUBECONFIG (or ~/.kube/config): the cluster
+    /// kubectl would talk to, where the controllers then write.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_USE_CURRENT_CONTEXT",
+        conflicts_with = "state"
+    )]
+    pub use_current_context: bool,
+    /// How long to keep serving after SIGTERM while /readyz fails, so that load balancers stop
+    /// sending reviews first [default: 5s in cluster mode, 0 offline].
+    #[arg(long, env = "MILO_WEBHOOK_SHUTDOWN_DELAY", value_parser = parse_duration)]
+    pub shutdown_delay: Option<Duration>,
     /// Deadline for one review, body included; keep it below the webhooks' timeoutSeconds.
     #[arg(long, env = "MILO_WEBHOOK_REQUEST_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -245,7 +257,20 @@ impl ServeArgs {
     pub fn max_connection_age(&self) -> Option<Duration> {
         Some(self.max_connection_age).filter(|age| !age.is_zero())
     }
+
+    /// `--shutdown-delay`, else 5 s in cluster mode (for the Service's endpoints to drop the
+    /// replica) and none offline, where no load balancer is waiting to notice.
+    pub fn shutdown_delay(&self, cluster: bool) -> Duration {
+        self.shutdown_delay.unwrap_or(if cluster {
+            DEFAULT_SHUTDOWN_DELAY
+        } else {
+            Duration::ZERO
+        })
+    }
 }
+
+/// `--shutdown-delay` in cluster mode when not given.
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 
 impl InvitationArgs {
     /// The invitation controller's settings.
@@ -337,34 +362,154 @@ enum Source {
     Cluster(kube::Client, Box<kube::Config>),
 }
 
-async fn source(args: &ServeArgs) -> anyhow::Result<Source> {
+/// Whether this process runs in a pod: the kubelet sets `KUBERNETES_SERVICE_HOST` in every
+/// container, and nothing else does unless asked to.
+fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty())
+}
+
+/// The kubeconfig files kubectl reads: those `$KUBECONFIG` lists, else `~/.kube/config`.
+fn kubeconfig_paths() -> Vec<PathBuf> {
+    let listed: Vec<PathBuf> = std::env::var_os("KUBECONFIG")
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !listed.is_empty() {
+        return listed;
+    }
+    std::env::home_dir()
+        .map(|home| vec![home.join(".kube").join("config")])
+        .unwrap_or_default()
+}
+
+/// One line for a kubeconfig that cannot be used: the path as the user typed it, unquoted.
+fn kubeconfig_error(error: &kube::config::KubeconfigError) -> String {
+    match error {
+        kube::config::KubeconfigError::ReadConfig(io, path) => {
+            format!("cannot read {}: {io}", path.display())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The view's source, and how it was chosen, for the line `serve` starts with: only a cluster
+/// the command line names (`--kubeconfig`, `--use-current-context`) or the pod it runs in is
+/// ever used, so a command that looks local never writes to whatever cluster the current kube
+/// context points at.
+async fn source(args: &ServeArgs) -> anyhow::Result<(Source, String)> {
     if !args.state.is_empty() {
         let mut store = Store::admission_only();
         let report = load_paths(&mut store, &args.state)
-            .map_err(|e| anyhow::anyhow!("cannot load state: {e}"))?;
+            .map_err(|e| UsageError(format!("cannot load state: {e}")))?;
         crate::view::release_freed_memory();
         tracing::info!(files = report.files, objects = report.total(), stored = ?report.stored, skipped = ?report.skipped, "offline mode: state loaded");
-        return Ok(Source::Offline(Box::new(store)));
+        let paths: Vec<String> = args.state.iter().map(|p| p.display().to_string()).collect();
+        return Ok((
+            Source::Offline(Box::new(store)),
+            format!("offline: {}", paths.join(", ")),
+        ));
     }
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+    let (config, how) = if let Some(path) = &args.kubeconfig {
+        let flag = format!("--kubeconfig {}", path.display());
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| UsageError(format!("--kubeconfig: {}", kubeconfig_error(&e))))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| UsageError(format!("{flag}: {}", kubeconfig_error(&e))))?;
+        (config, flag)
+    } else if args.use_current_context {
+        let paths = kubeconfig_paths();
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        if !paths.iter().any(|p| p.exists()) {
+            return Err(UsageError(format!(
+                "--use-current-context: no kubeconfig at {}",
+                if shown.is_empty() {
+                    "$KUBECONFIG or ~/.kube/config".to_owned()
+                } else {
+                    shown.join(", ")
+                }
+            ))
+            .into());
         }
-        None => match kube::Config::infer().await {
-            Ok(config) => config,
-            Err(error) => {
-                tracing::warn!(%error, "no cluster configuration found: offline mode with an empty state (pass --state to load manifests)");
-                return Ok(Source::Offline(Box::default()));
-            }
-        },
+        let kubeconfig = kube::config::Kubeconfig::read()
+            .map_err(|e| UsageError(format!("--use-current-context: {}", kubeconfig_error(&e))))?;
+        let context = kubeconfig.current_context.clone().unwrap_or_default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| UsageError(format!("--use-current-context: {}", kubeconfig_error(&e))))?;
+        (
+            config,
+            format!("current context {context} of {}", shown.join(", ")),
+        )
+    } else if in_cluster() {
+        let config = kube::Config::incluster().map_err(|e| {
+            UsageError(format!(
+                "KUBERNETES_SERVICE_HOST is set, but this is not a pod with a service account ({e}); outside a cluster unset it, or pass --kubeconfig or --state"
+            ))
+        })?;
+        (config, "in-cluster".to_owned())
+    } else {
+        let unused = kubeconfig_paths()
+            .into_iter()
+            .find(|p| p.exists())
+            .map(|p| {
+                format!(
+                    "; {} is not used without --use-current-context",
+                    p.display()
+                )
+            })
+            .unwrap_or_default();
+        tracing::warn!(
+            "no cluster named: serving offline with an empty state (--state PATH loads manifests; --kubeconfig PATH or --use-current-context serves a cluster){unused}"
+        );
+        return Ok((
+            Source::Offline(Box::default()),
+            "offline: no --state, an empty cluster".to_owned(),
+        ));
     };
-    tracing::info!(cluster = %config.cluster_url, "cluster mode");
-    Ok(Source::Cluster(
-        kube::Client::try_from(config.clone())?,
-        Box::new(config),
+    let described = format!("cluster {} ({how})", config.cluster_url);
+    Ok((
+        Source::Cluster(kube::Client::try_from(config.clone())?, Box::new(config)),
+        described,
     ))
+}
+
+/// What the start line says of the controllers: those this replica runs while it holds the
+/// Lease, and those selected but off for want of configuration.
+pub fn controllers_summary(
+    selected: &[ControllerKind],
+    cluster: bool,
+    resend_key: bool,
+    email_from: bool,
+) -> String {
+    if selected.is_empty() {
+        return "controllers: none (--no-controllers)".to_owned();
+    }
+    if !cluster {
+        return "controllers: none (offline: they need a cluster)".to_owned();
+    }
+    let mut live = Vec::new();
+    let mut off = Vec::new();
+    for kind in selected {
+        match kind {
+            ControllerKind::Resend if !resend_key => off.push("resend (no Resend API key)"),
+            ControllerKind::Email if !resend_key || !email_from => {
+                off.push("email (needs a Resend API key and --email-from-address)")
+            }
+            kind => live.push(kind.as_str()),
+        }
+    }
+    let mut line = match live.is_empty() {
+        true => "controllers: none".to_owned(),
+        false => format!("controllers while leading: {}", live.join(",")),
+    };
+    if !off.is_empty() {
+        line.push_str(&format!("; off: {}", off.join(", ")));
+    }
+    line
 }
 
 fn certificates(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingCertResolver>> {
@@ -420,7 +565,8 @@ pub fn init_logging(format: &str) {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The state first: a broken state file should fail before anything is generated or logged
     // about certificates.
-    let (view, client) = match source(&args).await? {
+    let (source, described) = source(&args).await?;
+    let (view, client) = match source {
         Source::Offline(store) => (Arc::new(ClusterView::offline(*store)), None),
         Source::Cluster(client, config) => {
             (Arc::new(ClusterView::unsynced()), Some((client, config)))
@@ -430,6 +576,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Before anything is generated or bound: the flag cannot work offline.
         anyhow::bail!(super::provider::EVENTS_NEED_CLUSTER);
     }
+    let metrics = Arc::new(Metrics::default());
+    let (resend, email) = match &client {
+        Some(_) => (
+            args.providers
+                .resend_client(metrics.subsystem(ProviderMetrics::register))?
+                .map(|c| (c, metrics.subsystem(SyncMetrics::register))),
+            args.providers.email_settings()?,
+        ),
+        None => (None, Default::default()),
+    };
+    let controllers = controllers_summary(
+        &args.controllers.selected(),
+        client.is_some(),
+        resend.is_some(),
+        email.from.is_some(),
+    );
+    // The one line that says where writes go, if anywhere.
+    tracing::info!("{described}; {controllers}");
     let resolver = certificates(&args)?;
     let tls_config = tls::server_config(resolver.clone())?;
     let listener = TcpListener::bind(args.listen)
@@ -438,13 +602,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let admin_listener = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
-    let metrics = Arc::new(Metrics::default());
     // Registered now, not when the controller first leads, so that every replica exports the
     // series the alerts read (at zero until it leads).
     crate::controllers::invitation::metrics::InvitationMetrics::of(&metrics);
+    let shutdown_delay = args.shutdown_delay(client.is_some());
     let options = ServeOptions {
         request_timeout: args.request_timeout,
-        shutdown_delay: args.shutdown_delay,
+        shutdown_delay,
         max_connection_age: args.max_connection_age(),
         settings: Arc::new(args.rules.settings()),
         ..ServeOptions::default()
@@ -468,21 +632,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut leading = None;
     if let Some((client, config)) = client {
         tokio::spawn(crate::view::watch::run(client.clone(), view.clone()));
-        let resend = args
-            .providers
-            .resend_client(metrics.subsystem(ProviderMetrics::register))?
-            .map(|c| (c, metrics.subsystem(SyncMetrics::register)));
         leading = start_controllers(
             &args,
             (client, *config),
             view,
             metrics.clone(),
-            resend,
+            (resend, email),
             &server.shutdown,
         )
         .await?;
-    } else if !args.controllers.selected().is_empty() {
-        tracing::info!("offline mode: controllers need a cluster and do not run");
     }
     let events = events.map(|(listener, router, tls)| {
         let server = server.clone();
@@ -499,10 +657,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         async move { shutdown.stopped().await },
     ));
     let signals = server.shutdown.clone();
-    let delay = args.shutdown_delay;
     tokio::spawn(async move {
         wait_for_signal().await;
-        signals.begin(delay).await;
+        signals.begin(shutdown_delay).await;
     });
     let webhooks = {
         let server = server.clone();
@@ -534,7 +691,7 @@ async fn start_controllers(
     (client, config): (kube::Client, kube::Config),
     view: Arc<ClusterView>,
     metrics: Arc<Metrics>,
-    resend: Option<(ResendClient, SyncMetrics)>,
+    (resend, email): (Option<(ResendClient, SyncMetrics)>, EmailSettings),
     shutdown: &Shutdown,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let providers = &args.providers;
@@ -551,7 +708,7 @@ async fn start_controllers(
     tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, controllers = ?selected, "joined leader election");
     let mut settings = args.settings();
     settings.provider_resync = providers.provider_resync;
-    settings.email = providers.email_settings()?;
+    settings.email = email;
     // Controllers write through a client of their own, paced by the API server's answers; the
     // election keeps the plain one, so a backlog of writes never delays a renewal.
     let pace = metrics.subsystem(PaceMetrics::register);
