@@ -2,5 +2,6 @@
 //! into their calls, and the events listener hands their verified events to the controllers.
 
 pub mod metrics;
+pub mod ratelimit;
 pub mod resend;
 pub mod svix;
