@@ -11,6 +11,7 @@
 //! - [`LoopsClient::list_mailing_lists`] (`GET /lists`): lists cannot be created by API, so a
 //!   list a ContactGroup names is checked against this;
 //! - [`LoopsClient::check_api_key`] (`GET /api-key`) for a start-up check;
+//! - [`events::receive`] for deliveries to the events endpoint.
 //!
 //! What this relies on from Loops' documentation (API reference and SDKs as of 2026):
 //! - Base URL `https://app.loops.so/api/v1`, `Authorization: Bearer <key>`; a bad key is 401
@@ -32,11 +33,13 @@
 //! - `POST /contacts/delete {email | userId}`: 404 when no contact matches.
 //! - `GET /lists` answers every list `{id, name, description, isPublic}`, unpaged.
 //! - Webhooks: Standard Webhooks signatures in `webhook-id`, `webhook-timestamp`,
-//!   `webhook-signature`, secret `whsec_<base64>`; body `{eventName, eventTime, ...}`; one
-//!   endpoint per account, events sent at most 10 per second.
+//!   `webhook-signature`, secret `whsec_<base64>`; body `{eventName, eventTime, ...}` (see
+//!   [`events`]); one endpoint per account, events sent at most 10 per second.
 
 pub mod client;
+pub mod events;
 pub mod types;
 
 pub use client::{DEFAULT_BASE_URL, DEFAULT_RATE, LoopsClient, LoopsConfig, LoopsError, PROVIDER};
+pub use events::{Delivery, LoopsEvent, LoopsSigningKey, ReceiveError};
 pub use types::{Consent, ContactUpsert, MailingList, RemoteContact, Subscribed};
