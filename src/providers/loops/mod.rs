@@ -37,9 +37,11 @@
 //!   [`events`]); one endpoint per account, events sent at most 10 per second.
 
 pub mod client;
+mod error;
 pub mod events;
 pub mod types;
 
-pub use client::{DEFAULT_BASE_URL, DEFAULT_RATE, LoopsClient, LoopsConfig, LoopsError, PROVIDER};
+pub use client::{DEFAULT_BASE_URL, DEFAULT_RATE, LoopsClient, LoopsConfig, PROVIDER};
+pub use error::LoopsError;
 pub use events::{Delivery, LoopsEvent, LoopsSigningKey, ReceiveError};
 pub use types::{Consent, ContactUpsert, MailingList, RemoteContact, Subscribed};
