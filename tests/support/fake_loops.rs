@@ -41,7 +41,9 @@ pub const SIGNING_SECRET: &str = "whsec_bWlsby13ZWJob29rLWxvb3BzLWZha2Utc2lnbmlu
 pub struct FakeConfig {
     /// The only key accepted.
     pub api_key: String,
-    /// Requests allowed per `window`; `None` disables enforcement (headers still say 10).
+    /// Requests allowed per `window`; `None` disables enforcement. Answers always carry
+    /// `x-ratelimit-limit`: this value, or Loops' baseline of 10 when `None`, which the client
+    /// lowers its pace to; a scenario that needs more speed sets a higher limit here.
     pub rate_limit: Option<usize>,
     /// The sliding window `rate_limit` counts in. A little under 1 s by default, which absorbs
     /// scheduling jitter between the client's clock and ours without hiding a real burst.
