@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 /// Labels of one provider request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderRequestLabels {
-    /// `resend`.
+    /// `resend` or `loops`.
     pub provider: String,
     /// The client call, e.g. `get_contact`, `list_contacts`.
     pub operation: String,
@@ -21,7 +21,7 @@ pub struct ProviderRequestLabels {
 /// Labels naming a provider.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
-    /// `resend`.
+    /// `resend` or `loops`.
     pub provider: String,
 }
 

@@ -1,12 +1,17 @@
-//! Standard Webhooks (Svix) signatures, which Resend puts on the events it sends.
+//! Standard Webhooks (Svix) signatures, which Resend and Loops put on the events they send.
 //!
-//! The sender signs `"{svix-id}.{svix-timestamp}.{raw body}"` with HMAC-SHA256 under the
-//! endpoint's secret and sends the base64 result in `svix-signature` as one or more
-//! space-separated `v1,<signature>` entries (several while a secret is being rotated). Checking
-//! the raw bytes (not a re-serialized body), in constant time, and only within five minutes of
-//! the stated timestamp keeps forged and replayed deliveries out; the id is what the receiver
-//! deduplicates on.
+//! The sender signs `"{id}.{timestamp}.{raw body}"` with HMAC-SHA256 under the endpoint's secret
+//! and sends the base64 result as one or more space-separated `v1,<signature>` entries (several
+//! while a secret is being rotated). Checking the raw bytes (not a re-serialized body), in
+//! constant time, and only within five minutes of the stated timestamp keeps forged and replayed
+//! deliveries out; the id is what the receiver deduplicates on.
+//!
+//! Only the header names differ between senders: Resend (through Svix) sends `svix-id`,
+//! `svix-timestamp` and `svix-signature` ([`SVIX_HEADERS`], what [`verify`] reads), Loops the
+//! specification's `webhook-id`, `webhook-timestamp` and `webhook-signature`
+//! ([`STANDARD_HEADERS`]); [`verify_with`] and [`verify_headers`] take either.
 
+use axum::http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ring::hmac;
@@ -18,8 +23,38 @@ pub const TOLERANCE: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 
 /// How many `v1` entries are tried: one per secret the sender is rotating through.
 const MAX_CANDIDATES: usize = 8;
 
-/// Prefix of the secrets Svix and Resend hand out.
+/// Prefix of the secrets Svix, Resend and Loops hand out.
 const SECRET_PREFIX: &str = "whsec_";
+
+/// The shortest secret (decoded bytes) the Standard Webhooks specification allows: it asks
+/// senders for 24 to 64 random bytes. [`SigningKey::parse_with_min`] refuses shorter ones, so a
+/// truncated or hand-typed secret is a configuration error rather than a guessable key.
+pub const STANDARD_MIN_SECRET_LEN: usize = 24;
+
+/// The names of the three headers a sender puts the id, timestamp and signatures in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderNames {
+    /// The message id (what receivers deduplicate on).
+    pub id: &'static str,
+    /// The send time, Unix seconds.
+    pub timestamp: &'static str,
+    /// The `v1,<base64>` entries.
+    pub signature: &'static str,
+}
+
+/// Svix's names, which Resend uses.
+pub const SVIX_HEADERS: HeaderNames = HeaderNames {
+    id: "svix-id",
+    timestamp: "svix-timestamp",
+    signature: "svix-signature",
+};
+
+/// The Standard Webhooks specification's names, which Loops uses.
+pub const STANDARD_HEADERS: HeaderNames = HeaderNames {
+    id: "webhook-id",
+    timestamp: "webhook-timestamp",
+    signature: "webhook-signature",
+};
 
 /// Why a secret or a signature was refused. The messages never contain key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,17 +62,25 @@ pub enum SvixError {
     /// The signing secret is not `whsec_<base64>` (or bare base64), or decodes to nothing.
     #[error("signing secret is not base64 (expected whsec_<base64>)")]
     BadSecret,
+    /// The signing secret decodes to fewer bytes than the receiver requires.
+    #[error("signing secret is {len} bytes, shorter than the {min} required")]
+    ShortSecret {
+        /// Decoded length.
+        len: usize,
+        /// Required length.
+        min: usize,
+    },
     /// A header is empty or missing.
     #[error("missing {0} header")]
     Missing(&'static str),
-    /// `svix-timestamp` is not a Unix time in seconds.
-    #[error("svix-timestamp is not a Unix time")]
+    /// The timestamp header is not a Unix time in seconds.
+    #[error("the signature timestamp is not a Unix time")]
     BadTimestamp,
     /// The stated send time is more than [`TOLERANCE`] away from now.
-    #[error("svix-timestamp is {0} seconds away from now (tolerance 300)")]
+    #[error("the signature timestamp is {0} seconds away from now (tolerance 300)")]
     Stale(i64),
-    /// `svix-signature` holds no `v1` entry.
-    #[error("svix-signature has no v1 entry")]
+    /// The signature header holds no `v1` entry.
+    #[error("the signature header has no v1 entry")]
     NoV1Signature,
     /// No `v1` entry matches the body.
     #[error("no signature matches")]
@@ -61,11 +104,23 @@ impl SigningKey {
     /// Decodes `whsec_<base64>`, or bare base64. Surrounding whitespace is ignored since the
     /// secret usually comes from a mounted file or an environment variable ending in a newline.
     pub fn parse(secret: &str) -> Result<Self, SvixError> {
+        Self::parse_with_min(secret, 1)
+    }
+
+    /// [`parse`](Self::parse), refusing secrets that decode to fewer than `min` bytes (see
+    /// [`STANDARD_MIN_SECRET_LEN`]). The error says how long the secret was, never what it was.
+    pub fn parse_with_min(secret: &str, min: usize) -> Result<Self, SvixError> {
         let secret = secret.trim();
         let encoded = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
         let bytes = STANDARD.decode(encoded).map_err(|_| SvixError::BadSecret)?;
         if bytes.is_empty() {
             return Err(SvixError::BadSecret);
+        }
+        if bytes.len() < min {
+            return Err(SvixError::ShortSecret {
+                len: bytes.len(),
+                min,
+            });
         }
         Ok(Self::from_bytes(&bytes))
     }
@@ -88,8 +143,8 @@ impl SigningKey {
     }
 }
 
-/// The `svix-signature` entry for `body` sent as message `id` at `timestamp` (Unix seconds, as
-/// sent): `v1,<base64>`. Used by tests and fake senders.
+/// The signature entry for `body` sent as message `id` at `timestamp` (Unix seconds, as sent):
+/// `v1,<base64>`, whichever header it travels in. Used by tests and fake senders.
 pub fn sign(key: &SigningKey, id: &str, timestamp: &str, body: &[u8]) -> String {
     let tag = key.context(id, timestamp, body).sign();
     format!("v1,{}", STANDARD.encode(tag.as_ref()))
@@ -98,8 +153,50 @@ pub fn sign(key: &SigningKey, id: &str, timestamp: &str, body: &[u8]) -> String 
 /// Checks that one of the `v1` entries in `signatures` is `key`'s signature of `body` as message
 /// `id` sent at `timestamp`, and that `timestamp` is within [`TOLERANCE`] of `now`. Entries of
 /// other versions, and entries that are not base64, are skipped: a sender may add schemes this
-/// receiver does not know.
+/// receiver does not know. Errors name Svix's headers ([`SVIX_HEADERS`]).
 pub fn verify(
+    key: &SigningKey,
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    body: &[u8],
+    now: jiff::Timestamp,
+) -> Result<(), SvixError> {
+    verify_with(&SVIX_HEADERS, key, id, timestamp, signatures, body, now)
+}
+
+/// Reads the three values from `headers` under `names` and checks them as [`verify_with`] does;
+/// returns the message id, which the receiver deduplicates on. A header that is absent or not
+/// text counts as missing.
+pub fn verify_headers(
+    names: &HeaderNames,
+    key: &SigningKey,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: jiff::Timestamp,
+) -> Result<String, SvixError> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let id = get(names.id);
+    verify_with(
+        names,
+        key,
+        id,
+        get(names.timestamp),
+        get(names.signature),
+        body,
+        now,
+    )?;
+    Ok(id.trim().to_owned())
+}
+
+/// [`verify`] for a sender using `names`: only the names in its errors differ.
+pub fn verify_with(
+    names: &HeaderNames,
     key: &SigningKey,
     id: &str,
     timestamp: &str,
@@ -110,13 +207,13 @@ pub fn verify(
     let id = id.trim();
     let timestamp = timestamp.trim();
     if id.is_empty() {
-        return Err(SvixError::Missing("svix-id"));
+        return Err(SvixError::Missing(names.id));
     }
     if timestamp.is_empty() {
-        return Err(SvixError::Missing("svix-timestamp"));
+        return Err(SvixError::Missing(names.timestamp));
     }
     if signatures.trim().is_empty() {
-        return Err(SvixError::Missing("svix-signature"));
+        return Err(SvixError::Missing(names.signature));
     }
     let seconds: i64 = timestamp.parse().map_err(|_| SvixError::BadTimestamp)?;
     let offset = seconds.saturating_sub(now.as_second());
@@ -324,5 +421,48 @@ mod tests {
             check(SPEC_ID, &i64::MAX.to_string(), SPEC_SIGNATURE),
             Err(SvixError::Stale(_))
         ));
+    }
+
+    #[test]
+    fn short_secrets_are_refused_when_a_minimum_is_asked() {
+        // 23 and 24 bytes of zeros.
+        let short = format!("whsec_{}", STANDARD.encode([0u8; 23]));
+        let enough = format!("whsec_{}", STANDARD.encode([0u8; 24]));
+        assert_eq!(
+            SigningKey::parse_with_min(&short, STANDARD_MIN_SECRET_LEN).unwrap_err(),
+            SvixError::ShortSecret { len: 23, min: 24 }
+        );
+        SigningKey::parse_with_min(&enough, STANDARD_MIN_SECRET_LEN).unwrap();
+        SigningKey::parse(&short).unwrap();
+        let message = SvixError::ShortSecret { len: 23, min: 24 }.to_string();
+        assert!(!message.contains("AAAA"), "{message}");
+    }
+
+    #[test]
+    fn header_names_are_the_senders_own() {
+        let key = spec_key();
+        let now = at(1_614_265_330);
+        let mut headers = HeaderMap::new();
+        headers.insert("webhook-id", SPEC_ID.parse().unwrap());
+        headers.insert("webhook-timestamp", SPEC_TIMESTAMP.parse().unwrap());
+        headers.insert("webhook-signature", SPEC_SIGNATURE.parse().unwrap());
+        assert_eq!(
+            verify_headers(&STANDARD_HEADERS, &key, &headers, SPEC_BODY, now).unwrap(),
+            SPEC_ID
+        );
+        // The same delivery read with Svix's names finds nothing.
+        assert_eq!(
+            verify_headers(&SVIX_HEADERS, &key, &headers, SPEC_BODY, now),
+            Err(SvixError::Missing("svix-id"))
+        );
+        headers.remove("webhook-signature");
+        assert_eq!(
+            verify_headers(&STANDARD_HEADERS, &key, &headers, SPEC_BODY, now),
+            Err(SvixError::Missing("webhook-signature"))
+        );
+        assert_eq!(
+            verify_with(&STANDARD_HEADERS, &key, "", "1", "v1,x", b"", now),
+            Err(SvixError::Missing("webhook-id"))
+        );
     }
 }

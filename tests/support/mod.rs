@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bench;
+pub mod fake_loops;
 pub mod fake_resend;
 pub mod fixtures;
 pub mod https;

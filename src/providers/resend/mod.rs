@@ -5,8 +5,10 @@ mod answer;
 pub mod client;
 pub mod emails;
 pub mod events;
-pub mod ratelimit;
 pub mod types;
+
+/// The account limiter, shared with the other providers (kept at its former path).
+pub use crate::providers::ratelimit;
 
 pub use client::{ResendClient, ResendConfig, ResendError};
 pub use emails::{EmailTag, OutgoingEmail};
