@@ -335,6 +335,44 @@ fn max_connection_age_defaults_to_five_minutes_and_zero_turns_it_off() {
     );
 }
 
+/// The listeners' bounds default to what keeps a replica under its memory limit, and take
+/// Kubernetes' binary suffixes.
+#[test]
+fn limit_flags_default_to_the_bounds_and_take_binary_suffixes() {
+    use milo_webhook::server::budget::ReviewLimits;
+    let defaults = serve_args(&[]).limits;
+    assert_eq!(defaults.review_limits(), ReviewLimits::default());
+    assert_eq!(defaults.review_limits().max_body, 3 * 1024 * 1024);
+    assert_eq!(defaults.max_connections, 512);
+    assert_eq!(defaults.events().max_connections, 256);
+    let set = serve_args(&[
+        "--max-review-bytes=512Ki",
+        "--max-in-flight-review-bytes=8Mi",
+        "--max-concurrent-reviews=16",
+        "--max-connections=10",
+        "--provider-events-max-connections=5",
+        "--provider-events-idle-timeout=30s",
+    ])
+    .limits;
+    let limits = set.review_limits();
+    assert_eq!(
+        (
+            limits.max_body,
+            limits.max_in_flight_bytes,
+            limits.max_concurrent
+        ),
+        (512 * 1024, 8 * 1024 * 1024, 16)
+    );
+    assert_eq!(set.max_connections, 10);
+    assert_eq!(set.events().max_connections, 5);
+    assert_eq!(set.events().idle_timeout.as_secs(), 30);
+    use clap::Parser;
+    for bad in ["--max-review-bytes=3MB", "--max-concurrent-reviews=0"] {
+        let parsed = milo_webhook::cmd::Cli::try_parse_from(["milo-webhook", "serve", bad]);
+        assert!(parsed.is_err(), "{bad}");
+    }
+}
+
 #[test]
 fn check_needs_no_state_and_its_output_format_has_an_environment_variable() {
     let out = milo_webhook(&["check", "manifests/samples/requests/membership-ok.yaml"])

@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// Settings the rules read.
     #[command(flatten)]
     pub rules: super::RuleArgs,
+    /// What clients can make a replica hold.
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
     /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
     #[arg(long, env = "MILO_WEBHOOK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -418,6 +421,7 @@ pub fn init_logging(format: &str) {
 
 /// Runs the server until SIGTERM or SIGINT, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    crate::server::budget::return_large_buffers_to_the_system();
     // The state first: a broken state file should fail before anything is generated or logged
     // about certificates.
     let (view, client) = match source(&args).await? {
@@ -447,6 +451,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_delay: args.shutdown_delay,
         max_connection_age: args.max_connection_age(),
         settings: Arc::new(args.rules.settings()),
+        review_limits: args.limits.review_limits(),
+        max_connections: args.limits.max_connections,
+        events: args.limits.events(),
         ..ServeOptions::default()
     };
     let server = Arc::new(Server {
