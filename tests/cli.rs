@@ -373,6 +373,44 @@ fn limit_flags_default_to_the_bounds_and_take_binary_suffixes() {
     }
 }
 
+/// Older unsubscribe keys verify, the signing key signs; the email sender and the events
+/// listener share one set of keys (and so one reload).
+#[test]
+fn unsubscribe_verification_keys_need_a_signing_key_and_are_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (current, previous) = (dir.path().join("current"), dir.path().join("previous"));
+    std::fs::write(&current, [2u8; 32]).unwrap();
+    std::fs::write(&previous, [1u8; 32]).unwrap();
+    let (current, previous) = (current.to_str().unwrap(), previous.to_str().unwrap());
+    use clap::Parser;
+    let alone = milo_webhook::cmd::Cli::try_parse_from([
+        "milo-webhook",
+        "serve",
+        &format!("--unsubscribe-verification-key-file={previous}"),
+    ]);
+    assert!(alone.is_err(), "a verification key needs a signing key");
+    let args = serve_args(&[
+        &format!("--unsubscribe-signing-key-file={current}"),
+        &format!("--unsubscribe-verification-key-file={previous}"),
+    ]);
+    let keys = args.providers.unsubscribe_keys().unwrap().unwrap();
+    let set = keys.current();
+    assert_eq!(set.verifying.len(), 1);
+    let again = args.providers.unsubscribe_keys().unwrap().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&keys, &again), "read once, shared");
+    std::fs::write(dir.path().join("short"), b"short").unwrap();
+    let short = dir.path().join("short");
+    let bad = serve_args(&[
+        &format!("--unsubscribe-signing-key-file={current}"),
+        &format!("--unsubscribe-verification-key-file={}", short.display()),
+    ]);
+    let error = bad.providers.unsubscribe_keys().unwrap_err().to_string();
+    assert!(
+        error.contains("short") && error.contains("at least 32"),
+        "{error}"
+    );
+}
+
 #[test]
 fn check_needs_no_state_and_its_output_format_has_an_environment_variable() {
     let out = milo_webhook(&["check", "manifests/samples/requests/membership-ok.yaml"])

@@ -57,7 +57,7 @@ pub struct ServeArgs {
         default_value = "certs"
     )]
     pub certs_dir: PathBuf,
-    /// How often the certificate files are checked for rotation.
+    /// How often the certificate and unsubscribe key files are checked for rotation.
     #[arg(long, env = "MILO_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
     /// Offline mode: manifests (files or directories, repeatable) the view is built from.
@@ -490,6 +490,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     } else if !args.controllers.selected().is_empty() {
         tracing::info!("offline mode: controllers need a cluster and do not run");
+    }
+    // The unsubscribe keys, read by the events listener or the email sender, are watched once.
+    if let Some(keys) = args.providers.unsubscribe_keys.get().cloned() {
+        let stop = server.shutdown.clone();
+        let stopped = async move { stop.stopped().await };
+        tokio::spawn(keys.watch(args.tls_reload_interval, stopped));
     }
     let events = events.map(|(listener, router, tls)| {
         let server = server.clone();
