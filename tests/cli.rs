@@ -473,3 +473,30 @@ fn a_rate_limit_that_is_not_positive_is_refused_by_name() {
     assert!(err.contains("--resend-rate-limit"), "{err}");
     assert!(err.contains("not a positive number"), "{err}");
 }
+
+/// A Svix signing secret shorter than what Resend hands out (24 bytes) is refused at start,
+/// naming the flag and the length.
+#[test]
+fn short_svix_signing_secrets_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "whsec_c2VjcmV0\n").unwrap();
+    let args = serve_args(&[&format!(
+        "--resend-webhook-signing-key-file={}",
+        short.display()
+    )]);
+    let error = args.providers.events_config().unwrap_err().to_string();
+    assert!(
+        error.contains("--resend-webhook-signing-key-file")
+            && error.contains("6 bytes")
+            && error.contains("at least 24"),
+        "{error}"
+    );
+    let good = dir.path().join("good");
+    std::fs::write(&good, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let args = serve_args(&[&format!(
+        "--resend-webhook-signing-key-file={}",
+        good.display()
+    )]);
+    assert!(args.providers.events_config().unwrap().email_key.is_some());
+}

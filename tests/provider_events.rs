@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
 const EMAIL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const CONTACT_SECRET: &str = "whsec_c2VjcmV0LWNvbnRhY3Q=";
+const CONTACT_SECRET: &str = "whsec_c2VjcmV0LWNvbnRhY3QtZXZlbnRzLTI0";
 
 /// Records contact events; fails the first `failures` calls, sleeps `delay` in each.
 #[derive(Default)]
@@ -521,4 +521,42 @@ async fn other_methods_and_paths_are_refused() {
         assert_eq!(response.status().as_u16(), expected, "{method} {path}");
         response.into_body().collect().await.unwrap();
     }
+}
+
+/// Over HTTP/2 a header keeps its leading space (HTTP/1.1 parsers trim it): the id is
+/// deduplicated as the signature check reads it, trimmed, so one delivery is handled once.
+#[tokio::test]
+async fn ids_are_deduplicated_as_signed_whatever_surrounds_them() {
+    let listener = Listener::with_keys(RecordingSink::default()).await;
+    let event = contact_event("contact.created", "ada@example.com");
+    assert_eq!(
+        listener
+            .deliver(CONTACT_EVENTS_PATH, CONTACT_SECRET, "msg_t", 0, &event)
+            .await,
+        200
+    );
+    let body = event.to_string().into_bytes();
+    let timestamp = jiff::Timestamp::now().as_second().to_string();
+    let signature = sign(&key(CONTACT_SECRET), "msg_t", &timestamp, &body);
+    // HTTP/2 with prior knowledge over plain TCP, as an ingress may speak it.
+    let stream = TcpStream::connect(listener.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut request = Request::post(format!("http://events.example.com{CONTACT_EVENTS_PATH}"));
+    for (name, value) in signed_headers(" msg_t", timestamp, signature) {
+        request = request.header(name, value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&text[..], b"duplicate\n");
+    assert_eq!(listener.sink.calls(), 1, "handled once");
 }

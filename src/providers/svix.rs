@@ -21,12 +21,21 @@ const MAX_CANDIDATES: usize = 8;
 /// Prefix of the secrets Svix and Resend hand out.
 const SECRET_PREFIX: &str = "whsec_";
 
+/// Shortest secret accepted, in decoded bytes: what Svix and Resend hand out (192 bits). A
+/// shorter one is a typo or a placeholder, and would let forged deliveries be guessed sooner.
+pub const MIN_SECRET_BYTES: usize = 24;
+
 /// Why a secret or a signature was refused. The messages never contain key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SvixError {
     /// The signing secret is not `whsec_<base64>` (or bare base64), or decodes to nothing.
     #[error("signing secret is not base64 (expected whsec_<base64>)")]
     BadSecret,
+    /// The signing secret decodes to fewer than [`MIN_SECRET_BYTES`] bytes.
+    #[error(
+        "signing secret decodes to {0} bytes; at least 24 are required (Resend's and Svix's are 24)"
+    )]
+    ShortSecret(usize),
     /// A header is empty or missing.
     #[error("missing {0} header")]
     Missing(&'static str),
@@ -67,10 +76,15 @@ impl SigningKey {
         if bytes.is_empty() {
             return Err(SvixError::BadSecret);
         }
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(SvixError::ShortSecret(bytes.len()));
+        }
         Ok(Self::from_bytes(&bytes))
     }
 
-    /// A key from raw bytes (what the base64 of a secret decodes to).
+    /// A key from raw bytes (what the base64 of a secret decodes to), of any length: for test
+    /// vectors and fake senders. Configured secrets go through [`SigningKey::parse`], which
+    /// refuses short ones.
     pub fn from_bytes(bytes: &[u8]) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
@@ -192,7 +206,7 @@ mod tests {
     fn a_vector_computed_from_the_definition() {
         // HMAC-SHA256(key = b"secret", "id.1.{}"), base64: computed independently with
         // `printf 'id.1.{}' | openssl dgst -sha256 -hmac secret -binary | base64`.
-        let key = SigningKey::parse("whsec_c2VjcmV0").unwrap();
+        let key = SigningKey::from_bytes(b"secret");
         assert_eq!(
             sign(&key, "id", "1", b"{}"),
             "v1,490pAcC1LQ1k1cOcmH0da199+A88OKCj0Io4WnJlp68="
@@ -218,6 +232,17 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // "secret" and 23 bytes: refused, naming the length; 24 bytes: accepted.
+        assert_eq!(
+            SigningKey::parse("whsec_c2VjcmV0").unwrap_err(),
+            SvixError::ShortSecret(6)
+        );
+        let short = STANDARD.encode([7u8; 23]);
+        assert_eq!(
+            SigningKey::parse(&short).unwrap_err(),
+            SvixError::ShortSecret(23)
+        );
+        assert!(SigningKey::parse(&STANDARD.encode([7u8; 24])).is_ok());
         assert_eq!(format!("{:?}", spec_key()), "SigningKey(..)");
     }
 
@@ -225,7 +250,7 @@ mod tests {
     fn any_matching_v1_entry_is_accepted_and_other_versions_ignored() {
         let key = spec_key();
         let now = at(1_614_265_330);
-        let other = SigningKey::parse("whsec_c2VjcmV0").unwrap();
+        let other = SigningKey::from_bytes(b"secret");
         let wrong = sign(&other, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY);
         let header = format!("v2,abc {wrong} v1,!!notbase64 {SPEC_SIGNATURE}");
         verify(&key, SPEC_ID, SPEC_TIMESTAMP, &header, SPEC_BODY, now).unwrap();

@@ -28,6 +28,7 @@ use prometheus_client::registry::Registry;
 
 use crate::providers::resend::events::{ContactEvent, EmailEvent, ResendEvent, parse_event};
 use crate::providers::svix::{self, SigningKey};
+use crate::server::throttle::Throttle;
 
 /// Where Resend delivers contact events (Milo's path).
 pub const CONTACT_EVENTS_PATH: &str =
@@ -192,6 +193,10 @@ struct Listener {
     sink: Arc<dyn ProviderEventSink>,
     metrics: ProviderEventMetrics,
     seen: Mutex<SeenIds>,
+    /// Throttles the log lines of deliveries refused for their signature...
+    refused: Throttle,
+    /// ...and of those refused for want of a key.
+    unconfigured: Throttle,
 }
 
 /// Which path a delivery came in on.
@@ -220,6 +225,8 @@ pub fn router(
             order: VecDeque::new(),
             in_flight: HashSet::new(),
         }),
+        refused: Throttle::new(Duration::from_secs(60)),
+        unconfigured: Throttle::new(Duration::from_secs(60)),
     });
     Router::new()
         .route(
@@ -280,17 +287,22 @@ async fn handle(listener: Arc<Listener>, path: Path, request: Request) -> Respon
     let Some(key) = key else {
         // 503, not 404: Resend retries for about a day, so events sent before the secret is
         // configured are not lost, and the endpoint does not look like a wrong URL.
-        tracing::warn!(
-            path = parts.uri.path(),
-            "provider event refused: no signing key is configured for this path"
-        );
+        if let Some(left_out) = listener.unconfigured.ready() {
+            tracing::warn!(
+                path = parts.uri.path(),
+                refused_since_last_line = left_out,
+                "provider event refused: no signing key is configured for this path"
+            );
+        }
         count("unknown", "failed");
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "no signing key configured\n",
         );
     };
-    let id = header_str(&parts.headers, "svix-id");
+    // Trimmed as the signature check trims it: over HTTP/2 a leading space survives, and the
+    // same delivery must not count as two ids.
+    let id = header_str(&parts.headers, "svix-id").trim();
     if let Err(error) = svix::verify(
         key,
         id,
@@ -299,7 +311,16 @@ async fn handle(listener: Arc<Listener>, path: Path, request: Request) -> Respon
         &body,
         jiff::Timestamp::now(),
     ) {
-        tracing::info!(%error, id, path = parts.uri.path(), "provider event refused");
+        // Anyone can send these: one line each at debug, and a throttled summary.
+        tracing::debug!(%error, id, path = parts.uri.path(), "provider event refused");
+        if let Some(left_out) = listener.refused.ready() {
+            tracing::info!(
+                %error,
+                path = parts.uri.path(),
+                refused_since_last_line = left_out,
+                "provider events refused: bad signature (one line a minute at most)"
+            );
+        }
         count("unknown", "unauthorized");
         return answer(StatusCode::UNAUTHORIZED, "invalid signature\n");
     }
