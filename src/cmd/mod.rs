@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod limits;
+pub mod logging;
 pub mod provider;
 pub mod review;
 pub mod serve;

@@ -394,30 +394,7 @@ fn certificates(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingCertResolver>> 
     })
 }
 
-/// The log filter without `RUST_LOG`: `info`, less kube's own line for every failed API call
-/// (`kube_client::client::builder: failed with status 500`, at ERROR and without the object),
-/// which our own WARN line already reports with the object's name and the API server's message.
-pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
-
-/// Initialises logging on standard error: `RUST_LOG` filters, default [`DEFAULT_LOG_FILTER`].
-/// Text is coloured only when standard error is a terminal (and `NO_COLOR` is unset), so log
-/// files and collectors never get escape codes.
-pub fn init_logging(format: &str) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
-    let colour = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
+pub use super::logging::{DEFAULT_LOG_FILTER, init_logging};
 
 /// Runs the server until SIGTERM or SIGINT, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
