@@ -560,3 +560,42 @@ async fn ids_are_deduplicated_as_signed_whatever_surrounds_them() {
     assert_eq!(&text[..], b"duplicate\n");
     assert_eq!(listener.sink.calls(), 1, "handled once");
 }
+
+/// The events path keeps its own bounds: 256 KiB and 10 s by default; a body that stalls is
+/// answered 408 once the read deadline passes, and the sink never sees it.
+#[tokio::test]
+async fn a_stalled_body_is_408_within_the_read_deadline() {
+    let defaults = ProviderEventsConfig::default();
+    assert_eq!(
+        (defaults.max_body, defaults.handler_timeout),
+        (256 * 1024, Duration::from_secs(10))
+    );
+    let listener = Listener::start(
+        ProviderEventsConfig {
+            email_key: Some(key(EMAIL_SECRET)),
+            handler_timeout: Duration::from_millis(300),
+            ..ProviderEventsConfig::default()
+        },
+        RecordingSink::default(),
+    )
+    .await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(listener.addr).await.unwrap();
+    let head = format!(
+        "POST {CONTACT_EVENTS_PATH} HTTP/1.1\r\nhost: events.example.com\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(listener.sink.calls(), 0);
+}
