@@ -599,3 +599,49 @@ async fn a_stalled_body_is_408_within_the_read_deadline() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(listener.sink.calls(), 0);
 }
+
+/// Deliveries in flight are capped: past the cap a delivery gets 429 with Retry-After at once
+/// (Resend retries), so unauthenticated bodies cannot pile up over many streams.
+#[tokio::test]
+async fn deliveries_past_the_in_flight_cap_are_429_at_once() {
+    let sink = RecordingSink {
+        delay: Some(Duration::from_millis(500)),
+        ..RecordingSink::default()
+    };
+    let listener = Arc::new(
+        Listener::start(
+            ProviderEventsConfig {
+                contact_key: Some(key(CONTACT_SECRET)),
+                max_in_flight: 1,
+                ..ProviderEventsConfig::default()
+            },
+            sink,
+        )
+        .await,
+    );
+    let event = contact_event("contact.updated", "ada@example.com");
+    let first = {
+        let (listener, event) = (listener.clone(), event.clone());
+        tokio::spawn(async move {
+            listener
+                .deliver(CONTACT_EVENTS_PATH, CONTACT_SECRET, "msg_a", 0, &event)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let second = listener
+        .deliver(CONTACT_EVENTS_PATH, CONTACT_SECRET, "msg_b", 0, &event)
+        .await;
+    assert_eq!(second, 429);
+    assert!(started.elapsed() < Duration::from_millis(300), "not queued");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(listener.counted("unknown", "busy"), 1);
+    // The slot is back: the retry goes through.
+    assert_eq!(
+        listener
+            .deliver(CONTACT_EVENTS_PATH, CONTACT_SECRET, "msg_b", 0, &event)
+            .await,
+        200
+    );
+}
