@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use milo_webhook::controllers::ControllerSettings;
 use milo_webhook::controllers::email::broadcast::{self, BroadcastSender};
 use milo_webhook::controllers::email::{EmailSettings, UnsubscribeLinks};
-use milo_webhook::server::unsubscribe::UnsubscribeKey;
+use milo_webhook::server::unsubscribe::{UnsubscribeKey, UnsubscribeKeys};
 use serde_json::json;
 use support::bench::{flags, memory, parse};
 use support::fake_resend::{self, FakeConfig};
@@ -115,7 +115,7 @@ async fn run(o: Options) {
         from: Some("Milo <news@example.com>".into()),
         reply_to: None,
         unsubscribe: Some(UnsubscribeLinks {
-            key: UnsubscribeKey::new(&[7u8; 32]).unwrap(),
+            keys: UnsubscribeKeys::single(UnsubscribeKey::new(&[7u8; 32]).unwrap()),
             base_url: "https://mail.example.com".into(),
         }),
     };

@@ -148,6 +148,9 @@ fn bench(c: &mut Criterion) {
         metrics,
         request_timeout: Duration::from_secs(10),
         settings,
+        budget: std::sync::Arc::new(milo_webhook::server::budget::ReviewBudget::new(
+            Default::default(),
+        )),
     });
     let floor_router =
         axum::Router::new().fallback(axum::routing::post(|body: Bytes| async move {

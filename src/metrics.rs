@@ -43,6 +43,15 @@ pub struct ReloadLabels {
     pub result: String,
 }
 
+/// Labels of a refused request or connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `webhook` or `events`.
+    pub listener: String,
+    /// `connections`, `concurrency`, `bytes` or `body_size`.
+    pub reason: String,
+}
+
 /// Labels naming a kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -63,6 +72,8 @@ pub struct Metrics {
     pub review_duration: DurationFamily,
     /// Certificate reload attempts that changed something.
     pub certificate_reloads: Family<ReloadLabels, Counter>,
+    /// Requests and connections refused because a listener's bounds were reached.
+    pub refused: Family<RefusedLabels, Counter>,
     /// Objects indexed in the view.
     pub view_objects: Family<KindLabels, Gauge>,
     /// The embedded controllers' metrics.
@@ -315,6 +326,12 @@ impl Default for Metrics {
             "Serving certificate reloads",
             certificate_reloads.clone(),
         );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "refused",
+            "Requests and connections refused because a listener's bounds were reached",
+            refused.clone(),
+        );
         let view_objects = Family::<KindLabels, Gauge>::default();
         registry.register(
             "view_objects",
@@ -331,6 +348,7 @@ impl Default for Metrics {
             reviews,
             review_duration,
             certificate_reloads,
+            refused,
             view_objects,
         }
     }
@@ -385,6 +403,16 @@ impl Metrics {
         self.certificate_reloads
             .get_or_create(&ReloadLabels {
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one request or connection refused by `listener` for `reason`.
+    pub fn record_refused(&self, listener: &str, reason: &str) {
+        self.refused
+            .get_or_create(&RefusedLabels {
+                listener: listener.into(),
+                reason: reason.into(),
             })
             .inc();
     }

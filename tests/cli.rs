@@ -336,6 +336,82 @@ fn max_connection_age_defaults_to_five_minutes_and_zero_turns_it_off() {
     );
 }
 
+/// The listeners' bounds default to what keeps a replica under its memory limit, and take
+/// Kubernetes' binary suffixes.
+#[test]
+fn limit_flags_default_to_the_bounds_and_take_binary_suffixes() {
+    use milo_webhook::server::budget::ReviewLimits;
+    let defaults = serve_args(&[]).limits;
+    assert_eq!(defaults.review_limits(), ReviewLimits::default());
+    assert_eq!(defaults.review_limits().max_body, 3 * 1024 * 1024);
+    assert_eq!(defaults.max_connections, 512);
+    assert_eq!(defaults.events().max_connections, 256);
+    let set = serve_args(&[
+        "--max-review-bytes=512Ki",
+        "--max-in-flight-review-bytes=8Mi",
+        "--max-concurrent-reviews=16",
+        "--max-connections=10",
+        "--provider-events-max-connections=5",
+        "--provider-events-idle-timeout=30s",
+    ])
+    .limits;
+    let limits = set.review_limits();
+    assert_eq!(
+        (
+            limits.max_body,
+            limits.max_in_flight_bytes,
+            limits.max_concurrent
+        ),
+        (512 * 1024, 8 * 1024 * 1024, 16)
+    );
+    assert_eq!(set.max_connections, 10);
+    assert_eq!(set.events().max_connections, 5);
+    assert_eq!(set.events().idle_timeout.as_secs(), 30);
+    use clap::Parser;
+    for bad in ["--max-review-bytes=3MB", "--max-concurrent-reviews=0"] {
+        let parsed = milo_webhook::cmd::Cli::try_parse_from(["milo-webhook", "serve", bad]);
+        assert!(parsed.is_err(), "{bad}");
+    }
+}
+
+/// Older unsubscribe keys verify, the signing key signs; the email sender and the events
+/// listener share one set of keys (and so one reload).
+#[test]
+fn unsubscribe_verification_keys_need_a_signing_key_and_are_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (current, previous) = (dir.path().join("current"), dir.path().join("previous"));
+    std::fs::write(&current, [2u8; 32]).unwrap();
+    std::fs::write(&previous, [1u8; 32]).unwrap();
+    let (current, previous) = (current.to_str().unwrap(), previous.to_str().unwrap());
+    use clap::Parser;
+    let alone = milo_webhook::cmd::Cli::try_parse_from([
+        "milo-webhook",
+        "serve",
+        &format!("--unsubscribe-verification-key-file={previous}"),
+    ]);
+    assert!(alone.is_err(), "a verification key needs a signing key");
+    let args = serve_args(&[
+        &format!("--unsubscribe-signing-key-file={current}"),
+        &format!("--unsubscribe-verification-key-file={previous}"),
+    ]);
+    let keys = args.providers.unsubscribe_keys().unwrap().unwrap();
+    let set = keys.current();
+    assert_eq!(set.verifying.len(), 1);
+    let again = args.providers.unsubscribe_keys().unwrap().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&keys, &again), "read once, shared");
+    std::fs::write(dir.path().join("short"), b"short").unwrap();
+    let short = dir.path().join("short");
+    let bad = serve_args(&[
+        &format!("--unsubscribe-signing-key-file={current}"),
+        &format!("--unsubscribe-verification-key-file={}", short.display()),
+    ]);
+    let error = bad.providers.unsubscribe_keys().unwrap_err().to_string();
+    assert!(
+        error.contains("short") && error.contains("at least 32"),
+        "{error}"
+    );
+}
+
 #[test]
 fn check_needs_no_state_and_its_output_format_has_an_environment_variable() {
     let out = milo_webhook(&["check", "manifests/samples/requests/membership-ok.yaml"])
@@ -772,4 +848,31 @@ fn the_shutdown_delay_is_five_seconds_in_a_cluster_none_offline_unless_given() {
     let given = serve_args(&["--shutdown-delay", "2s"]);
     assert_eq!(given.shutdown_delay(true), Duration::from_secs(2));
     assert_eq!(given.shutdown_delay(false), Duration::from_secs(2));
+}
+
+/// A Svix signing secret shorter than what Resend hands out (24 bytes) is refused at start,
+/// naming the flag and the length.
+#[test]
+fn short_svix_signing_secrets_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "whsec_c2VjcmV0\n").unwrap();
+    let args = serve_args(&[&format!(
+        "--resend-webhook-signing-key-file={}",
+        short.display()
+    )]);
+    let error = args.providers.events_config().unwrap_err().to_string();
+    assert!(
+        error.contains("--resend-webhook-signing-key-file")
+            && error.contains("6 bytes")
+            && error.contains("24"),
+        "{error}"
+    );
+    let good = dir.path().join("good");
+    std::fs::write(&good, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let args = serve_args(&[&format!(
+        "--resend-webhook-signing-key-file={}",
+        good.display()
+    )]);
+    assert!(args.providers.events_config().unwrap().email_key.is_some());
 }

@@ -12,7 +12,7 @@ use milo_webhook::controllers::ControllerSettings;
 use milo_webhook::controllers::email::broadcast::{self, BroadcastSender};
 use milo_webhook::controllers::email::{EmailSettings, UnsubscribeLinks};
 use milo_webhook::providers::resend::ResendClient;
-use milo_webhook::server::unsubscribe::{UnsubscribeKey, verify};
+use milo_webhook::server::unsubscribe::{UnsubscribeKey, UnsubscribeKeys, verify};
 use serde_json::{Value, json};
 use support::fake_resend::{self, FakeConfig, FakeResend, Fault};
 use support::live_api::{LiveApi, notification_object as object};
@@ -112,7 +112,7 @@ fn start_with(
         from: Some(FROM.into()),
         reply_to: None,
         unsubscribe: links.then(|| UnsubscribeLinks {
-            key: key(),
+            keys: UnsubscribeKeys::single(key()),
             base_url: BASE.into(),
         }),
     };
@@ -247,7 +247,7 @@ async fn only_members_without_opt_out_suppression_or_unsubscribe_get_mail_with_o
             .and_then(|h| h.strip_suffix('>'))
             .unwrap();
         let token = url.strip_prefix(&format!("{BASE}/unsubscribe/")).unwrap();
-        let target = verify(&key(), token).expect("a genuine token");
+        let target = verify(&UnsubscribeKeys::single(key()), token).expect("a genuine token");
         let contact_uid =
             live.get("contacts", "people", contact).unwrap()["metadata"]["uid"].clone();
         assert_eq!(json!(target.contact.uid), contact_uid);

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
 const EMAIL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const CONTACT_SECRET: &str = "whsec_c2VjcmV0LWNvbnRhY3Q=";
+const CONTACT_SECRET: &str = "whsec_c2VjcmV0LWNvbnRhY3QtZXZlbnRzLTI0";
 
 /// Records contact events; fails the first `failures` calls, sleeps `delay` in each.
 #[derive(Default)]
@@ -521,4 +521,127 @@ async fn other_methods_and_paths_are_refused() {
         assert_eq!(response.status().as_u16(), expected, "{method} {path}");
         response.into_body().collect().await.unwrap();
     }
+}
+
+/// Over HTTP/2 a header keeps its leading space (HTTP/1.1 parsers trim it): the id is
+/// deduplicated as the signature check reads it, trimmed, so one delivery is handled once.
+#[tokio::test]
+async fn ids_are_deduplicated_as_signed_whatever_surrounds_them() {
+    let listener = Listener::with_keys(RecordingSink::default()).await;
+    let event = contact_event("contact.created", "ada@example.com");
+    assert_eq!(
+        listener
+            .deliver(CONTACT_EVENTS_PATH, CONTACT_SECRET, "msg_t", 0, &event)
+            .await,
+        200
+    );
+    let body = event.to_string().into_bytes();
+    let timestamp = jiff::Timestamp::now().as_second().to_string();
+    let signature = sign(&key(CONTACT_SECRET), "msg_t", &timestamp, &body);
+    // HTTP/2 with prior knowledge over plain TCP, as an ingress may speak it.
+    let stream = TcpStream::connect(listener.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut request = Request::post(format!("http://events.example.com{CONTACT_EVENTS_PATH}"));
+    for (name, value) in signed_headers(" msg_t", timestamp, signature) {
+        request = request.header(name, value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&text[..], b"duplicate\n");
+    assert_eq!(listener.sink.calls(), 1, "handled once");
+}
+
+/// The events path keeps its own bounds: 256 KiB and 10 s by default; a body that stalls is
+/// answered 408 once the read deadline passes, and the sink never sees it.
+#[tokio::test]
+async fn a_stalled_body_is_408_within_the_read_deadline() {
+    let defaults = ProviderEventsConfig::default();
+    assert_eq!(
+        (defaults.max_body, defaults.handler_timeout),
+        (256 * 1024, Duration::from_secs(10))
+    );
+    let listener = Listener::start(
+        ProviderEventsConfig {
+            email_key: Some(key(EMAIL_SECRET)),
+            handler_timeout: Duration::from_millis(300),
+            ..ProviderEventsConfig::default()
+        },
+        RecordingSink::default(),
+    )
+    .await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(listener.addr).await.unwrap();
+    let head = format!(
+        "POST {CONTACT_EVENTS_PATH} HTTP/1.1\r\nhost: events.example.com\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(listener.sink.calls(), 0);
+}
+
+/// Deliveries in flight are capped: past the cap a delivery gets 429 with Retry-After at once
+/// (Resend retries), so unauthenticated bodies cannot pile up over many streams.
+#[tokio::test]
+async fn deliveries_past_the_in_flight_cap_are_429_at_once() {
+    let sink = RecordingSink {
+        delay: Some(Duration::from_millis(500)),
+        ..RecordingSink::default()
+    };
+    let listener = Arc::new(
+        Listener::start(
+            ProviderEventsConfig {
+                contact_key: Some(key(CONTACT_SECRET)),
+                max_in_flight: 1,
+                ..ProviderEventsConfig::default()
+            },
+            sink,
+        )
+        .await,
+    );
+    let event = contact_event("contact.updated", "ada@example.com");
+    let first = {
+        let (listener, event) = (listener.clone(), event.clone());
+        tokio::spawn(async move {
+            listener
+                .deliver(CONTACT_EVENTS_PATH, CONTACT_SECRET, "msg_a", 0, &event)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let second = listener
+        .deliver(CONTACT_EVENTS_PATH, CONTACT_SECRET, "msg_b", 0, &event)
+        .await;
+    assert_eq!(second, 429);
+    assert!(started.elapsed() < Duration::from_millis(300), "not queued");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(listener.counted("unknown", "busy"), 1);
+    // The slot is back: the retry goes through.
+    assert_eq!(
+        listener
+            .deliver(CONTACT_EVENTS_PATH, CONTACT_SECRET, "msg_b", 0, &event)
+            .await,
+        200
+    );
 }

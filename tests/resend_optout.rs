@@ -91,7 +91,7 @@ fn event(id: &str, unsubscribed: bool, created_at: &str, age: i64, forged: bool)
     .to_string();
     let timestamp = (jiff::Timestamp::now().as_second() - age).to_string();
     let key = if forged {
-        SigningKey::parse("whsec_QUJDREVGR0hJSktMTU5PUA==").unwrap()
+        SigningKey::parse("whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY").unwrap()
     } else {
         SigningKey::parse(SECRET).unwrap()
     };

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 const MEMBERSHIP: &str = "/validate-notification-miloapis-com-v1alpha1-contactgroupmembership";
+const MAX_BODY: usize = milo_webhook::server::budget::DEFAULT_MAX_REVIEW_BYTES;
 
 fn fixture(name: &str) -> fixtures::Fixture {
     fixtures::all()
@@ -63,18 +64,16 @@ async fn http2_is_negotiated_and_served() {
 }
 
 #[tokio::test]
-async fn bodies_over_8_mib_are_refused_and_8_mib_reviews_are_read() {
+async fn bodies_over_the_limit_are_refused_and_reviews_near_it_are_read() {
     let (server, f) = start("membership-create-allowed", ServeOptions::default()).await;
     let mut client = server.client().await;
-    let (status, body) = client
-        .post(MEMBERSHIP, vec![b' '; 8 * 1024 * 1024 + 1])
-        .await;
+    let (status, body) = client.post(MEMBERSHIP, vec![b' '; MAX_BODY + 1]).await;
     assert_eq!(status, 413);
-    assert!(String::from_utf8_lossy(&body).contains("8388608-byte limit"));
+    assert!(String::from_utf8_lossy(&body).contains("3145728-byte limit"));
     // A large but legal UPDATE-sized review (padded with an annotation) is decided normally.
     let mut review = f.review().unwrap();
     review["request"]["object"]["metadata"]["annotations"] =
-        serde_json::json!({"pad": "x".repeat(5 * 1024 * 1024)});
+        serde_json::json!({"pad": "x".repeat(MAX_BODY - 64 * 1024)});
     let mut client = server.client().await;
     let (status, body) = client
         .post(MEMBERSHIP, serde_json::to_vec(&review).unwrap())
@@ -186,7 +185,7 @@ async fn unknown_paths_are_404() {
 #[tokio::test]
 async fn early_answers_are_the_same_over_http1_and_http2() {
     let (server, f) = start("membership-create-allowed", ServeOptions::default()).await;
-    let over_limit = vec![b' '; 8 * 1024 * 1024 + 1];
+    let over_limit = vec![b' '; MAX_BODY + 1];
     let cases: [(&str, &str, Vec<u8>, u16, &str); 3] = [
         (
             "POST",
@@ -195,7 +194,7 @@ async fn early_answers_are_the_same_over_http1_and_http2() {
             404,
             "no webhook is served at this path",
         ),
-        ("POST", MEMBERSHIP, over_limit, 413, "8388608-byte limit"),
+        ("POST", MEMBERSHIP, over_limit, 413, "3145728-byte limit"),
         (
             "PUT",
             MEMBERSHIP,
@@ -227,7 +226,7 @@ async fn early_answers_are_the_same_over_http1_and_http2() {
         }
     }
     // Past the drain bound the client is cut off after the answer rather than read forever.
-    let endless = vec![b' '; 3 * 8 * 1024 * 1024];
+    let endless = vec![b' '; 3 * MAX_BODY];
     assert!(
         h2_exchange(&server, "POST", MEMBERSHIP, endless)
             .await

@@ -64,6 +64,39 @@ pub fn other_than_self<'a>(
         })
 }
 
+/// Who holds a value that must be unique, as a denial may tell it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// An object in the request's own namespace (or a cluster-scoped one), by name.
+    Here(String),
+    /// An object in another namespace: not named, so that whoever may write in one namespace
+    /// learns that the value is taken, but not which object in which namespace holds it.
+    Elsewhere,
+}
+
+/// The first object in `found` other than the one the request is about (see
+/// [`other_than_self`]), named only when it shares the request's namespace.
+pub fn taken_by<'a>(
+    request: &Request,
+    found: impl IntoIterator<Item = NamedRef<'a>>,
+) -> Option<Taken> {
+    let own = request.own_name();
+    let namespace = request.namespace();
+    let mut others = found
+        .into_iter()
+        .filter(|r| !(r.namespace == namespace && r.name == own))
+        .peekable();
+    // One in the request's namespace is named even when others elsewhere hold the value too.
+    let first = others.peek().copied()?;
+    let here = std::iter::once(first)
+        .chain(others)
+        .find(|r| r.namespace == namespace || r.namespace.is_empty());
+    Some(match here {
+        Some(r) => Taken::Here(r.name.to_owned()),
+        None => Taken::Elsewhere,
+    })
+}
+
 /// An Invalid cause when `value` is not a plain email address ("invalid email address: <why>").
 pub fn invalid_email(field: &str, value: &str) -> Option<FieldError> {
     let why = match value.parse::<email_address::EmailAddress>() {

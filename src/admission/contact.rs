@@ -1,13 +1,15 @@
 //! Contact: a valid email, unique across the cluster (case-insensitively); a subject that is an
 //! existing `iam.miloapis.com` User referenced by no other Contact, and that cannot change once
 //! set. The mutating webhook makes the User the Contact's owner, so deleting the User
-//! garbage-collects its Contact.
+//! garbage-collects its Contact. A duplicate held in another namespace is refused without naming
+//! the Contact that holds it ([`Taken::Elsewhere`]): uniqueness is cluster-wide, visibility is
+//! not.
 
 use kube::core::admission::Operation;
 use serde_json::json;
 
 use super::checks::{
-    allow_with_patch, immutable, invalid_email, not_found, other_than_self, patch, verdict_for,
+    Taken, allow_with_patch, immutable, invalid_email, not_found, patch, taken_by, verdict_for,
 };
 use super::review::Request;
 use super::status::{FieldError, FieldErrorType};
@@ -46,13 +48,17 @@ fn check_email(request: &Request, ctx: &Context<'_>, email: &str, errors: &mut V
         errors.push(error);
         return;
     }
-    if let Some(other) = other_than_self(request, ctx.store.contacts_by_email(email).map(|c| c.key))
-    {
+    let holders = ctx.store.contacts_by_email(email).map(|c| c.key);
+    if let Some(taken) = taken_by(request, holders) {
+        let who = match taken {
+            Taken::Here(name) => format!("a Contact named {name}"),
+            Taken::Elsewhere => "a Contact in another namespace".to_owned(),
+        };
         errors.push(FieldError::new(
             FieldErrorType::Duplicate,
             "spec.email",
             email,
-            format!("a Contact named {other} already has this email in the cluster"),
+            format!("{who} already has this email in the cluster"),
         ));
     }
 }
@@ -98,15 +104,16 @@ fn check_subject(
         errors.push(not_found("spec.subject.name", "User", "", &subject.name));
     }
     let others = ctx.store.contacts_by_user(&subject.name).map(|c| c.key);
-    if let Some(other) = other_than_self(request, others) {
+    if let Some(taken) = taken_by(request, others) {
+        let who = match taken {
+            Taken::Here(name) => format!("a Contact named {name}"),
+            Taken::Elsewhere => "a Contact in another namespace".to_owned(),
+        };
         errors.push(FieldError::new(
             FieldErrorType::Duplicate,
             "spec.subject.name",
             &subject.name,
-            format!(
-                "a Contact named {other} already references User {}",
-                subject.name
-            ),
+            format!("{who} already references User {}", subject.name),
         ));
     }
 }

@@ -7,6 +7,7 @@ pub mod chain;
 pub mod checks;
 pub mod contact;
 pub mod decode;
+pub mod diagnose;
 pub mod email;
 pub mod emailtemplate;
 pub mod group;

@@ -196,15 +196,18 @@ impl BadReview {
 }
 
 /// Parses an HTTP body as an AdmissionReview: typed and straight from the bytes when the review
-/// is well formed ([`fast_review`]), else through a tree, which words what is wrong.
+/// is well formed ([`fast_review`]), else by [`diagnose`](super::diagnose::diagnose), which words
+/// what is wrong as [`parse_review_slowly`] would, without building a tree of a body anyone may
+/// have chosen.
 pub fn parse_review(body: &[u8]) -> Result<Request<'_>, BadReview> {
     match fast_review(body) {
         Some(request) => Ok(request),
-        None => parse_review_slowly(body),
+        None => super::diagnose::diagnose(body),
     }
 }
 
-/// Parses an HTTP body as an AdmissionReview through a `Value` tree.
+/// Parses an HTTP body as an AdmissionReview through a `Value` tree: the reference the bounded
+/// paths are tested against, for bodies a caller already trusts.
 pub fn parse_review_slowly(body: &[u8]) -> Result<Request<'static>, BadReview> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BadReview::new(

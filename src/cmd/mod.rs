@@ -2,6 +2,8 @@
 //! one module per subcommand. `main.rs` only parses and dispatches.
 
 pub mod check;
+pub mod limits;
+pub mod logging;
 pub mod provider;
 pub mod review;
 pub mod serve;

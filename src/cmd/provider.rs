@@ -78,9 +78,25 @@ pub struct ProviderArgs {
     #[arg(long, env = "MILO_WEBHOOK_RESEND_CONTACT_WEBHOOK_SIGNING_KEY_FILE")]
     pub resend_contact_webhook_signing_key_file: Option<PathBuf>,
     /// File with the key one-click unsubscribe links are signed with (at least 32 bytes, from a
-    /// Secret). With it, the provider events listener also serves `/unsubscribe/<token>`.
+    /// Secret). With it, the provider events listener also serves `/unsubscribe/<token>`. Re-read
+    /// when it changes (every --tls-reload-interval).
     #[arg(long, env = "MILO_WEBHOOK_UNSUBSCRIBE_SIGNING_KEY_FILE")]
     pub unsubscribe_signing_key_file: Option<PathBuf>,
+    /// Files with older unsubscribe keys, comma-separated or repeated: links they signed keep
+    /// working, new links are signed with --unsubscribe-signing-key-file. To rotate, make the
+    /// new key the signing key and the old one a verification key; drop it once the mail it
+    /// signed is old enough. An empty file holds no key. Re-read when they change.
+    #[arg(
+        long,
+        env = "MILO_WEBHOOK_UNSUBSCRIBE_VERIFICATION_KEY_FILES",
+        value_delimiter = ',',
+        requires = "unsubscribe_signing_key_file"
+    )]
+    pub unsubscribe_verification_key_file: Vec<PathBuf>,
+    /// The keys, once read: the events listener and the email sender share them, so one
+    /// watcher reloads both.
+    #[arg(skip)]
+    pub unsubscribe_keys: std::sync::OnceLock<Arc<unsubscribe::UnsubscribeKeys>>,
     /// The public address of the provider events listener, which one-click unsubscribe links in
     /// mail point at (e.g. `https://mail.example.com`).
     #[arg(long, env = "MILO_WEBHOOK_UNSUBSCRIBE_BASE_URL")]
@@ -133,9 +149,12 @@ impl ProviderArgs {
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
         };
-        let unsubscribe = match (self.unsubscribe_key()?, present(&self.unsubscribe_base_url)) {
-            (Some(key), Some(base_url)) => {
-                Some(crate::controllers::email::UnsubscribeLinks { key, base_url })
+        let unsubscribe = match (
+            self.unsubscribe_keys()?,
+            present(&self.unsubscribe_base_url),
+        ) {
+            (Some(keys), Some(base_url)) => {
+                Some(crate::controllers::email::UnsubscribeLinks { keys, base_url })
             }
             _ => None,
         };
@@ -179,16 +198,25 @@ fn signing_key(
 }
 
 impl ProviderArgs {
-    /// The key one-click unsubscribe links are signed with, when configured.
-    pub fn unsubscribe_key(&self) -> anyhow::Result<Option<unsubscribe::UnsubscribeKey>> {
-        let Some(path) = &self.unsubscribe_signing_key_file else {
+    /// The keys of one-click unsubscribe links, when configured: read once, then shared (see
+    /// [`unsubscribe::UnsubscribeKeys::watch`] for their reload).
+    pub fn unsubscribe_keys(&self) -> anyhow::Result<Option<Arc<unsubscribe::UnsubscribeKeys>>> {
+        if let Some(keys) = self.unsubscribe_keys.get() {
+            return Ok(Some(keys.clone()));
+        }
+        let Some(signing) = &self.unsubscribe_signing_key_file else {
             return Ok(None);
         };
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        unsubscribe::UnsubscribeKey::new(&bytes)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("--unsubscribe-signing-key-file: {e}"))
+        let files = unsubscribe::KeyFiles {
+            signing: signing.clone(),
+            verifying: self.unsubscribe_verification_key_file.clone(),
+        };
+        let keys = unsubscribe::UnsubscribeKeys::load(files).map_err(|e| {
+            anyhow::anyhow!(
+                "--unsubscribe-signing-key-file/--unsubscribe-verification-key-file: {e}"
+            )
+        })?;
+        Ok(Some(self.unsubscribe_keys.get_or_init(|| keys).clone()))
     }
 
     /// The events listener's settings: its signing keys (the contact path falls back to the
@@ -279,9 +307,9 @@ pub async fn provider_events(
         sink,
         metrics.subsystem(provider_events::ProviderEventMetrics::register),
     );
-    if let Some(key) = args.providers.unsubscribe_key()? {
+    if let Some(keys) = args.providers.unsubscribe_keys()? {
         let sink = Arc::new(OneClickSink::new(client.clone()));
-        router = router.merge(unsubscribe::router(key, sink));
+        router = router.merge(unsubscribe::router(keys, sink));
     }
     let listener = TcpListener::bind(addr)
         .await

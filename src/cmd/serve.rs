@@ -58,7 +58,7 @@ pub struct ServeArgs {
         default_value = "certs"
     )]
     pub certs_dir: PathBuf,
-    /// How often the certificate files are checked for rotation.
+    /// How often the certificate and unsubscribe key files are checked for rotation.
     #[arg(long, env = "MILO_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
     /// Offline mode: manifests (files or directories, repeatable) the view is built from.
@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// Settings the rules read.
     #[command(flatten)]
     pub rules: super::RuleArgs,
+    /// What clients can make a replica hold.
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
     /// Log format: `text` (coloured only on a terminal) or `json` (one object per line).
     #[arg(long, env = "MILO_WEBHOOK_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -536,33 +539,11 @@ fn certificates(args: &ServeArgs) -> anyhow::Result<Arc<ReloadingCertResolver>> 
     })
 }
 
-/// The log filter without `RUST_LOG`: `info`, less kube's own line for every failed API call
-/// (`kube_client::client::builder: failed with status 500`, at ERROR and without the object),
-/// which our own WARN line already reports with the object's name and the API server's message.
-pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
-
-/// Initialises logging on standard error: `RUST_LOG` filters, default [`DEFAULT_LOG_FILTER`].
-/// Text is coloured only when standard error is a terminal (and `NO_COLOR` is unset), so log
-/// files and collectors never get escape codes.
-pub fn init_logging(format: &str) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
-    let colour = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
+pub use super::logging::{DEFAULT_LOG_FILTER, init_logging};
 
 /// Runs the server until SIGTERM or SIGINT, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    crate::server::budget::return_large_buffers_to_the_system();
     // The state first: a broken state file should fail before anything is generated or logged
     // about certificates.
     let (source, described) = source(&args).await?;
@@ -611,6 +592,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_delay,
         max_connection_age: args.max_connection_age(),
         settings: Arc::new(args.rules.settings()),
+        review_limits: args.limits.review_limits(),
+        max_connections: args.limits.max_connections,
+        events: args.limits.events(),
         ..ServeOptions::default()
     };
     let server = Arc::new(Server {
@@ -641,6 +625,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             &server.shutdown,
         )
         .await?;
+    }
+    // The unsubscribe keys, read by the events listener or the email sender, are watched once.
+    if let Some(keys) = args.providers.unsubscribe_keys.get().cloned() {
+        let stop = server.shutdown.clone();
+        let stopped = async move { stop.stopped().await };
+        tokio::spawn(keys.watch(args.tls_reload_interval, stopped));
     }
     let events = events.map(|(listener, router, tls)| {
         let server = server.clone();

@@ -103,8 +103,11 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Decodes `whsec_<base64>`, or bare base64. Surrounding whitespace is ignored since the
     /// secret usually comes from a mounted file or an environment variable ending in a newline.
+    /// Secrets that decode to fewer than [`STANDARD_MIN_SECRET_LEN`] bytes are refused: what Svix
+    /// and Resend hand out is 24 bytes, and a shorter one is a typo or a placeholder that would let
+    /// forged deliveries be guessed sooner.
     pub fn parse(secret: &str) -> Result<Self, SvixError> {
-        Self::parse_with_min(secret, 1)
+        Self::parse_with_min(secret, STANDARD_MIN_SECRET_LEN)
     }
 
     /// [`parse`](Self::parse), refusing secrets that decode to fewer than `min` bytes (see
@@ -125,7 +128,9 @@ impl SigningKey {
         Ok(Self::from_bytes(&bytes))
     }
 
-    /// A key from raw bytes (what the base64 of a secret decodes to).
+    /// A key from raw bytes (what the base64 of a secret decodes to), of any length: for test
+    /// vectors and fake senders. Configured secrets go through [`SigningKey::parse`], which
+    /// refuses short ones.
     pub fn from_bytes(bytes: &[u8]) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
@@ -289,7 +294,7 @@ mod tests {
     fn a_vector_computed_from_the_definition() {
         // HMAC-SHA256(key = b"secret", "id.1.{}"), base64: computed independently with
         // `printf 'id.1.{}' | openssl dgst -sha256 -hmac secret -binary | base64`.
-        let key = SigningKey::parse("whsec_c2VjcmV0").unwrap();
+        let key = SigningKey::from_bytes(b"secret");
         assert_eq!(
             sign(&key, "id", "1", b"{}"),
             "v1,490pAcC1LQ1k1cOcmH0da199+A88OKCj0Io4WnJlp68="
@@ -315,6 +320,17 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // "secret" and 23 bytes: refused, naming the length; 24 bytes: accepted.
+        assert_eq!(
+            SigningKey::parse("whsec_c2VjcmV0").unwrap_err(),
+            SvixError::ShortSecret { len: 6, min: 24 }
+        );
+        let short = STANDARD.encode([7u8; 23]);
+        assert_eq!(
+            SigningKey::parse(&short).unwrap_err(),
+            SvixError::ShortSecret { len: 23, min: 24 }
+        );
+        assert!(SigningKey::parse(&STANDARD.encode([7u8; 24])).is_ok());
         assert_eq!(format!("{:?}", spec_key()), "SigningKey(..)");
     }
 
@@ -322,7 +338,7 @@ mod tests {
     fn any_matching_v1_entry_is_accepted_and_other_versions_ignored() {
         let key = spec_key();
         let now = at(1_614_265_330);
-        let other = SigningKey::parse("whsec_c2VjcmV0").unwrap();
+        let other = SigningKey::from_bytes(b"secret");
         let wrong = sign(&other, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY);
         let header = format!("v2,abc {wrong} v1,!!notbase64 {SPEC_SIGNATURE}");
         verify(&key, SPEC_ID, SPEC_TIMESTAMP, &header, SPEC_BODY, now).unwrap();
@@ -433,7 +449,8 @@ mod tests {
             SvixError::ShortSecret { len: 23, min: 24 }
         );
         SigningKey::parse_with_min(&enough, STANDARD_MIN_SECRET_LEN).unwrap();
-        SigningKey::parse(&short).unwrap();
+        // Resend's keys are held to the same minimum.
+        assert!(SigningKey::parse(&short).is_err());
         let message = SvixError::ShortSecret { len: 23, min: 24 }.to_string();
         assert!(!message.contains("AAAA"), "{message}");
     }

@@ -4,11 +4,15 @@
 //! TCP_NODELAY (the API server reuses HTTP/1.1 keep-alive connections, and Nagle's algorithm would
 //! hold back the last segment of a response for ~40 ms), TLS comes from a resolver that can swap
 //! certificates at runtime, shutdown can drain in-flight requests, and webhook connections can be
-//! given a bounded lifetime (see [`ServeOptions::max_connection_age`]).
+//! given a bounded lifetime (see [`ServeOptions::max_connection_age`]). Each listener also caps
+//! its connections and HTTP/2 streams, so what a replica holds for its clients is bounded
+//! whatever they send (see [`budget`] for what reviews hold).
 
 pub mod admin;
+pub mod budget;
 pub mod provider_events;
 pub mod routes;
+pub mod throttle;
 pub mod tls;
 pub mod unsubscribe;
 
@@ -29,6 +33,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::admission::Settings;
 use crate::metrics::Metrics;
 use crate::view::ClusterView;
+use budget::{ReviewBudget, ReviewLimits};
+use throttle::Throttle;
 
 /// How long a client has to finish the TLS handshake, and the default of
 /// [`ServeOptions::head_timeout`].
@@ -36,6 +42,49 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default of [`ServeOptions::max_connection_age`] (`--max-connection-age`).
 pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// Default of [`ServeOptions::max_connections`] (`--max-connections`). The API server keeps a
+/// few connections per instance (one over HTTP/2); the rest of the bound is for what else can
+/// reach the port. Each TLS connection holds a few tens of KiB.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// Default of [`EventsOptions::max_connections`]: an ingress reuses its connections.
+pub const DEFAULT_EVENTS_MAX_CONNECTIONS: usize = 256;
+
+/// HTTP/2 streams one connection may have open at once (hyper's default is 200): the API
+/// server opens another connection when it needs more, and each open stream may hold a slot
+/// of the review budget.
+pub const MAX_H2_STREAMS: u32 = 32;
+
+/// Largest buffer hyper keeps for one HTTP/1.1 connection's reads (its default is about
+/// 400 KiB); request heads are far smaller, and bodies are read in pieces of at most this.
+const MAX_H1_BUFFER: usize = 64 * 1024;
+
+/// How the events listener keeps its HTTP/2 connections honest: a PING every `keepalive`
+/// (a peer that does not answer within `keepalive_timeout` is dropped), and a connection with
+/// no new stream for `idle_timeout` is closed (GOAWAY; streams in flight finish).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventsOptions {
+    /// Connections the events listener serves at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Interval of HTTP/2 PINGs.
+    pub keepalive: Duration,
+    /// How long a PING may go unanswered.
+    pub keepalive_timeout: Duration,
+    /// How long an HTTP/2 connection may go without a new stream.
+    pub idle_timeout: Duration,
+}
+
+impl Default for EventsOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_EVENTS_MAX_CONNECTIONS,
+            keepalive: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
 
 /// Settings of a running server.
 #[derive(Clone, Debug)]
@@ -56,6 +105,12 @@ pub struct ServeOptions {
     pub head_timeout: Duration,
     /// Settings the admission rules read.
     pub settings: Arc<Settings>,
+    /// What the reviews of the webhook listener may hold at once.
+    pub review_limits: ReviewLimits,
+    /// Connections the webhook listener serves at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// The provider events listener's connection bounds.
+    pub events: EventsOptions,
 }
 
 impl Default for ServeOptions {
@@ -70,6 +125,9 @@ impl Default for ServeOptions {
                 invitation_ttl: Some(Settings::DEFAULT_INVITATION_TTL),
                 clock: None,
             }),
+            review_limits: ReviewLimits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            events: EventsOptions::default(),
         }
     }
 }
@@ -134,13 +192,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// The webhook router.
+    /// The webhook router, with a review budget of its own (see [`budget`]).
     pub fn webhook_router(&self) -> Router {
         routes::router(routes::WebhookState {
             view: self.view.clone(),
             metrics: self.metrics.clone(),
             request_timeout: self.options.request_timeout,
             settings: self.options.settings.clone(),
+            budget: Arc::new(ReviewBudget::new(self.options.review_limits)),
         })
     }
 
@@ -160,12 +219,16 @@ impl Server {
             age,
             grace: self.options.request_timeout,
         });
+        let limits = Limits {
+            max_connections: self.options.max_connections,
+            ..self.limits("webhook", age_limit)
+        };
         serve(
             listener,
             router,
             Some(TlsAcceptor::from(tls)),
             &self.shutdown,
-            self.limits(age_limit),
+            limits,
         )
         .await
     }
@@ -177,49 +240,69 @@ impl Server {
             self.admin_router(),
             None,
             &self.shutdown,
-            self.limits(None),
+            self.limits("admin", None),
         )
         .await
     }
 
     /// Serves provider events (see [`provider_events`]) on `listener` until shutdown, then
     /// drains: plain HTTP when `tls` is `None` (an ingress usually terminates TLS). No connection
-    /// age limit: an ingress is not spread over replicas by reconnecting.
+    /// age limit: an ingress is not spread over replicas by reconnecting. Connections are capped
+    /// and HTTP/2 ones kept alive and closed when idle ([`EventsOptions`]).
     pub async fn serve_provider_events(
         &self,
         listener: TcpListener,
         router: Router,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) {
+        let events = self.options.events;
+        let limits = Limits {
+            max_connections: events.max_connections,
+            h2_liveness: Some(events),
+            ..self.limits("events", None)
+        };
         serve(
             listener,
             router,
             tls.map(TlsAcceptor::from),
             &self.shutdown,
-            self.limits(None),
+            limits,
         )
         .await
     }
 
     /// The bounds of a listener's connections, from the options.
-    fn limits(&self, age_limit: Option<AgeLimit>) -> Limits {
+    fn limits(&self, listener: &'static str, age_limit: Option<AgeLimit>) -> Limits {
         Limits {
+            listener,
+            metrics: self.metrics.clone(),
             drain_timeout: self.options.drain_timeout,
             age_limit,
             head_timeout: self.options.head_timeout,
+            // The admin port binds to loopback unless told otherwise: a small cap is plenty.
+            max_connections: 64,
+            h2_liveness: None,
         }
     }
 }
 
 /// What bounds a listener's connections.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 struct Limits {
+    /// The listener's name in metrics and logs.
+    listener: &'static str,
+    /// Where refused connections are counted.
+    metrics: Arc<Metrics>,
     /// How long in-flight requests may take to finish once the listener closes.
     drain_timeout: Duration,
     /// The connections' lifetime, if bounded.
     age_limit: Option<AgeLimit>,
     /// See [`ServeOptions::head_timeout`].
     head_timeout: Duration,
+    /// Connections served at once.
+    max_connections: usize,
+    /// HTTP/2 keepalive and idle timeout, if any.
+    h2_liveness: Option<EventsOptions>,
 }
 
 /// A bounded connection lifetime.
@@ -246,17 +329,34 @@ async fn serve(
     limits: Limits,
 ) {
     let Limits {
+        listener: name,
+        metrics,
         drain_timeout,
         age_limit,
         head_timeout,
+        max_connections,
+        h2_liveness,
     } = limits;
     // Every connection task holds a receiver; the drain waits until all are gone.
     let (drained, connections) = watch::channel(());
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let full = Throttle::new(Duration::from_secs(60));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No hyper header-read timer: it boxes, arms and drops a timer for every request (5% of the
     // HTTP/1.1 dispatcher's instructions outside the handler, by callgrind); `drive`'s head
     // watchdog bounds slow and idle connections with one timer per connection instead.
-    builder.http1().keep_alive(true);
+    builder.http1().keep_alive(true).max_buf_size(MAX_H1_BUFFER);
+    builder.http2().max_concurrent_streams(MAX_H2_STREAMS);
+    if let Some(liveness) = h2_liveness {
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(liveness.keepalive))
+            .keep_alive_timeout(liveness.keepalive_timeout);
+    }
+    // HTTP/2 connections are watched for idleness only where a liveness is set; HTTP/1.1 ones
+    // always are, by the head watchdog.
+    let h2_idle = h2_liveness.map(|liveness| liveness.idle_timeout);
     let builder = Arc::new(builder);
     let stopped = shutdown.stopped();
     tokio::pin!(stopped);
@@ -273,6 +373,21 @@ async fn serve(
             },
             () = &mut stopped => break,
         };
+        // Over the cap the connection is closed at once: the client learns in a round trip,
+        // rather than waiting in the accept queue until its own timeout.
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            metrics.record_refused(name, "connections");
+            if let Some(left_out) = full.ready() {
+                tracing::warn!(
+                    listener = name,
+                    max_connections,
+                    refused_since_last_line = left_out,
+                    "connection refused: the listener is at its connection limit"
+                );
+            }
+            continue;
+        };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
         }
@@ -287,6 +402,7 @@ async fn serve(
             age_limit.map(|limit| (tokio::time::Instant::now() + limit.jittered(), limit.grace));
         tokio::spawn(async move {
             let _connections = connections;
+            let _slot = slot;
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -297,8 +413,12 @@ async fn serve(
                                 grace,
                                 close_after_next: (!h2).then(|| state.clone()),
                             });
-                            // As hyper's header timeout did, the watchdog guards HTTP/1.1 only.
-                            let heads = (!h2).then_some((state, head_timeout));
+                            // As hyper's header timeout did, the head watchdog guards HTTP/1.1;
+                            // HTTP/2 connections only where an idle timeout is set.
+                            let heads = match (h2, h2_idle) {
+                                (false, _) => Some((state, head_timeout)),
+                                (true, idle) => idle.map(|idle| (state, idle)),
+                            };
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
                             let driven = drive(conn.into_owned(), &shutdown, expiry, heads);
                             finish(peer, driven).await

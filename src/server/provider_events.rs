@@ -2,7 +2,9 @@
 //! on a port of its own that an ingress exposes, apart from the admission port.
 //!
 //! Each delivery is checked before anything acts on it: a bounded body (413), a Standard Webhooks
-//! signature over the raw bytes (401), a parseable event (400). Delivery is at least once, so
+//! signature over the raw bytes (401), a parseable event (400). Deliveries read at once are
+//! capped too (429 with `Retry-After` beyond), so what unauthenticated bodies hold is bounded by
+//! the cap times the body limit, not by how many streams clients open. Delivery is at least once, so
 //! deliveries are deduplicated by `svix-id`, and an id is remembered only once the sink has
 //! succeeded: a delivery the sink failed on (or took too long with) gets 503 and Resend's retry
 //! reaches the sink again. Unknown types, and events the sink has no object for, get 200 so that
@@ -28,6 +30,7 @@ use prometheus_client::registry::Registry;
 
 use crate::providers::resend::events::{ContactEvent, EmailEvent, ResendEvent, parse_event};
 use crate::providers::svix::{self, SigningKey};
+use crate::server::throttle::Throttle;
 
 /// Where Resend delivers contact events (Milo's path).
 pub const CONTACT_EVENTS_PATH: &str =
@@ -85,6 +88,9 @@ pub struct ProviderEventsConfig {
     pub handler_timeout: Duration,
     /// How many delivered ids are remembered for deduplication (oldest forgotten first).
     pub remembered_ids: usize,
+    /// Deliveries read or handled at once; more get 429 with `Retry-After` (Resend retries).
+    /// With `max_body`, what unauthenticated bodies may hold: 64 × 256 KiB = 16 MiB.
+    pub max_in_flight: usize,
 }
 
 impl Default for ProviderEventsConfig {
@@ -95,6 +101,7 @@ impl Default for ProviderEventsConfig {
             max_body: 256 * 1024,
             handler_timeout: Duration::from_secs(10),
             remembered_ids: 100_000,
+            max_in_flight: 64,
         }
     }
 }
@@ -106,7 +113,8 @@ pub struct EventLabels {
     pub provider: String,
     /// The event type, or `unknown` when the delivery was refused before it was read.
     pub r#type: String,
-    /// `applied`, `ignored`, `duplicate`, `unauthorized`, `malformed` or `failed`.
+    /// `applied`, `ignored`, `duplicate`, `unauthorized`, `malformed`, `failed` or `busy`
+    /// (refused at the in-flight cap).
     pub result: String,
 }
 
@@ -192,6 +200,11 @@ struct Listener {
     sink: Arc<dyn ProviderEventSink>,
     metrics: ProviderEventMetrics,
     seen: Mutex<SeenIds>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Throttles the log lines of deliveries refused for their signature...
+    refused: Throttle,
+    /// ...and of those refused for want of a key.
+    unconfigured: Throttle,
 }
 
 /// Which path a delivery came in on.
@@ -220,6 +233,9 @@ pub fn router(
             order: VecDeque::new(),
             in_flight: HashSet::new(),
         }),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+        refused: Throttle::new(Duration::from_secs(60)),
+        unconfigured: Throttle::new(Duration::from_secs(60)),
     });
     Router::new()
         .route(
@@ -257,6 +273,14 @@ fn type_label(type_: &str) -> &str {
 
 async fn handle(listener: Arc<Listener>, path: Path, request: Request) -> Response {
     let count = |type_: &str, result: &str| listener.metrics.count(RESEND, type_, result);
+    let Ok(_in_flight) = listener.in_flight.clone().try_acquire_owned() else {
+        count("unknown", "busy");
+        let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many deliveries\n");
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
     let (parts, body) = request.into_parts();
     let declared = parts
         .headers
@@ -280,17 +304,22 @@ async fn handle(listener: Arc<Listener>, path: Path, request: Request) -> Respon
     let Some(key) = key else {
         // 503, not 404: Resend retries for about a day, so events sent before the secret is
         // configured are not lost, and the endpoint does not look like a wrong URL.
-        tracing::warn!(
-            path = parts.uri.path(),
-            "provider event refused: no signing key is configured for this path"
-        );
+        if let Some(left_out) = listener.unconfigured.ready() {
+            tracing::warn!(
+                path = parts.uri.path(),
+                refused_since_last_line = left_out,
+                "provider event refused: no signing key is configured for this path"
+            );
+        }
         count("unknown", "failed");
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "no signing key configured\n",
         );
     };
-    let id = header_str(&parts.headers, "svix-id");
+    // Trimmed as the signature check trims it: over HTTP/2 a leading space survives, and the
+    // same delivery must not count as two ids.
+    let id = header_str(&parts.headers, "svix-id").trim();
     if let Err(error) = svix::verify(
         key,
         id,
@@ -299,7 +328,16 @@ async fn handle(listener: Arc<Listener>, path: Path, request: Request) -> Respon
         &body,
         jiff::Timestamp::now(),
     ) {
-        tracing::info!(%error, id, path = parts.uri.path(), "provider event refused");
+        // Anyone can send these: one line each at debug, and a throttled summary.
+        tracing::debug!(%error, id, path = parts.uri.path(), "provider event refused");
+        if let Some(left_out) = listener.refused.ready() {
+            tracing::info!(
+                %error,
+                path = parts.uri.path(),
+                refused_since_last_line = left_out,
+                "provider events refused: bad signature (one line a minute at most)"
+            );
+        }
         count("unknown", "unauthorized");
         return answer(StatusCode::UNAUTHORIZED, "invalid signature\n");
     }

@@ -42,6 +42,9 @@ pub struct Expect {
     pub patch: Option<Value>,
     /// Fragments that must each appear in one of the response's warnings.
     pub warnings: Option<Vec<String>>,
+    /// Fragments that must appear nowhere in the response (names a denial may not reveal).
+    #[serde(default)]
+    pub not_mentioned: Vec<String>,
     #[serde(default)]
     pub review_exit: i32,
 }
@@ -245,6 +248,13 @@ impl Fixture {
         let expect = &self.expect;
         if let Some(allowed) = expect.allowed {
             assert_eq!(response["allowed"], allowed, "{name}: {response}");
+        }
+        let text = response.to_string();
+        for fragment in &expect.not_mentioned {
+            assert!(
+                !text.contains(fragment.as_str()),
+                "{name}: the response mentions {fragment:?}: {text}"
+            );
         }
         let status = &response["status"];
         if response["allowed"] == true {

@@ -55,8 +55,9 @@ pub struct EmailSettings {
 /// What one-click unsubscribe links are made of.
 #[derive(Clone, Debug)]
 pub struct UnsubscribeLinks {
-    /// The key tokens are signed with.
-    pub key: crate::server::unsubscribe::UnsubscribeKey,
+    /// The keys tokens are signed with (the signing key of the moment: they are reloaded when
+    /// their files change).
+    pub keys: std::sync::Arc<crate::server::unsubscribe::UnsubscribeKeys>,
     /// The public address of the events listener the links point at.
     pub base_url: String,
 }

@@ -33,7 +33,8 @@ fn assert_invalid(status: &kube::core::Status, words: &str, field: &str) {
 }
 
 /// A membership for a contact who opted out, a removal for a private group and a duplicate
-/// email are refused with a 422 Invalid naming the rule and the field; nothing is stored.
+/// email are refused with a 422 Invalid naming the rule and the field; nothing is stored. A
+/// duplicate held in another namespace is refused without naming its holder.
 pub async fn denials(crds: CrdSet) {
     let env = start(crds, EnvOptions::default()).await;
     let c = &env.client;
@@ -80,6 +81,18 @@ pub async fn denials(crds: CrdSet) {
         &status,
         "a Contact named ada already has this email in the cluster",
         "spec.email",
+    );
+    // From another namespace the address is still taken, but who holds it is not said.
+    let status = refused_create(c, &contact("groups", "ada3", "ada@example.com")).await;
+    assert_invalid(
+        &status,
+        "a Contact in another namespace already has this email in the cluster",
+        "spec.email",
+    );
+    let said = format!("{status:?}");
+    assert!(
+        !said.contains("people") && !said.contains("named ada"),
+        "{said}"
     );
     // And what is allowed is allowed: a membership in the private group.
     create(

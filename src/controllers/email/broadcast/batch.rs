@@ -151,7 +151,7 @@ impl Mailing<'_> {
             },
             group: self.audience.group.clone(),
         };
-        unsubscribe::link(&links.base_url, &links.key, &target)
+        unsubscribe::link(&links.base_url, &links.keys, &target)
     }
 
     /// The mail to `contact`: the template rendered with its own variables (`GivenName`,
