@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::error::{Answer, LoopsError, error_message};
 use super::types::{ApiKeyInfo, ContactUpsert, MailingList, RemoteContact, Subscribed, Upserted};
+use crate::providers::http;
 use crate::providers::metrics::ProviderMetrics;
 use crate::providers::ratelimit::RateLimiter;
 
@@ -292,42 +293,26 @@ impl LoopsClient {
         loop {
             inner.limiter.acquire().await;
             inner.calls.fetch_add(1, Ordering::Relaxed);
-            let mut request = inner.http.request(method.clone(), url.clone());
-            if let Some(body) = &body {
-                request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            let sent = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    response
-                        .bytes()
-                        .await
-                        .map(|body| (status, headers, body.to_vec()))
-                }
-                Err(e) => Err(e),
+            let call = http::Call {
+                provider: PROVIDER,
+                operation,
+                method: method.clone(),
+                url: &url,
+                headers: None,
+                body: body.as_deref(),
             };
-            let (status, headers, body) = match sent {
-                Ok(answer) => answer,
-                Err(e) => {
-                    let code = if e.is_timeout() {
-                        "timeout"
-                    } else {
-                        "transport"
-                    };
-                    inner.metrics.record_request(PROVIDER, operation, code);
-                    if !retried && !e.is_timeout() {
-                        retried = true;
-                        continue;
+            let (status, headers, body) =
+                match http::exchange(&inner.http, &inner.metrics, call).await {
+                    Ok(answer) => answer,
+                    Err(failed) => {
+                        if !retried && !failed.timeout {
+                            retried = true;
+                            continue;
+                        }
+                        let (code, e) = (failed.code, failed.error);
+                        return Err(LoopsError::transient(format!("{operation}: {code}: {e}")));
                     }
-                    return Err(LoopsError::transient(format!("{operation}: {code}: {e}")));
-                }
-            };
-            inner
-                .metrics
-                .record_request(PROVIDER, operation, status.as_str());
+                };
             if let Some(limit) = number_header(&headers, "x-ratelimit-limit") {
                 inner.limiter.lower_rate(limit);
             }

@@ -30,6 +30,7 @@ use super::types::{
     ContactCreated, ContactPatch, Created, ErrorBody, ListPage, NewContact, RemoteContact,
     RemoteSegment,
 };
+use crate::providers::http;
 use crate::providers::metrics::ProviderMetrics;
 
 /// The `provider` label of this client's metrics.
@@ -256,45 +257,26 @@ impl ResendClient {
         loop {
             inner.limiter.acquire().await;
             inner.calls.fetch_add(1, Ordering::Relaxed);
-            let mut request = inner
-                .http
-                .request(method.clone(), url.clone())
-                .headers(headers.clone());
-            if let Some(body) = &body {
-                request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            let sent = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    response
-                        .bytes()
-                        .await
-                        .map(|body| (status, headers, body.to_vec()))
-                }
-                Err(e) => Err(e),
+            let call = http::Call {
+                provider: PROVIDER,
+                operation,
+                method: method.clone(),
+                url: &url,
+                headers: Some(headers),
+                body: body.as_deref(),
             };
-            let (status, headers, body) = match sent {
-                Ok(answer) => answer,
-                Err(e) => {
-                    let code = if e.is_timeout() {
-                        "timeout"
-                    } else {
-                        "transport"
-                    };
-                    inner.metrics.record_request(PROVIDER, operation, code);
-                    if method == Method::GET && !retried_get && !e.is_timeout() {
-                        retried_get = true;
-                        continue;
+            let (status, headers, body) =
+                match http::exchange(&inner.http, &inner.metrics, call).await {
+                    Ok(answer) => answer,
+                    Err(failed) => {
+                        if method == Method::GET && !retried_get && !failed.timeout {
+                            retried_get = true;
+                            continue;
+                        }
+                        let (code, e) = (failed.code, failed.error);
+                        return Err(ResendError::transient(format!("{operation}: {code}: {e}")));
                     }
-                    return Err(ResendError::transient(format!("{operation}: {code}: {e}")));
-                }
-            };
-            inner
-                .metrics
-                .record_request(PROVIDER, operation, status.as_str());
+                };
             let reset = seconds_header(&headers, "ratelimit-reset");
             let remaining = headers
                 .get("ratelimit-remaining")
