@@ -2,6 +2,7 @@
 //! one module per subcommand. `main.rs` only parses and dispatches.
 
 pub mod check;
+pub mod cluster;
 pub mod limits;
 pub mod logging;
 pub mod provider;
