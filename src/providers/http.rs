@@ -2,7 +2,9 @@
 //! recording the outcome in the shared provider metrics. Pacing, retries and what an answer means
 //! stay with each provider's client.
 
-use reqwest::header::HeaderMap;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
 use super::metrics::ProviderMetrics;
@@ -79,5 +81,111 @@ pub async fn exchange(
                 error,
             })
         }
+    }
+}
+
+/// Where a provider client sends its calls: the API root, and an HTTP client that sends the
+/// bearer key (marked sensitive, so it is never logged), a `User-Agent` (Resend refuses requests
+/// without one) and `Accept: application/json` on every request, within `timeout`.
+pub struct Endpoint {
+    /// The API root, without a trailing slash.
+    pub base: Url,
+    /// The configured HTTP client (one connection pool).
+    pub http: reqwest::Client,
+}
+
+/// Why an [`Endpoint`] cannot be built; each client turns it into its own error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EndpointError {
+    /// The base URL does not parse, or is not an absolute http(s) URL.
+    BaseUrl(String),
+    /// The API key is empty or not a header value.
+    ApiKey(&'static str),
+    /// The HTTP client could not be built.
+    Client(String),
+}
+
+impl std::fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BaseUrl(why) => write!(f, "base URL {why}"),
+            Self::ApiKey(why) => write!(f, "the API key {why}"),
+            Self::Client(why) => write!(f, "HTTP client: {why}"),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Checks `base_url` and `api_key` (surrounding whitespace ignored) and builds the client.
+    pub fn new(
+        base_url: &str,
+        api_key: &str,
+        user_agent: &str,
+        timeout: Duration,
+    ) -> Result<Self, EndpointError> {
+        let base = Url::parse(base_url.trim_end_matches('/'))
+            .map_err(|e| EndpointError::BaseUrl(format!("{base_url}: {e}")))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(EndpointError::BaseUrl(format!(
+                "{base_url} is not an http(s) URL"
+            )));
+        }
+        let key = api_key.trim();
+        if key.is_empty() {
+            return Err(EndpointError::ApiKey("is empty"));
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| EndpointError::ApiKey("is not a header value"))?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, auth);
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        let http = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .default_headers(headers)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| EndpointError::Client(e.to_string()))?;
+        Ok(Self { base, http })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_needs_an_http_url_and_a_key() {
+        let ok = Endpoint::new(
+            "https://api.example.com/v1/",
+            " key\n",
+            "ua",
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            ok.map(|e| e.base.to_string()).ok().as_deref(),
+            Some("https://api.example.com/v1")
+        );
+        let bad =
+            |url: &str, key: &str| Endpoint::new(url, key, "ua", Duration::from_secs(1)).err();
+        assert!(matches!(
+            bad("not a url", "k"),
+            Some(EndpointError::BaseUrl(_))
+        ));
+        assert!(matches!(
+            bad("mailto:a@example.com", "k"),
+            Some(EndpointError::BaseUrl(_))
+        ));
+        assert_eq!(
+            bad("https://x", "  "),
+            Some(EndpointError::ApiKey("is empty"))
+        );
+        assert_eq!(
+            bad("https://x", "a\u{7f}b"),
+            Some(EndpointError::ApiKey("is not a header value"))
+        );
     }
 }

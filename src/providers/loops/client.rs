@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 
@@ -101,32 +101,13 @@ impl LoopsClient {
     /// Builds a client; fails (as [`LoopsError::Invalid`] with status 0) only for an unusable
     /// base URL, API key or user agent.
     pub fn new(config: LoopsConfig, metrics: ProviderMetrics) -> Result<Self, LoopsError> {
-        let base = Url::parse(config.base_url.trim_end_matches('/'))
-            .map_err(|e| LoopsError::refused(format!("base URL {}: {e}", config.base_url)))?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(LoopsError::refused(format!(
-                "base URL {} is not an http(s) URL",
-                config.base_url
-            )));
-        }
-        if config.api_key.trim().is_empty() {
-            return Err(LoopsError::refused("the API key is empty"));
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key.trim()))
-            .map_err(|_| LoopsError::refused("the API key is not a header value"))?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, auth);
-        headers.insert(
-            reqwest::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .default_headers(headers)
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| LoopsError::refused(format!("HTTP client: {e}")))?;
+        let http::Endpoint { base, http } = http::Endpoint::new(
+            &config.base_url,
+            &config.api_key,
+            &config.user_agent,
+            config.timeout,
+        )
+        .map_err(|e| LoopsError::refused(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,

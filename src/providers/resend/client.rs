@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -183,22 +183,20 @@ impl ResendClient {
             name: name.into(),
             message,
         };
-        let base = Url::parse(config.base_url.trim_end_matches('/'))
-            .map_err(|e| invalid("invalid_base_url", format!("{}: {e}", config.base_url)))?;
-        if base.cannot_be_a_base() {
-            return Err(invalid("invalid_base_url", config.base_url));
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key))
-            .map_err(|_| invalid("invalid_api_key", "API key is not a header value".into()))?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, auth);
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .default_headers(headers)
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| invalid("client_config", e.to_string()))?;
+        let http::Endpoint { base, http } = http::Endpoint::new(
+            &config.base_url,
+            &config.api_key,
+            &config.user_agent,
+            config.timeout,
+        )
+        .map_err(|e| {
+            let name = match e {
+                http::EndpointError::BaseUrl(_) => "invalid_base_url",
+                http::EndpointError::ApiKey(_) => "invalid_api_key",
+                http::EndpointError::Client(_) => "client_config",
+            };
+            invalid(name, e.to_string())
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
