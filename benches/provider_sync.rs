@@ -116,13 +116,14 @@ async fn run(o: Options) {
             .sum();
         let pending = {
             // One read guard: a second read while a writer waits would deadlock.
-            let view = sync.ctx.view.read();
+            let view = sync.core.ctx.view.read();
             view.names(milo_webhook::view::ViewKind::Membership)
                 .into_iter()
                 .filter(|(ns, name)| {
-                    !view
-                        .membership_sync(ns, name)
-                        .is_some_and(|m| m.marks.synced)
+                    !view.membership_sync(ns, name).is_some_and(|m| {
+                        m.marks
+                            .synced(milo_webhook::api::common::ProviderName::Resend)
+                    })
                 })
                 .count()
         };

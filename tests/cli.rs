@@ -660,7 +660,7 @@ fn serve_writes_only_to_a_cluster_it_was_told_to_use_and_says_which_at_start() {
     assert_eq!(code, 1, "{err}");
     assert!(
         start_line(&err).ends_with(&format!(
-            "cluster https://127.0.0.1:6443/ (--kubeconfig {}); controllers while leading: enrollment,removal,membership,usercontact,invitation; off: resend (no Resend API key), email (needs a Resend API key and --email-from-address)",
+            "cluster https://127.0.0.1:6443/ (--kubeconfig {}); controllers while leading: enrollment,removal,membership,usercontact,invitation; off: resend (no Resend API key), loops (no Loops API key), email (needs a Resend API key and --email-from-address)",
             kubeconfig.display()
         )),
         "{err}"

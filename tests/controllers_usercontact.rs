@@ -128,6 +128,7 @@ async fn scenario(
         ),
         backoff: Default::default(),
         resend: None,
+        loops: None,
         schemas: Default::default(),
         check_crds: false,
         enrollment_records: Default::default(),

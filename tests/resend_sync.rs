@@ -326,7 +326,7 @@ async fn a_failing_status_write_never_repeats_the_provider_call() {
         "{requests:?}"
     );
     assert_eq!(
-        h.sync.answers.unrecorded(),
+        h.sync.core.answers.unrecorded(),
         0,
         "nothing waits once recorded"
     );
@@ -364,6 +364,7 @@ async fn a_wake_before_the_view_shows_the_status_calls_resend_no_more() {
     // The view still shows generation 2 unsynced; wake the contact and its membership again.
     for _ in 0..3 {
         h.sync
+            .core
             .ctx
             .view
             .announce(milo_webhook::view::ViewChange::Applied(

@@ -38,7 +38,7 @@ pub struct ProviderRef {
 }
 
 /// Email providers objects can be mirrored to.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
 pub enum ProviderName {
     /// Resend.
     #[default]
@@ -261,9 +261,63 @@ pub mod conditions {
 /// Names provider sync writes on the objects it mirrors: shared by the view (which reads them
 /// back) and the controllers (which write them).
 pub mod sync {
-    /// The finalizer provider sync puts on Contacts, ContactGroups and memberships, so that
+    use super::ProviderName;
+
+    /// The finalizer Resend sync puts on Contacts, ContactGroups and memberships, so that
     /// deleting one removes its counterpart at the provider first.
     pub const FINALIZER: &str = "notification.miloapis.com/resend-sync";
+    /// The aggregate condition: True when every provider the object is mirrored to says so.
+    pub const READY: &str = "Ready";
+    /// Loops sync's finalizer, beside Resend's: each provider releases its own.
+    pub const LOOPS_FINALIZER: &str = "notification.miloapis.com/loops-sync";
+    /// Condition type of a Contact mirrored to Loops.
+    pub const LOOPS_CONTACT_READY: &str = "LoopsContactReady";
+    /// Condition type of a ContactGroup mirrored to the Loops mailing list its spec names.
+    pub const LOOPS_GROUP_READY: &str = "LoopsContactGroupReady";
+    /// Condition type of a membership mirrored to a Loops mailing list subscription.
+    pub const LOOPS_MEMBERSHIP_READY: &str = "LoopsContactGroupMembershipReady";
+
+    /// The kinds provider sync mirrors.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum SyncedObject {
+        /// Contact.
+        Contact,
+        /// ContactGroup.
+        Group,
+        /// ContactGroupMembership.
+        Membership,
+    }
+
+    /// Every provider, in the order their bits and status entries take.
+    pub const PROVIDERS: [ProviderName; 2] = [ProviderName::Resend, ProviderName::Loops];
+
+    /// The finalizer `provider`'s sync puts on the objects it mirrors.
+    pub fn finalizer(provider: ProviderName) -> &'static str {
+        match provider {
+            ProviderName::Resend => FINALIZER,
+            ProviderName::Loops => LOOPS_FINALIZER,
+        }
+    }
+
+    /// The condition `provider`'s sync reports on an object of `kind` through.
+    pub fn condition(provider: ProviderName, kind: SyncedObject) -> &'static str {
+        match (provider, kind) {
+            (ProviderName::Resend, SyncedObject::Contact) => CONTACT_READY,
+            (ProviderName::Resend, SyncedObject::Group) => GROUP_READY,
+            (ProviderName::Resend, SyncedObject::Membership) => MEMBERSHIP_READY,
+            (ProviderName::Loops, SyncedObject::Contact) => LOOPS_CONTACT_READY,
+            (ProviderName::Loops, SyncedObject::Group) => LOOPS_GROUP_READY,
+            (ProviderName::Loops, SyncedObject::Membership) => LOOPS_MEMBERSHIP_READY,
+        }
+    }
+
+    /// The provider's name as conditions and logs show it.
+    pub fn display(provider: ProviderName) -> &'static str {
+        match provider {
+            ProviderName::Resend => "Resend",
+            ProviderName::Loops => "Loops",
+        }
+    }
     /// Condition type of a Contact mirrored to Resend.
     pub const CONTACT_READY: &str = "ResendContactReady";
     /// Condition type of a ContactGroup mirrored to a Resend segment.

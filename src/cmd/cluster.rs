@@ -138,7 +138,7 @@ pub(super) async fn source(args: &ServeArgs) -> anyhow::Result<(Source, String)>
 pub fn controllers_summary(
     selected: &[ControllerKind],
     cluster: bool,
-    resend_key: bool,
+    (resend_key, loops_key): (bool, bool),
     email_from: bool,
 ) -> String {
     if selected.is_empty() {
@@ -152,6 +152,7 @@ pub fn controllers_summary(
     for kind in selected {
         match kind {
             ControllerKind::Resend if !resend_key => off.push("resend (no Resend API key)"),
+            ControllerKind::Loops if !loops_key => off.push("loops (no Loops API key)"),
             ControllerKind::Email if !resend_key || !email_from => {
                 off.push("email (needs a Resend API key and --email-from-address)")
             }

@@ -46,6 +46,16 @@ pub struct ProviderArgs {
     /// Requests per second for the whole Resend account (every call of every kind shares it).
     #[arg(long, env = "MILO_WEBHOOK_RESEND_RATE_LIMIT", default_value_t = 5.0, value_parser = positive_rate)]
     pub resend_rate_limit: f64,
+    /// File holding the Loops API key (a mounted Secret). Without it, the LOOPS_API_KEY
+    /// environment variable; without either, Loops sync is off.
+    #[arg(long, env = "MILO_WEBHOOK_LOOPS_API_KEY_FILE")]
+    pub loops_api_key_file: Option<PathBuf>,
+    /// Loops' API address.
+    #[arg(long, env = "LOOPS_BASE_URL", default_value = crate::providers::loops::DEFAULT_BASE_URL)]
+    pub loops_base_url: String,
+    /// Requests per second for the whole Loops account (every call of every kind shares it).
+    #[arg(long, env = "MILO_WEBHOOK_LOOPS_RATE_LIMIT", default_value_t = crate::providers::loops::DEFAULT_RATE, value_parser = positive_rate)]
+    pub loops_rate_limit: f64,
     /// How often the cluster is compared with Resend to repair drift (listings, not per-object
     /// reads).
     #[arg(long, env = "MILO_WEBHOOK_PROVIDER_RESYNC", default_value = "1h", value_parser = parse_duration)]
@@ -175,6 +185,48 @@ impl ProviderArgs {
         config.rate_limit = self.resend_rate_limit;
         let client =
             ResendClient::new(config, metrics).context("cannot build the Resend client")?;
+        Ok(Some(client))
+    }
+}
+
+/// Environment variable with the Loops API key (Milo's name).
+pub const LOOPS_API_KEY_ENV: &str = "LOOPS_API_KEY";
+
+/// The provider clients an API key was given for, sharing one set of request metrics, and the
+/// syncs' metrics.
+pub struct ProviderClients {
+    /// Resend, with `--resend-api-key-file` or `RESEND_API_KEY`.
+    pub resend: Option<ResendClient>,
+    /// Loops, with `--loops-api-key-file` or `LOOPS_API_KEY`.
+    pub loops: Option<crate::providers::loops::LoopsClient>,
+    /// The syncs' backlog metrics.
+    pub sync: crate::controllers::providers::SyncMetrics,
+}
+
+impl ProviderArgs {
+    /// The clients of every provider with an API key, their metrics registered in `metrics`.
+    pub fn clients(&self, metrics: &crate::metrics::Metrics) -> anyhow::Result<ProviderClients> {
+        let requests = metrics.subsystem(ProviderMetrics::register);
+        Ok(ProviderClients {
+            resend: self.resend_client(requests.clone())?,
+            loops: self.loops_client(requests)?,
+            sync: metrics.subsystem(crate::controllers::providers::SyncMetrics::register),
+        })
+    }
+
+    /// The Loops client, when an API key is configured.
+    pub fn loops_client(
+        &self,
+        metrics: ProviderMetrics,
+    ) -> anyhow::Result<Option<crate::providers::loops::LoopsClient>> {
+        use crate::providers::loops::{LoopsClient, LoopsConfig};
+        let Some(api_key) = secret(self.loops_api_key_file.as_deref(), LOOPS_API_KEY_ENV)? else {
+            return Ok(None);
+        };
+        let mut config = LoopsConfig::new(api_key);
+        config.base_url = self.loops_base_url.trim_end_matches('/').to_owned();
+        config.rate_limit = self.loops_rate_limit;
+        let client = LoopsClient::new(config, metrics).context("cannot build the Loops client")?;
         Ok(Some(client))
     }
 }

@@ -11,16 +11,14 @@ use tokio::net::TcpListener;
 
 use super::cluster::{Source, controllers_summary, source};
 use super::parse_duration;
+use super::provider::ProviderClients;
 use crate::controllers::email::EmailSettings;
 use crate::controllers::invitation::InvitationSettings;
 use crate::controllers::invitation::access::AccessBackendKind;
 use crate::controllers::leader::{self, LeaseSettings};
 use crate::controllers::pace::{PaceMetrics, PaceSettings};
-use crate::controllers::resend::SyncMetrics;
 use crate::controllers::{self, ControllerKind, ControllerSettings};
 use crate::metrics::Metrics;
-use crate::providers::metrics::ProviderMetrics;
-use crate::providers::resend::ResendClient;
 use crate::server::tls::{self, CertPaths, ReloadingCertResolver};
 use crate::server::{ServeOptions, Server, Shutdown};
 use crate::view::ClusterView;
@@ -117,7 +115,7 @@ pub struct ControllerArgs {
         long,
         env = "MILO_WEBHOOK_CONTROLLERS",
         value_delimiter = ',',
-        default_value = "enrollment,removal,membership,usercontact,invitation,resend,email",
+        default_value = "enrollment,removal,membership,usercontact,invitation,resend,loops,email",
         conflicts_with = "no_controllers"
     )]
     pub controllers: Vec<ControllerKind>,
@@ -400,19 +398,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!(super::provider::EVENTS_NEED_CLUSTER);
     }
     let metrics = Arc::new(Metrics::default());
-    let (resend, email) = match &client {
+    let (providers, email) = match &client {
         Some(_) => (
-            args.providers
-                .resend_client(metrics.subsystem(ProviderMetrics::register))?
-                .map(|c| (c, metrics.subsystem(SyncMetrics::register))),
+            Some(args.providers.clients(&metrics)?),
             args.providers.email_settings()?,
         ),
         None => (None, Default::default()),
     };
+    let keys = providers
+        .as_ref()
+        .map_or((false, false), |p| (p.resend.is_some(), p.loops.is_some()));
     let controllers = controllers_summary(
         &args.controllers.selected(),
         client.is_some(),
-        resend.is_some(),
+        keys,
         email.from.is_some(),
     );
     // The one line that says where writes go, if anywhere.
@@ -463,7 +462,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (client, *config),
             view,
             metrics.clone(),
-            (resend, email),
+            (providers, email),
             &server.shutdown,
         )
         .await?;
@@ -523,7 +522,7 @@ async fn start_controllers(
     (client, config): (kube::Client, kube::Config),
     view: Arc<ClusterView>,
     metrics: Arc<Metrics>,
-    (resend, email): (Option<(ResendClient, SyncMetrics)>, EmailSettings),
+    (clients, email): (Option<ProviderClients>, EmailSettings),
     shutdown: &Shutdown,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let providers = &args.providers;
@@ -554,8 +553,18 @@ async fn start_controllers(
         Some(lease.identity.clone()),
     )
     .with_crd_check();
-    if let Some((client, sync_metrics)) = resend {
-        ctx = ctx.with_resend(client, sync_metrics);
+    if let Some(ProviderClients {
+        resend,
+        loops,
+        sync,
+    }) = clients
+    {
+        if let Some(client) = resend {
+            ctx = ctx.with_resend(client, sync.clone());
+        }
+        if let Some(client) = loops {
+            ctx = ctx.with_loops(client, sync);
+        }
     }
     let ctx = Arc::new(ctx);
     let draining = shutdown.clone();

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
 /// The condition every kind here reports.
-pub const READY: &str = "Ready";
+pub use crate::api::common::sync::READY;
 
 /// A condition as the controller wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,9 +18,12 @@ pub mod invitation;
 pub mod kubeapi;
 pub mod leader;
 pub mod lease;
+pub mod loops;
+
 pub mod membership;
 pub mod names;
 pub mod pace;
+pub mod providers;
 pub mod referents;
 pub mod removal;
 pub mod resend;
@@ -61,19 +64,23 @@ pub enum ControllerKind {
     Invitation,
     /// Mirrors Contacts, ContactGroups and memberships to Resend (only with an API key).
     Resend,
+    /// Mirrors Contacts and memberships to Loops contacts and mailing lists (only with an API
+    /// key).
+    Loops,
     /// Sends Emails through Resend (only with an API key and a from address).
     Email,
 }
 
 impl ControllerKind {
     /// Every controller, the default selection.
-    pub const ALL: [ControllerKind; 7] = [
+    pub const ALL: [ControllerKind; 8] = [
         ControllerKind::Enrollment,
         ControllerKind::Removal,
         ControllerKind::Membership,
         ControllerKind::UserContact,
         ControllerKind::Invitation,
         ControllerKind::Resend,
+        ControllerKind::Loops,
         ControllerKind::Email,
     ];
 
@@ -86,6 +93,7 @@ impl ControllerKind {
             ControllerKind::UserContact => "usercontact",
             ControllerKind::Invitation => "invitation",
             ControllerKind::Resend => "resend",
+            ControllerKind::Loops => "loops",
             ControllerKind::Email => "email",
         }
     }
@@ -146,7 +154,12 @@ pub struct Context {
     /// Per-object retry delays.
     pub backoff: RetryBackoff,
     /// The Resend client, when an API key is configured: provider sync runs only then.
-    pub resend: Option<(crate::providers::resend::ResendClient, resend::SyncMetrics)>,
+    pub resend: Option<(
+        crate::providers::resend::ResendClient,
+        providers::SyncMetrics,
+    )>,
+    /// The Loops client, when an API key is configured: Loops sync runs only then.
+    pub loops: Option<(crate::providers::loops::LoopsClient, providers::SyncMetrics)>,
     /// The installed CRDs' schemas every status write is shaped to; read by the leader when
     /// [`with_crd_check`](Self::with_crd_check) asked for it, else unchecked (writes go out
     /// as they are).
@@ -175,6 +188,7 @@ impl Context {
             settings,
             backoff: RetryBackoff::default(),
             resend: None,
+            loops: None,
             schemas: Arc::default(),
             check_crds: false,
             enrollment_records: enrollment::RecordMemory::default(),
@@ -194,10 +208,37 @@ impl Context {
     pub fn with_resend(
         mut self,
         client: crate::providers::resend::ResendClient,
-        metrics: resend::SyncMetrics,
+        metrics: providers::SyncMetrics,
     ) -> Self {
         self.resend = Some((client, metrics));
         self
+    }
+
+    /// The same context with Loops sync through `client`.
+    pub fn with_loops(
+        mut self,
+        client: crate::providers::loops::LoopsClient,
+        metrics: providers::SyncMetrics,
+    ) -> Self {
+        self.loops = Some((client, metrics));
+        self
+    }
+
+    /// The providers this process mirrors to among `selected` controllers, in the order their
+    /// syncs decide `Ready` and opt-outs by.
+    pub fn providers_configured(
+        &self,
+        selected: &[ControllerKind],
+    ) -> Vec<crate::api::common::ProviderName> {
+        use crate::api::common::ProviderName;
+        let mut providers = Vec::new();
+        if self.resend.is_some() && selected.contains(&ControllerKind::Resend) {
+            providers.push(ProviderName::Resend);
+        }
+        if self.loops.is_some() && selected.contains(&ControllerKind::Loops) {
+            providers.push(ProviderName::Loops);
+        }
+        providers
     }
 
     /// Publishes a Normal Event about `regarding`. Events are best effort: a failure is logged
@@ -239,11 +280,15 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
         .filter(|kind| {
             let off = match kind {
                 ControllerKind::Resend => ctx.resend.is_none(),
+                ControllerKind::Loops => ctx.loops.is_none(),
                 ControllerKind::Email => ctx.resend.is_none() || ctx.settings.email.from.is_none(),
                 _ => false,
             };
             if off && **kind == ControllerKind::Resend {
                 tracing::info!("no Resend API key configured: provider sync is off");
+            }
+            if off && **kind == ControllerKind::Loops {
+                tracing::info!("no Loops API key configured: Loops sync is off");
             }
             if off && **kind == ControllerKind::Email {
                 tracing::warn!(
@@ -274,10 +319,15 @@ pub fn spawn(ctx: &Arc<Context>, selected: &[ControllerKind]) -> Vec<tokio::task
                 }
                 ControllerKind::Resend => {
                     let (client, metrics) = ctx.resend.clone().expect("filtered above");
-                    after_check(
-                        &schemas,
-                        resend::run(Arc::new(resend::ResendSync::new(ctx, client, metrics))),
-                    )
+                    let configured = ctx.providers_configured(selected);
+                    let sync = resend::ResendSync::among(ctx, client, metrics, configured);
+                    after_check(&schemas, resend::run(Arc::new(sync)))
+                }
+                ControllerKind::Loops => {
+                    let (client, metrics) = ctx.loops.clone().expect("filtered above");
+                    let configured = ctx.providers_configured(selected);
+                    let sync = loops::LoopsSync::new(ctx, client, metrics, configured);
+                    after_check(&schemas, loops::run(Arc::new(sync)))
                 }
                 ControllerKind::Email => {
                     let (client, _) = ctx.resend.clone().expect("filtered above");
@@ -324,6 +374,9 @@ pub enum Error {
     /// The provider refused or failed a call.
     #[error("Resend: {0}")]
     Provider(#[from] crate::providers::resend::ResendError),
+    /// Loops refused or failed a call.
+    #[error("Loops: {0}")]
+    Loops(#[from] crate::providers::loops::LoopsError),
     /// The object cannot be reconciled as it stands (a missing field the schema should have
     /// required, say); retried with backoff in case it is fixed.
     #[error("{0}")]
@@ -338,7 +391,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
             Error::Invalid(_) => "invalid",
-            Error::Provider(_) => "provider",
+            Error::Provider(_) | Error::Loops(_) => "provider",
         }
     }
 }
@@ -380,7 +433,12 @@ pub fn retry_after(ctx: &Context, controller: ControllerKind, key: &str, error: 
     ctx.metrics
         .controllers
         .record_error(controller.as_str(), error.metric_label());
-    if let Error::Provider(provider) = error {
+    let provider: Option<&dyn providers::ProviderFailure> = match error {
+        Error::Provider(e) => Some(e),
+        Error::Loops(e) => Some(e),
+        _ => None,
+    };
+    if let Some(provider) = provider {
         if provider.is_permanent() {
             tracing::warn!(controller = controller.as_str(), object = key, %error, "the provider refused; waiting for a change");
             return Action::await_change();

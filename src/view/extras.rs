@@ -197,7 +197,7 @@ impl Extras {
             sync: SyncMarks::read(
                 &contact.metadata,
                 conditions,
-                crate::api::common::sync::CONTACT_READY,
+                crate::api::common::sync::SyncedObject::Contact,
             ),
             consent: {
                 let suppressed = conditions

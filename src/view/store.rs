@@ -371,7 +371,7 @@ impl Store {
             status.sync = SyncMarks::read(
                 &m.metadata,
                 conditions.unwrap_or_default(),
-                crate::api::common::sync::MEMBERSHIP_READY,
+                crate::api::common::sync::SyncedObject::Membership,
             );
         }
         self.upsert(ViewKind::Membership, key, Row::Membership(pair, status));

@@ -12,31 +12,71 @@ use kube::api::ObjectMeta;
 
 use super::store::{NamedRef, Row, Store, ViewKind};
 use crate::api::ContactGroup;
+use crate::api::common::sync::SyncedObject;
 use crate::api::common::{ProviderName, ProviderSyncStatus, SyncedKind, sync};
 use crate::api::notification::Visibility;
 
-/// What a sync condition and the finalizer say of one object.
+/// What each provider's condition and finalizer, and the aggregate `Ready`, say of one object:
+/// bits of one byte, so a row keeps them in what would be padding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyncMarks {
-    /// The sync's condition is True for the current generation.
-    pub synced: bool,
-    /// The sync's finalizer is on the object.
-    pub finalizer: bool,
+pub struct SyncMarks(u8);
+
+/// Bit of `provider`'s condition; its finalizer's is two places up.
+fn bit(provider: ProviderName) -> u8 {
+    1 << (provider as u8)
 }
+const FINALIZER_SHIFT: u8 = 2;
+const READY_BIT: u8 = 1 << 4;
 
 impl SyncMarks {
-    /// The marks of an object whose sync reports through `condition_type`.
-    pub fn read(meta: &ObjectMeta, conditions: &[Condition], condition_type: &str) -> Self {
-        let synced = conditions.iter().any(|c| {
-            c.type_ == condition_type
-                && c.status == "True"
-                && c.observed_generation == meta.generation
-        });
-        let finalizer = meta
-            .finalizers
-            .as_ref()
-            .is_some_and(|f| f.iter().any(|f| f == sync::FINALIZER));
-        Self { synced, finalizer }
+    /// The marks of an object of `kind`, for every provider.
+    pub fn read(meta: &ObjectMeta, conditions: &[Condition], kind: SyncedObject) -> Self {
+        let current = |type_: &str| {
+            conditions.iter().any(|c| {
+                c.type_ == type_ && c.status == "True" && c.observed_generation == meta.generation
+            })
+        };
+        let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+        let mut marks = Self(if current(sync::READY) { READY_BIT } else { 0 });
+        for provider in sync::PROVIDERS {
+            if current(sync::condition(provider, kind)) {
+                marks = marks.with_synced(provider);
+            }
+            if finalizers.iter().any(|f| f == sync::finalizer(provider)) {
+                marks = marks.with_finalizer(provider);
+            }
+        }
+        marks
+    }
+
+    /// `provider`'s condition is True for the current generation.
+    pub fn synced(&self, provider: ProviderName) -> bool {
+        self.0 & bit(provider) != 0
+    }
+
+    /// `provider`'s finalizer is on the object.
+    pub fn finalizer(&self, provider: ProviderName) -> bool {
+        self.0 & (bit(provider) << FINALIZER_SHIFT) != 0
+    }
+
+    /// `Ready` is True for the current generation.
+    pub fn ready(&self) -> bool {
+        self.0 & READY_BIT != 0
+    }
+
+    /// These marks with `provider` synced.
+    pub fn with_synced(self, provider: ProviderName) -> Self {
+        Self(self.0 | bit(provider))
+    }
+
+    /// These marks with `provider`'s finalizer.
+    pub fn with_finalizer(self, provider: ProviderName) -> Self {
+        Self(self.0 | (bit(provider) << FINALIZER_SHIFT))
+    }
+
+    /// These marks with `Ready` True.
+    pub fn with_ready(self) -> Self {
+        Self(self.0 | READY_BIT)
     }
 }
 
@@ -47,12 +87,20 @@ pub fn unsubscribe_pending(conditions: &[Condition]) -> bool {
     })
 }
 
-/// The id of this provider's entry in `status.providers`.
+/// The id of Resend's entry in `status.providers`.
 pub fn resend_id<K: SyncedKind>(status: Option<&ProviderSyncStatus<K>>) -> Option<&str> {
+    provider_id(status, ProviderName::Resend)
+}
+
+/// The id of `provider`'s entry in `status.providers`.
+pub fn provider_id<K: SyncedKind>(
+    status: Option<&ProviderSyncStatus<K>>,
+    provider: ProviderName,
+) -> Option<&str> {
     status?
         .providers
         .iter()
-        .find(|p| p.name == ProviderName::Resend)
+        .find(|p| p.name == provider)
         .map(|p| p.id.as_str())
         .filter(|id| !id.is_empty())
 }
@@ -64,6 +112,11 @@ pub(super) struct GroupSyncEntry {
     marks: SyncMarks,
     deleting: bool,
     segment: Option<Box<str>>,
+    /// The Loops mailing list `spec.providers` names.
+    loops_list: Option<Box<str>>,
+    /// A Loops condition (True or False) was written for the current generation: a group its
+    /// spec leaves out of Loops says so once.
+    loops_reported: bool,
 }
 
 impl GroupSyncEntry {
@@ -72,9 +125,19 @@ impl GroupSyncEntry {
         let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
         Self {
             uid: group.metadata.uid.as_deref().unwrap_or_default().into(),
-            marks: SyncMarks::read(&group.metadata, conditions, sync::GROUP_READY),
+            marks: SyncMarks::read(&group.metadata, conditions, SyncedObject::Group),
             deleting: group.metadata.deletion_timestamp.is_some(),
             segment: resend_id(status).map(Into::into),
+            loops_list: group
+                .spec
+                .providers
+                .iter()
+                .find(|p| p.name == crate::api::notification::GroupProviderName::Loops)
+                .map(|p| p.id.as_str().into()),
+            loops_reported: conditions.iter().any(|c| {
+                c.type_ == sync::LOOPS_GROUP_READY
+                    && c.observed_generation == group.metadata.generation
+            }),
         }
     }
 }
@@ -111,6 +174,10 @@ pub struct GroupSync<'a> {
     pub marks: SyncMarks,
     /// The Resend segment id its status records.
     pub segment: Option<&'a str>,
+    /// The Loops mailing list its spec names.
+    pub loops_list: Option<&'a str>,
+    /// A Loops condition was written for its current generation.
+    pub loops_reported: bool,
 }
 
 /// A membership as provider sync reads it.
@@ -168,6 +235,8 @@ impl Store {
             deleting: entry.deleting,
             marks: entry.marks,
             segment: entry.segment.as_deref(),
+            loops_list: entry.loops_list.as_deref(),
+            loops_reported: entry.loops_reported,
         })
     }
 

@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use kube::Api;
 
-use super::answers::Recall;
 use super::directory::{Claim, Found, Known, MAX_AGE_RESYNCS};
-use super::status::{self, Outcome};
-use super::{Loop, ResendSync, drive_loop, membership, optout, unrelated};
+use super::{ResendSync, optout};
 use crate::api::Contact;
-use crate::api::common::sync::{CONTACT_READY, UNSUBSCRIBED};
+use crate::api::common::ProviderName::{self, Resend};
+use crate::api::common::sync::UNSUBSCRIBED;
+use crate::controllers::providers::answers::Recall;
+use crate::controllers::providers::joins::{Joins, joins, stamp};
+use crate::controllers::providers::status::{self, Outcome};
+use crate::controllers::providers::{Loop, SyncedObject, drive_loop, ready, unrelated};
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::resend::ResendError;
 use crate::providers::resend::types::{ContactPatch, NewContact, RemoteContact};
@@ -42,16 +45,24 @@ pub enum Plan {
         opt_out: bool,
         /// Create or update the Resend contact.
         mirror: bool,
+        /// Only rewrite `Ready`, which disagrees with the providers' conditions.
+        repair_ready: bool,
     },
 }
 
-/// Decides what reconciling the contact `namespace/name` does.
-pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
+/// Decides what reconciling the contact `namespace/name` does, among the `configured` providers.
+pub fn plan(
+    view: &Store,
+    namespace: &str,
+    name: &str,
+    forced: bool,
+    configured: &[ProviderName],
+) -> Plan {
     let Some(contact) = view.contact_sync(namespace, name) else {
         return Plan::Wait;
     };
     if contact.deleting {
-        if !contact.marks.finalizer {
+        if !contact.marks.finalizer(Resend) {
             return Plan::Wait;
         }
         let shared = view.contacts_by_email(contact.email).any(|other| {
@@ -64,31 +75,33 @@ pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
             delete_remote: !shared,
         };
     }
-    let add_finalizer = !contact.marks.finalizer;
-    let opt_out = contact.unsubscribe_pending;
-    let mirror = !contact.marks.synced || forced;
-    if add_finalizer || opt_out || mirror {
+    let add_finalizer = !contact.marks.finalizer(Resend);
+    // One provider's loop acts on an opt-out: the first configured.
+    let opt_out = contact.unsubscribe_pending && configured.first() == Some(&Resend);
+    let mirror = !contact.marks.synced(Resend) || forced;
+    let repair_ready = !mirror && ready::needs_repair(Resend, configured, contact.marks, |_| true);
+    if add_finalizer || opt_out || mirror || repair_ready {
         Plan::Sync {
             add_finalizer,
             opt_out,
             mirror,
+            repair_ready,
         }
     } else {
         Plan::Wait
     }
 }
 
-fn idle(view: &Store, namespace: &str, name: &str, forced: bool) -> bool {
-    plan(view, namespace, name, forced) == Plan::Wait
-}
-
 /// Runs the contact loop until aborted.
 pub async fn run(sync: Arc<ResendSync>) {
+    let configured = sync.core.configured.clone();
     let lp = Loop {
         kind: ViewKind::Contact,
         label: "contact",
         relists: &[ViewKind::Contact],
-        idle,
+        idle: move |view: &Store, ns: &str, name: &str, forced| {
+            plan(view, ns, name, forced, &configured) == Plan::Wait
+        },
         related: unrelated,
         reconcile,
     };
@@ -97,32 +110,46 @@ pub async fn run(sync: Arc<ResendSync>) {
 
 /// Reconciles one contact.
 pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, Error> {
-    let forced = sync.is_forced(ViewKind::Contact, &key.namespace, &key.name);
-    let plan = plan(&sync.ctx.view.read(), &key.namespace, &key.name, forced);
-    let api: Api<Contact> = Api::namespaced(sync.ctx.client.clone(), &key.namespace);
+    let core = &sync.core;
+    let forced = core.is_forced(ViewKind::Contact, &key.namespace, &key.name);
+    let plan = plan(
+        &core.ctx.view.read(),
+        &key.namespace,
+        &key.name,
+        forced,
+        &core.configured,
+    );
+    let api: Api<Contact> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     match plan {
         Plan::Wait => {}
         Plan::Release { delete_remote } => {
-            sync.answers.forget(ViewKind::Contact, &key);
+            core.answers.forget(ViewKind::Contact, &key);
             if delete_remote {
                 release(&sync, &api, &key).await?;
             }
-            status::set_finalizer(&api, &key.name, false).await?;
+            status::set_finalizer(Resend, &api, &key.name, false).await?;
         }
         Plan::Sync {
             add_finalizer,
             opt_out,
             mirror,
+            repair_ready,
         } => {
-            if add_finalizer && !status::set_finalizer(&api, &key.name, true).await? {
+            if add_finalizer && !status::set_finalizer(Resend, &api, &key.name, true).await? {
                 // Deleted meanwhile: its deletion wakes the release.
                 return Ok(Action::await_change());
             }
             if opt_out {
-                optout::apply(&sync, &key).await?;
+                optout::apply(&core.ctx, &key).await?;
             }
             if mirror {
                 return self::mirror(&sync, &api, &key).await;
+            }
+            if repair_ready {
+                let kind = SyncedObject::Contact;
+                core.writer()
+                    .repair_ready(&api, &key.name, kind, |_| true)
+                    .await?;
             }
         }
     }
@@ -161,11 +188,6 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
         return Ok(Action::await_change());
     };
     let known = resend_id(contact.status.as_ref()).map(str::to_owned);
-    let conditions = contact
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
     let generation = contact.metadata.generation;
     // What Resend already answered for this very object and generation: when only the status
     // write after it failed, recorded now without a second call; when that landed too and the
@@ -175,7 +197,7 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
         contact.metadata.uid.as_deref().unwrap_or_default(),
         generation.unwrap_or_default()
     );
-    let answers = &sync.answers;
+    let answers = &sync.core.answers;
     let answered = match answers.recall(ViewKind::Contact, key, &stamp) {
         Some(Recall::Recorded) => return Ok(Action::await_change()),
         Some(Recall::Unrecorded(id)) => Ok(id),
@@ -188,31 +210,19 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
             Err(error) => Err(error),
         },
     };
-    let record = status::Record {
-        condition_type: CONTACT_READY,
-        existing: &conditions,
-        generation,
-    };
+    let writer = sync.core.writer();
+    let record = writer.record_of(&contact, SyncedObject::Contact, |_| true);
     match answered {
         Ok(id) => {
-            let outcome = Outcome {
-                id: Some(&id),
-                failure: None,
-            };
-            let body = status::body(&record, &outcome, jiff::Timestamp::now());
-            status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
+            writer
+                .record(api, &key.name, &record, &Outcome::synced(&id))
+                .await?;
             answers.recorded(ViewKind::Contact, key);
             Ok(Action::await_change())
         }
-        Err(error) => Err(status::report_failure(
-            &sync.ctx.schemas,
-            api,
-            &key.name,
-            &record,
-            known.as_deref(),
-            error,
-        )
-        .await),
+        Err(error) => Err(writer
+            .report_failure(api, &key.name, &record, known.as_deref(), error)
+            .await),
     }
 }
 
@@ -258,7 +268,7 @@ async fn upsert(
             Err(error) => return Err(error),
         }
     }
-    let max_age = sync.ctx.settings.provider_resync * MAX_AGE_RESYNCS;
+    let max_age = sync.core.ctx.settings.provider_resync * MAX_AGE_RESYNCS;
     let found = sync
         .directory
         .find(&sync.client, &spec.email, max_age)
@@ -317,7 +327,7 @@ async fn adopt(
 
 /// Whether waiting for a group's segment is still worth it for `contact`.
 fn may_wait_for_groups(sync: &ResendSync, contact: &Contact) -> bool {
-    let since_start = sync.started.elapsed();
+    let since_start = sync.core.started.elapsed();
     let since_made = contact
         .metadata
         .creation_timestamp
@@ -340,9 +350,14 @@ async fn create(
     let spec = &contact.spec;
     let opted_out = opted_out(contact);
     let mut joins = if opted_out {
-        membership::Joins::default()
+        Joins::default()
     } else {
-        membership::joins(&sync.ctx.view.read(), &key.namespace, &key.name)
+        joins(
+            &sync.core.ctx.view.read(),
+            &key.namespace,
+            &key.name,
+            Resend,
+        )
     };
     if joins.groups_pending && may_wait_for_groups(sync, contact) {
         return Ok(Upserted::Wait(GROUP_POLL));
@@ -352,13 +367,13 @@ async fn create(
         first_name: spec.given_name.clone(),
         last_name: spec.family_name.clone(),
         unsubscribed: opted_out,
-        segments: joins.segment_ids(),
+        segments: joins.ids(),
     };
     let mut created = sync.client.create_contact_outcome(&new).await;
     if matches!(created, Err(ResendError::NotFound)) && !new.segments.is_empty() {
         // A segment is gone (deleted in the dashboard): the contact alone, its memberships
         // left to their loop, which waits for the group to be mirrored again.
-        joins.segments.clear();
+        joins.groups.clear();
         new.segments.clear();
         created = sync.client.create_contact_outcome(&new).await;
     }
@@ -368,10 +383,12 @@ async fn create(
             claim.found(known);
             // An existing contact answered for: its segments are not known to have been set.
             if !created.existed {
-                for (membership, segment) in joins.segments {
-                    let stamp = membership::stamp(&spec.email, &segment);
+                for (membership, segment) in joins.groups {
+                    let stamp = stamp(&spec.email, &segment);
                     let kind = ViewKind::Membership;
-                    sync.answers.answered(kind, &membership, stamp, segment);
+                    sync.core
+                        .answers
+                        .answered(kind, &membership, stamp, segment);
                 }
             }
             Ok(Upserted::Id(created.id))

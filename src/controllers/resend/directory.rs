@@ -3,7 +3,7 @@
 //!
 //! Why a shared snapshot: a first sync of N contacts would otherwise cost N look-ups before N
 //! creates; listing costs N/100 pages and serves every contact loop reconcile (and a membership
-//! needs nothing from it: see [`super::membership::joins`]). It is listed lazily, only when a
+//! needs nothing from it: see [`crate::controllers::providers::joins`]). It is listed lazily, only when a
 //! contact without a recorded id needs mirroring (a settled cluster, even after a restart, never
 //! lists), then kept: drift repair lists every contact every `--provider-resync` anyway and
 //! [`Directory::replace`]s it, so a new Contact in the steady state costs its create alone. The

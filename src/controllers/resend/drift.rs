@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::ResendSync;
-use crate::api::common::ObjectRef;
+use crate::api::common::{ObjectRef, ProviderName};
 use crate::controllers::{Error, ObjectKey};
 use crate::view::{Store, ViewKind};
 
@@ -27,8 +27,8 @@ pub struct DriftReport {
 
 /// Runs a repair pass every `--provider-resync` until aborted.
 pub async fn run(sync: Arc<ResendSync>) {
-    let every = sync.ctx.settings.provider_resync;
-    crate::controllers::until_synced(&sync.ctx.view).await;
+    let every = sync.core.ctx.settings.provider_resync;
+    crate::controllers::until_synced(&sync.core.ctx.view).await;
     loop {
         tokio::time::sleep(every).await;
         match repair(&sync).await {
@@ -53,7 +53,7 @@ fn mirrored_groups(view: &Store) -> Vec<Mirrored> {
         .filter_map(|(ns, name)| {
             let g = view.group_sync(&ns, &name)?;
             let segment = g.segment?.to_owned();
-            (!g.deleting && g.marks.synced).then(|| Mirrored {
+            (!g.deleting && g.marks.synced(ProviderName::Resend)).then(|| Mirrored {
                 key: ObjectKey::new(&ns, &name),
                 segment,
             })
@@ -81,7 +81,7 @@ fn members(view: &Store, group: &ObjectKey) -> Vec<(ObjectKey, String, bool)> {
                 (
                     ObjectKey::new(r.namespace, r.name),
                     contact.email.to_lowercase(),
-                    m.marks.synced,
+                    m.marks.synced(ProviderName::Resend),
                 )
             })
         })
@@ -99,7 +99,7 @@ pub async fn repair(sync: &ResendSync) -> Result<DriftReport, Error> {
         .into_iter()
         .map(|s| s.id)
         .collect();
-    let groups = mirrored_groups(&sync.ctx.view.read());
+    let groups = mirrored_groups(&sync.core.ctx.view.read());
     let mut present = Vec::new();
     for group in groups {
         if segments.contains(&group.segment) {
@@ -107,7 +107,7 @@ pub async fn repair(sync: &ResendSync) -> Result<DriftReport, Error> {
             continue;
         }
         report.segments_missing += 1;
-        let view = sync.ctx.view.read();
+        let view = sync.core.ctx.view.read();
         for (membership, _, _) in members(&view, &group.key) {
             force.push((ViewKind::Membership, membership));
         }
@@ -120,12 +120,15 @@ pub async fn repair(sync: &ResendSync) -> Result<DriftReport, Error> {
     let remote: HashSet<String> = listed.iter().map(|c| c.email.to_lowercase()).collect();
     sync.directory.replace(listed, started);
     {
-        let view = sync.ctx.view.read();
+        let view = sync.core.ctx.view.read();
         for (ns, name) in view.names(ViewKind::Contact) {
             let Some(c) = view.contact_sync(&ns, &name) else {
                 continue;
             };
-            if c.deleting || !c.marks.synced || remote.contains(&c.email.to_lowercase()) {
+            if c.deleting
+                || !c.marks.synced(ProviderName::Resend)
+                || remote.contains(&c.email.to_lowercase())
+            {
                 continue;
             }
             report.contacts_missing += 1;
@@ -141,7 +144,7 @@ pub async fn repair(sync: &ResendSync) -> Result<DriftReport, Error> {
             .into_iter()
             .map(|c| (c.email.to_lowercase(), c.id))
             .collect();
-        let wanted = members(&sync.ctx.view.read(), &group.key);
+        let wanted = members(&sync.core.ctx.view.read(), &group.key);
         let wanted_emails: HashSet<&str> = wanted.iter().map(|(_, e, _)| e.as_str()).collect();
         for (membership, email, synced) in &wanted {
             if *synced && !in_segment.contains_key(email) {
@@ -156,6 +159,6 @@ pub async fn repair(sync: &ResendSync) -> Result<DriftReport, Error> {
             }
         }
     }
-    sync.force(force);
+    sync.core.force(force);
     Ok(report)
 }

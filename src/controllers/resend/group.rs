@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use kube::Api;
 
-use super::status::{self, Outcome};
-use super::{Loop, ResendSync, drive_loop, unrelated};
+use super::ResendSync;
 use crate::api::ContactGroup;
-use crate::api::common::sync::GROUP_READY;
+use crate::api::common::ProviderName::{self, Resend};
+use crate::controllers::providers::status::{self, Outcome};
+use crate::controllers::providers::{
+    Loop, SyncedObject, drive_loop, mirrors_group, ready, unrelated,
+};
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::resend::ResendError;
 use crate::view::{Store, ViewKind};
@@ -40,16 +43,24 @@ pub enum Plan {
         add_finalizer: bool,
         /// Look the segment up (or create it) and record it.
         mirror: bool,
+        /// Only rewrite `Ready`, which disagrees with the providers' conditions.
+        repair_ready: bool,
     },
 }
 
-/// Decides what reconciling the group `namespace/name` does.
-pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
+/// Decides what reconciling the group `namespace/name` does, among the `configured` providers.
+pub fn plan(
+    view: &Store,
+    namespace: &str,
+    name: &str,
+    forced: bool,
+    configured: &[ProviderName],
+) -> Plan {
     let Some(group) = view.group_sync(namespace, name) else {
         return Plan::Wait;
     };
     if group.deleting {
-        if !group.marks.finalizer {
+        if !group.marks.finalizer(Resend) {
             return Plan::Wait;
         }
         return Plan::Release {
@@ -57,29 +68,31 @@ pub fn plan(view: &Store, namespace: &str, name: &str, forced: bool) -> Plan {
             name: segment_name(namespace, name, group.uid),
         };
     }
-    let add_finalizer = !group.marks.finalizer;
-    let mirror = !group.marks.synced || group.segment.is_none() || forced;
-    if add_finalizer || mirror {
+    let add_finalizer = !group.marks.finalizer(Resend);
+    let mirror = !group.marks.synced(Resend) || group.segment.is_none() || forced;
+    let mirrors = |p| mirrors_group(p, &group);
+    let repair_ready = !mirror && ready::needs_repair(Resend, configured, group.marks, mirrors);
+    if add_finalizer || mirror || repair_ready {
         Plan::Sync {
             add_finalizer,
             mirror,
+            repair_ready,
         }
     } else {
         Plan::Wait
     }
 }
 
-fn idle(view: &Store, namespace: &str, name: &str, forced: bool) -> bool {
-    plan(view, namespace, name, forced) == Plan::Wait
-}
-
 /// Runs the group loop until aborted.
 pub async fn run(sync: Arc<ResendSync>) {
+    let configured = sync.core.configured.clone();
     let lp = Loop {
         kind: ViewKind::ContactGroup,
         label: "contactgroup",
         relists: &[ViewKind::ContactGroup],
-        idle,
+        idle: move |view: &Store, ns: &str, name: &str, forced| {
+            plan(view, ns, name, forced, &configured) == Plan::Wait
+        },
         related: unrelated,
         reconcile,
     };
@@ -88,9 +101,24 @@ pub async fn run(sync: Arc<ResendSync>) {
 
 /// Reconciles one group.
 pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, Error> {
-    let forced = sync.is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
-    let plan = plan(&sync.ctx.view.read(), &key.namespace, &key.name, forced);
-    let api: Api<ContactGroup> = Api::namespaced(sync.ctx.client.clone(), &key.namespace);
+    let core = &sync.core;
+    let forced = core.is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
+    let (plan, mirrored_by) = {
+        let view = core.ctx.view.read();
+        let plan = plan(&view, &key.namespace, &key.name, forced, &core.configured);
+        let mirrored_by: Vec<ProviderName> = match view.group_sync(&key.namespace, &key.name) {
+            Some(group) => core
+                .configured
+                .iter()
+                .copied()
+                .filter(|p| mirrors_group(*p, &group))
+                .collect(),
+            None => Vec::new(),
+        };
+        (plan, mirrored_by)
+    };
+    let mirrors = |p: ProviderName| mirrored_by.contains(&p);
+    let api: Api<ContactGroup> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     match plan {
         Plan::Wait => {}
         Plan::Release { segment, name } => {
@@ -102,18 +130,24 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
                 sync.client.delete_segment(&id).await?;
                 forget(&sync, &name).await;
             }
-            status::set_finalizer(&api, &key.name, false).await?;
+            status::set_finalizer(Resend, &api, &key.name, false).await?;
         }
         Plan::Sync {
             add_finalizer,
             mirror,
+            repair_ready,
         } => {
-            if add_finalizer && !status::set_finalizer(&api, &key.name, true).await? {
+            if add_finalizer && !status::set_finalizer(Resend, &api, &key.name, true).await? {
                 // Deleted meanwhile: its deletion wakes the release.
                 return Ok(Action::await_change());
             }
             if mirror {
-                self::mirror(&sync, &api, &key).await?;
+                self::mirror(&sync, &api, &key, mirrors).await?;
+            } else if repair_ready {
+                let kind = SyncedObject::Group;
+                core.writer()
+                    .repair_ready(&api, &key.name, kind, mirrors)
+                    .await?;
             }
         }
     }
@@ -160,49 +194,38 @@ async fn forget(sync: &ResendSync, name: &str) {
 }
 
 /// Makes sure the group's segment exists and records its id.
-async fn mirror(sync: &ResendSync, api: &Api<ContactGroup>, key: &ObjectKey) -> Result<(), Error> {
+async fn mirror(
+    sync: &ResendSync,
+    api: &Api<ContactGroup>,
+    key: &ObjectKey,
+    mirrors: impl Fn(ProviderName) -> bool,
+) -> Result<(), Error> {
     let Some(group) = kubeapi::get(api, &key.name).await? else {
         return Ok(());
     };
     let uid = group.metadata.uid.clone().unwrap_or_default();
     let name = segment_name(&key.namespace, &key.name, &uid);
     let known = crate::view::sync::resend_id(group.status.as_ref()).map(str::to_owned);
-    let conditions = group
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let generation = group.metadata.generation;
-    let forced = sync.is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
+    let forced = sync
+        .core
+        .is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
     let found = match (&known, forced) {
         // The id is known and nobody doubts it: no call at all (a display-name change, say).
         (Some(id), false) => Ok(id.clone()),
         _ => ensure(sync, &name, forced).await,
     };
-    let record = status::Record {
-        condition_type: GROUP_READY,
-        existing: &conditions,
-        generation,
-    };
+    let writer = sync.core.writer();
+    let record = writer.record_of(&group, SyncedObject::Group, mirrors);
     match found {
         Ok(id) => {
-            let outcome = Outcome {
-                id: Some(&id),
-                failure: None,
-            };
-            let body = status::body(&record, &outcome, jiff::Timestamp::now());
-            status::apply(&sync.ctx.schemas, api, &key.name, body).await?;
+            writer
+                .record(api, &key.name, &record, &Outcome::synced(&id))
+                .await?;
             Ok(())
         }
-        Err(error) => Err(status::report_failure(
-            &sync.ctx.schemas,
-            api,
-            &key.name,
-            &record,
-            known.as_deref(),
-            error,
-        )
-        .await),
+        Err(error) => Err(writer
+            .report_failure(api, &key.name, &record, known.as_deref(), error)
+            .await),
     }
 }
 

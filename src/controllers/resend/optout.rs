@@ -14,12 +14,11 @@ use std::collections::BTreeMap;
 use kube::Api;
 use serde_json::json;
 
-use super::ResendSync;
 use crate::api::common::ObjectRef;
 use crate::api::common::sync::UNSUBSCRIBED;
 use crate::api::notification::{ContactGroupMembershipRemovalSpec, Visibility};
 use crate::api::{Contact, ContactGroupMembershipRemoval};
-use crate::controllers::{Error, ObjectKey, kubeapi, names};
+use crate::controllers::{Context, Error, ObjectKey, kubeapi, names};
 use crate::view::ClusterView;
 
 /// Field manager of the `Unsubscribed` condition: its own, so the sync's status applies (which
@@ -178,8 +177,8 @@ pub fn removals_for(
 
 /// Acts on a contact's pending opt-out (leader only): creates its removals in the contact's
 /// namespace, then marks the condition done.
-pub async fn apply(sync: &ResendSync, contact: &ObjectKey) -> Result<(), Error> {
-    let api: Api<Contact> = Api::namespaced(sync.ctx.client.clone(), &contact.namespace);
+pub async fn apply(ctx: &Context, contact: &ObjectKey) -> Result<(), Error> {
+    let api: Api<Contact> = Api::namespaced(ctx.client.clone(), &contact.namespace);
     let Some(current) = kubeapi::get(&api, &contact.name).await? else {
         return Ok(());
     };
@@ -192,9 +191,9 @@ pub async fn apply(sync: &ResendSync, contact: &ObjectKey) -> Result<(), Error> 
     else {
         return Ok(());
     };
-    let removals = removals_for(&sync.ctx.view.read(), contact);
+    let removals = removals_for(&ctx.view.read(), contact);
     let removal_api: Api<ContactGroupMembershipRemoval> =
-        Api::namespaced(sync.ctx.client.clone(), &contact.namespace);
+        Api::namespaced(ctx.client.clone(), &contact.namespace);
     let at = condition.last_transition_time.0.to_string();
     let source = if condition.reason == COMPLAINT_REASON {
         "resend-complaint"
@@ -214,17 +213,16 @@ pub async fn apply(sync: &ResendSync, contact: &ObjectKey) -> Result<(), Error> 
         removal.metadata.annotations = Some(annotations);
         kubeapi::create(&removal_api, &removal).await?;
     }
-    sync.ctx
-        .event(
-            &kube::Resource::object_ref(&current, &()),
-            "ProviderUnsubscribe",
-            "OptOut",
-            format!(
-                "opted out at Resend at {at}: left {} public group(s)",
-                removals.len()
-            ),
-        )
-        .await;
+    ctx.event(
+        &kube::Resource::object_ref(&current, &()),
+        "ProviderUnsubscribe",
+        "OptOut",
+        format!(
+            "opted out at Resend at {at}: left {} public group(s)",
+            removals.len()
+        ),
+    )
+    .await;
     let mut done = serde_json::to_value(&condition).map_err(|e| Error::Invalid(e.to_string()))?;
     done["observedGeneration"] = json!(current.metadata.generation.unwrap_or(1));
     kubeapi::apply_conditions_as(&api, &contact.name, vec![done], FIELD_MANAGER).await?;

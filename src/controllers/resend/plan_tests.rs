@@ -3,9 +3,13 @@
 use serde_json::{Value, json};
 
 use super::{contact, group, membership, optout};
+use crate::api::common::ProviderName;
 use crate::api::common::sync::{CONTACT_READY, FINALIZER, GROUP_READY, MEMBERSHIP_READY};
 use crate::controllers::ObjectKey;
+use crate::controllers::providers::joins;
 use crate::view::Store;
+
+const RESEND: &[ProviderName] = &[ProviderName::Resend];
 
 fn meta(ns: &str, name: &str, finalizer: bool, deleting: bool) -> Value {
     let mut meta = json!({"namespace": ns, "name": name, "uid": format!("uid-{name}-0123456789"), "generation": 2});
@@ -20,6 +24,8 @@ fn meta(ns: &str, name: &str, finalizer: bool, deleting: bool) -> Value {
 
 fn synced(condition: &str, generation: i64, segment: Option<&str>) -> Value {
     let mut status = json!({"conditions": [{"type": condition, "status": "True", "reason": "Synced",
+        "message": "", "lastTransitionTime": "2026-11-27T12:00:00Z", "observedGeneration": generation},
+        {"type": "Ready", "status": "True", "reason": "CreateSuccessful",
         "message": "", "lastTransitionTime": "2026-11-27T12:00:00Z", "observedGeneration": generation}]});
     if let Some(id) = segment {
         status["providers"] = json!([{"name": "Resend", "id": id}]);
@@ -58,11 +64,12 @@ fn a_new_contact_gets_the_finalizer_and_is_mirrored_once() {
         json!({}),
     );
     assert_eq!(
-        contact::plan(&store, "people", "ada", false),
+        contact::plan(&store, "people", "ada", false, RESEND),
         contact::Plan::Sync {
             add_finalizer: true,
             opt_out: false,
-            mirror: true
+            mirror: true,
+            repair_ready: false,
         }
     );
     contact(
@@ -73,15 +80,16 @@ fn a_new_contact_gets_the_finalizer_and_is_mirrored_once() {
         synced(CONTACT_READY, 2, Some("re_1")),
     );
     assert_eq!(
-        contact::plan(&store, "people", "ada", false),
+        contact::plan(&store, "people", "ada", false, RESEND),
         contact::Plan::Wait
     );
     assert_eq!(
-        contact::plan(&store, "people", "ada", true),
+        contact::plan(&store, "people", "ada", true, RESEND),
         contact::Plan::Sync {
             add_finalizer: false,
             opt_out: false,
-            mirror: true
+            mirror: true,
+            repair_ready: false,
         },
         "drift repair forces a settled contact"
     );
@@ -96,7 +104,7 @@ fn a_new_contact_gets_the_finalizer_and_is_mirrored_once() {
         synced(CONTACT_READY, 2, Some("re_1")),
     );
     assert!(matches!(
-        contact::plan(&store, "people", "ada", false),
+        contact::plan(&store, "people", "ada", false, RESEND),
         contact::Plan::Sync { mirror: true, .. }
     ));
 }
@@ -112,7 +120,7 @@ fn a_deleted_contact_keeps_the_resend_contact_another_contact_shares() {
         json!({}),
     );
     assert_eq!(
-        contact::plan(&store, "people", "ada", false),
+        contact::plan(&store, "people", "ada", false, RESEND),
         contact::Plan::Release {
             delete_remote: true
         }
@@ -125,7 +133,7 @@ fn a_deleted_contact_keeps_the_resend_contact_another_contact_shares() {
         json!({}),
     );
     assert_eq!(
-        contact::plan(&store, "people", "ada", false),
+        contact::plan(&store, "people", "ada", false, RESEND),
         contact::Plan::Release {
             delete_remote: false
         }
@@ -138,7 +146,7 @@ fn a_deleted_contact_keeps_the_resend_contact_another_contact_shares() {
         json!({}),
     );
     assert_eq!(
-        contact::plan(&store, "people", "gone", false),
+        contact::plan(&store, "people", "gone", false, RESEND),
         contact::Plan::Wait,
         "not ours to release"
     );
@@ -158,14 +166,15 @@ fn a_pending_opt_out_is_acted_on_once() {
         status.clone(),
     );
     assert_eq!(
-        contact::plan(&store, "people", "ada", false),
+        contact::plan(&store, "people", "ada", false, RESEND),
         contact::Plan::Sync {
             add_finalizer: false,
             opt_out: true,
-            mirror: false
+            mirror: false,
+            repair_ready: false,
         }
     );
-    status["conditions"][1]["observedGeneration"] = json!(2);
+    status["conditions"][2]["observedGeneration"] = json!(2);
     contact(
         &mut store,
         "ada",
@@ -174,7 +183,7 @@ fn a_pending_opt_out_is_acted_on_once() {
         status,
     );
     assert_eq!(
-        contact::plan(&store, "people", "ada", false),
+        contact::plan(&store, "people", "ada", false, RESEND),
         contact::Plan::Wait
     );
 }
@@ -189,10 +198,11 @@ fn a_group_with_a_known_segment_costs_nothing() {
         json!({}),
     );
     assert_eq!(
-        group::plan(&store, "groups", "news", false),
+        group::plan(&store, "groups", "news", false, RESEND),
         group::Plan::Sync {
             add_finalizer: true,
-            mirror: true
+            mirror: true,
+            repair_ready: false,
         }
     );
     group(
@@ -202,7 +212,7 @@ fn a_group_with_a_known_segment_costs_nothing() {
         synced(GROUP_READY, 2, Some("seg_1")),
     );
     assert_eq!(
-        group::plan(&store, "groups", "news", false),
+        group::plan(&store, "groups", "news", false, RESEND),
         group::Plan::Wait
     );
     group(
@@ -212,7 +222,7 @@ fn a_group_with_a_known_segment_costs_nothing() {
         synced(GROUP_READY, 2, Some("seg_1")),
     );
     assert_eq!(
-        group::plan(&store, "groups", "news", false),
+        group::plan(&store, "groups", "news", false, RESEND),
         group::Plan::Release {
             segment: Some("seg_1".into()),
             name: "groups/news-uid-news".into()
@@ -252,16 +262,17 @@ fn a_membership_waits_for_its_contact_and_segment_and_never_follows_an_opt_out()
     );
     store.apply_membership(&serde_json::from_value(m.clone()).unwrap());
     assert_eq!(
-        membership::plan(&store, "people", "m", false),
+        membership::plan(&store, "people", "m", false, RESEND),
         membership::Plan::Wait,
         "nothing mirrored yet"
     );
     mirrored_pair(&mut store);
     assert_eq!(
-        membership::plan(&store, "people", "m", false),
+        membership::plan(&store, "people", "m", false, RESEND),
         membership::Plan::Sync {
             add_finalizer: false,
-            add: Some(("ada@example.com".into(), "seg_1".into()))
+            add: Some(("ada@example.com".into(), "seg_1".into())),
+            repair_ready: false,
         }
     );
     let r = pair(
@@ -273,7 +284,7 @@ fn a_membership_waits_for_its_contact_and_segment_and_never_follows_an_opt_out()
     );
     store.apply_removal(&serde_json::from_value(r).unwrap());
     assert_eq!(
-        membership::plan(&store, "people", "m", false),
+        membership::plan(&store, "people", "m", false, RESEND),
         membership::Plan::Wait,
         "opted out: never added"
     );
@@ -291,12 +302,12 @@ fn a_deleted_membership_never_hangs_on_missing_referents() {
     );
     store.apply_membership(&serde_json::from_value(m).unwrap());
     assert_eq!(
-        membership::plan(&store, "people", "m", false),
+        membership::plan(&store, "people", "m", false, RESEND),
         membership::Plan::Release { remote: None }
     );
     mirrored_pair(&mut store);
     assert_eq!(
-        membership::plan(&store, "people", "m", false),
+        membership::plan(&store, "people", "m", false, RESEND),
         membership::Plan::Release {
             remote: Some(("ada@example.com".into(), "seg_1".into()))
         }
@@ -310,7 +321,7 @@ fn a_deleted_membership_never_hangs_on_missing_referents() {
     );
     store.apply_membership(&serde_json::from_value(settled).unwrap());
     assert_eq!(
-        membership::plan(&store, "people", "s", false),
+        membership::plan(&store, "people", "s", false, RESEND),
         membership::Plan::Wait
     );
 }
@@ -369,20 +380,17 @@ fn a_create_carries_the_segments_the_membership_plan_would_add() {
         json!({}),
     );
     store.apply_membership(&serde_json::from_value(m).unwrap());
-    let joins = membership::joins(&store, "people", "ada");
-    assert!(
-        joins.segments.is_empty() && joins.groups_pending,
-        "{joins:?}"
-    );
+    let joins = joins::joins(&store, "people", "ada", ProviderName::Resend);
+    assert!(joins.groups.is_empty() && joins.groups_pending, "{joins:?}");
     group(
         &mut store,
         "public",
         meta("groups", "news", true, false),
         synced(GROUP_READY, 2, Some("seg_1")),
     );
-    let joins = membership::joins(&store, "people", "ada");
+    let joins = joins::joins(&store, "people", "ada", ProviderName::Resend);
     assert_eq!(
-        joins.segments,
+        joins.groups,
         [(ObjectKey::new("people", "m"), "seg_1".into())]
     );
     assert!(!joins.groups_pending);
@@ -394,9 +402,9 @@ fn a_create_carries_the_segments_the_membership_plan_would_add() {
         json!({}),
     );
     store.apply_removal(&serde_json::from_value(r).unwrap());
-    let joins = membership::joins(&store, "people", "ada");
+    let joins = joins::joins(&store, "people", "ada", ProviderName::Resend);
     assert!(
-        joins.segments.is_empty() && !joins.groups_pending,
+        joins.groups.is_empty() && !joins.groups_pending,
         "{joins:?}"
     );
 }

@@ -1,0 +1,104 @@
+//! Which memberships a provider may mirror, decided in one place for every provider: a live
+//! membership joins its group's counterpart (a Resend segment, a Loops list) only once that is
+//! mirrored, and never while a removal (an opt-out) of the pair exists. A contact's first
+//! create carries the joins of its memberships, so those cost no call of their own.
+
+use crate::api::common::ObjectRef;
+use crate::api::common::ProviderName;
+use crate::controllers::ObjectKey;
+use crate::view::{GroupSync, MembershipSync, Store};
+
+fn refs(namespace: &str, name: &str) -> ObjectRef {
+    ObjectRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// The id `provider` holds for `group` (a segment id, a list id), once mirrored.
+pub fn group_id<'v>(provider: ProviderName, group: &GroupSync<'v>) -> Option<&'v str> {
+    if !group.marks.synced(provider) {
+        return None;
+    }
+    match provider {
+        ProviderName::Resend => group.segment,
+        ProviderName::Loops => group.loops_list,
+    }
+}
+
+/// The id of the group counterpart the live membership `m` may join at `provider` once its
+/// contact is mirrored: its group is mirrored and not being deleted, and no removal (an opt-out)
+/// covers the pair. Every plan and every contact's create ask this, so consent is decided here.
+pub fn joinable<'v>(
+    view: &'v Store,
+    m: &MembershipSync<'_>,
+    provider: ProviderName,
+) -> Option<&'v str> {
+    let group = view.group_sync(m.group.namespace, m.group.name)?;
+    if m.deleting || group.deleting {
+        return None;
+    }
+    let removed = !view
+        .removals_of(
+            &refs(m.contact.namespace, m.contact.name),
+            &refs(m.group.namespace, m.group.name),
+        )
+        .is_empty();
+    if removed {
+        None
+    } else {
+        group_id(provider, &group)
+    }
+}
+
+/// What a contact's create can carry for its memberships.
+#[derive(Debug, Default)]
+pub struct Joins {
+    /// Memberships whose group the create may join, with the group's id at the provider.
+    pub groups: Vec<(ObjectKey, String)>,
+    /// A group of one of its live memberships is not mirrored yet (worth a short wait).
+    pub groups_pending: bool,
+}
+
+impl Joins {
+    /// The group ids to send, each once.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.groups.iter().map(|(_, s)| s.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// What creating the contact `namespace/name` at `provider` can carry: the groups of its live
+/// memberships that the provider's membership plan would join once the contact is mirrored.
+pub fn joins(view: &Store, namespace: &str, name: &str, provider: ProviderName) -> Joins {
+    let mut joins = Joins::default();
+    for r in view.memberships_of_contact(namespace, name) {
+        let Some(m) = view.membership_sync(r.namespace, r.name) else {
+            continue;
+        };
+        match joinable(view, &m, provider) {
+            Some(id) => joins
+                .groups
+                .push((ObjectKey::new(r.namespace, r.name), id.to_owned())),
+            None => {
+                joins.groups_pending |= !m.deleting
+                    && view
+                        .group_sync(m.group.namespace, m.group.name)
+                        .is_some_and(|g| {
+                            !g.deleting
+                                && super::mirrors_group(provider, &g)
+                                && !g.marks.synced(provider)
+                        })
+            }
+        }
+    }
+    joins
+}
+
+/// What a join of `email` to `group` is remembered as (see [`super::answers`]): the same
+/// whether the join was its own call or rode on the contact's create.
+pub fn stamp(email: &str, group: &str) -> String {
+    format!("{email}/{group}")
+}
