@@ -260,6 +260,11 @@ impl FakeHandle {
     }
 
     /// Changes the enforced rate limit.
+    /// Drops every fault not yet answered.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     pub fn set_rate_limit(&self, limit: Option<usize>) {
         self.lock().config.rate_limit = limit;
     }

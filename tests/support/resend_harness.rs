@@ -1,17 +1,20 @@
-//! The provider-sync harness shared by the Resend sync tests: the three sync loops on the
-//! stateful API server (`live_api`, which checks RBAC and feeds the view like a watch) against
-//! the stateful fake Resend, with the objects they sync.
+//! The provider-sync harness shared by the sync tests: the sync loops on the stateful API server
+//! (`live_api`, which checks RBAC and feeds the view like a watch) against the stateful fake
+//! Resend and, when attached, the stateful fake Loops, with the objects they sync.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use milo_webhook::api::common::ProviderName;
 use milo_webhook::api::common::sync::{CONTACT_READY, GROUP_READY, MEMBERSHIP_READY};
 use milo_webhook::controllers::ControllerSettings;
+use milo_webhook::controllers::loops::{self, LoopsSync};
 use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics};
 use milo_webhook::providers::metrics::ProviderMetrics;
 use milo_webhook::providers::resend::{ResendClient, ResendConfig};
 use serde_json::{Value, json};
 
+use super::fake_loops::FakeLoops;
 pub use super::fake_resend::calls;
 use super::fake_resend::{self, FakeConfig, FakeResend};
 use super::live_api::LiveApi;
@@ -21,11 +24,17 @@ pub const CONTACTS: &str = "contacts";
 pub const MEMBERSHIPS: &str = "contactgroupmemberships";
 pub const REMOVALS: &str = "contactgroupmembershipremovals";
 
-/// The sync loops, their API server and their Resend.
+/// The sync loops, their API server and their Resend (and Loops, when attached).
 pub struct Harness {
     pub live: LiveApi,
     pub fake: FakeResend,
     pub sync: Arc<ResendSync>,
+    /// The providers whose loops run, in `Ready`'s order.
+    pub configured: Vec<ProviderName>,
+    /// The fake Loops and its sync, once attached.
+    pub loops: Option<(FakeLoops, Arc<LoopsSync>)>,
+    loops_rate: f64,
+    resend_rate: f64,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -43,32 +52,103 @@ impl Harness {
     pub async fn new(config: FakeConfig, rate: f64) -> Self {
         let live = LiveApi::new();
         let fake = fake_resend::start(config).await;
-        let sync = Self::sync(&live, &fake, rate);
+        let configured = vec![ProviderName::Resend];
+        let sync = Self::sync(&live, &fake, rate, configured.clone());
         Self {
             live,
             fake,
             sync,
+            configured,
+            loops: None,
+            loops_rate: 0.0,
+            resend_rate: rate,
             task: None,
         }
     }
 
-    fn sync(live: &LiveApi, fake: &FakeResend, rate: f64) -> Arc<ResendSync> {
+    /// Attaches `fake` Loops at `rate` requests/s, beside Resend or (`with_resend` false)
+    /// alone; call before [`Self::start`].
+    pub fn attach_loops(&mut self, fake: FakeLoops, rate: f64, with_resend: bool) {
+        self.configured = if with_resend {
+            vec![ProviderName::Resend, ProviderName::Loops]
+        } else {
+            vec![ProviderName::Loops]
+        };
+        self.sync = Self::sync(
+            &self.live,
+            &self.fake,
+            self.resend_rate,
+            self.configured.clone(),
+        );
+        let sync = Self::loops_sync(&self.live, &fake, rate, self.configured.clone());
+        self.loops = Some((fake, sync));
+        self.loops_rate = rate;
+    }
+
+    fn loops_sync(
+        live: &LiveApi,
+        fake: &FakeLoops,
+        rate: f64,
+        configured: Vec<ProviderName>,
+    ) -> Arc<LoopsSync> {
+        let ctx = Arc::new(live.context(settings()));
+        let client = fake.client(rate);
+        Arc::new(LoopsSync::new(
+            ctx,
+            client,
+            SyncMetrics::default(),
+            configured,
+        ))
+    }
+
+    /// The fake Loops (panics when none is attached).
+    pub fn fake_loops(&self) -> &FakeLoops {
+        &self.loops.as_ref().expect("Loops attached").0
+    }
+
+    fn sync(
+        live: &LiveApi,
+        fake: &FakeResend,
+        rate: f64,
+        configured: Vec<ProviderName>,
+    ) -> Arc<ResendSync> {
         let mut config = ResendConfig::new("re_test_key");
         config.base_url = fake.base_url.clone();
         config.rate_limit = rate;
         config.timeout = Duration::from_secs(2);
         let client = ResendClient::new(config, ProviderMetrics::unregistered()).unwrap();
         let ctx = live.context(settings());
-        Arc::new(ResendSync::new(
+        Arc::new(ResendSync::among(
             Arc::new(ctx),
             client,
             SyncMetrics::default(),
+            configured,
         ))
     }
 
-    /// Starts the loops.
+    /// Starts the loops of every configured provider.
     pub fn start(&mut self) {
-        self.task = Some(tokio::spawn(resend::run(self.sync.clone())));
+        let resend = self
+            .configured
+            .contains(&ProviderName::Resend)
+            .then(|| resend::run(self.sync.clone()));
+        let loops = self
+            .loops
+            .as_ref()
+            .map(|(_, sync)| loops::run(sync.clone()));
+        self.task = Some(tokio::spawn(async move {
+            let resend = async {
+                if let Some(run) = resend {
+                    run.await
+                }
+            };
+            let loops = async {
+                if let Some(run) = loops {
+                    run.await
+                }
+            };
+            tokio::join!(resend, loops);
+        }));
     }
 
     /// A leader crash: the loops stop mid-flight and a new process starts with no memory.
@@ -77,7 +157,11 @@ impl Harness {
             task.abort();
             let _ = task.await;
         }
-        self.sync = Self::sync(&self.live, &self.fake, rate);
+        self.resend_rate = rate;
+        self.sync = Self::sync(&self.live, &self.fake, rate, self.configured.clone());
+        if let Some((fake, sync)) = self.loops.as_mut() {
+            *sync = Self::loops_sync(&self.live, fake, self.loops_rate, self.configured.clone());
+        }
         self.start();
     }
 

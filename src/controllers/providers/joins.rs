@@ -5,6 +5,7 @@
 
 use crate::api::common::ObjectRef;
 use crate::api::common::ProviderName;
+use crate::api::notification::Visibility;
 use crate::controllers::ObjectKey;
 use crate::view::{GroupSync, MembershipSync, Store};
 
@@ -28,7 +29,7 @@ pub fn group_id<'v>(provider: ProviderName, group: &GroupSync<'v>) -> Option<&'v
 
 /// The id of the group counterpart the live membership `m` may join at `provider` once its
 /// contact is mirrored: its group is mirrored and not being deleted, and no removal (an opt-out)
-/// covers the pair. Every plan and every contact's create ask this, so consent is decided here.
+/// covers the pair (nor an opt-out about to become one). Every plan and every contact's create ask this, so consent is decided here.
 pub fn joinable<'v>(
     view: &'v Store,
     m: &MembershipSync<'_>,
@@ -38,12 +39,18 @@ pub fn joinable<'v>(
     if m.deleting || group.deleting {
         return None;
     }
-    let removed = !view
-        .removals_of(
-            &refs(m.contact.namespace, m.contact.name),
-            &refs(m.group.namespace, m.group.name),
-        )
-        .is_empty();
+    // An opt-out reported but not yet turned into removals counts as those removals.
+    let pending = group.visibility == Visibility::Public
+        && view
+            .contact_sync(m.contact.namespace, m.contact.name)
+            .is_some_and(|c| c.unsubscribe_pending);
+    let removed = pending
+        || !view
+            .removals_of(
+                &refs(m.contact.namespace, m.contact.name),
+                &refs(m.group.namespace, m.group.name),
+            )
+            .is_empty();
     if removed {
         None
     } else {
