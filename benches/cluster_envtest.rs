@@ -15,6 +15,7 @@ mod harness;
 #[path = "../tests/support"]
 mod support {
     #![allow(dead_code)]
+    pub mod fake_loops;
     pub mod fake_resend;
 }
 

@@ -168,7 +168,7 @@ pub async fn apply_conditions_as<K>(
     manager: &str,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     let status = serde_json::json!({ "conditions": conditions });
     apply_status_as(
@@ -212,7 +212,7 @@ pub async fn apply_status<K>(
     status: Value,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     apply_status_as(schemas, api, name, status, FIELD_MANAGER).await
 }
@@ -229,13 +229,34 @@ pub async fn apply_status_as<K>(
     manager: &str,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     let mut body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    let atomic = schemas.atomic_status_lists(&K::kind(&()));
+    if !atomic.is_empty() {
+        // The installed CRD keeps these lists atomic (Milo's): the apply owns each whole, so it
+        // carries every other writer's entries as read, and the read's resourceVersion, so a
+        // write landing in between makes this one fail (409, retried) instead of erasing it.
+        let Some(current) = get(api, name).await? else {
+            return Ok(());
+        };
+        let current = serde_json::to_value(&current).unwrap_or_default();
+        for field in atomic {
+            let key = if field == "conditions" {
+                "type"
+            } else {
+                "name"
+            };
+            merge_list(&mut body["status"], &current["status"], field, key);
+        }
+        body["metadata"] = serde_json::json!({
+            "resourceVersion": current["metadata"]["resourceVersion"],
+        });
+    }
     if schemas.prepare_status(&K::kind(&()), &mut body) == StatusWrite::Skip {
         return Ok(());
     }
@@ -244,4 +265,19 @@ where
     api.patch_status(name, &params, &Patch::Apply(&body))
         .await
         .map(|_| ())
+}
+
+/// Puts into `status[field]` every entry of `current[field]` whose `key` it does not name: what a
+/// writer of an atomic list sends so that the others' entries stay.
+fn merge_list(status: &mut Value, current: &Value, field: &str, key: &str) {
+    let Some(theirs) = current[field].as_array() else {
+        return;
+    };
+    if status.get(field).is_none() && theirs.is_empty() {
+        return;
+    }
+    let mut ours = status[field].as_array().cloned().unwrap_or_default();
+    let named: Vec<Value> = ours.iter().map(|e| e[key].clone()).collect();
+    ours.extend(theirs.iter().filter(|e| !named.contains(&e[key])).cloned());
+    status[field] = Value::Array(ours);
 }

@@ -102,6 +102,32 @@ impl InstalledSchemas {
         StatusWrite::Send
     }
 
+    /// The lists of `kind`'s status (`conditions`, `providers`) that the installed CRD keeps
+    /// atomic: Milo's CRDs declare no list type, so server-side apply gives each such list
+    /// whole to its last writer, and a writer must send every entry (see
+    /// [`super::kubeapi::apply_status_as`]). Empty when the CRD was not read or declares them
+    /// as maps keyed by `type` and `name`, as ours do.
+    pub fn atomic_status_lists(&self, kind: &str) -> Vec<&'static str> {
+        let installed = self.read();
+        let Some(schema) = installed.get(kind) else {
+            return Vec::new();
+        };
+        let status = schema
+            .schema
+            .properties
+            .as_ref()
+            .and_then(|p| p.get("status"));
+        ["conditions", "providers"]
+            .into_iter()
+            .filter(|field| {
+                status
+                    .and_then(|s| s.properties.as_ref())
+                    .and_then(|p| p.get(*field))
+                    .is_some_and(|list| list.x_kubernetes_list_type.as_deref() != Some("map"))
+            })
+            .collect()
+    }
+
     /// Which of `fields` (paths such as `status.pendingBatch`) the installed CRD of `kind` does
     /// not declare; empty when it declares them all or was not read.
     pub fn missing(&self, kind: &str, fields: &[&str]) -> Vec<String> {

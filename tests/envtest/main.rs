@@ -13,6 +13,7 @@
 #[path = "../support"]
 mod support {
     #![allow(dead_code)]
+    pub mod fake_loops;
     pub mod fake_resend;
 }
 
@@ -50,3 +51,4 @@ scenario!(broadcast_and_one_click, scenarios::broadcast::broadcast_and_one_click
 scenario!(invitation_lifecycle, scenarios::invitation::lifecycle, ours: Ours, milo: Milo);
 scenario!(signup_enrollment, scenarios::controllers::signup_enrollment, ours: Ours, milo: Milo);
 scenario!(namespace_deletion, scenarios::resend::namespace_deletion, ours: Ours, milo: Milo);
+scenario!(loops_beside_resend, scenarios::loops::beside_resend, ours: Ours, milo: Milo);

@@ -27,7 +27,7 @@ pub async fn set_finalizer<K>(
     present: bool,
 ) -> Result<bool, kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let finalizer = sync::finalizer(provider);
     if present {
@@ -98,7 +98,7 @@ pub struct Writer<'a> {
 
 /// An object a provider mirrors, as the layer reads it back.
 pub trait Mirrored:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug
 {
     /// Its status conditions.
     fn conditions(&self) -> &[Condition];
@@ -249,7 +249,11 @@ impl Writer<'_> {
     /// Applies `status` to the status subresource under this provider's field manager.
     pub async fn apply<K>(&self, api: &Api<K>, name: &str, status: Value) -> Result<(), kube::Error>
     where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
     {
         kubeapi::apply_status_as(
             self.schemas,
@@ -270,7 +274,11 @@ impl Writer<'_> {
         outcome: &Outcome<'_>,
     ) -> Result<(), kube::Error>
     where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
     {
         let body = self.body(record, outcome, jiff::Timestamp::now());
         self.apply(api, name, body).await
@@ -329,7 +337,11 @@ impl Writer<'_> {
         error: E,
     ) -> crate::controllers::Error
     where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
         E: ProviderFailure + Into<crate::controllers::Error>,
     {
         if let Err(write) = self

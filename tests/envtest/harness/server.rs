@@ -37,6 +37,8 @@ pub struct ServerOptions {
     pub controllers: Option<String>,
     /// The fake Resend's base URL: provider sync and email delivery on.
     pub resend_base_url: Option<String>,
+    /// The fake Loops' base URL: Loops sync on.
+    pub loops_base_url: Option<String>,
     /// `--leader-election-lease-seconds`.
     pub lease_seconds: u64,
     /// `--shutdown-delay`.
@@ -52,6 +54,7 @@ impl Default for ServerOptions {
         Self {
             controllers: None,
             resend_base_url: None,
+            loops_base_url: None,
             lease_seconds: 6,
             shutdown_delay: "1s",
             extra: Vec::new(),
@@ -98,6 +101,7 @@ pub struct ServerFiles {
     cert: PathBuf,
     key: PathBuf,
     resend_key: PathBuf,
+    loops_key: PathBuf,
     signing_key: PathBuf,
     unsubscribe_key: PathBuf,
     /// The CA the serving certificate is signed by (the webhook configurations' caBundle).
@@ -137,6 +141,7 @@ impl ServerFiles {
             cert: write("webhook.crt", &serving.cert_pem),
             key: write("webhook.key", &serving.key_pem),
             resend_key: write("resend-api-key", RESEND_KEY),
+            loops_key: write("loops-api-key", crate::support::fake_loops::API_KEY),
             signing_key: write("resend-signing-key", SIGNING_SECRET),
             unsubscribe_key: write("unsubscribe-key", &unsubscribe),
             ca: write("webhook-ca.crt", &ca.cert_pem),
@@ -192,6 +197,11 @@ impl Server {
             command.push(format!("--resend-api-key-file={}", path(&files.resend_key)));
             command.push(format!("--resend-base-url={url}"));
             command.push("--resend-rate-limit=50".into());
+        }
+        if let Some(url) = &options.loops_base_url {
+            command.push(format!("--loops-api-key-file={}", path(&files.loops_key)));
+            command.push(format!("--loops-base-url={url}"));
+            command.push("--loops-rate-limit=50".into());
         }
         let mut server = Self {
             identity: identity.to_owned(),

@@ -23,7 +23,7 @@ const GROUP_READY: &str = "ResendContactGroupReady";
 const MEMBERSHIP_READY: &str = "ResendContactGroupMembershipReady";
 
 /// Waits until every object of `kind` has `condition` True for its generation.
-async fn all_ready(env: &Env, kind: &str, condition: &str, expected: usize) {
+pub async fn all_ready(env: &Env, kind: &str, condition: &str, expected: usize) {
     eventually(&format!("every {kind} {condition}"), WAIT, || async {
         let objects = list(&env.client, kind, None).await;
         let not_ready: Vec<String> = objects
