@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod conditions;
+pub mod consent;
 pub mod email;
 pub mod enrollment;
 pub mod events;
