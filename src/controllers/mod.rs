@@ -19,6 +19,7 @@ pub mod invitation;
 pub mod kubeapi;
 pub mod leader;
 pub mod lease;
+pub mod loops;
 pub mod membership;
 pub mod names;
 pub mod pace;
