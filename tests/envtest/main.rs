@@ -50,3 +50,4 @@ scenario!(broadcast_and_one_click, scenarios::broadcast::broadcast_and_one_click
 scenario!(invitation_lifecycle, scenarios::invitation::lifecycle, ours: Ours, milo: Milo);
 scenario!(signup_enrollment, scenarios::controllers::signup_enrollment, ours: Ours, milo: Milo);
 scenario!(namespace_deletion, scenarios::resend::namespace_deletion, ours: Ours, milo: Milo);
+scenario!(loops_list_events, scenarios::loops::list_events, ours: Ours, milo: Milo);

@@ -77,13 +77,16 @@ pub async fn handle(
     view: &ClusterView,
     delivery: Delivery,
 ) -> Result<EventOutcome, SinkError> {
+    if matches!(delivery.event, LoopsEvent::Unknown { .. }) {
+        return Ok(EventOutcome::Ignored);
+    }
+    if !view.is_synced() {
+        return Err(SinkError("the cluster view is still syncing".into()));
+    }
     let (change, event) = match delivery.event {
         LoopsEvent::MailingListUnsubscribed(event) => (ListChange::Left, event),
         LoopsEvent::MailingListSubscribed(event) => (ListChange::Joined, event),
         LoopsEvent::Unsubscribed(event) => {
-            if !view.is_synced() {
-                return Err(SinkError("the cluster view is still syncing".into()));
-            }
             let contacts = people(client, view, &event.contact)
                 .await
                 .map_err(|e| failed("cannot read the Contact", e))?;
@@ -93,18 +96,14 @@ pub async fn handle(
             let mut changed = false;
             for contact in &contacts {
                 let reason = optout::Reason::LoopsUnsubscribe;
-                changed |=
-                    optout::record_contact(client, contact, reason, event.time, &delivery.id)
-                        .await
-                        .map_err(|e| failed("cannot record the opt-out", e))?;
+                changed |= optout::record_contact(client, contact, reason, event.time, &delivery.id)
+                    .await
+                    .map_err(|e| failed("cannot record the opt-out", e))?;
             }
             return Ok(applied(changed));
         }
         LoopsEvent::Unknown { .. } => return Ok(EventOutcome::Ignored),
     };
-    if !view.is_synced() {
-        return Err(SinkError("the cluster view is still syncing".into()));
-    }
     list_event(client, view, change, &event, &delivery.id).await
 }
 

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod broadcast;
 pub mod controllers;
 pub mod invitation;
+pub mod loops;
 pub mod operations;
 pub mod resend;
 
