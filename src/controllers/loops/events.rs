@@ -96,9 +96,10 @@ pub async fn handle(
             let mut changed = false;
             for contact in &contacts {
                 let reason = optout::Reason::LoopsUnsubscribe;
-                changed |= optout::record_contact(client, contact, reason, event.time, &delivery.id)
-                    .await
-                    .map_err(|e| failed("cannot record the opt-out", e))?;
+                changed |=
+                    optout::record_contact(client, contact, reason, event.time, &delivery.id)
+                        .await
+                        .map_err(|e| failed("cannot record the opt-out", e))?;
             }
             return Ok(applied(changed));
         }

@@ -54,7 +54,10 @@ async fn deliver(url: &str, secret: &str, id: &str, age: i64, body: &Value) -> u
         .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", &timestamp)
-        .header("webhook-signature", key.sign(id, &timestamp, body.as_bytes()))
+        .header(
+            "webhook-signature",
+            key.sign(id, &timestamp, body.as_bytes()),
+        )
         .body(body)
         .send()
         .await
@@ -99,20 +102,39 @@ pub async fn list_events(crds: CrdSet) {
     let ada = create(c, &contact("people", "ada", "ada@example.com")).await;
     let ada_uid = ada["metadata"]["uid"].as_str().unwrap().to_owned();
     let ada_who = ("ada@example.com", ada_uid.as_str());
-    create(c, &membership("ada-news", ("people", "ada"), ("groups", "news"))).await;
-    create(c, &membership("ada-staff", ("people", "ada"), ("groups", "staff"))).await;
+    create(
+        c,
+        &membership("ada-news", ("people", "ada"), ("groups", "news")),
+    )
+    .await;
+    create(
+        c,
+        &membership("ada-staff", ("people", "ada"), ("groups", "staff")),
+    )
+    .await;
     let url = format!("{}{LOOPS_EVENTS_PATH}", env.servers[0].events_url());
-    let left = body("contact.mailingList.unsubscribed", ada_who, Some(NEWS_LIST), 120);
+    let left = body(
+        "contact.mailingList.unsubscribed",
+        ada_who,
+        Some(NEWS_LIST),
+        120,
+    );
 
     // Forged and stale deliveries are refused and change nothing.
     let forged = "whsec_Zm9yZ2VkLWtleS1mb3JnZWQta2V5LWZvcmdlZC1rZXkh";
     assert_eq!(deliver(&url, forged, "msg_l1", 0, &left).await, 401);
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l1", 6 * 60, &left).await, 401);
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l1", 6 * 60, &left).await,
+        401
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(pair(c, "ada", "news").await.0.is_empty());
 
     // Ada leaves the public group's list: a removal, which the removal controller enforces.
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l1", 0, &left).await, 200);
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l1", 0, &left).await,
+        200
+    );
     let removal_made = eventually("ada's news membership removed", WAIT, || async {
         match pair(c, "ada", "news").await {
             (removals, memberships) if removals.len() == 1 && memberships.is_empty() => {
@@ -122,14 +144,31 @@ pub async fn list_events(crds: CrdSet) {
         }
     })
     .await;
-    assert_eq!(annotation(&removal_made, "notification.miloapis.com/removal-source"), "loops-unsubscribe");
-    assert_eq!(annotation(&removal_made, "notification.miloapis.com/removal-event"), "msg_l1");
+    assert_eq!(
+        annotation(&removal_made, "notification.miloapis.com/removal-source"),
+        "loops-unsubscribe"
+    );
+    assert_eq!(
+        annotation(&removal_made, "notification.miloapis.com/removal-event"),
+        "msg_l1"
+    );
     // A replay of the same delivery is acknowledged and changes nothing.
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l1", 0, &left).await, 200);
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l1", 0, &left).await,
+        200
+    );
 
     // Ada leaves the private group's list: the membership stays, marked.
-    let left_staff = body("contact.mailingList.unsubscribed", ada_who, Some(STAFF_LIST), 90);
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l2", 0, &left_staff).await, 200);
+    let left_staff = body(
+        "contact.mailingList.unsubscribed",
+        ada_who,
+        Some(STAFF_LIST),
+        90,
+    );
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l2", 0, &left_staff).await,
+        200
+    );
     let staff = get(c, "ContactGroupMembership", Some("people"), "ada-staff")
         .await
         .expect("a private group's membership stays");
@@ -142,50 +181,93 @@ pub async fn list_events(crds: CrdSet) {
         .iter()
         .filter_map(|f| f["manager"].as_str())
         .collect();
-    assert!(managers.contains(&"milo-webhook-loops-events"), "{managers:?}");
+    assert!(
+        managers.contains(&"milo-webhook-loops-events"),
+        "{managers:?}"
+    );
 
     // Ada rejoins the public list on Loops' preference page: her provider opt-out is undone and
     // the membership made again, which the webhook admits once the removal is gone.
-    let joined = body("contact.mailingList.subscribed", ada_who, Some(NEWS_LIST), 60);
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l3", 0, &joined).await, 200);
+    let joined = body(
+        "contact.mailingList.subscribed",
+        ada_who,
+        Some(NEWS_LIST),
+        60,
+    );
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l3", 0, &joined).await,
+        200
+    );
     let (removals, memberships) = pair(c, "ada", "news").await;
     assert!(removals.is_empty(), "{removals:?}");
     assert_eq!(memberships.len(), 1, "{memberships:?}");
     let rejoined = &memberships[0];
-    assert!(rejoined["metadata"]["name"].as_str().unwrap().starts_with("rejoin-ada-news-"));
-    assert_eq!(annotation(rejoined, "notification.miloapis.com/membership-source"), "loops-subscribe");
-    assert_eq!(annotation(rejoined, "notification.miloapis.com/membership-event"), "msg_l3");
+    assert!(
+        rejoined["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("rejoin-ada-news-")
+    );
+    assert_eq!(
+        annotation(rejoined, "notification.miloapis.com/membership-source"),
+        "loops-subscribe"
+    );
+    assert_eq!(
+        annotation(rejoined, "notification.miloapis.com/membership-event"),
+        "msg_l3"
+    );
 
     // Bob's removal was made by an operator in the cluster: rejoining at Loops changes nothing.
     let bob = create(c, &contact("people", "bob", "bob@example.com")).await;
     let bob_uid = bob["metadata"]["uid"].as_str().unwrap().to_owned();
-    create(c, &removal("bob-leaves-news", ("people", "bob"), ("groups", "news"))).await;
+    create(
+        c,
+        &removal("bob-leaves-news", ("people", "bob"), ("groups", "news")),
+    )
+    .await;
     let bob_joined = body(
         "contact.mailingList.subscribed",
         ("bob@example.com", &bob_uid),
         Some(NEWS_LIST),
         5,
     );
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l4", 0, &bob_joined).await, 200);
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l4", 0, &bob_joined).await,
+        200
+    );
     let (removals, memberships) = pair(c, "bob", "news").await;
     assert_eq!(removals.len(), 1, "{removals:?}");
     assert!(memberships.is_empty(), "{memberships:?}");
 
     // A list no group is bound to, and someone else's userId: acknowledged, nothing changes.
-    let elsewhere = body("contact.mailingList.unsubscribed", ada_who, Some("cm0other"), 5);
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l5", 0, &elsewhere).await, 200);
+    let elsewhere = body(
+        "contact.mailingList.unsubscribed",
+        ada_who,
+        Some("cm0other"),
+        5,
+    );
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l5", 0, &elsewhere).await,
+        200
+    );
     let stranger = body(
         "contact.mailingList.unsubscribed",
         ("ada@example.com", "not-ada"),
         Some(NEWS_LIST),
         5,
     );
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l6", 0, &stranger).await, 200);
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l6", 0, &stranger).await,
+        200
+    );
     assert!(pair(c, "ada", "news").await.0.is_empty());
 
     // Ada unsubscribes from everything: her Contact records it as a Resend opt-out would be.
     let all = body("contact.unsubscribed", ada_who, None, 1);
-    assert_eq!(deliver(&url, LOOPS_SIGNING_SECRET, "msg_l7", 0, &all).await, 200);
+    assert_eq!(
+        deliver(&url, LOOPS_SIGNING_SECRET, "msg_l7", 0, &all).await,
+        200
+    );
     let ada = get(c, "Contact", Some("people"), "ada").await.unwrap();
     let unsubscribed = condition(&ada, "Unsubscribed");
     assert_eq!(unsubscribed["status"], "True", "{}", ada["status"]);
@@ -204,7 +286,10 @@ pub async fn list_events(crds: CrdSet) {
         let series = format!(
             "milo_webhook_provider_events_total{{provider=\"loops\",type=\"{type_}\",result=\"{result}\"}}"
         );
-        assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
+        assert!(
+            metrics.contains(&series),
+            "{series} missing from:\n{metrics}"
+        );
     }
     env.assert_server_writes_clean();
 }
