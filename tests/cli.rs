@@ -876,3 +876,32 @@ fn short_svix_signing_secrets_are_refused_naming_the_flag() {
     )]);
     assert!(args.providers.events_config().unwrap().email_key.is_some());
 }
+
+/// The Loops signing secret (Milo's flag) is refused at start under 24 bytes, naming the flag;
+/// a good one configures the Loops path.
+#[test]
+fn short_loops_signing_secrets_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    // 23 bytes: `abcdefghijklmnopqrstuvw`.
+    std::fs::write(&short, "whsec_YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnc=\n").unwrap();
+    let args = serve_args(&[&format!("--loops-signing-secret-file={}", short.display())]);
+    let error = args.providers.events_config().unwrap_err().to_string();
+    assert!(
+        error.contains("--loops-signing-secret-file")
+            && error.contains("LOOPS_SIGNING_SECRET")
+            && error.contains("23 bytes")
+            && error.contains("24"),
+        "{error}"
+    );
+    let good = dir.path().join("good");
+    std::fs::write(
+        &good,
+        "whsec_YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU=\n",
+    )
+    .unwrap();
+    let args = serve_args(&[&format!("--loops-signing-secret-file={}", good.display())]);
+    let config = args.providers.events_config().unwrap();
+    assert!(config.loops_key.is_some());
+    assert!(config.email_key.is_none() && config.contact_key.is_none());
+}

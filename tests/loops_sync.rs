@@ -356,3 +356,40 @@ async fn loops_alone_mirrors_and_acts_on_opt_outs() {
         "mirrored to Loops"
     );
 }
+
+#[tokio::test]
+async fn a_private_list_left_at_loops_is_never_joined_again_by_the_sync() {
+    let mut h = Harness::new(FakeConfig::default(), 1000.0).await;
+    let fake = fake_loops::start(fake_loops::FakeConfig::default()).await;
+    let list = fake.insert_list("Staff", false);
+    h.attach_loops(fake, 1000.0, true);
+    h.live.create(CONTACTS, contact("ada", "ada@example.com"));
+    h.live.create(CONTACTS, contact("bob", "bob@example.com"));
+    h.live
+        .create(GROUPS, listed_group("staff", "private", &list));
+    // Ada left the staff list on Loops' preference page; the Loops events receiver marked it.
+    let mut held = membership("ada-staff", "ada", "staff");
+    held["status"] = json!({"conditions": [{"type": "LoopsUnsubscribed", "status": "True",
+        "reason": "LoopsUnsubscribe", "message": "left the list at Loops",
+        "lastTransitionTime": "2026-11-27T12:00:00Z"}]});
+    h.live.create(MEMBERSHIPS, held);
+    h.live
+        .create(MEMBERSHIPS, membership("bob-staff", "bob", "staff"));
+    h.start();
+    all_ready(&h).await;
+    // Ready does not wait for Loops on Ada's membership: she chose to leave the list.
+    assert_eq!(h.fake_loops().members(&list), ["bob@example.com"]);
+    let ada_staff = h.live.get(MEMBERSHIPS, "people", "ada-staff").unwrap();
+    assert!(
+        condition(&ada_staff, LOOPS_MEMBERSHIP_READY).is_none(),
+        "{ada_staff}"
+    );
+    assert!(
+        h.fake_loops()
+            .requests()
+            .iter()
+            .filter(|r| r.body.contains("ada@example.com"))
+            .all(|r| !r.body.contains(&format!("\"{list}\":true"))),
+        "Ada's list was sent true"
+    );
+}

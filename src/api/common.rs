@@ -330,4 +330,20 @@ pub mod sync {
     /// Condition type marking a Contact's address as suppressed (hard bounce or complaint):
     /// nothing is sent to it while the condition is True. Only an operator removes it.
     pub const SUPPRESSED: &str = "Suppressed";
+    /// Condition type on a membership of a **private** group whose person left the group's
+    /// list at Loops (True) or rejoined it there (False), written by the Loops events receiver.
+    /// The membership stays (private groups are administrative), but while the condition is True
+    /// nothing may put the person back on that list at Loops: see [`loops_list_opt_out`].
+    pub const LOOPS_UNSUBSCRIBED: &str = "LoopsUnsubscribed";
+
+    /// Whether a membership's `conditions` say its person left the group's Loops list at Loops
+    /// and has not rejoined it: provider sync must then never send the list as `true` for this
+    /// membership (neither in a contact's upsert nor in a membership change).
+    pub fn loops_list_opt_out(
+        conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    ) -> bool {
+        conditions
+            .iter()
+            .any(|c| c.type_ == LOOPS_UNSUBSCRIBED && c.status == "True")
+    }
 }

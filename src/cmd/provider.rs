@@ -1,7 +1,8 @@
 //! Flags of provider sync and the provider events listener, and what they build: the Resend
 //! client (only when an API key is configured: without one nothing is called) and the signing
 //! keys of the events listener. Names follow Milo's integration where it had them
-//! (`RESEND_API_KEY`, `RESEND_WEBHOOK_SIGNING_KEY`, `RESEND_CONTACT_WEBHOOK_SIGNING_KEY`).
+//! (`RESEND_API_KEY`, `RESEND_WEBHOOK_SIGNING_KEY`, `RESEND_CONTACT_WEBHOOK_SIGNING_KEY`,
+//! `LOOPS_SIGNING_SECRET`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use clap::Args;
 use super::parse_duration;
 use tokio::net::TcpListener;
 
+use crate::controllers::loops::events::LoopsEventSink;
 use crate::controllers::resend::oneclick::OneClickSink;
 use crate::controllers::resend::sink::OptOutSink;
 use crate::metrics::Metrics;
@@ -87,6 +89,11 @@ pub struct ProviderArgs {
     /// RESEND_CONTACT_WEBHOOK_SIGNING_KEY environment variable; without that, the email key.
     #[arg(long, env = "MILO_WEBHOOK_RESEND_CONTACT_WEBHOOK_SIGNING_KEY_FILE")]
     pub resend_contact_webhook_signing_key_file: Option<PathBuf>,
+    /// File with the signing secret (`whsec_…`, at least 24 bytes) of the Loops webhook, whose
+    /// events the listener takes on the Loops path. Without it, the LOOPS_SIGNING_SECRET
+    /// environment variable; without either, Loops deliveries are refused (503).
+    #[arg(long, env = "MILO_WEBHOOK_LOOPS_SIGNING_SECRET_FILE")]
+    pub loops_signing_secret_file: Option<PathBuf>,
     /// File with the key one-click unsubscribe links are signed with (at least 32 bytes, from a
     /// Secret). With it, the provider events listener also serves `/unsubscribe/<token>`. Re-read
     /// when it changes (every --tls-reload-interval).
@@ -235,6 +242,8 @@ impl ProviderArgs {
 pub const EMAIL_SIGNING_KEY_ENV: &str = "RESEND_WEBHOOK_SIGNING_KEY";
 /// Environment variable with the contact events' signing secret (Milo's name).
 pub const CONTACT_SIGNING_KEY_ENV: &str = "RESEND_CONTACT_WEBHOOK_SIGNING_KEY";
+/// Environment variable with the Loops webhook's signing secret (Milo's name).
+pub const LOOPS_SIGNING_SECRET_ENV: &str = "LOOPS_SIGNING_SECRET";
 
 fn signing_key(
     file: Option<&Path>,
@@ -287,6 +296,18 @@ impl ProviderArgs {
                 EMAIL_SIGNING_KEY_ENV,
                 "--resend-webhook-signing-key-file",
             )?,
+            loops_key: secret(
+                self.loops_signing_secret_file.as_deref(),
+                LOOPS_SIGNING_SECRET_ENV,
+            )?
+            .map(|text| {
+                crate::providers::loops::LoopsSigningKey::parse(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--loops-signing-secret-file (or {LOOPS_SIGNING_SECRET_ENV}): {e}"
+                    )
+                })
+            })
+            .transpose()?,
             ..Default::default()
         })
     }
@@ -331,9 +352,9 @@ pub async fn provider_events(
         anyhow::bail!(EVENTS_NEED_CLUSTER);
     };
     let config = args.providers.events_config()?;
-    if config.contact_key.is_none() && config.email_key.is_none() {
+    if config.contact_key.is_none() && config.email_key.is_none() && config.loops_key.is_none() {
         tracing::warn!(
-            "no Resend signing key configured: every provider event is refused (503) until one is"
+            "no Resend or Loops signing key configured: every provider event is refused (503) until one is"
         );
     }
     let tls = match args.providers.events_tls()? {
@@ -353,7 +374,10 @@ pub async fn provider_events(
         }
         None => None,
     };
-    let sink = Arc::new(OptOutSink::new(client.clone(), view.clone()));
+    let sink = Arc::new(provider_events::PerProvider {
+        resend: Arc::new(OptOutSink::new(client.clone(), view.clone())),
+        loops: Arc::new(LoopsEventSink::new(client.clone(), view.clone())),
+    });
     let mut router = provider_events::router(
         config,
         sink,

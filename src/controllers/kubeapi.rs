@@ -52,6 +52,32 @@ where
     }
 }
 
+/// Deletes `name` only if it is still the object that was read (same uid and resourceVersion):
+/// for deletes decided on what the object said, so one replaced or changed since is kept (409
+/// Conflict). Returns whether it was still there; already gone is success.
+pub async fn delete_unchanged<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: Option<String>,
+    resource_version: Option<String>,
+) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid,
+            resource_version,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// Reads `name` from the API server (not the view): for decisions that destroy something, such
 /// as deleting a membership because its contact is gone, a lagging cache must not be trusted.
 pub async fn get<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>

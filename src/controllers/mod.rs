@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod conditions;
+pub mod consent;
 pub mod email;
 pub mod enrollment;
 pub mod events;
@@ -19,7 +20,6 @@ pub mod kubeapi;
 pub mod leader;
 pub mod lease;
 pub mod loops;
-
 pub mod membership;
 pub mod names;
 pub mod pace;

@@ -62,6 +62,16 @@ pub fn unsubscribe_removal(contact: (&str, &str), group: (&str, &str)) -> String
     format!("{readable}-{hash}")
 }
 
+/// Name of the membership a rejoin at a provider makes again for one (contact, group) pair:
+/// `rejoin-<contact>-<group>-<hash>`, the hash covering both namespaces and names and the
+/// `evidence` (the provider's event id), so a retry of the same event finds the membership it
+/// made, while a later rejoin never collides with an earlier one still being deleted.
+pub fn rejoin_membership(contact: (&str, &str), group: (&str, &str), evidence: &str) -> String {
+    let hash = short_hash(&[contact.0, contact.1, group.0, group.1, evidence]);
+    let readable = hashed_join(&["rejoin", contact.1, group.1], MAX_NAME - HASH_DIGITS - 1);
+    format!("{readable}-{hash}")
+}
+
 /// A value that fits a label value or a key's name part: `value` itself when it fits, otherwise a
 /// readable prefix and a hash of the whole.
 pub fn label_safe(value: &str) -> String {
@@ -126,6 +136,27 @@ mod tests {
         let contact = user_contact(&"u".repeat(253));
         assert!(is_dns_subdomain(&contact), "{contact}");
         assert!(contact.starts_with("user-uuu"));
+    }
+
+    #[test]
+    fn rejoin_memberships_are_named_per_pair_and_event() {
+        let name = rejoin_membership(("people", "ada"), ("groups", "news"), "msg_1");
+        assert!(name.starts_with("rejoin-ada-news-"), "{name}");
+        assert!(is_dns_subdomain(&name), "{name}");
+        assert_eq!(
+            name,
+            rejoin_membership(("people", "ada"), ("groups", "news"), "msg_1")
+        );
+        assert_ne!(
+            name,
+            rejoin_membership(("people", "ada"), ("groups", "news"), "msg_2")
+        );
+        assert_ne!(
+            name,
+            rejoin_membership(("people", "ada"), ("other", "news"), "msg_1")
+        );
+        let long = rejoin_membership(("p", &"c".repeat(253)), ("g", &"n".repeat(253)), "m");
+        assert!(is_dns_subdomain(&long), "{long}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ fn bit(provider: ProviderName) -> u8 {
 }
 const FINALIZER_SHIFT: u8 = 2;
 const READY_BIT: u8 = 1 << 4;
+/// A membership whose person left its group's Loops list at Loops ([`sync::loops_list_opt_out`]).
+const LOOPS_LIST_OPT_OUT: u8 = 1 << 5;
 
 impl SyncMarks {
     /// The marks of an object of `kind`, for every provider.
@@ -38,6 +40,9 @@ impl SyncMarks {
         };
         let finalizers = meta.finalizers.as_deref().unwrap_or_default();
         let mut marks = Self(if current(sync::READY) { READY_BIT } else { 0 });
+        if kind == SyncedObject::Membership && sync::loops_list_opt_out(conditions) {
+            marks.0 |= LOOPS_LIST_OPT_OUT;
+        }
         for provider in sync::PROVIDERS {
             if current(sync::condition(provider, kind)) {
                 marks = marks.with_synced(provider);
@@ -62,6 +67,12 @@ impl SyncMarks {
     /// `Ready` is True for the current generation.
     pub fn ready(&self) -> bool {
         self.0 & READY_BIT != 0
+    }
+
+    /// A membership whose person left the group's Loops list at Loops and has not rejoined it
+    /// there: Loops sync never puts them back on it.
+    pub fn loops_list_opt_out(&self) -> bool {
+        self.0 & LOOPS_LIST_OPT_OUT != 0
     }
 
     /// These marks with `provider` synced.

@@ -52,3 +52,4 @@ scenario!(invitation_lifecycle, scenarios::invitation::lifecycle, ours: Ours, mi
 scenario!(signup_enrollment, scenarios::controllers::signup_enrollment, ours: Ours, milo: Milo);
 scenario!(namespace_deletion, scenarios::resend::namespace_deletion, ours: Ours, milo: Milo);
 scenario!(loops_beside_resend, scenarios::loops::beside_resend, ours: Ours, milo: Milo);
+scenario!(loops_list_events, scenarios::loops_events::list_events, ours: Ours, milo: Milo);

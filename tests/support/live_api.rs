@@ -1,7 +1,8 @@
 //! A stateful API server for the provider-sync and email scenarios: it stores Contacts,
 //! ContactGroups, memberships, removals, Emails, EmailTemplates and Users (the last two
 //! cluster-scoped, under the namespace ""), serves the requests the sync makes (get, create, merge
-//! patches, server-side apply, finalizers, deletion that waits for finalizers), checks each
+//! patches, server-side apply, finalizers, deletion that waits for finalizers, unfiltered lists
+//! of a namespace or of every namespace), checks each
 //! request against `manifests/deploy/rbac.yaml`, and feeds every change to a [`ClusterView`] the
 //! way the watchers do, so controllers run on it end to end.
 //!
@@ -336,6 +337,25 @@ impl LiveApi {
                 }
                 self.create(&plural, object);
                 (201, self.get(&plural, &ns, &name).unwrap())
+            }
+            ("GET", None) => {
+                let state = self.state.lock().unwrap();
+                let items: Vec<Value> = state
+                    .objects
+                    .iter()
+                    .filter(|((p, n, _), _)| *p == plural && (ns.is_empty() || *n == ns))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                let api_version = match path.starts_with(IAM) {
+                    true => "iam.miloapis.com/v1alpha1",
+                    false => "notification.miloapis.com/v1alpha1",
+                };
+                (
+                    200,
+                    json!({"apiVersion": api_version, "kind": "List",
+                        "metadata": {"resourceVersion": state.version.to_string()},
+                        "items": items}),
+                )
             }
             ("GET", Some(name)) => match self.get(&plural, &ns, &name) {
                 Some(object) => (200, object),

@@ -11,10 +11,15 @@
 //!
 //! Loops has no listing of contacts, so drift repair re-reads the lists only: a list deleted in
 //! Loops turns its groups' conditions False at the next resync.
+//!
+//! [`events`]: what Loops' signed webhook deliveries change (any replica, from the provider
+//! events listener), decided in [`plan`].
 
 pub mod contact;
+pub mod events;
 pub mod group;
 pub mod membership;
+pub mod plan;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -39,6 +39,10 @@ pub fn joinable<'v>(
     if m.deleting || group.deleting {
         return None;
     }
+    // The person left this private group's list at Loops: only their own act there undoes it.
+    if provider == ProviderName::Loops && m.marks.loops_list_opt_out() {
+        return None;
+    }
     // An opt-out reported but not yet turned into removals counts as those removals.
     let pending = group.visibility == Visibility::Public
         && view

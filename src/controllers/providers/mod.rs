@@ -80,6 +80,8 @@ pub fn mirrored_by(
         .iter()
         .copied()
         .filter(|p| mirrors_group(*p, &group))
+        // The person left the list at Loops: Loops no longer mirrors this membership.
+        .filter(|p| *p != ProviderName::Loops || !m.marks.loops_list_opt_out())
         .collect()
 }
 

@@ -3,16 +3,14 @@
 //! group must still be the very objects it names (same uid) and the group public, else the link
 //! is unknown. Named like a provider opt-out's removal, so a repeat finds the one it made.
 
-use std::collections::BTreeMap;
-
 use futures::future::BoxFuture;
 use kube::Api;
 
-use super::optout::{SOURCE_ANNOTATION, TIME_ANNOTATION};
 use crate::api::common::ObjectRef;
-use crate::api::notification::{ContactGroupMembershipRemovalSpec, Visibility};
-use crate::api::{Contact, ContactGroup, ContactGroupMembershipRemoval};
-use crate::controllers::{kubeapi, names};
+use crate::api::notification::Visibility;
+use crate::api::{Contact, ContactGroup};
+use crate::controllers::consent::{self, Provenance, source};
+use crate::controllers::kubeapi;
 use crate::server::unsubscribe::{Named, Target, UnsubscribeSink, Unsubscribed};
 
 /// Annotation with the digest of the one-click token that created a removal.
@@ -57,38 +55,20 @@ pub async fn unsubscribe(
         return Ok(Unsubscribed::Unknown);
     }
     let (c, g) = (&target.contact, &target.group);
-    let name = names::unsubscribe_removal((&c.namespace, &c.name), (&g.namespace, &g.name));
-    let spec = ContactGroupMembershipRemovalSpec {
-        contact_ref: ObjectRef {
-            namespace: c.namespace.clone(),
-            name: c.name.clone(),
-        },
-        contact_group_ref: ObjectRef {
-            namespace: g.namespace.clone(),
-            name: g.name.clone(),
-        },
+    let by = Provenance {
+        source: source::ONE_CLICK,
+        at: jiff::Timestamp::now(),
+        evidence: Some((TOKEN_ANNOTATION, token_id)),
     };
-    let mut removal = ContactGroupMembershipRemoval::new(&name, spec);
-    removal.metadata.namespace = Some(c.namespace.clone());
-    removal.metadata.annotations = Some(BTreeMap::from([
-        (
-            SOURCE_ANNOTATION.to_owned(),
-            "one-click-unsubscribe".to_owned(),
-        ),
-        (
-            TIME_ANNOTATION.to_owned(),
-            jiff::Timestamp::now().to_string(),
-        ),
-        (TOKEN_ANNOTATION.to_owned(), token_id.to_owned()),
-    ]));
-    let api: Api<ContactGroupMembershipRemoval> = Api::namespaced(client.clone(), &c.namespace);
-    match kubeapi::create(&api, &removal).await {
-        Ok(_) => Ok(Unsubscribed::Done),
-        // Another removal of the pair already opts the person out.
-        Err(error) if kubeapi::denial_causes(&error).contains(&"FieldValueDuplicate") => {
-            Ok(Unsubscribed::Done)
-        }
-        Err(error) => Err(error),
+    let (contact, group) = (object_ref(c), object_ref(g));
+    consent::create_removal(client, &contact, &group, &by).await?;
+    Ok(Unsubscribed::Done)
+}
+
+fn object_ref(named: &Named) -> ObjectRef {
+    ObjectRef {
+        namespace: named.namespace.clone(),
+        name: named.name.clone(),
     }
 }
 

@@ -1,36 +1,35 @@
-//! Opt-outs reported by Resend. Two halves, so that any replica can take the event and only the
-//! leader acts on it:
-//! - [`record`] (any replica, from the events listener): a signed `contact.updated` sets the
-//!   Contact's `Unsubscribed` condition (reason `ProviderUnsubscribe`, at the event's time); a
-//!   later `unsubscribed: false` clears it. Older events than the condition never overwrite it.
+//! Opt-outs from everything reported by a provider (Resend's `contact.updated`, a spam
+//! complaint, Loops' `contact.unsubscribed`). Two halves, so that any replica can take the event
+//! and only the leader acts on it:
+//! - [`record`] / [`record_as`] / [`record_contact`] (any replica, from the events listener): a
+//!   signed event sets the Contact's `Unsubscribed` condition (its reason names the provider, see
+//!   [`Reason`], at the event's time); a later Resend `unsubscribed: false` clears it. Older
+//!   events than the condition never overwrite it.
 //! - [`apply`] (the leader, from the contact loop): for a condition not yet acted on, creates a
 //!   ContactGroupMembershipRemoval for every **public** group the contact belongs to (private
-//!   groups are administrative and stay), named deterministically, then marks the condition done
-//!   (its `observedGeneration`). Rejoining stays an explicit act: clearing the condition deletes
-//!   no removal, and memberships made after the opt-out are left alone.
+//!   groups are administrative and stay) through [`consent::create_removal`], its source read from
+//!   the condition's reason, then marks the condition done (its `observedGeneration`). Rejoining
+//!   stays an explicit act: clearing the condition deletes no removal, and memberships made after
+//!   the opt-out are left alone.
 
 use std::collections::BTreeMap;
 
 use kube::Api;
 use serde_json::json;
 
+use crate::api::Contact;
 use crate::api::common::ObjectRef;
 use crate::api::common::sync::UNSUBSCRIBED;
 use crate::api::notification::{ContactGroupMembershipRemovalSpec, Visibility};
-use crate::api::{Contact, ContactGroupMembershipRemoval};
+use crate::controllers::consent::{self, Provenance, source};
 use crate::controllers::{Context, Error, ObjectKey, kubeapi, names};
 use crate::view::ClusterView;
+
+pub use crate::controllers::consent::{EVENT_ANNOTATION, SOURCE_ANNOTATION, TIME_ANNOTATION};
 
 /// Field manager of the `Unsubscribed` condition: its own, so the sync's status applies (which
 /// do not mention it) never remove it.
 pub const FIELD_MANAGER: &str = "milo-webhook-optout";
-
-/// Annotation naming what created a removal: the consent audit trail.
-pub const SOURCE_ANNOTATION: &str = "notification.miloapis.com/removal-source";
-/// Annotation with when the person opted out.
-pub const TIME_ANNOTATION: &str = "notification.miloapis.com/removal-time";
-/// Annotation with the provider event (its delivery's `svix-id`) that reported the opt-out.
-pub const EVENT_ANNOTATION: &str = "notification.miloapis.com/removal-event";
 
 /// How the condition's message names the event, so the leader can carry it onto removals.
 const EVENT_MARK: &str = "event ";
@@ -71,10 +70,47 @@ pub enum Reason {
     ProviderResubscribe,
     /// They reported mail as spam (reason `Complaint`): an opt-out from every public group.
     Complaint,
+    /// They unsubscribed from everything at Loops (reason [`LOOPS_REASON`]).
+    LoopsUnsubscribe,
+}
+
+impl Reason {
+    /// The condition's reason and message.
+    fn condition(self) -> (&'static str, &'static str) {
+        match self {
+            Reason::ProviderUnsubscribe => (
+                REASON,
+                "the person opted out at Resend; they leave every public group",
+            ),
+            Reason::Complaint => (
+                COMPLAINT_REASON,
+                "the person reported mail as spam; they leave every public group",
+            ),
+            Reason::LoopsUnsubscribe => (
+                LOOPS_REASON,
+                "the person unsubscribed at Loops; they leave every public group",
+            ),
+            Reason::ProviderResubscribe => (
+                "ProviderResubscribe",
+                "the person opted back in at Resend; groups they left are not rejoined",
+            ),
+        }
+    }
 }
 
 /// Reason of the condition a complaint sets.
 pub const COMPLAINT_REASON: &str = "Complaint";
+/// Reason of the condition Loops' `contact.unsubscribed` sets.
+pub const LOOPS_REASON: &str = "LoopsUnsubscribe";
+
+/// The removal source (see [`consent::source`]) of an `Unsubscribed` condition's reason.
+fn removal_source(reason: &str) -> &'static str {
+    match reason {
+        COMPLAINT_REASON => source::RESEND_COMPLAINT,
+        LOOPS_REASON => source::LOOPS_UNSUBSCRIBE,
+        _ => source::RESEND_UNSUBSCRIBE,
+    }
+}
 
 /// [`record`] with the reason named: a complaint opts out like an unsubscribe, and its removals
 /// say so in their source annotation.
@@ -86,7 +122,6 @@ pub async fn record_as(
     at: jiff::Timestamp,
     event_id: &str,
 ) -> Result<usize, kube::Error> {
-    let unsubscribed = why != Reason::ProviderResubscribe;
     let contacts: Vec<(String, String)> = view
         .read()
         .contacts_by_email(email)
@@ -98,45 +133,52 @@ pub async fn record_as(
         let Some(contact) = kubeapi::get(&api, &name).await? else {
             continue;
         };
-        let current = contact
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == UNSUBSCRIBED));
-        let wanted = if unsubscribed { "True" } else { "False" };
-        let stale = current.is_some_and(|c| c.last_transition_time.0 >= at || c.status == wanted);
-        if stale || (current.is_none() && !unsubscribed) {
-            continue;
+        if record_contact(client, &contact, why, at, event_id).await? {
+            changed += 1;
         }
-        let (reason, message) = match why {
-            Reason::ProviderUnsubscribe => (
-                REASON,
-                "the person opted out at Resend; they leave every public group",
-            ),
-            Reason::Complaint => (
-                COMPLAINT_REASON,
-                "the person reported mail as spam; they leave every public group",
-            ),
-            Reason::ProviderResubscribe => (
-                "ProviderResubscribe",
-                "the person opted back in at Resend; groups they left are not rejoined",
-            ),
-        };
-        let message = if event_id.is_empty() {
-            message.to_owned()
-        } else {
-            format!("{message} ({EVENT_MARK}{event_id})")
-        };
-        let condition = json!({
-            "type": UNSUBSCRIBED,
-            "status": wanted,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": jiff::Timestamp::from_second(at.as_second()).unwrap_or(at),
-        });
-        kubeapi::apply_conditions_as(&api, &name, vec![condition], FIELD_MANAGER).await?;
-        changed += 1;
     }
     Ok(changed)
+}
+
+/// [`record_as`] on one Contact, as read from the API server: for callers that found the person
+/// otherwise (Loops names them by uid). Returns whether the condition changed.
+pub async fn record_contact(
+    client: &kube::Client,
+    contact: &Contact,
+    why: Reason,
+    at: jiff::Timestamp,
+    event_id: &str,
+) -> Result<bool, kube::Error> {
+    let unsubscribed = why != Reason::ProviderResubscribe;
+    let current = contact
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == UNSUBSCRIBED));
+    let wanted = if unsubscribed { "True" } else { "False" };
+    let stale = current.is_some_and(|c| c.last_transition_time.0 >= at || c.status == wanted);
+    if stale || (current.is_none() && !unsubscribed) {
+        return Ok(false);
+    }
+    let (reason, message) = why.condition();
+    let message = if event_id.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{message} ({EVENT_MARK}{event_id})")
+    };
+    let condition = json!({
+        "type": UNSUBSCRIBED,
+        "status": wanted,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": jiff::Timestamp::from_second(at.as_second()).unwrap_or(at),
+    });
+    let (namespace, name) = (
+        contact.metadata.namespace.as_deref().unwrap_or_default(),
+        contact.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let api: Api<Contact> = Api::namespaced(client.clone(), namespace);
+    kubeapi::apply_conditions_as(&api, name, vec![condition], FIELD_MANAGER).await?;
+    Ok(true)
 }
 
 /// The removals an opt-out asks for: (namespace, name, spec) for every membership of the contact
@@ -192,33 +234,23 @@ pub async fn apply(ctx: &Context, contact: &ObjectKey) -> Result<(), Error> {
         return Ok(());
     };
     let removals = removals_for(&ctx.view.read(), contact);
-    let removal_api: Api<ContactGroupMembershipRemoval> =
-        Api::namespaced(ctx.client.clone(), &contact.namespace);
-    let at = condition.last_transition_time.0.to_string();
-    let source = if condition.reason == COMPLAINT_REASON {
-        "resend-complaint"
-    } else {
-        "resend-unsubscribe"
+    let at = condition.last_transition_time.0;
+    let source = removal_source(&condition.reason);
+    let by = Provenance {
+        source,
+        at,
+        evidence: event_of(&condition.message).map(|event| (EVENT_ANNOTATION, event)),
     };
-    for (name, spec) in &removals {
-        let mut removal = ContactGroupMembershipRemoval::new(name, spec.clone());
-        removal.metadata.namespace = Some(contact.namespace.clone());
-        let mut annotations = BTreeMap::from([
-            (SOURCE_ANNOTATION.to_owned(), source.to_owned()),
-            (TIME_ANNOTATION.to_owned(), at.clone()),
-        ]);
-        if let Some(event) = event_of(&condition.message) {
-            annotations.insert(EVENT_ANNOTATION.to_owned(), event.to_owned());
-        }
-        removal.metadata.annotations = Some(annotations);
-        kubeapi::create(&removal_api, &removal).await?;
+    for (_, spec) in &removals {
+        consent::create_removal(&ctx.client, &spec.contact_ref, &spec.contact_group_ref, &by)
+            .await?;
     }
     ctx.event(
         &kube::Resource::object_ref(&current, &()),
         "ProviderUnsubscribe",
         "OptOut",
         format!(
-            "opted out at Resend at {at}: left {} public group(s)",
+            "opted out ({source}) at {at}: left {} public group(s)",
             removals.len()
         ),
     )

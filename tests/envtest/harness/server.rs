@@ -1,7 +1,8 @@
 //! The milo-webhook binary in cluster mode, as a Deployment replica would run it: its own
 //! kubeconfig (the `milo-webhook` ServiceAccount's identity, bound by
 //! `manifests/deploy/rbac.yaml`), a serving certificate from the test CA, leader election, the
-//! controllers, and provider sync pointed at the in-process fake Resend.
+//! controllers, provider sync pointed at the in-process fake Resend, and the provider events
+//! listener with the Resend and Loops signing secrets.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,8 @@ pub const SYSTEM_NAMESPACE: &str = "milo-system";
 pub const RESEND_KEY: &str = "re_test_key";
 /// The signing secret of the Resend webhooks (email and contact events).
 pub const SIGNING_SECRET: &str = "whsec_ZW52dGVzdC1zaWduaW5nLXNlY3JldC0zMi1ieXRlcyE=";
+/// The signing secret of the Loops webhook (32 bytes).
+pub const LOOPS_SIGNING_SECRET: &str = "whsec_ZW52dGVzdC1sb29wcy1zaWduaW5nLXNlY3JldC0zMiE=";
 /// The `from` of every Email sent.
 pub const EMAIL_FROM: &str = "Milo <noreply@example.com>";
 
@@ -85,7 +88,7 @@ pub struct Server {
     pub listen: u16,
     /// The admin port (plain HTTP: /readyz, /metrics).
     pub admin: u16,
-    /// The provider events port (plain HTTP: Resend webhooks and one-click unsubscribe).
+    /// The provider events port (plain HTTP: Resend and Loops webhooks, one-click unsubscribe).
     pub events: u16,
     /// The running process (none while stopped).
     pub process: Option<Process>,
@@ -103,6 +106,7 @@ pub struct ServerFiles {
     resend_key: PathBuf,
     loops_key: PathBuf,
     signing_key: PathBuf,
+    loops_signing_key: PathBuf,
     unsubscribe_key: PathBuf,
     /// The CA the serving certificate is signed by (the webhook configurations' caBundle).
     pub ca: PathBuf,
@@ -143,6 +147,7 @@ impl ServerFiles {
             resend_key: write("resend-api-key", RESEND_KEY),
             loops_key: write("loops-api-key", crate::support::fake_loops::API_KEY),
             signing_key: write("resend-signing-key", SIGNING_SECRET),
+            loops_signing_key: write("loops-signing-secret", LOOPS_SIGNING_SECRET),
             unsubscribe_key: write("unsubscribe-key", &unsubscribe),
             ca: write("webhook-ca.crt", &ca.cert_pem),
         }
@@ -179,6 +184,10 @@ impl Server {
             format!(
                 "--resend-webhook-signing-key-file={}",
                 path(&files.signing_key)
+            ),
+            format!(
+                "--loops-signing-secret-file={}",
+                path(&files.loops_signing_key)
             ),
             format!(
                 "--unsubscribe-signing-key-file={}",

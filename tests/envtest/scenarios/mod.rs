@@ -6,6 +6,7 @@ pub mod broadcast;
 pub mod controllers;
 pub mod invitation;
 pub mod loops;
+pub mod loops_events;
 pub mod operations;
 pub mod resend;
 
