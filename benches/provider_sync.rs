@@ -2,8 +2,10 @@
 //! three sync loops run unmodified against the stateful API server of the tests (which feeds the
 //! view like a watch) and the stateful fake Resend, which enforces the account's rate limit.
 //!
-//! `cargo bench --bench provider_sync -- [--contacts N] [--groups N] [--memberships N] [--rate R]`
-//! (defaults: 10,000 contacts in 10 groups with 10,000 memberships at 100 requests/s). Reports
+//! `cargo bench --bench provider_sync -- [--contacts N] [--groups N] [--memberships N] [--rate R]
+//! [--loops true]` (defaults: 10,000 contacts in 10 groups with 10,000 memberships at 100 requests/s;
+//! `--loops true` also mirrors to the stateful fake Loops, each group on a list, both providers at
+//! once, and reports Loops' calls against its budget of one upsert per contact). Reports
 //! provider calls against the budget (1 create per contact, carrying its memberships' segments;
 //! 1 create per group; list pages of contacts and segments), wall time against calls / rate,
 //! and the process's memory. Before the contact directory (commit 98d18cd) the same load cost
@@ -15,10 +17,14 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::Method;
+use milo_webhook::api::common::ProviderName;
 use milo_webhook::controllers::ControllerSettings;
+use milo_webhook::controllers::loops::LoopsSync;
 use milo_webhook::controllers::resend::{self, ResendSync, SyncMetrics};
 use serde_json::json;
 use support::bench::{flags, memory, parse};
+use support::fake_loops;
 use support::fake_resend::{self, FakeConfig};
 use support::live_api::LiveApi;
 
@@ -27,6 +33,7 @@ struct Options {
     groups: usize,
     memberships: usize,
     rate: f64,
+    loops: bool,
 }
 
 fn options() -> Options {
@@ -35,6 +42,7 @@ fn options() -> Options {
         groups: 10,
         memberships: 10_000,
         rate: 100.0,
+        loops: false,
     };
     flags(|flag, value| {
         match flag {
@@ -42,6 +50,7 @@ fn options() -> Options {
             "--groups" => o.groups = parse(value)?,
             "--memberships" => o.memberships = parse(value)?,
             "--rate" => o.rate = parse(value)?,
+            "--loops" => o.loops = parse(value)?,
             other => return Err(format!("unknown flag {other}")),
         }
         Ok(())
@@ -49,14 +58,15 @@ fn options() -> Options {
     o
 }
 
-fn seed(live: &LiveApi, o: &Options) {
+fn seed(live: &LiveApi, o: &Options, lists: &[String]) {
     for g in 0..o.groups {
-        live.create(
-            "contactgroups",
-            json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroup",
-                "metadata": {"namespace": "groups", "name": format!("group-{g}")},
-                "spec": {"displayName": format!("Group {g}"), "visibility": "public"}}),
-        );
+        let mut group = json!({"apiVersion": "notification.miloapis.com/v1alpha1", "kind": "ContactGroup",
+            "metadata": {"namespace": "groups", "name": format!("group-{g}")},
+            "spec": {"displayName": format!("Group {g}"), "visibility": "public"}});
+        if let Some(list) = lists.get(g) {
+            group["spec"]["providers"] = json!([{"name": "Loops", "id": list}]);
+        }
+        live.create("contactgroups", group);
     }
     for c in 0..o.contacts {
         live.create(
@@ -89,7 +99,27 @@ fn main() {
 
 async fn run(o: Options) {
     let live = LiveApi::new();
-    seed(&live, &o);
+    let loops = match o.loops {
+        true => Some(
+            fake_loops::start(fake_loops::FakeConfig {
+                rate_limit: Some(o.rate as usize),
+                ..Default::default()
+            })
+            .await,
+        ),
+        false => None,
+    };
+    let lists: Vec<String> = match &loops {
+        Some(fake) => (0..o.groups)
+            .map(|g| fake.insert_list(&format!("Group {g}"), true))
+            .collect(),
+        None => Vec::new(),
+    };
+    seed(&live, &o, &lists);
+    let configured = match o.loops {
+        true => vec![ProviderName::Resend, ProviderName::Loops],
+        false => vec![ProviderName::Resend],
+    };
     let fake = fake_resend::start(FakeConfig {
         rate_limit: Some(o.rate as usize),
         default_page: 100,
@@ -97,15 +127,27 @@ async fn run(o: Options) {
     })
     .await;
     let client = fake.client(o.rate);
-    let ctx = live.context(ControllerSettings::default());
-    let sync = Arc::new(ResendSync::new(
-        Arc::new(ctx),
+    let ctx = Arc::new(live.context(ControllerSettings::default()));
+    let sync = Arc::new(ResendSync::among(
+        ctx.clone(),
         client,
         SyncMetrics::default(),
+        configured.clone(),
     ));
+    let loops_sync = loops.as_ref().map(|fake| {
+        Arc::new(LoopsSync::new(
+            ctx.clone(),
+            fake.client(o.rate),
+            SyncMetrics::default(),
+            configured.clone(),
+        ))
+    });
     let (rss_before, _) = memory();
     let started = Instant::now();
     let task = tokio::spawn(resend::run(sync.clone()));
+    let loops_task = loops_sync
+        .clone()
+        .map(|sync| tokio::spawn(milo_webhook::controllers::loops::run(sync)));
     let total_members = o.memberships;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -120,10 +162,9 @@ async fn run(o: Options) {
             view.names(milo_webhook::view::ViewKind::Membership)
                 .into_iter()
                 .filter(|(ns, name)| {
-                    !view.membership_sync(ns, name).is_some_and(|m| {
-                        m.marks
-                            .synced(milo_webhook::api::common::ProviderName::Resend)
-                    })
+                    !view
+                        .membership_sync(ns, name)
+                        .is_some_and(|m| configured.iter().all(|p| m.marks.synced(*p)))
                 })
                 .count()
         };
@@ -137,6 +178,9 @@ async fn run(o: Options) {
     let wall = started.elapsed();
     let (rss_after, peak) = memory();
     task.abort();
+    if let Some(task) = loops_task {
+        task.abort();
+    }
     let calls = sync.client.calls();
     // The account starts empty: one page lists its contacts, one its segments.
     let pages = 2;
@@ -184,4 +228,23 @@ async fn run(o: Options) {
     println!(
         "| RSS before / after sync, peak | {rss_before:.1} / {rss_after:.1} MiB, {peak:.1} MiB |"
     );
+    if let (Some(fake), Some(sync)) = (&loops, &loops_sync) {
+        let count = |m: Method, p: &str| fake.count(m, p);
+        let upserts = count(Method::PUT, "/contacts/update");
+        println!(
+            "| Loops calls | {} (budget {}: one upsert per contact) |",
+            sync.client.calls(),
+            o.contacts
+        );
+        println!(
+            "| Loops upserts per contact / list reads / other | {:.3} / {} / {} |",
+            upserts as f64 / o.contacts as f64,
+            count(Method::GET, "/lists"),
+            fake.requests().len() - upserts - count(Method::GET, "/lists")
+        );
+        println!(
+            "| Loops `subscribed: true` sent | {} |",
+            fake.subscribed_true_writes().len()
+        );
+    }
 }

@@ -142,3 +142,39 @@ fn sample_reviews_decide_as_documented() {
         assert!(message.contains(fragment), "{file}: {message}");
     }
 }
+
+/// Every `--flag` the deploy base and its overlays pass to `serve` is one `serve` knows: a
+/// misspelt flag would stop the pod at start, where no test of the binary alone would see it.
+#[test]
+fn every_flag_the_manifests_pass_is_one_serve_knows() {
+    let (code, help, err) = milo_webhook(&["serve", "--help"]);
+    assert_eq!(code, 0, "{err}");
+    let mut checked = 0;
+    for dir in ["deploy", "provider-events", "loops"] {
+        let dir = root().join("manifests").join(dir);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines() {
+                let line = line.trim_start();
+                let Some(arg) = line
+                    .strip_prefix("- --")
+                    .or_else(|| line.strip_prefix("value: --"))
+                else {
+                    continue;
+                };
+                let flag = arg.split('=').next().unwrap();
+                assert!(
+                    help.contains(&format!("--{flag}")),
+                    "{}: serve has no --{flag}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10, "only {checked} flags found");
+}

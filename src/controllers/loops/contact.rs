@@ -14,20 +14,16 @@ use kube::Api;
 use super::LoopsSync;
 use crate::api::Contact;
 use crate::api::common::ProviderName::{self, Loops};
-use crate::api::common::sync::UNSUBSCRIBED;
 use crate::controllers::providers::answers::Recall;
-use crate::controllers::providers::joins::{Joins, joins, stamp};
+use crate::controllers::providers::joins::{Joins, joins, may_wait_for_groups, opted_out, stamp};
 use crate::controllers::providers::status::{self, Outcome};
-use crate::controllers::providers::{Loop, SyncedObject, drive_loop, ready, unrelated};
-use crate::controllers::resend::optout;
+use crate::controllers::providers::steps::{self, Steps};
+use crate::controllers::providers::{CONTACTS, SyncedObject, run_kind, unrelated};
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::loops::{ContactUpsert, Subscribed};
 use crate::view::{Store, ViewKind};
 
-/// How long a new contact waits for its groups' lists to be checked, counted from when the sync
-/// started or the Contact was made: creating it with them saves a call per membership.
-const GROUP_WAIT: Duration = Duration::from_secs(10);
-/// How often a waiting contact looks again.
+/// How often a new contact waiting for its groups' lists looks again.
 const GROUP_POLL: Duration = Duration::from_millis(500);
 
 /// What reconciling a contact does, decided from the view.
@@ -37,17 +33,8 @@ pub enum Plan {
     Wait,
     /// Being deleted: delete the Loops contact, then release the finalizer.
     Release,
-    /// Live: what to do.
-    Sync {
-        /// Put the finalizer on first.
-        add_finalizer: bool,
-        /// Create the removals a reported opt-out asks for (when Loops is the first provider).
-        opt_out: bool,
-        /// Upsert the Loops contact.
-        mirror: bool,
-        /// Only rewrite `Ready`, which disagrees with the providers' conditions.
-        repair_ready: bool,
-    },
+    /// Live: its steps, the work being to upsert the Loops contact.
+    Sync(Steps<()>),
 }
 
 /// Decides what reconciling the contact `namespace/name` does, among the `configured` providers.
@@ -68,49 +55,18 @@ pub fn plan(
             Plan::Wait
         };
     }
-    let add_finalizer = !contact.marks.finalizer(Loops);
-    let opt_out = contact.unsubscribe_pending && configured.first() == Some(&Loops);
-    let mirror = !contact.marks.synced(Loops) || forced;
-    let repair_ready = !mirror && ready::needs_repair(Loops, configured, contact.marks, |_| true);
-    if add_finalizer || opt_out || mirror || repair_ready {
-        Plan::Sync {
-            add_finalizer,
-            opt_out,
-            mirror,
-            repair_ready,
-        }
-    } else {
-        Plan::Wait
-    }
+    steps::contact(Loops, &contact, forced, configured).map_or(Plan::Wait, Plan::Sync)
 }
 
 /// Runs the contact loop until aborted.
 pub async fn run(sync: Arc<LoopsSync>) {
-    let configured = sync.core.configured.clone();
-    let lp = Loop {
-        kind: ViewKind::Contact,
-        label: "contact",
-        relists: &[ViewKind::Contact],
-        idle: move |view: &Store, ns: &str, name: &str, forced| {
-            plan(view, ns, name, forced, &configured) == Plan::Wait
-        },
-        related: unrelated,
-        reconcile,
-    };
-    drive_loop(sync, lp).await;
+    run_kind(sync, CONTACTS, (plan, Plan::Wait), unrelated, reconcile).await;
 }
 
 /// Reconciles one contact.
 pub async fn reconcile(sync: Arc<LoopsSync>, key: ObjectKey) -> Result<Action, Error> {
     let core = &sync.core;
-    let forced = core.is_forced(ViewKind::Contact, &key.namespace, &key.name);
-    let plan = plan(
-        &core.ctx.view.read(),
-        &key.namespace,
-        &key.name,
-        forced,
-        &core.configured,
-    );
+    let plan = core.plan(ViewKind::Contact, &key, plan);
     let api: Api<Contact> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     match plan {
         Plan::Wait => {}
@@ -123,40 +79,13 @@ pub async fn reconcile(sync: Arc<LoopsSync>, key: ObjectKey) -> Result<Action, E
             }
             status::set_finalizer(Loops, &api, &key.name, false).await?;
         }
-        Plan::Sync {
-            add_finalizer,
-            opt_out,
-            mirror,
-            repair_ready,
-        } => {
-            if add_finalizer && !status::set_finalizer(Loops, &api, &key.name, true).await? {
-                // Deleted meanwhile: its deletion wakes the release.
-                return Ok(Action::await_change());
-            }
-            if opt_out {
-                optout::apply(&core.ctx, &key).await?;
-            }
-            if mirror {
-                return self::mirror(&sync, &api, &key).await;
-            }
-            if repair_ready {
-                core.writer()
-                    .repair_ready(&api, &key.name, SyncedObject::Contact, |_| true)
-                    .await?;
-            }
+        Plan::Sync(steps) => {
+            let object = (&key, SyncedObject::Contact);
+            let mirror = |()| self::mirror(&sync, &api, &key);
+            return steps.run(core, &api, object, |_| true, mirror).await;
         }
     }
     Ok(Action::await_change())
-}
-
-/// Whether the person opted out, as far as the cluster knows (a Loops opt-out reaches the
-/// Contact as this condition too).
-pub fn opted_out(contact: &Contact) -> bool {
-    contact.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == UNSUBSCRIBED && c.status == "True")
-    })
 }
 
 /// The upsert that mirrors `contact`, carrying `lists`: `subscribed` only ever `false`.
@@ -170,18 +99,6 @@ pub fn upsert_of(contact: &Contact, lists: BTreeMap<String, bool>) -> ContactUps
     upsert.mailing_lists = lists;
     upsert.subscribed = Subscribed::respecting_opt_out(opted_out(contact));
     upsert
-}
-
-/// Whether waiting for a group's list is still worth it for `contact`.
-fn may_wait_for_groups(sync: &LoopsSync, contact: &Contact) -> bool {
-    let since_start = sync.core.started.elapsed();
-    let since_made = contact
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .and_then(|t| jiff::Timestamp::now().duration_since(t.0).try_into().ok())
-        .unwrap_or(Duration::MAX);
-    since_start.min(since_made) < GROUP_WAIT
 }
 
 /// Upserts the Loops contact and records it. A contact Loops does not hold yet (no id recorded)
@@ -209,7 +126,7 @@ async fn mirror(sync: &LoopsSync, api: &Api<Contact>, key: &ObjectKey) -> Result
             } else {
                 joins(&sync.core.ctx.view.read(), &key.namespace, &key.name, Loops)
             };
-            if joins.groups_pending && may_wait_for_groups(sync, &contact) {
+            if joins.groups_pending && may_wait_for_groups(sync.core.started, &contact) {
                 return Ok(Action::requeue(GROUP_POLL));
             }
             let lists = joins.ids().into_iter().map(|id| (id, true)).collect();

@@ -16,7 +16,7 @@ use crate::api::ContactGroup;
 use crate::api::common::ProviderName::{self, Loops};
 use crate::controllers::providers::status::Outcome;
 use crate::controllers::providers::{
-    Loop, SyncedObject, drive_loop, mirrors_group, ready, unrelated,
+    GROUPS, SyncedObject, mirrors_group, ready, run_kind, unrelated,
 };
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::view::{Store, ViewKind};
@@ -94,38 +94,15 @@ pub fn drifted(view: &Store, listed: &HashSet<String>) -> Vec<ObjectKey> {
 
 /// Runs the group loop until aborted.
 pub async fn run(sync: Arc<LoopsSync>) {
-    let configured = sync.core.configured.clone();
-    let lp = Loop {
-        kind: ViewKind::ContactGroup,
-        label: "contactgroup",
-        relists: &[ViewKind::ContactGroup],
-        idle: move |view: &Store, ns: &str, name: &str, forced| {
-            plan(view, ns, name, forced, &configured) == Plan::Wait
-        },
-        related: unrelated,
-        reconcile,
-    };
-    drive_loop(sync, lp).await;
+    run_kind(sync, GROUPS, (plan, Plan::Wait), unrelated, reconcile).await;
 }
 
 /// Reconciles one group.
 pub async fn reconcile(sync: Arc<LoopsSync>, key: ObjectKey) -> Result<Action, Error> {
     let core = &sync.core;
     let forced = core.is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
-    let (plan, mirrored_by) = {
-        let view = core.ctx.view.read();
-        let plan = plan(&view, &key.namespace, &key.name, forced, &core.configured);
-        let mirrored_by: Vec<ProviderName> = match view.group_sync(&key.namespace, &key.name) {
-            Some(group) => core
-                .configured
-                .iter()
-                .copied()
-                .filter(|p| mirrors_group(*p, &group))
-                .collect(),
-            None => Vec::new(),
-        };
-        (plan, mirrored_by)
-    };
+    let plan = core.plan(ViewKind::ContactGroup, &key, plan);
+    let mirrored_by = core.group_mirrors(&key);
     let mirrors = |p: ProviderName| mirrored_by.contains(&p);
     let api: Api<ContactGroup> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     let writer = core.writer();

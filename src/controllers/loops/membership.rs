@@ -15,12 +15,13 @@ use super::contact::upsert_of;
 use crate::api::common::ProviderName::{self, Loops};
 use crate::api::{Contact, ContactGroupMembership};
 use crate::controllers::providers::answers::Recall;
-use crate::controllers::providers::joins::{joinable, stamp};
+use crate::controllers::providers::joins::stamp;
 use crate::controllers::providers::status::{self, Outcome, Record};
-use crate::controllers::providers::{Loop, SyncedObject, drive_loop, keys, mirrored_by, ready};
+use crate::controllers::providers::steps::{self, Steps};
+use crate::controllers::providers::{MEMBERSHIPS, SyncedObject, related_memberships, run_kind};
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::loops::LoopsError;
-use crate::view::{Store, ViewChange, ViewKind};
+use crate::view::{ContactSync, Store, ViewKind};
 
 /// What reconciling a membership does, decided from the view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,15 +33,8 @@ pub enum Plan {
         /// The list, when its group still names one.
         list: Option<String>,
     },
-    /// Live: add the finalizer and/or put the contact on the list.
-    Sync {
-        /// Put the finalizer on first.
-        add_finalizer: bool,
-        /// (contact, list) to join, once both are mirrored.
-        add: Option<(ObjectKey, String)>,
-        /// Only rewrite `Ready`, which disagrees with the providers' conditions.
-        repair_ready: bool,
-    },
+    /// Live: its steps, the work being to put (contact, list) on the list.
+    Sync(Steps<(ObjectKey, String)>),
 }
 
 /// Decides what reconciling the membership `namespace/name` does, among the `configured`
@@ -66,115 +60,43 @@ pub fn plan(
             Plan::Wait
         };
     }
-    let add_finalizer = !m.marks.finalizer(Loops);
-    let wanted = !m.marks.synced(Loops) || forced;
-    let contact = view.contact_sync(m.contact.namespace, m.contact.name);
-    let add = contact
-        .filter(|c| wanted && c.marks.synced(Loops) && !c.deleting)
-        .and_then(|_| joinable(view, &m, Loops))
-        .map(|list| {
-            let contact = ObjectKey::new(m.contact.namespace, m.contact.name);
-            (contact, list.to_owned())
-        });
-    let mirrors = mirrored_by(view, &m, configured);
-    let repair_ready =
-        !wanted && ready::needs_repair(Loops, configured, m.marks, |p| mirrors.contains(&p));
-    if add_finalizer || add.is_some() || repair_ready {
-        Plan::Sync {
-            add_finalizer,
-            add,
-            repair_ready,
-        }
-    } else {
-        Plan::Wait
-    }
-}
-
-/// Memberships another change concerns: those of a contact or group that became mirrored.
-fn related(change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
-    match change {
-        ViewChange::Applied(ViewKind::Contact, ns, name) => {
-            keys(view.memberships_of_contact(ns, name))
-        }
-        ViewChange::Applied(ViewKind::ContactGroup, ns, name) => {
-            keys(view.naming_group(ViewKind::Membership, ns, name))
-        }
-        _ => Vec::new(),
-    }
+    let add = |c: &ContactSync<'_>, list: &str| {
+        let contact = ObjectKey::new(c.key.namespace, c.key.name);
+        (contact, list.to_owned())
+    };
+    steps::membership(Loops, view, &m, (forced, configured), add).map_or(Plan::Wait, Plan::Sync)
 }
 
 /// Runs the membership loop until aborted.
 pub async fn run(sync: Arc<LoopsSync>) {
-    let configured = sync.core.configured.clone();
-    let lp = Loop {
-        kind: ViewKind::Membership,
-        label: "membership",
-        relists: &[
-            ViewKind::Membership,
-            ViewKind::Contact,
-            ViewKind::ContactGroup,
-        ],
-        idle: move |view: &Store, ns: &str, name: &str, forced| {
-            plan(view, ns, name, forced, &configured) == Plan::Wait
-        },
-        related,
-        reconcile,
-    };
-    drive_loop(sync, lp).await;
+    let related = related_memberships;
+    run_kind(sync, MEMBERSHIPS, (plan, Plan::Wait), related, reconcile).await;
 }
 
 /// Reconciles one membership.
 pub async fn reconcile(sync: Arc<LoopsSync>, key: ObjectKey) -> Result<Action, Error> {
     let core = &sync.core;
-    let forced = core.is_forced(ViewKind::Membership, &key.namespace, &key.name);
-    let (plan, mirrors, marks, contact_key) = {
-        let view = core.ctx.view.read();
-        let plan = plan(&view, &key.namespace, &key.name, forced, &core.configured);
-        match view.membership_sync(&key.namespace, &key.name) {
-            Some(m) => (
-                plan,
-                mirrored_by(&view, &m, &core.configured),
-                m.marks,
-                Some(ObjectKey::new(m.contact.namespace, m.contact.name)),
-            ),
-            None => (plan, Vec::new(), Default::default(), None),
-        }
-    };
-    let mirrors = |p: ProviderName| mirrors.contains(&p);
+    let plan = core.plan(ViewKind::Membership, &key, plan);
+    let of = core.membership_of(&key);
+    let mirrors = |p: ProviderName| of.mirrors.contains(&p);
     let api: Api<ContactGroupMembership> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     match plan {
         Plan::Wait => {}
         Plan::Release { list } => {
             core.answers.forget(ViewKind::Membership, &key);
-            if let (Some(list), Some(contact)) = (list, contact_key) {
-                set_list(&sync, &contact, &list, false).await?;
+            if let (Some(list), Some(contact)) = (list, &of.contact) {
+                set_list(&sync, contact, &list, false).await?;
             }
             status::set_finalizer(Loops, &api, &key.name, false).await?;
         }
-        Plan::Sync {
-            add_finalizer,
-            add,
-            repair_ready,
-        } => {
-            if add_finalizer && !status::set_finalizer(Loops, &api, &key.name, true).await? {
-                // Deleted meanwhile: its deletion wakes the release.
-                return Ok(Action::await_change());
-            }
-            let record = Record {
-                kind: SyncedObject::Membership,
-                existing: &[],
-                // Memberships are immutable: generation 1, as the view reads it back.
-                generation: Some(1),
-                others: ready::others(Loops, &core.configured, marks, mirrors),
+        Plan::Sync(steps) => {
+            let record = of.record(Loops, &core.configured);
+            let (sync, api, key, record) = (&sync, &api, &key, &record);
+            let object = (key, SyncedObject::Membership);
+            let add = move |(contact, list): (ObjectKey, String)| async move {
+                mirror(sync, api, key, record, (&contact, &list)).await
             };
-            if let Some((contact, list)) = add {
-                return mirror(&sync, &api, &key, &record, (&contact, &list)).await;
-            }
-            if repair_ready {
-                core.writer()
-                    .repair_ready(&api, &key.name, SyncedObject::Membership, mirrors)
-                    .await?;
-            }
+            return steps.run(core, api, object, mirrors, add).await;
         }
     }
     Ok(Action::await_change())

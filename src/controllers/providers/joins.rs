@@ -108,6 +108,35 @@ pub fn joins(view: &Store, namespace: &str, name: &str, provider: ProviderName) 
     joins
 }
 
+/// How long a new contact waits for its groups to be mirrored, counted from when the sync started
+/// or the Contact was made, whichever is later: creating it with them saves a call per
+/// membership, and a group that cannot be mirrored holds nobody up for longer.
+pub const GROUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether waiting for a group is still worth it for `contact`, the sync having started at
+/// `started`.
+pub fn may_wait_for_groups(started: std::time::Instant, contact: &crate::api::Contact) -> bool {
+    let since_start = started.elapsed();
+    let since_made = contact
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| jiff::Timestamp::now().duration_since(t.0).try_into().ok())
+        .unwrap_or(std::time::Duration::MAX);
+    since_start.min(since_made) < GROUP_WAIT
+}
+
+/// Whether the person opted out, as far as the cluster knows (an opt-out at any provider
+/// reaches the Contact as this condition): a contact created or recreated at a provider carries
+/// it, and joins nothing by its create.
+pub fn opted_out(contact: &crate::api::Contact) -> bool {
+    contact.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == crate::api::common::sync::UNSUBSCRIBED && c.status == "True")
+    })
+}
+
 /// What a join of `email` to `group` is remembered as (see [`super::answers`]): the same
 /// whether the join was its own call or rode on the contact's create.
 pub fn stamp(email: &str, group: &str) -> String {

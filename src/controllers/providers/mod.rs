@@ -17,6 +17,7 @@ pub mod answers;
 pub mod joins;
 pub mod ready;
 pub mod status;
+pub mod steps;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -296,6 +297,144 @@ where
         action
     })
     .await;
+}
+
+/// What a loop is: its kind, its label in logs and metrics, the kinds whose relist sweeps it.
+pub type LoopKind = (ViewKind, &'static str, &'static [ViewKind]);
+/// Every provider's contact loop.
+pub const CONTACTS: LoopKind = (ViewKind::Contact, "contact", &[ViewKind::Contact]);
+/// Every provider's group loop.
+pub const GROUPS: LoopKind = (
+    ViewKind::ContactGroup,
+    "contactgroup",
+    &[ViewKind::ContactGroup],
+);
+/// Every provider's membership loop: its contact or group becoming mirrored concerns it too.
+pub const MEMBERSHIPS: LoopKind = (
+    ViewKind::Membership,
+    "membership",
+    &[
+        ViewKind::Membership,
+        ViewKind::Contact,
+        ViewKind::ContactGroup,
+    ],
+);
+
+/// Memberships another change concerns: those of a contact or group that became mirrored.
+pub fn related_memberships(change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
+    match change {
+        ViewChange::Applied(ViewKind::Contact, ns, name) => {
+            keys(view.memberships_of_contact(ns, name))
+        }
+        ViewChange::Applied(ViewKind::ContactGroup, ns, name) => {
+            keys(view.naming_group(ViewKind::Membership, ns, name))
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A provider's plan for one kind, decided from the view alone:
+/// `(view, namespace, name, forced, configured providers)`.
+pub type PlanFn<P> = fn(&Store, &str, &str, bool, &[ProviderName]) -> P;
+
+/// Runs one kind's loop, idle for an object while its `plan` is `wait`.
+pub async fn run_kind<S, P, W, R, Fut>(
+    sync: Arc<S>,
+    (kind, label, relists): LoopKind,
+    (plan, wait): (PlanFn<P>, P),
+    related: W,
+    reconcile: R,
+) where
+    S: ProviderSync,
+    P: PartialEq,
+    W: Fn(&ViewChange, &Store) -> Vec<ObjectKey>,
+    R: Fn(Arc<S>, ObjectKey) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let configured = sync.core().configured.clone();
+    let lp = Loop {
+        kind,
+        label,
+        relists,
+        idle: move |view: &Store, ns: &str, name: &str, forced| {
+            plan(view, ns, name, forced, &configured) == wait
+        },
+        related,
+        reconcile,
+    };
+    drive_loop(sync, lp).await;
+}
+
+impl SyncCore {
+    /// What `plan` decides for `key` of `kind` now (drift repair's doubt included).
+    pub fn plan<P>(&self, kind: ViewKind, key: &ObjectKey, plan: PlanFn<P>) -> P {
+        let forced = self.is_forced(kind, &key.namespace, &key.name);
+        plan(
+            &self.ctx.view.read(),
+            &key.namespace,
+            &key.name,
+            forced,
+            &self.configured,
+        )
+    }
+
+    /// The configured providers that mirror the group `key`.
+    pub fn group_mirrors(&self, key: &ObjectKey) -> Vec<ProviderName> {
+        let view = self.ctx.view.read();
+        match view.group_sync(&key.namespace, &key.name) {
+            Some(group) => self
+                .configured
+                .iter()
+                .copied()
+                .filter(|p| mirrors_group(*p, &group))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The membership `key` as a status write needs it: the configured providers that mirror
+    /// it, its marks, and its contact.
+    pub fn membership_of(&self, key: &ObjectKey) -> MembershipOf {
+        let view = self.ctx.view.read();
+        match view.membership_sync(&key.namespace, &key.name) {
+            Some(m) => MembershipOf {
+                mirrors: mirrored_by(&view, &m, &self.configured),
+                marks: m.marks,
+                contact: Some(ObjectKey::new(m.contact.namespace, m.contact.name)),
+            },
+            None => MembershipOf::default(),
+        }
+    }
+}
+
+/// What [`SyncCore::membership_of`] reads.
+#[derive(Debug, Default)]
+pub struct MembershipOf {
+    /// The configured providers that mirror it.
+    pub mirrors: Vec<ProviderName>,
+    /// Its sync marks.
+    pub marks: crate::view::SyncMarks,
+    /// Its contact.
+    pub contact: Option<ObjectKey>,
+}
+
+impl MembershipOf {
+    /// Where `provider`'s outcome for it is recorded: memberships are immutable, so generation 1,
+    /// as the view reads it back.
+    pub fn record(
+        &self,
+        provider: ProviderName,
+        configured: &[ProviderName],
+    ) -> status::Record<'static> {
+        status::Record {
+            kind: SyncedObject::Membership,
+            existing: &[],
+            generation: Some(1),
+            others: ready::others(provider, configured, self.marks, |p| {
+                self.mirrors.contains(&p)
+            }),
+        }
+    }
 }
 
 /// The keys of `refs`.

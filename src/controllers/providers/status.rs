@@ -106,29 +106,21 @@ pub trait Mirrored:
     fn provider_id(&self, provider: ProviderName) -> Option<&str>;
 }
 
-impl Mirrored for crate::api::Contact {
-    fn conditions(&self) -> &[Condition] {
-        self.status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default()
-    }
-    fn provider_id(&self, provider: ProviderName) -> Option<&str> {
-        crate::view::sync::provider_id(self.status.as_ref(), provider)
-    }
+/// Contacts and groups share one status shape ([`crate::api::common::ProviderSyncStatus`]).
+macro_rules! mirrored_by_sync_status {
+    ($($kind:ty),+) => {$(
+        impl Mirrored for $kind {
+            fn conditions(&self) -> &[Condition] {
+                self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+            }
+            fn provider_id(&self, provider: ProviderName) -> Option<&str> {
+                crate::view::sync::provider_id(self.status.as_ref(), provider)
+            }
+        }
+    )+};
 }
 
-impl Mirrored for crate::api::ContactGroup {
-    fn conditions(&self) -> &[Condition] {
-        self.status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default()
-    }
-    fn provider_id(&self, provider: ProviderName) -> Option<&str> {
-        crate::view::sync::provider_id(self.status.as_ref(), provider)
-    }
-}
+mirrored_by_sync_status!(crate::api::Contact, crate::api::ContactGroup);
 
 impl Mirrored for crate::api::ContactGroupMembership {
     fn conditions(&self) -> &[Condition] {

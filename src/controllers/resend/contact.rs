@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use kube::Api;
 
+use super::ResendSync;
 use super::directory::{Claim, Found, Known, MAX_AGE_RESYNCS};
-use super::{ResendSync, optout};
 use crate::api::Contact;
 use crate::api::common::ProviderName::{self, Resend};
-use crate::api::common::sync::UNSUBSCRIBED;
 use crate::controllers::providers::answers::Recall;
 use crate::controllers::providers::joins::{Joins, joins, stamp};
+use crate::controllers::providers::joins::{may_wait_for_groups, opted_out};
 use crate::controllers::providers::status::{self, Outcome};
-use crate::controllers::providers::{Loop, SyncedObject, drive_loop, ready, unrelated};
+use crate::controllers::providers::steps::{self, Steps};
+use crate::controllers::providers::{CONTACTS, SyncedObject, run_kind, unrelated};
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::resend::ResendError;
 use crate::providers::resend::types::{ContactPatch, NewContact, RemoteContact};
@@ -37,17 +38,8 @@ pub enum Plan {
         /// Whether the Resend contact is deleted.
         delete_remote: bool,
     },
-    /// Live: what to do.
-    Sync {
-        /// Put the finalizer on first.
-        add_finalizer: bool,
-        /// Create the removals a reported opt-out asks for.
-        opt_out: bool,
-        /// Create or update the Resend contact.
-        mirror: bool,
-        /// Only rewrite `Ready`, which disagrees with the providers' conditions.
-        repair_ready: bool,
-    },
+    /// Live: its steps, the work being to create or update the Resend contact.
+    Sync(Steps<()>),
 }
 
 /// Decides what reconciling the contact `namespace/name` does, among the `configured` providers.
@@ -75,50 +67,18 @@ pub fn plan(
             delete_remote: !shared,
         };
     }
-    let add_finalizer = !contact.marks.finalizer(Resend);
-    // One provider's loop acts on an opt-out: the first configured.
-    let opt_out = contact.unsubscribe_pending && configured.first() == Some(&Resend);
-    let mirror = !contact.marks.synced(Resend) || forced;
-    let repair_ready = !mirror && ready::needs_repair(Resend, configured, contact.marks, |_| true);
-    if add_finalizer || opt_out || mirror || repair_ready {
-        Plan::Sync {
-            add_finalizer,
-            opt_out,
-            mirror,
-            repair_ready,
-        }
-    } else {
-        Plan::Wait
-    }
+    steps::contact(Resend, &contact, forced, configured).map_or(Plan::Wait, Plan::Sync)
 }
 
 /// Runs the contact loop until aborted.
 pub async fn run(sync: Arc<ResendSync>) {
-    let configured = sync.core.configured.clone();
-    let lp = Loop {
-        kind: ViewKind::Contact,
-        label: "contact",
-        relists: &[ViewKind::Contact],
-        idle: move |view: &Store, ns: &str, name: &str, forced| {
-            plan(view, ns, name, forced, &configured) == Plan::Wait
-        },
-        related: unrelated,
-        reconcile,
-    };
-    drive_loop(sync, lp).await;
+    run_kind(sync, CONTACTS, (plan, Plan::Wait), unrelated, reconcile).await;
 }
 
 /// Reconciles one contact.
 pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, Error> {
     let core = &sync.core;
-    let forced = core.is_forced(ViewKind::Contact, &key.namespace, &key.name);
-    let plan = plan(
-        &core.ctx.view.read(),
-        &key.namespace,
-        &key.name,
-        forced,
-        &core.configured,
-    );
+    let plan = core.plan(ViewKind::Contact, &key, plan);
     let api: Api<Contact> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     match plan {
         Plan::Wait => {}
@@ -129,28 +89,10 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
             }
             status::set_finalizer(Resend, &api, &key.name, false).await?;
         }
-        Plan::Sync {
-            add_finalizer,
-            opt_out,
-            mirror,
-            repair_ready,
-        } => {
-            if add_finalizer && !status::set_finalizer(Resend, &api, &key.name, true).await? {
-                // Deleted meanwhile: its deletion wakes the release.
-                return Ok(Action::await_change());
-            }
-            if opt_out {
-                optout::apply(&core.ctx, &key).await?;
-            }
-            if mirror {
-                return self::mirror(&sync, &api, &key).await;
-            }
-            if repair_ready {
-                let kind = SyncedObject::Contact;
-                core.writer()
-                    .repair_ready(&api, &key.name, kind, |_| true)
-                    .await?;
-            }
+        Plan::Sync(steps) => {
+            let object = (&key, SyncedObject::Contact);
+            let mirror = |()| self::mirror(&sync, &api, &key);
+            return steps.run(core, &api, object, |_| true, mirror).await;
         }
     }
     Ok(Action::await_change())
@@ -169,16 +111,6 @@ async fn release(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resu
     }
     sync.directory.forget_email(&contact.spec.email);
     Ok(())
-}
-
-/// Whether the person opted out (as far as the cluster knows): a contact created or recreated
-/// at Resend carries it, so a re-creation never re-subscribes anyone.
-fn opted_out(contact: &Contact) -> bool {
-    contact.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == UNSUBSCRIBED && c.status == "True")
-    })
 }
 
 /// Creates or updates the Resend contact and records where it is; asks to be looked at again
@@ -226,10 +158,6 @@ async fn mirror(sync: &ResendSync, api: &Api<Contact>, key: &ObjectKey) -> Resul
     }
 }
 
-/// How long a contact without a segment waits for its groups' segments, counted from when the
-/// sync started or the Contact was made, whichever is later: creating it with them saves an add
-/// per membership, and a group that cannot be mirrored holds nobody up for longer.
-const GROUP_WAIT: Duration = Duration::from_secs(10);
 /// How often a waiting contact looks again (a group is mirrored within moments).
 const GROUP_POLL: Duration = Duration::from_millis(500);
 /// How long a contact waits while another Contact of the same address is being created.
@@ -325,18 +253,6 @@ async fn adopt(
     Ok(remote.id)
 }
 
-/// Whether waiting for a group's segment is still worth it for `contact`.
-fn may_wait_for_groups(sync: &ResendSync, contact: &Contact) -> bool {
-    let since_start = sync.core.started.elapsed();
-    let since_made = contact
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .and_then(|t| jiff::Timestamp::now().duration_since(t.0).try_into().ok())
-        .unwrap_or(Duration::MAX);
-    since_start.min(since_made) < GROUP_WAIT
-}
-
 /// Creates the contact (claimed in the directory) with the segments its memberships may join
 /// now, which are then remembered as answered so the membership loop records them without a
 /// call. A person who opted out is created opted out and joins nothing here: their memberships
@@ -359,7 +275,7 @@ async fn create(
             Resend,
         )
     };
-    if joins.groups_pending && may_wait_for_groups(sync, contact) {
+    if joins.groups_pending && may_wait_for_groups(sync.core.started, contact) {
         return Ok(Upserted::Wait(GROUP_POLL));
     }
     let mut new = NewContact {

@@ -12,8 +12,9 @@ use super::ResendSync;
 use crate::api::ContactGroup;
 use crate::api::common::ProviderName::{self, Resend};
 use crate::controllers::providers::status::{self, Outcome};
+use crate::controllers::providers::steps::Steps;
 use crate::controllers::providers::{
-    Loop, SyncedObject, drive_loop, mirrors_group, ready, unrelated,
+    GROUPS, SyncedObject, mirrors_group, ready, run_kind, unrelated,
 };
 use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::resend::ResendError;
@@ -37,15 +38,8 @@ pub enum Plan {
         /// The segment's name, to find one created but never recorded.
         name: String,
     },
-    /// Live: add the finalizer and/or make sure the segment exists.
-    Sync {
-        /// Put the finalizer on first.
-        add_finalizer: bool,
-        /// Look the segment up (or create it) and record it.
-        mirror: bool,
-        /// Only rewrite `Ready`, which disagrees with the providers' conditions.
-        repair_ready: bool,
-    },
+    /// Live: its steps, the work being to look the segment up (or create it) and record it.
+    Sync(Steps<()>),
 }
 
 /// Decides what reconciling the group `namespace/name` does, among the `configured` providers.
@@ -72,51 +66,25 @@ pub fn plan(
     let mirror = !group.marks.synced(Resend) || group.segment.is_none() || forced;
     let mirrors = |p| mirrors_group(p, &group);
     let repair_ready = !mirror && ready::needs_repair(Resend, configured, group.marks, mirrors);
-    if add_finalizer || mirror || repair_ready {
-        Plan::Sync {
-            add_finalizer,
-            mirror,
-            repair_ready,
-        }
-    } else {
-        Plan::Wait
-    }
+    let steps = Steps {
+        add_finalizer,
+        opt_out: false,
+        work: mirror.then_some(()),
+        repair_ready,
+    };
+    steps.needed().map_or(Plan::Wait, Plan::Sync)
 }
 
 /// Runs the group loop until aborted.
 pub async fn run(sync: Arc<ResendSync>) {
-    let configured = sync.core.configured.clone();
-    let lp = Loop {
-        kind: ViewKind::ContactGroup,
-        label: "contactgroup",
-        relists: &[ViewKind::ContactGroup],
-        idle: move |view: &Store, ns: &str, name: &str, forced| {
-            plan(view, ns, name, forced, &configured) == Plan::Wait
-        },
-        related: unrelated,
-        reconcile,
-    };
-    drive_loop(sync, lp).await;
+    run_kind(sync, GROUPS, (plan, Plan::Wait), unrelated, reconcile).await;
 }
 
 /// Reconciles one group.
 pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, Error> {
     let core = &sync.core;
-    let forced = core.is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
-    let (plan, mirrored_by) = {
-        let view = core.ctx.view.read();
-        let plan = plan(&view, &key.namespace, &key.name, forced, &core.configured);
-        let mirrored_by: Vec<ProviderName> = match view.group_sync(&key.namespace, &key.name) {
-            Some(group) => core
-                .configured
-                .iter()
-                .copied()
-                .filter(|p| mirrors_group(*p, &group))
-                .collect(),
-            None => Vec::new(),
-        };
-        (plan, mirrored_by)
-    };
+    let plan = core.plan(ViewKind::ContactGroup, &key, plan);
+    let mirrored_by = core.group_mirrors(&key);
     let mirrors = |p: ProviderName| mirrored_by.contains(&p);
     let api: Api<ContactGroup> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     match plan {
@@ -132,23 +100,13 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
             }
             status::set_finalizer(Resend, &api, &key.name, false).await?;
         }
-        Plan::Sync {
-            add_finalizer,
-            mirror,
-            repair_ready,
-        } => {
-            if add_finalizer && !status::set_finalizer(Resend, &api, &key.name, true).await? {
-                // Deleted meanwhile: its deletion wakes the release.
-                return Ok(Action::await_change());
-            }
-            if mirror {
+        Plan::Sync(steps) => {
+            let object = (&key, SyncedObject::Group);
+            let mirror = |()| async {
                 self::mirror(&sync, &api, &key, mirrors).await?;
-            } else if repair_ready {
-                let kind = SyncedObject::Group;
-                core.writer()
-                    .repair_ready(&api, &key.name, kind, mirrors)
-                    .await?;
-            }
+                Ok(Action::await_change())
+            };
+            return steps.run(core, &api, object, mirrors, mirror).await;
         }
     }
     Ok(Action::await_change())

@@ -13,12 +13,13 @@ use super::{PREREQUISITE_WAIT, ResendSync};
 use crate::api::ContactGroupMembership;
 use crate::api::common::ProviderName::{self, Resend};
 use crate::controllers::providers::answers::Recall;
-use crate::controllers::providers::joins::{joinable, stamp};
+use crate::controllers::providers::joins::stamp;
 use crate::controllers::providers::status::{self, Outcome, Record};
-use crate::controllers::providers::{Loop, SyncedObject, drive_loop, keys, mirrored_by, ready};
+use crate::controllers::providers::steps::{self, Steps};
+use crate::controllers::providers::{MEMBERSHIPS, SyncedObject, related_memberships, run_kind};
 use crate::controllers::{Action, Error, ObjectKey};
 use crate::providers::resend::ResendError;
-use crate::view::{Store, ViewChange, ViewKind};
+use crate::view::{ContactSync, Store, ViewKind};
 
 /// What reconciling a membership does, decided from the view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,15 +31,8 @@ pub enum Plan {
         /// (contact email, segment id), when both are still known.
         remote: Option<(String, String)>,
     },
-    /// Live: add the finalizer and/or add the contact to the segment.
-    Sync {
-        /// Put the finalizer on first.
-        add_finalizer: bool,
-        /// (contact email, segment id) to add, once both are mirrored.
-        add: Option<(String, String)>,
-        /// Only rewrite `Ready`, which disagrees with the providers' conditions.
-        repair_ready: bool,
-    },
+    /// Live: its steps, the work being to add (contact email, segment id).
+    Sync(Steps<(String, String)>),
 }
 
 /// Decides what reconciling the membership `namespace/name` does, among the `configured`
@@ -65,71 +59,22 @@ pub fn plan(
         };
         return Plan::Release { remote };
     }
-    let add_finalizer = !m.marks.finalizer(Resend);
-    let wanted = !m.marks.synced(Resend) || forced;
-    let add = contact
-        .filter(|c| wanted && c.marks.synced(Resend) && !c.deleting)
-        .and_then(|c| Some((c.email.to_owned(), joinable(view, &m, Resend)?.to_owned())));
-    let mirrors = mirrored_by(view, &m, configured);
-    let repair_ready =
-        !wanted && ready::needs_repair(Resend, configured, m.marks, |p| mirrors.contains(&p));
-    if add_finalizer || add.is_some() || repair_ready {
-        Plan::Sync {
-            add_finalizer,
-            add,
-            repair_ready,
-        }
-    } else {
-        Plan::Wait
-    }
-}
-
-/// Memberships another change concerns: those of a contact or group that became mirrored.
-fn related(change: &ViewChange, view: &Store) -> Vec<ObjectKey> {
-    match change {
-        ViewChange::Applied(ViewKind::Contact, ns, name) => {
-            keys(view.memberships_of_contact(ns, name))
-        }
-        ViewChange::Applied(ViewKind::ContactGroup, ns, name) => {
-            keys(view.naming_group(ViewKind::Membership, ns, name))
-        }
-        _ => Vec::new(),
-    }
+    let add = |c: &ContactSync<'_>, segment: &str| (c.email.to_owned(), segment.to_owned());
+    steps::membership(Resend, view, &m, (forced, configured), add).map_or(Plan::Wait, Plan::Sync)
 }
 
 /// Runs the membership loop until aborted.
 pub async fn run(sync: Arc<ResendSync>) {
-    let configured = sync.core.configured.clone();
-    let lp = Loop {
-        kind: ViewKind::Membership,
-        label: "membership",
-        relists: &[
-            ViewKind::Membership,
-            ViewKind::Contact,
-            ViewKind::ContactGroup,
-        ],
-        idle: move |view: &Store, ns: &str, name: &str, forced| {
-            plan(view, ns, name, forced, &configured) == Plan::Wait
-        },
-        related,
-        reconcile,
-    };
-    drive_loop(sync, lp).await;
+    let related = related_memberships;
+    run_kind(sync, MEMBERSHIPS, (plan, Plan::Wait), related, reconcile).await;
 }
 
 /// Reconciles one membership.
 pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, Error> {
     let core = &sync.core;
-    let forced = core.is_forced(ViewKind::Membership, &key.namespace, &key.name);
-    let (plan, mirrors, marks) = {
-        let view = core.ctx.view.read();
-        let plan = plan(&view, &key.namespace, &key.name, forced, &core.configured);
-        match view.membership_sync(&key.namespace, &key.name) {
-            Some(m) => (plan, mirrored_by(&view, &m, &core.configured), m.marks),
-            None => (plan, Vec::new(), Default::default()),
-        }
-    };
-    let mirrors = |p: ProviderName| mirrors.contains(&p);
+    let plan = core.plan(ViewKind::Membership, &key, plan);
+    let of = core.membership_of(&key);
+    let mirrors = |p: ProviderName| of.mirrors.contains(&p);
     let api: Api<ContactGroupMembership> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     match plan {
         Plan::Wait => {}
@@ -144,32 +89,14 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
             }
             status::set_finalizer(Resend, &api, &key.name, false).await?;
         }
-        Plan::Sync {
-            add_finalizer,
-            add,
-            repair_ready,
-        } => {
-            if add_finalizer && !status::set_finalizer(Resend, &api, &key.name, true).await? {
-                // Deleted meanwhile: its deletion wakes the release.
-                return Ok(Action::await_change());
-            }
-            let record = Record {
-                kind: SyncedObject::Membership,
-                existing: &[],
-                // Memberships are immutable: generation 1 unless the API server says otherwise,
-                // which the status written reads back the same way the view does.
-                generation: Some(1),
-                others: ready::others(Resend, &core.configured, marks, mirrors),
+        Plan::Sync(steps) => {
+            let record = of.record(Resend, &core.configured);
+            let (sync, api, key, record) = (&sync, &api, &key, &record);
+            let object = (key, SyncedObject::Membership);
+            let add = move |(email, segment): (String, String)| async move {
+                mirror(sync, api, key, record, (&email, &segment)).await
             };
-            if let Some((email, segment)) = add {
-                return mirror(&sync, &api, &key, &record, (&email, &segment)).await;
-            }
-            if repair_ready {
-                let kind = SyncedObject::Membership;
-                core.writer()
-                    .repair_ready(&api, &key.name, kind, mirrors)
-                    .await?;
-            }
+            return steps.run(core, api, object, mirrors, add).await;
         }
     }
     Ok(Action::await_change())

@@ -7,6 +7,7 @@ use crate::api::common::ProviderName;
 use crate::api::common::sync::{CONTACT_READY, FINALIZER, GROUP_READY, MEMBERSHIP_READY};
 use crate::controllers::ObjectKey;
 use crate::controllers::providers::joins;
+use crate::controllers::providers::steps::Steps;
 use crate::view::Store;
 
 const RESEND: &[ProviderName] = &[ProviderName::Resend];
@@ -65,12 +66,12 @@ fn a_new_contact_gets_the_finalizer_and_is_mirrored_once() {
     );
     assert_eq!(
         contact::plan(&store, "people", "ada", false, RESEND),
-        contact::Plan::Sync {
+        contact::Plan::Sync(Steps {
             add_finalizer: true,
             opt_out: false,
-            mirror: true,
+            work: Some(()),
             repair_ready: false,
-        }
+        })
     );
     contact(
         &mut store,
@@ -85,12 +86,12 @@ fn a_new_contact_gets_the_finalizer_and_is_mirrored_once() {
     );
     assert_eq!(
         contact::plan(&store, "people", "ada", true, RESEND),
-        contact::Plan::Sync {
+        contact::Plan::Sync(Steps {
             add_finalizer: false,
             opt_out: false,
-            mirror: true,
+            work: Some(()),
             repair_ready: false,
-        },
+        }),
         "drift repair forces a settled contact"
     );
     // A spec change (generation 3) is not yet synced.
@@ -105,7 +106,7 @@ fn a_new_contact_gets_the_finalizer_and_is_mirrored_once() {
     );
     assert!(matches!(
         contact::plan(&store, "people", "ada", false, RESEND),
-        contact::Plan::Sync { mirror: true, .. }
+        contact::Plan::Sync(Steps { work: Some(()), .. })
     ));
 }
 
@@ -167,12 +168,12 @@ fn a_pending_opt_out_is_acted_on_once() {
     );
     assert_eq!(
         contact::plan(&store, "people", "ada", false, RESEND),
-        contact::Plan::Sync {
+        contact::Plan::Sync(Steps {
             add_finalizer: false,
             opt_out: true,
-            mirror: false,
+            work: None,
             repair_ready: false,
-        }
+        })
     );
     status["conditions"][2]["observedGeneration"] = json!(2);
     contact(
@@ -199,11 +200,12 @@ fn a_group_with_a_known_segment_costs_nothing() {
     );
     assert_eq!(
         group::plan(&store, "groups", "news", false, RESEND),
-        group::Plan::Sync {
+        group::Plan::Sync(Steps {
             add_finalizer: true,
-            mirror: true,
+            opt_out: false,
+            work: Some(()),
             repair_ready: false,
-        }
+        })
     );
     group(
         &mut store,
@@ -269,11 +271,12 @@ fn a_membership_waits_for_its_contact_and_segment_and_never_follows_an_opt_out()
     mirrored_pair(&mut store);
     assert_eq!(
         membership::plan(&store, "people", "m", false, RESEND),
-        membership::Plan::Sync {
+        membership::Plan::Sync(Steps {
             add_finalizer: false,
-            add: Some(("ada@example.com".into(), "seg_1".into())),
+            opt_out: false,
+            work: Some(("ada@example.com".into(), "seg_1".into())),
             repair_ready: false,
-        }
+        })
     );
     let r = pair(
         "ContactGroupMembershipRemoval",
