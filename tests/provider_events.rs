@@ -345,14 +345,13 @@ async fn oversize_bodies_are_413() {
 #[tokio::test]
 async fn unknown_event_types_are_200_and_counted_as_ignored() {
     let listener = Listener::with_keys(RecordingSink::default()).await;
-    let event =
-        json!({"type": "suppression.added", "created_at": "2025-10-10T15:30:00Z", "data": {}});
+    let event = json!({"type": "domain.updated", "created_at": "2025-10-10T15:30:00Z", "data": {}});
     let status = listener
         .deliver(EMAIL_EVENTS_PATH, EMAIL_SECRET, "msg_u", 0, &event)
         .await;
     assert_eq!(status, 200);
     assert_eq!(listener.sink.calls(), 0);
-    assert_eq!(listener.counted("suppression.added", "ignored"), 1);
+    assert_eq!(listener.counted("domain.updated", "ignored"), 1);
 }
 
 #[tokio::test]

@@ -89,6 +89,11 @@ fn event(id: &str, unsubscribed: bool, created_at: &str, age: i64, forged: bool)
         "id": "re-ada", "email": "ada@example.com", "unsubscribed": unsubscribed,
         "segment_ids": [], "created_at": "2026-01-01T00:00:00Z", "updated_at": created_at}})
     .to_string();
+    signed(id, body, age, forged)
+}
+
+/// A delivery of `body` to the contact events path, signed with `SECRET` unless `forged`.
+fn signed(id: &str, body: String, age: i64, forged: bool) -> Request<Body> {
     let timestamp = (jiff::Timestamp::now().as_second() - age).to_string();
     let key = if forged {
         SigningKey::parse("whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY").unwrap()
@@ -291,4 +296,52 @@ async fn events_about_unknown_people_are_accepted_and_ignored() {
         .unwrap();
     assert_eq!(send(&events, request).await, 200);
     assert!(unsubscribed(&live).is_none());
+}
+
+/// A suppression made or lifted in Resend's dashboard reaches the Contact through a signed
+/// event: set once (a replay changes nothing), lifted by its own removal only.
+#[tokio::test]
+async fn suppression_events_set_and_lift_the_condition() {
+    let live = cluster();
+    let router = events_router(&live);
+    let suppressed = |live: &LiveApi| -> Option<Value> {
+        let ada = live.get("contacts", "people", "ada")?;
+        ada["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Suppressed")
+            .cloned()
+    };
+    let body = |type_: &str, id: &str| {
+        json!({"type": type_, "created_at": "2026-12-01T10:00:00Z",
+            "data": {"id": id, "email": "ada@example.com", "origin": "manual"}})
+        .to_string()
+    };
+    let added = body("suppression.added", "sup_1");
+    assert_eq!(
+        send(&router, signed("msg_s1", added.clone(), 0, true)).await,
+        401
+    );
+    assert!(
+        suppressed(&live).is_none(),
+        "a forged event changed nothing"
+    );
+    assert_eq!(
+        send(&router, signed("msg_s1", added.clone(), 0, false)).await,
+        200
+    );
+    assert_eq!(suppressed(&live).unwrap()["status"], "True");
+    assert_eq!(suppressed(&live).unwrap()["reason"], "ManualSuppression");
+    assert_eq!(send(&router, signed("msg_s1", added, 0, false)).await, 200);
+    // Another suppression's removal lifts nothing; this one's does.
+    let other = body("suppression.removed", "sup_other");
+    assert_eq!(send(&router, signed("msg_s2", other, 0, false)).await, 200);
+    assert_eq!(suppressed(&live).unwrap()["status"], "True");
+    let removed = body("suppression.removed", "sup_1");
+    assert_eq!(
+        send(&router, signed("msg_s3", removed, 0, false)).await,
+        200
+    );
+    assert_eq!(suppressed(&live).unwrap()["status"], "False");
+    assert_eq!(suppressed(&live).unwrap()["reason"], "SuppressionLifted");
 }

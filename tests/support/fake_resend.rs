@@ -128,6 +128,8 @@ struct Inner {
     config: FakeConfig,
     contacts: Vec<FakeContact>,
     segments: Vec<FakeSegment>,
+    /// The account's suppression list: (id, email, origin).
+    suppressions: Vec<(String, String, String)>,
     log: Vec<RequestRecord>,
     accepted: VecDeque<Instant>,
     faults: Vec<PendingFault>,
@@ -184,6 +186,7 @@ pub async fn start(config: FakeConfig) -> FakeResend {
             config,
             contacts: Vec::new(),
             segments: Vec::new(),
+            suppressions: Vec::new(),
             log: Vec::new(),
             accepted: VecDeque::new(),
             faults: Vec::new(),
@@ -344,6 +347,24 @@ impl FakeHandle {
     }
 
     /// Deletes a segment "in the dashboard"; true if it existed.
+    /// Suppresses `email` "in the dashboard" (origin `bounce`, `complaint` or `manual`); its id.
+    pub fn insert_suppression(&self, email: &str, origin: &str) -> String {
+        let mut inner = self.lock();
+        let id = inner.new_id();
+        inner
+            .suppressions
+            .push((id.clone(), email.into(), origin.into()));
+        id
+    }
+
+    /// Lifts a suppression "in the dashboard"; whether it was there.
+    pub fn remove_suppression(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        let before = inner.suppressions.len();
+        inner.suppressions.retain(|(s, _, _)| s != id);
+        inner.suppressions.len() != before
+    }
+
     pub fn remove_segment(&self, id: &str) -> bool {
         self.lock().delete_segment(id)
     }

@@ -13,8 +13,9 @@
 //! `Complaint`) sets condition `Suppressed` True on every Contact with the address; the sender
 //! then refuses to send there. A complaint also records the person's opt-out (`Unsubscribed`,
 //! reason `Complaint`), and the leader's contact loop creates the removals for public groups.
-//! Transient bounces change nothing. Removing a suppression is an operator's act: delete the
-//! Contact's `Suppressed` condition (for example with a status patch) once the address is good.
+//! Transient bounces change nothing. Removing a suppression set here is an operator's act: delete
+//! the Contact's `Suppressed` condition (for example with a status patch) once the address is
+//! good. Resend's own suppression list is followed apart ([`crate::controllers::resend::suppressions`]).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;

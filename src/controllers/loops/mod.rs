@@ -65,7 +65,7 @@ impl LoopsSync {
         }
     }
 
-    /// Whether Loops has the list `id`, from a listing younger than [`LISTING_TTL`] unless
+    /// Whether Loops has the list `id`, from a listing younger than `LISTING_TTL` unless
     /// `fresh`.
     pub async fn list_exists(&self, id: &str, fresh: bool) -> Result<bool, LoopsError> {
         let mut lists = self.lists.lock().await;

@@ -12,6 +12,15 @@ use crate::api::common::{ObjectRef, ProviderName};
 use crate::controllers::{Error, ObjectKey};
 use crate::view::{Store, ViewKind};
 
+/// Lists Resend's suppressions and brings the Contacts' `Suppressed` conditions in step.
+pub async fn resync_suppressions(
+    sync: &ResendSync,
+) -> Result<super::suppressions::Resynced, Error> {
+    let listed = sync.client.list_suppressions().await?;
+    let ctx = &sync.core.ctx;
+    Ok(super::suppressions::resync(&ctx.client, &ctx.view, &listed).await?)
+}
+
 /// What one repair pass found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DriftReport {
@@ -37,6 +46,16 @@ pub async fn run(sync: Arc<ResendSync>) {
             }
             Ok(_) => tracing::debug!("no drift from Resend"),
             Err(error) => tracing::warn!(%error, "drift check against Resend failed"),
+        }
+        match resync_suppressions(&sync).await {
+            Ok(done) if done != super::suppressions::Resynced::default() => {
+                tracing::info!(
+                    ?done,
+                    "Contacts brought in step with Resend's suppression list"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "suppression check against Resend failed"),
         }
     }
 }

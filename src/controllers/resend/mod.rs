@@ -21,6 +21,7 @@ pub mod membership;
 pub mod oneclick;
 pub mod optout;
 pub mod sink;
+pub mod suppressions;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::optout;
-use crate::providers::resend::events::{ContactEvent, ContactEventKind, EmailEvent};
+use crate::providers::resend::events::{
+    ContactEvent, ContactEventKind, EmailEvent, SuppressionEvent,
+};
 use crate::server::provider_events::{EventOutcome, ProviderEventSink, SinkError};
 use crate::view::ClusterView;
 
@@ -69,5 +71,28 @@ impl ProviderEventSink for OptOutSink {
         Box::pin(
             async move { crate::controllers::email::events::record(&client, &view, event).await },
         )
+    }
+
+    fn suppression_event(
+        &self,
+        event: SuppressionEvent,
+    ) -> BoxFuture<'static, Result<EventOutcome, SinkError>> {
+        let client = self.client.clone();
+        let view = self.view.clone();
+        Box::pin(async move {
+            if !view.is_synced() {
+                return Err(SinkError("the cluster view is still syncing".into()));
+            }
+            let at = event.created_at;
+            let result = match event.added {
+                true => super::suppressions::added(&client, &view, &event.suppression, at).await,
+                false => super::suppressions::removed(&client, &view, &event.suppression, at).await,
+            };
+            match result {
+                Ok(0) => Ok(EventOutcome::Ignored),
+                Ok(_) => Ok(EventOutcome::Applied),
+                Err(error) => Err(SinkError(format!("cannot record the suppression: {error}"))),
+            }
+        })
     }
 }

@@ -28,7 +28,7 @@ use super::answer::Answer;
 use super::ratelimit::RateLimiter;
 use super::types::{
     ContactCreated, ContactPatch, Created, ErrorBody, ListPage, NewContact, RemoteContact,
-    RemoteSegment,
+    RemoteSegment, Suppression,
 };
 use crate::providers::http;
 use crate::providers::metrics::ProviderMetrics;
@@ -445,6 +445,12 @@ impl ResendClient {
         self.list_all("list_contacts", "contacts", filter).await
     }
 
+    /// Every suppressed address of the account, across all pages.
+    pub async fn list_suppressions(&self) -> Result<Vec<Suppression>, ResendError> {
+        self.list_all("list_suppressions", "suppressions", None)
+            .await
+    }
+
     /// Every segment of the account, across all pages.
     pub async fn list_segments(&self) -> Result<Vec<RemoteSegment>, ResendError> {
         self.list_all("list_segments", "segments", None).await
@@ -511,6 +517,12 @@ trait HasId {
 }
 
 impl HasId for RemoteContact {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl HasId for Suppression {
     fn id(&self) -> &str {
         &self.id
     }

@@ -35,6 +35,8 @@ pub enum ResendEvent {
     Contact(ContactEvent),
     /// Any `email.*` event.
     Email(EmailEvent),
+    /// `suppression.added` or `suppression.removed`.
+    Suppression(SuppressionEvent),
     /// A type this receiver does not act on (acknowledged so Resend stops retrying).
     Other {
         /// The event type, for logs and metrics.
@@ -48,6 +50,13 @@ impl ResendEvent {
         match self {
             ResendEvent::Contact(event) => event.kind.as_str(),
             ResendEvent::Email(event) => &event.type_,
+            ResendEvent::Suppression(event) => {
+                if event.added {
+                    "suppression.added"
+                } else {
+                    "suppression.removed"
+                }
+            }
             ResendEvent::Other { type_ } => type_,
         }
     }
@@ -134,6 +143,20 @@ pub struct EmailEvent {
     pub delivery: String,
 }
 
+/// An address added to or removed from the account's suppression list (after a hard bounce or
+/// a complaint, or by hand in Resend's dashboard or API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuppressionEvent {
+    /// `suppression.added` (else `suppression.removed`).
+    pub added: bool,
+    /// When Resend recorded it.
+    pub created_at: jiff::Timestamp,
+    /// The suppression: its id, address and origin.
+    pub suppression: super::types::Suppression,
+    /// The delivery's `svix-id`, set by the listener (empty when parsed alone).
+    pub delivery: String,
+}
+
 #[derive(Deserialize)]
 struct Envelope {
     #[serde(rename = "type")]
@@ -159,6 +182,23 @@ pub fn parse_event(body: &[u8]) -> Result<ResendEvent, EventError> {
             kind,
             created_at,
             data,
+            delivery: String::new(),
+        }));
+    }
+    if let Some(added) = match type_.as_str() {
+        "suppression.added" => Some(true),
+        "suppression.removed" => Some(false),
+        _ => None,
+    } {
+        let suppression = super::types::Suppression::deserialize(&envelope.data)
+            .map_err(|error| data_error(error.to_string()))?;
+        if suppression.id.is_empty() || suppression.email.is_empty() {
+            return Err(data_error("missing data.id or data.email".into()));
+        }
+        return Ok(ResendEvent::Suppression(SuppressionEvent {
+            added,
+            created_at,
+            suppression,
             delivery: String::new(),
         }));
     }
@@ -295,16 +335,22 @@ mod tests {
         assert_eq!(event.created_at.to_string(), "2024-02-22T23:41:12.126Z");
         assert_eq!(event.data["bounce"]["type"], "Permanent");
 
-        let other = parse(
-            json!({"type": "suppression.added", "created_at": "2025-01-01T00:00:00Z", "data": {}}),
+        // Suppressions: id and email are required, the origin is read when present.
+        assert!(
+            parse(json!({"type": "suppression.added", "created_at": "2025-01-01T00:00:00Z", "data": {}}))
+                .is_err()
+        );
+        let removed = parse(
+            json!({"type": "suppression.removed", "created_at": "2025-01-01T00:00:00Z",
+            "data": {"id": "sup_1", "email": "a@example.com", "origin": "bounce"}}),
         )
         .unwrap();
-        assert_eq!(
-            other,
-            ResendEvent::Other {
-                type_: "suppression.added".into()
-            }
-        );
+        assert_eq!(removed.type_(), "suppression.removed");
+        let ResendEvent::Suppression(removed) = removed else {
+            panic!("{removed:?}")
+        };
+        assert!(!removed.added);
+        assert_eq!(removed.suppression.origin.as_deref(), Some("bounce"));
         let other =
             parse(json!({"type": "contact.merged", "created_at": "2025-01-01T00:00:00Z"})).unwrap();
         assert_eq!(other.type_(), "contact.merged");

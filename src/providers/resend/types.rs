@@ -25,6 +25,18 @@ pub struct RemoteContact {
     pub unsubscribed: bool,
 }
 
+/// An address on the account's suppression list: Resend sends nothing to it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Suppression {
+    /// Resend's id for it.
+    pub id: String,
+    /// The address.
+    pub email: String,
+    /// `bounce`, `complaint` or `manual` (absent in older answers).
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
 /// A segment (a named set of contacts). Its name is fixed at creation: Resend has no rename.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct RemoteSegment {

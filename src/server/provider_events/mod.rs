@@ -4,10 +4,10 @@
 //!
 //! Each delivery is checked before anything acts on it: a bounded body (413), a Standard Webhooks
 //! signature over the raw bytes under the provider's own header names and key (401; see
-//! [`accept`]), a parseable event (400). Deliveries read at once are capped too (429 with
+//! `accept`), a parseable event (400). Deliveries read at once are capped too (429 with
 //! `Retry-After` beyond), so what unauthenticated bodies hold is bounded by the cap times the body
 //! limit, not by how many streams clients open. Delivery is at least once, so deliveries are
-//! deduplicated by their id (`svix-id`, `webhook-id`), per provider ([`seen`]), and an id is
+//! deduplicated by their id (`svix-id`, `webhook-id`), per provider (`seen`), and an id is
 //! remembered only once the sink has succeeded: a delivery the sink failed on (or took too long
 //! with) gets 503 and the provider's retry reaches the sink again. Unknown types, and events the
 //! sink has no object for, get 200 so that the provider stops retrying them. This layer knows no
@@ -33,7 +33,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::providers::loops::events::{Delivery, LoopsEvent, LoopsSigningKey};
-use crate::providers::resend::events::{ContactEvent, EmailEvent, ResendEvent};
+use crate::providers::resend::events::{ContactEvent, EmailEvent, ResendEvent, SuppressionEvent};
 use crate::providers::svix::SigningKey;
 use crate::server::throttle::Throttle;
 use accept::{Accepted, Incoming, Keys, Path, Refused};
@@ -109,6 +109,15 @@ pub trait ProviderEventSink: Send + Sync + 'static {
         Box::pin(async { Ok(EventOutcome::Ignored) })
     }
 
+    /// A verified, first-seen Resend suppression event. By default ignored.
+    fn suppression_event(
+        &self,
+        event: SuppressionEvent,
+    ) -> BoxFuture<'static, Result<EventOutcome, SinkError>> {
+        drop(event);
+        Box::pin(async { Ok(EventOutcome::Ignored) })
+    }
+
     /// A verified, first-seen Loops event of a type Loops' receiver acts on (never
     /// [`LoopsEvent::Unknown`], which the listener acknowledges itself). `delivery.id` is the
     /// `webhook-id`, the event id to record.
@@ -143,6 +152,13 @@ impl ProviderEventSink for PerProvider {
         event: EmailEvent,
     ) -> BoxFuture<'static, Result<EventOutcome, SinkError>> {
         self.resend.email_event(event)
+    }
+
+    fn suppression_event(
+        &self,
+        event: SuppressionEvent,
+    ) -> BoxFuture<'static, Result<EventOutcome, SinkError>> {
+        self.resend.suppression_event(event)
     }
 
     fn loops_event(
@@ -359,6 +375,10 @@ async fn handle(listener: Arc<Listener>, path: Path, request: Request) -> Respon
         Incoming::Resend(ResendEvent::Email(mut event)) => {
             event.delivery = id.clone();
             Some(listener.sink.email_event(event))
+        }
+        Incoming::Resend(ResendEvent::Suppression(mut event)) => {
+            event.delivery = id.clone();
+            Some(listener.sink.suppression_event(event))
         }
         Incoming::Resend(ResendEvent::Other { .. })
         | Incoming::Loops(LoopsEvent::Unknown { .. }) => None,

@@ -124,6 +124,30 @@ pub async fn provider_opt_out(crds: CrdSet) {
             .is_some(),
         "a private group's membership is kept"
     );
+
+    // A suppression made and then lifted in Resend's dashboard reaches the Contact.
+    let suppression = |type_: &str| {
+        json!({"type": type_, "created_at": "2026-12-07T12:05:00.000Z",
+            "data": {"id": "sup_env_1", "email": "ada@example.com", "origin": "manual"}})
+    };
+    let suppressed = |status: &'static str| async move {
+        let ada = get(c, "Contact", Some("people"), "ada").await.unwrap();
+        let found = ada["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Suppressed").cloned());
+        match found {
+            Some(s) if s["status"] == status => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    let added = suppression("suppression.added");
+    assert_eq!(deliver(&url, "msg_suppressed_1", &added).await, 200);
+    let condition = eventually("ada Suppressed", WAIT, || suppressed("True")).await;
+    assert_eq!(condition["reason"], "ManualSuppression");
+    let removed = suppression("suppression.removed");
+    assert_eq!(deliver(&url, "msg_suppressed_2", &removed).await, 200);
+    let condition = eventually("ada's suppression lifted", WAIT, || suppressed("False")).await;
+    assert_eq!(condition["reason"], "SuppressionLifted");
     env.assert_server_writes_clean();
 }
 

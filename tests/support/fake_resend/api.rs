@@ -259,6 +259,13 @@ pub(super) fn route(
                 not_found()
             }
         }
+        (Method::GET, ["suppressions"]) => page(
+            &inner.suppressions,
+            |s| &s.0,
+            |(id, email, origin)| json!({"id": id, "email": email, "origin": origin, "created_at": "2026-01-01T00:00:00Z"}),
+            query,
+            inner.config.default_page,
+        ),
         (Method::GET, ["segments"]) => page(
             &inner.segments,
             |s| &s.id,
