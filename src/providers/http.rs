@@ -84,6 +84,22 @@ pub async fn exchange(
     }
 }
 
+/// Writes a provider account's settings for `Debug`, never its API key: what every client's
+/// config prints.
+pub fn debug_account(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    (base_url, rate_limit, user_agent, timeout): (&str, f64, &str, std::time::Duration),
+) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field("base_url", &base_url)
+        .field("api_key", &"<redacted>")
+        .field("rate_limit", &rate_limit)
+        .field("user_agent", &user_agent)
+        .field("timeout", &timeout)
+        .finish()
+}
+
 /// Where a provider client sends its calls: the API root, and an HTTP client that sends the
 /// bearer key (marked sensitive, so it is never logged), a `User-Agent` (Resend refuses requests
 /// without one) and `Accept: application/json` on every request, within `timeout`.
@@ -187,5 +203,23 @@ mod tests {
             bad("https://x", "a\u{7f}b"),
             Some(EndpointError::ApiKey("is not a header value"))
         );
+    }
+
+    #[test]
+    fn provider_configs_never_print_their_key() {
+        let loops = format!(
+            "{:?}",
+            crate::providers::loops::LoopsConfig::new("loops-secret-key")
+        );
+        let resend = format!(
+            "{:?}",
+            crate::providers::resend::ResendConfig::new("re_secret_key")
+        );
+        for (printed, key) in [(&loops, "loops-secret-key"), (&resend, "re_secret_key")] {
+            assert!(!printed.contains(key), "{printed}");
+            assert!(printed.contains("<redacted>"), "{printed}");
+        }
+        assert!(loops.starts_with("LoopsConfig {"), "{loops}");
+        assert!(resend.contains("api.resend.com"), "{resend}");
     }
 }

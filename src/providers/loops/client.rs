@@ -74,13 +74,13 @@ impl LoopsConfig {
 impl std::fmt::Debug for LoopsConfig {
     /// Never prints the API key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoopsConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &"<redacted>")
-            .field("rate_limit", &self.rate_limit)
-            .field("user_agent", &self.user_agent)
-            .field("timeout", &self.timeout)
-            .finish()
+        let settings = (
+            self.base_url.as_str(),
+            self.rate_limit,
+            self.user_agent.as_str(),
+            self.timeout,
+        );
+        crate::providers::http::debug_account(f, "LoopsConfig", settings)
     }
 }
 /// A Loops client. Cheap to clone; clones share one connection pool, one rate limiter and one

@@ -76,13 +76,13 @@ impl ResendConfig {
 impl std::fmt::Debug for ResendConfig {
     /// Never prints the API key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResendConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &"<redacted>")
-            .field("rate_limit", &self.rate_limit)
-            .field("user_agent", &self.user_agent)
-            .field("timeout", &self.timeout)
-            .finish()
+        let settings = (
+            self.base_url.as_str(),
+            self.rate_limit,
+            self.user_agent.as_str(),
+            self.timeout,
+        );
+        crate::providers::http::debug_account(f, "ResendConfig", settings)
     }
 }
 
