@@ -51,16 +51,22 @@ pub mod source {
     pub const LOOPS_UNSUBSCRIBE: &str = "loops-unsubscribe";
     /// The person rejoined the group's list on Loops' preference page (a membership's source).
     pub const LOOPS_SUBSCRIBE: &str = "loops-subscribe";
+    /// The person left, or rejoined, the group on this server's preference page.
+    pub const PREFERENCE_PAGE: &str = "preference-page";
+    /// The person left the group's topic on Resend's hosted preference page.
+    pub const RESEND_TOPIC: &str = "resend-topic";
 }
 
 /// The removal sources a rejoin at a provider may undo: opt-outs the person made at a provider or
 /// through a link, which the same person rejoining at a provider takes back. A complaint is not
 /// among them (a spam report is not taken back by a click on a preference page), nor is any
 /// removal made in the cluster.
-pub const REJOINABLE: [&str; 3] = [
+pub const REJOINABLE: [&str; 5] = [
     source::RESEND_UNSUBSCRIBE,
     source::ONE_CLICK,
     source::LOOPS_UNSUBSCRIBE,
+    source::PREFERENCE_PAGE,
+    source::RESEND_TOPIC,
 ];
 
 /// What made a removal or membership on the person's behalf, when, and on what evidence.
