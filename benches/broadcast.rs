@@ -117,6 +117,7 @@ async fn run(o: Options) {
         unsubscribe: Some(UnsubscribeLinks {
             keys: UnsubscribeKeys::single(UnsubscribeKey::new(&[7u8; 32]).unwrap()),
             base_url: "https://mail.example.com".into(),
+            preferences_ttl: std::time::Duration::from_secs(30 * 86_400),
         }),
     };
     let sender = Arc::new(BroadcastSender::new(

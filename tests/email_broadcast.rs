@@ -12,6 +12,7 @@ use milo_webhook::controllers::ControllerSettings;
 use milo_webhook::controllers::email::broadcast::{self, BroadcastSender};
 use milo_webhook::controllers::email::{EmailSettings, UnsubscribeLinks};
 use milo_webhook::providers::resend::ResendClient;
+use milo_webhook::server::preferences;
 use milo_webhook::server::unsubscribe::{UnsubscribeKey, UnsubscribeKeys, verify};
 use serde_json::{Value, json};
 use support::fake_resend::{self, FakeConfig, FakeResend, Fault};
@@ -40,10 +41,11 @@ fn cluster(members: usize, visibility: &str) -> LiveApi {
             "metadata": {"name": "news"}, "spec": {
                 "subject": "News for {{.GivenName}}",
                 "htmlBody": "<p>Hi {{{FIRST_NAME}}} {{.FamilyName}}</p><a href=\"{{.UnsubscribeLink}}\">out</a>",
-                "textBody": "Hi {{.GivenName}} at {{{EMAIL}}} {{.UnsubscribeLink}}",
+                "textBody": "Hi {{.GivenName}} at {{{EMAIL}}} {{.UnsubscribeLink}} prefs: {{.PreferencesLink}}",
                 "variables": [{"name": "GivenName", "type": "string"},
                               {"name": "FamilyName", "type": "string"},
-                              {"name": "UnsubscribeLink", "type": "string"}]}}),
+                              {"name": "UnsubscribeLink", "type": "string"},
+                              {"name": "PreferencesLink", "type": "string"}]}}),
     );
     live.create(
         "contactgroups",
@@ -114,6 +116,7 @@ fn start_with(
         unsubscribe: links.then(|| UnsubscribeLinks {
             keys: UnsubscribeKeys::single(key()),
             base_url: BASE.into(),
+            preferences_ttl: std::time::Duration::from_secs(3_600),
         }),
     };
     let sender = BroadcastSender::new(ctx, client(fake), settings);
@@ -260,6 +263,20 @@ async fn only_members_without_opt_out_suppression_or_unsubscribe_get_mail_with_o
                 .contains(&format!("href=\"{url}\""))
         );
         assert!(p["text"].as_str().unwrap().contains(url));
+        // The preference link names the same contact and works for the configured hour.
+        let text = p["text"].as_str().unwrap();
+        let page = text
+            .split_once("prefs: ")
+            .and_then(|(_, rest)| rest.strip_prefix(&format!("{BASE}/preferences/")))
+            .expect("a preference link");
+        let now = jiff::Timestamp::now().as_second();
+        let keys = UnsubscribeKeys::single(key());
+        let named = preferences::tokens::verify(&keys, page, now).expect("a genuine page token");
+        assert_eq!(json!(named.uid), contact_uid);
+        assert!(
+            preferences::tokens::verify(&keys, page, now + 3_601).is_err(),
+            "expired"
+        );
         assert_eq!(p["from"], FROM);
     }
     let ada = fake

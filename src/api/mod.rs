@@ -6,6 +6,7 @@
 
 pub mod broadcast;
 pub mod common;
+pub mod consent;
 pub mod external;
 pub mod fields;
 pub mod iam;

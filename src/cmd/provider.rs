@@ -16,13 +16,14 @@ use super::parse_duration;
 use tokio::net::TcpListener;
 
 use crate::controllers::loops::events::LoopsEventSink;
+use crate::controllers::preferences::PreferenceActions;
 use crate::controllers::resend::oneclick::OneClickSink;
 use crate::controllers::resend::sink::OptOutSink;
 use crate::metrics::Metrics;
 use crate::providers::metrics::ProviderMetrics;
 use crate::providers::resend::{ResendClient, ResendConfig};
 use crate::server::{Shutdown, tls};
-use crate::server::{provider_events, unsubscribe};
+use crate::server::{preferences, provider_events, unsubscribe};
 use crate::view::ClusterView;
 
 /// Why `--provider-events-listen` is refused offline.
@@ -118,6 +119,10 @@ pub struct ProviderArgs {
     /// mail point at (e.g. `https://mail.example.com`).
     #[arg(long, env = "MILO_WEBHOOK_UNSUBSCRIBE_BASE_URL")]
     pub unsubscribe_base_url: Option<String>,
+    /// How long a preference page link in mail works ({{.PreferencesLink}}), e.g. `720h` (30
+    /// days). The page is served with the one-click links, signed with the same keys.
+    #[arg(long, env = "MILO_WEBHOOK_PREFERENCES_LINK_TTL", default_value = "720h", value_parser = super::parse_duration)]
+    pub preferences_link_ttl: std::time::Duration,
     /// The `from` of every Email sent (Milo's flag), e.g. `Milo <noreply@example.com>` on a
     /// domain verified at Resend. Without it the email controller does not run.
     #[arg(long, env = "MILO_WEBHOOK_EMAIL_FROM_ADDRESS")]
@@ -170,9 +175,11 @@ impl ProviderArgs {
             self.unsubscribe_keys()?,
             present(&self.unsubscribe_base_url),
         ) {
-            (Some(keys), Some(base_url)) => {
-                Some(crate::controllers::email::UnsubscribeLinks { keys, base_url })
-            }
+            (Some(keys), Some(base_url)) => Some(crate::controllers::email::UnsubscribeLinks {
+                keys,
+                base_url,
+                preferences_ttl: self.preferences_link_ttl,
+            }),
             _ => None,
         };
         Ok(crate::controllers::email::EmailSettings {
@@ -385,7 +392,9 @@ pub async fn provider_events(
     );
     if let Some(keys) = args.providers.unsubscribe_keys()? {
         let sink = Arc::new(OneClickSink::new(client.clone()));
-        router = router.merge(unsubscribe::router(keys, sink));
+        router = router.merge(unsubscribe::router(keys.clone(), sink));
+        let actions = Arc::new(PreferenceActions::new(client.clone(), view.clone()));
+        router = router.merge(preferences::router(keys, view.clone(), actions));
     }
     let listener = TcpListener::bind(addr)
         .await

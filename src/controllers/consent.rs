@@ -23,51 +23,13 @@ use super::{kubeapi, names};
 use crate::api::common::ObjectRef;
 use crate::api::notification::{ContactGroupMembershipRemovalSpec, ContactGroupMembershipSpec};
 use crate::api::{ContactGroupMembership, ContactGroupMembershipRemoval};
+use crate::server::unsubscribe::Named;
 use crate::view::ClusterView;
 
-/// Annotation naming what created a removal (one of [`source`]'s values, or anything an operator
-/// writes).
-pub const SOURCE_ANNOTATION: &str = "notification.miloapis.com/removal-source";
-/// Annotation with when the person opted out (RFC 3339).
-pub const TIME_ANNOTATION: &str = "notification.miloapis.com/removal-time";
-/// Annotation with the provider event (its delivery id) that reported the opt-out.
-pub const EVENT_ANNOTATION: &str = "notification.miloapis.com/removal-event";
-/// Annotation naming what made a membership again on the person's behalf.
-pub const JOIN_SOURCE_ANNOTATION: &str = "notification.miloapis.com/membership-source";
-/// Annotation with when the person rejoined (RFC 3339).
-pub const JOIN_TIME_ANNOTATION: &str = "notification.miloapis.com/membership-time";
-/// Annotation with the provider event that reported the rejoin.
-pub const JOIN_EVENT_ANNOTATION: &str = "notification.miloapis.com/membership-event";
-
-/// The sources this server writes in [`SOURCE_ANNOTATION`] and [`JOIN_SOURCE_ANNOTATION`].
-pub mod source {
-    /// The person opted out at Resend (`contact.updated` with `unsubscribed: true`).
-    pub const RESEND_UNSUBSCRIBE: &str = "resend-unsubscribe";
-    /// The person reported mail as spam (Resend's `email.complained`).
-    pub const RESEND_COMPLAINT: &str = "resend-complaint";
-    /// The person used a one-click unsubscribe link (RFC 8058).
-    pub const ONE_CLICK: &str = "one-click-unsubscribe";
-    /// The person left the group's list, or every list, at Loops.
-    pub const LOOPS_UNSUBSCRIBE: &str = "loops-unsubscribe";
-    /// The person rejoined the group's list on Loops' preference page (a membership's source).
-    pub const LOOPS_SUBSCRIBE: &str = "loops-subscribe";
-    /// The person left, or rejoined, the group on this server's preference page.
-    pub const PREFERENCE_PAGE: &str = "preference-page";
-    /// The person left the group's topic on Resend's hosted preference page.
-    pub const RESEND_TOPIC: &str = "resend-topic";
-}
-
-/// The removal sources a rejoin at a provider may undo: opt-outs the person made at a provider or
-/// through a link, which the same person rejoining at a provider takes back. A complaint is not
-/// among them (a spam report is not taken back by a click on a preference page), nor is any
-/// removal made in the cluster.
-pub const REJOINABLE: [&str; 5] = [
-    source::RESEND_UNSUBSCRIBE,
-    source::ONE_CLICK,
-    source::LOOPS_UNSUBSCRIBE,
-    source::PREFERENCE_PAGE,
-    source::RESEND_TOPIC,
-];
+pub use crate::api::consent::{
+    EVENT_ANNOTATION, JOIN_EVENT_ANNOTATION, JOIN_SOURCE_ANNOTATION, JOIN_TIME_ANNOTATION,
+    REJOINABLE, SOURCE_ANNOTATION, TIME_ANNOTATION, source,
+};
 
 /// What made a removal or membership on the person's behalf, when, and on what evidence.
 #[derive(Clone, Copy, Debug)]
@@ -136,6 +98,29 @@ pub async fn create_removal(
     }
 }
 
+/// The object a link names, when it is still that very object (same uid): a link outlives the
+/// object it was made for, and a recreated object of the same name is not the one it meant.
+pub async fn current<K>(client: &kube::Client, named: &Named) -> Result<Option<K>, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &named.namespace);
+    Ok(kubeapi::get(&api, &named.name)
+        .await?
+        .filter(|o| o.meta().uid.as_deref() == Some(named.uid.as_str())))
+}
+
+/// The reference to what `named` names.
+pub fn object_ref(named: &Named) -> ObjectRef {
+    ObjectRef {
+        namespace: named.namespace.clone(),
+        name: named.name.clone(),
+    }
+}
+
 /// When the person opted out, as `removal` records it: its time annotation, else its creation.
 fn opted_out_at(removal: &ContactGroupMembershipRemoval) -> Option<jiff::Timestamp> {
     let recorded = removal
@@ -156,7 +141,7 @@ pub fn undoable(removal: &ContactGroupMembershipRemoval, at: jiff::Timestamp) ->
         .annotations
         .as_ref()
         .and_then(|a| a.get(SOURCE_ANNOTATION));
-    source.is_some_and(|s| REJOINABLE.contains(&s.as_str()))
+    crate::api::consent::made_by_person(source.map(String::as_str))
         && opted_out_at(removal).is_some_and(|t| t < at)
 }
 

@@ -23,6 +23,7 @@ pub mod loops;
 pub mod membership;
 pub mod names;
 pub mod pace;
+pub mod preferences;
 pub mod providers;
 pub mod referents;
 pub mod removal;

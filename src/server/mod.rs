@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod budget;
+pub mod preferences;
 pub mod provider_events;
 pub mod routes;
 pub mod throttle;

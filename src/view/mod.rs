@@ -9,6 +9,7 @@ pub mod found;
 pub mod index;
 pub mod lookups;
 pub mod manifests;
+pub mod preferences;
 pub mod records;
 pub mod store;
 pub mod symbols;

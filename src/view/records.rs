@@ -15,6 +15,17 @@ pub struct ContactRecord {
     pub email_key: Sym,
     /// The subject, when set.
     pub subject: Option<SubjectRecord>,
+    /// A digest of `metadata.uid` ([`uid_digest`]): enough for the preference page to tell a
+    /// recreated Contact from the one a link names without an API call, in what was padding
+    /// (the page's writes still check the full uid with the API server).
+    pub uid: u32,
+}
+
+/// A 32-bit digest of a `metadata.uid`, stable across processes.
+pub fn uid_digest(uid: &str) -> u32 {
+    let sum = ring::digest::digest(&ring::digest::SHA256, uid.as_bytes());
+    let b = sum.as_ref();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// A Contact's subject reference.
@@ -37,6 +48,8 @@ pub struct GroupRecord {
     pub display_name: Sym,
     /// `spec.visibility`.
     pub visibility: Visibility,
+    /// `spec.description`, when set: what the preference page shows under the name.
+    pub description: Option<Sym>,
 }
 
 /// The (contact, group) pair a membership or removal names.
@@ -91,6 +104,10 @@ pub struct PairStatus {
     pub holds_record: bool,
     /// A membership's provider-sync condition and finalizer.
     pub sync: super::sync::SyncMarks,
+    /// A removal the person made themselves (its source annotation is one of
+    /// [`crate::api::consent::REJOINABLE`]), kept on every replica: the preference page offers to
+    /// undo only those. In what was padding.
+    pub by_person: bool,
 }
 
 /// `expires_at` of an invitation that never expires.

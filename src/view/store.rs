@@ -214,7 +214,10 @@ impl Row {
                     each(&[s.api_group, s.kind, s.name, s.namespace]);
                 }
             }
-            Row::Group(g) => each(&[g.display_name]),
+            Row::Group(g) => {
+                each(&[g.display_name]);
+                each(g.description.as_slice());
+            }
             Row::Membership(p, status) | Row::Removal(p, status) => {
                 each(&[
                     p.contact.namespace,
@@ -332,6 +335,9 @@ impl Store {
                 email,
                 email_key,
                 subject,
+                uid: super::records::uid_digest(
+                    contact.metadata.uid.as_deref().unwrap_or_default(),
+                ),
             }),
         );
         if let Some(extras) = self.extras.as_mut() {
@@ -343,9 +349,11 @@ impl Store {
     pub fn apply_group(&mut self, group: &ContactGroup) {
         let key = self.key(&group.namespace().unwrap_or_default(), &group.name_any());
         let display_name = self.symbols.intern(&group.spec.display_name);
+        let description = self.intern_present(group.spec.description.as_deref());
         let row = Row::Group(GroupRecord {
             display_name,
             visibility: group.spec.visibility,
+            description,
         });
         self.upsert(ViewKind::ContactGroup, key, row);
         if let Some(extras) = self.extras.as_mut() {
@@ -383,7 +391,14 @@ impl Store {
         let pair = self.pair(&r.spec.contact_ref, &r.spec.contact_group_ref);
         let status = r.status.as_ref();
         let username = status.and_then(|s| s.username.as_deref());
-        let pair_status = self.pair_status(&r.metadata, username);
+        let mut pair_status = self.pair_status(&r.metadata, username);
+        pair_status.by_person = crate::api::consent::made_by_person(
+            r.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::consent::SOURCE_ANNOTATION))
+                .map(String::as_str),
+        );
         self.upsert(ViewKind::Removal, key, Row::Removal(pair, pair_status));
         if let Some(extras) = self.extras.as_mut() {
             let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
@@ -404,6 +419,7 @@ impl Store {
                 .as_ref()
                 .is_some_and(|f| f.iter().any(|f| f == super::ENROLLMENT_FINALIZER)),
             sync: SyncMarks::default(),
+            by_person: false,
         }
     }
 

@@ -60,6 +60,8 @@ pub struct UnsubscribeLinks {
     pub keys: std::sync::Arc<crate::server::unsubscribe::UnsubscribeKeys>,
     /// The public address of the events listener the links point at.
     pub base_url: String,
+    /// How long a preference page link works (`--preferences-link-ttl`).
+    pub preferences_ttl: std::time::Duration,
 }
 
 /// What the sender's three queues share.

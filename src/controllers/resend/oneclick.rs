@@ -4,14 +4,11 @@
 //! is unknown. Named like a provider opt-out's removal, so a repeat finds the one it made.
 
 use futures::future::BoxFuture;
-use kube::Api;
 
-use crate::api::common::ObjectRef;
 use crate::api::notification::Visibility;
 use crate::api::{Contact, ContactGroup};
 use crate::controllers::consent::{self, Provenance, source};
-use crate::controllers::kubeapi;
-use crate::server::unsubscribe::{Named, Target, UnsubscribeSink, Unsubscribed};
+use crate::server::unsubscribe::{Target, UnsubscribeSink, Unsubscribed};
 
 /// Annotation with the digest of the one-click token that created a removal.
 pub const TOKEN_ANNOTATION: &str = "notification.miloapis.com/removal-token";
@@ -28,29 +25,16 @@ impl OneClickSink {
     }
 }
 
-async fn same<K>(client: &kube::Client, named: &Named) -> Result<Option<K>, kube::Error>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), &named.namespace);
-    Ok(kubeapi::get(&api, &named.name)
-        .await?
-        .filter(|o| o.meta().uid.as_deref() == Some(named.uid.as_str())))
-}
-
 /// Opts the contact out of the group, once.
 pub async fn unsubscribe(
     client: &kube::Client,
     target: &Target,
     token_id: &str,
 ) -> Result<Unsubscribed, kube::Error> {
-    let Some(_) = same::<Contact>(client, &target.contact).await? else {
+    let Some(_) = consent::current::<Contact>(client, &target.contact).await? else {
         return Ok(Unsubscribed::Unknown);
     };
-    let group = same::<ContactGroup>(client, &target.group).await?;
+    let group = consent::current::<ContactGroup>(client, &target.group).await?;
     if !group.is_some_and(|g| g.spec.visibility == Visibility::Public) {
         return Ok(Unsubscribed::Unknown);
     }
@@ -60,16 +44,9 @@ pub async fn unsubscribe(
         at: jiff::Timestamp::now(),
         evidence: Some((TOKEN_ANNOTATION, token_id)),
     };
-    let (contact, group) = (object_ref(c), object_ref(g));
+    let (contact, group) = (consent::object_ref(c), consent::object_ref(g));
     consent::create_removal(client, &contact, &group, &by).await?;
     Ok(Unsubscribed::Done)
-}
-
-fn object_ref(named: &Named) -> ObjectRef {
-    ObjectRef {
-        namespace: named.namespace.clone(),
-        name: named.name.clone(),
-    }
 }
 
 impl UnsubscribeSink for OneClickSink {

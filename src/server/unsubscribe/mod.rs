@@ -95,8 +95,13 @@ pub fn router(keys: Arc<UnsubscribeKeys>, sink: Arc<dyn UnsubscribeSink>) -> Rou
 fn harden(headers: &mut HeaderMap) {
     const CSP: &str = "default-src 'none'; form-action 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
+    harden_with(headers, CSP);
+}
+
+/// [`harden`] with a page's own Content-Security-Policy (the preference page allows its style).
+pub(crate) fn harden_with(headers: &mut HeaderMap, csp: &'static str) {
     for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::CONTENT_SECURITY_POLICY, csp),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -156,14 +161,24 @@ async fn confirm_page(
 /// Reads a one-click body: at most [`MAX_ONE_CLICK_BODY`] bytes within
 /// [`ONE_CLICK_READ_TIMEOUT`]; 413, 408 or 400 otherwise.
 async fn read_one_click(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
+    read_small_body(headers, body, MAX_ONE_CLICK_BODY).await
+}
+
+/// Reads a form body of at most `limit` bytes within [`ONE_CLICK_READ_TIMEOUT`] (a declared
+/// larger length is refused before a byte is read); 413, 408 or 400 otherwise.
+pub(crate) async fn read_small_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, Response> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let too_large = || plain(StatusCode::PAYLOAD_TOO_LARGE, "one-click body too large\n");
-    if declared.is_some_and(|length| length > MAX_ONE_CLICK_BODY as u64) {
+    let too_large = || plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+    if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    let read = Limited::new(body, MAX_ONE_CLICK_BODY).collect();
+    let read = Limited::new(body, limit).collect();
     match tokio::time::timeout(ONE_CLICK_READ_TIMEOUT, read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
         Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),

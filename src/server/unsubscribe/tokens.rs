@@ -71,6 +71,19 @@ impl UnsubscribeKey {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// HMAC-SHA256 of `data`, base64url: what other signed values of the events listener (the
+    /// preference page's links and forms) are made with, under the same keys and rotation.
+    pub fn sign(&self, data: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.key, data).as_ref())
+    }
+
+    /// Whether `signature` (base64url) is this key's HMAC of `data`, compared in constant time.
+    pub fn verifies(&self, data: &[u8], signature: &str) -> bool {
+        URL_SAFE_NO_PAD
+            .decode(signature)
+            .is_ok_and(|tag| hmac::verify(&self.key, data, &tag).is_ok())
+    }
 }
 
 /// One object a token names.
@@ -155,6 +168,11 @@ impl KeySet {
     /// The signing key first, then the older ones.
     pub fn all(&self) -> impl Iterator<Item = &UnsubscribeKey> {
         std::iter::once(&self.signing).chain(&self.verifying)
+    }
+
+    /// The key with id `id`, signing or older.
+    pub fn by_id(&self, id: &str) -> Option<&UnsubscribeKey> {
+        self.all().find(|key| key.id == id)
     }
 }
 

@@ -11,6 +11,7 @@ use crate::controllers::email::UnsubscribeLinks;
 use crate::controllers::email::render::{Parsed, Rendered, Sender, outgoing_to};
 use crate::providers::resend::OutgoingEmail;
 use crate::providers::resend::emails::BATCH_LIMIT;
+use crate::server::preferences;
 use crate::server::unsubscribe::{self, Named, Target};
 use crate::template::{Escape, Value, Variables, substitute_placeholders};
 use crate::view::broadcasts::Member;
@@ -144,18 +145,29 @@ impl Mailing<'_> {
             return String::new();
         };
         let target = Target {
-            contact: Named {
-                namespace: contact.metadata.namespace.clone().unwrap_or_default(),
-                name: contact.metadata.name.clone().unwrap_or_default(),
-                uid: contact.metadata.uid.clone().unwrap_or_default(),
-            },
+            contact: named(contact),
             group: self.audience.group.clone(),
         };
         unsubscribe::link(&links.base_url, &links.keys, &target)
     }
 
+    /// The preference page link of `contact` (links configured), else empty: for every group,
+    /// private ones included (the page shows them as managed by the organisation).
+    pub fn preferences_link(&self, contact: &Contact) -> String {
+        let Some(links) = self.links else {
+            return String::new();
+        };
+        preferences::tokens::link(
+            &links.base_url,
+            &links.keys,
+            &named(contact),
+            jiff::Timestamp::now().as_second(),
+            links.preferences_ttl,
+        )
+    }
+
     /// The mail to `contact`: the template rendered with its own variables (`GivenName`,
-    /// `FamilyName`, `Email`, `UnsubscribeLink`), the placeholders substituted (escaped in HTML),
+    /// `FamilyName`, `Email`, `UnsubscribeLink`, `PreferencesLink`), the placeholders substituted (escaped in HTML),
     /// and for a public group the one-click headers.
     pub fn email_for(&self, contact: &Contact) -> OutgoingEmail {
         let spec = &contact.spec;
@@ -168,6 +180,7 @@ impl Mailing<'_> {
             ("FamilyName", text(family)),
             ("Email", text(&spec.email)),
             ("UnsubscribeLink", text(&link)),
+            ("PreferencesLink", text(&self.preferences_link(contact))),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -189,6 +202,15 @@ impl Mailing<'_> {
                 .insert(LIST_UNSUBSCRIBE_POST.into(), ONE_CLICK.into());
         }
         email
+    }
+}
+
+/// What links name a Contact by.
+fn named(contact: &Contact) -> Named {
+    Named {
+        namespace: contact.metadata.namespace.clone().unwrap_or_default(),
+        name: contact.metadata.name.clone().unwrap_or_default(),
+        uid: contact.metadata.uid.clone().unwrap_or_default(),
     }
 }
 
