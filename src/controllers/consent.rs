@@ -204,6 +204,26 @@ pub async fn rejoin(
     if !removals.iter().all(|r| undoable(r, by.at)) {
         return Ok(Rejoined::Kept);
     }
+    // The membership the opt-out ended may still be finishing its deletion (a provider's
+    // finalizer): the webhook would take the new one for its duplicate, which then goes with it.
+    // Nothing is deleted until it is gone.
+    let members: Vec<(String, String)> = view
+        .read()
+        .memberships_of(contact, group)
+        .iter()
+        .map(|m| (m.namespace.to_owned(), m.name.to_owned()))
+        .collect();
+    for (namespace, name) in &members {
+        let api: Api<ContactGroupMembership> = Api::namespaced(client.clone(), namespace);
+        if kubeapi::get(&api, name)
+            .await?
+            .is_some_and(|m| m.metadata.deletion_timestamp.is_some())
+        {
+            return Err(RejoinError::NotYet(format!(
+                "membership {name} is still being deleted"
+            )));
+        }
+    }
     let evidence = by.evidence.map(|(_, v)| v.to_owned());
     let name = names::rejoin_membership(
         (&contact.namespace, &contact.name),

@@ -53,3 +53,4 @@ scenario!(signup_enrollment, scenarios::controllers::signup_enrollment, ours: Ou
 scenario!(namespace_deletion, scenarios::resend::namespace_deletion, ours: Ours, milo: Milo);
 scenario!(loops_beside_resend, scenarios::loops::beside_resend, ours: Ours, milo: Milo);
 scenario!(loops_list_events, scenarios::loops_events::list_events, ours: Ours, milo: Milo);
+scenario!(preference_page_in_a_browser, scenarios::preferences::browser, ours: Ours, milo: Milo);

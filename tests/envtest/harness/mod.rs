@@ -5,6 +5,7 @@
 //! keeps the directory (logs, audit log; not etcd's data) for a look.
 
 pub mod audit;
+pub mod browser;
 pub mod certs;
 pub mod control_plane;
 pub mod crds;

@@ -8,6 +8,7 @@ pub mod invitation;
 pub mod loops;
 pub mod loops_events;
 pub mod operations;
+pub mod preferences;
 pub mod resend;
 
 use serde_json::{Value, json};

@@ -1,0 +1,192 @@
+//! (p) The preference page in a real browser against a real API server: headless Chromium opens
+//! Ada's page on the server's events listener, leaves a public group and rejoins it by its
+//! buttons, and after each step the cluster holds what the page said, written under the
+//! deployment's RBAC past the real webhook (which refuses a membership beside a removal): the
+//! removal with its provenance, the removal controller's deletion of the membership, then the
+//! removal gone and a membership made again with its own provenance. A private group is shown as
+//! the organisation's, with no button; a stale link gets the 404 page and changes nothing.
+//! Screenshots of each step are kept in `target/test-artifacts/`.
+
+use std::time::Duration;
+
+use milo_webhook::server::preferences::tokens;
+use milo_webhook::server::unsubscribe::{Named, UnsubscribeKey, UnsubscribeKeys};
+use serde_json::Value;
+
+use crate::harness::browser::Browser;
+use crate::harness::objects::{create, eventually, list};
+use crate::harness::{CrdSet, EnvOptions};
+
+use super::{contact, group, membership, start};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+fn annotation<'v>(object: &'v Value, key: &str) -> &'v str {
+    object["metadata"]["annotations"][key]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Ada's removals and memberships of `group`, as the API server has them.
+async fn pair(client: &kube::Client, group: &str) -> (Vec<Value>, Vec<Value>) {
+    let of = |o: &Value| {
+        o["spec"]["contactRef"]["name"] == "ada" && o["spec"]["contactGroupRef"]["name"] == group
+    };
+    let removals = list(client, "ContactGroupMembershipRemoval", None).await;
+    let memberships = list(client, "ContactGroupMembership", None).await;
+    (
+        removals.into_iter().filter(of).collect(),
+        memberships.into_iter().filter(of).collect(),
+    )
+}
+
+/// Leaving and rejoining on the page, in Chromium.
+pub async fn browser(crds: CrdSet) {
+    let env = start(crds, EnvOptions::default()).await;
+    let c = &env.client;
+    let mut news = group("groups", "news", "public");
+    news["spec"]["displayName"] = "Product news".into();
+    news["spec"]["description"] = "What we shipped this month.".into();
+    create(c, &news).await;
+    let mut staff = group("groups", "staff", "private");
+    staff["spec"]["displayName"] = "Staff notices".into();
+    create(c, &staff).await;
+    let ada = create(c, &contact("people", "ada", "ada@example.com")).await;
+    create(
+        c,
+        &membership("ada-news", ("people", "ada"), ("groups", "news")),
+    )
+    .await;
+    create(
+        c,
+        &membership("ada-staff", ("people", "ada"), ("groups", "staff")),
+    )
+    .await;
+
+    // The link a mail would carry, signed with the key the server reads.
+    let secret = std::fs::read(env.dir().join("unsubscribe-key")).expect("the unsubscribe key");
+    let keys = UnsubscribeKeys::single(UnsubscribeKey::new(&secret).expect("a valid key"));
+    let named = Named {
+        namespace: "people".into(),
+        name: "ada".into(),
+        uid: ada["metadata"]["uid"].as_str().unwrap().into(),
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let base = env.servers[0].events_url();
+    let link = tokens::link(&base, &keys, &named, now, Duration::from_secs(3_600));
+    let expired = tokens::link(
+        &base,
+        &keys,
+        &named,
+        now - 7_200,
+        Duration::from_secs(3_600),
+    );
+    let set = format!("{crds:?}").to_lowercase();
+
+    let browser = Browser::start().await;
+    // The server's view catches up with the objects just made; the page then shows both groups.
+    eventually("the page shows both groups", WAIT, || async {
+        browser.open(&link).await;
+        let text = browser.text().await;
+        (text.contains("Product news") && text.contains("Staff notices"))
+            .then_some(())
+            .ok_or(text)
+    })
+    .await;
+    let text = browser.text().await;
+    assert!(text.contains("ada@example.com"), "{text}");
+    assert!(text.contains("What we shipped this month."), "{text}");
+    assert!(
+        text.contains("Your organisation manages this group"),
+        "{text}"
+    );
+    assert_eq!(
+        browser
+            .find("html")
+            .await
+            .attr("lang")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("en")
+    );
+    let buttons = browser
+        .client
+        .find_all(fantoccini::Locator::Css("button"))
+        .await
+        .unwrap();
+    assert_eq!(buttons.len(), 1, "only the public group has a button");
+    browser
+        .screenshot(&format!("preference-page-{set}-1-member"))
+        .await;
+
+    // Leave: the removal, with its provenance, and the membership deleted by the controller.
+    browser.click_button("Leave Product news").await;
+    browser.find(".notice").await;
+    let text = browser.text().await;
+    assert!(text.contains("You left Product news."), "{text}");
+    browser.find("button.join").await;
+    let removal = eventually(
+        "the removal made and the membership deleted",
+        WAIT,
+        || async {
+            match pair(c, "news").await {
+                (removals, memberships) if removals.len() == 1 && memberships.is_empty() => {
+                    Ok(removals[0].clone())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        annotation(&removal, "notification.miloapis.com/removal-source"),
+        "preference-page"
+    );
+    assert!(!annotation(&removal, "notification.miloapis.com/removal-token").is_empty());
+    assert!(
+        annotation(&removal, "notification.miloapis.com/removal-time")
+            .parse::<jiff::Timestamp>()
+            .is_ok()
+    );
+    browser
+        .screenshot(&format!("preference-page-{set}-2-left"))
+        .await;
+
+    // Rejoin: the removal gone and a membership made again, past the webhook.
+    browser.click_button("Rejoin Product news").await;
+    browser.find(".notice").await;
+    let text = browser.text().await;
+    assert!(text.contains("You are back in Product news."), "{text}");
+    browser.find("button.leave").await;
+    let rejoined = eventually("the membership made again", WAIT, || async {
+        match pair(c, "news").await {
+            (removals, memberships) if removals.is_empty() && memberships.len() == 1 => {
+                Ok(memberships[0].clone())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        annotation(&rejoined, "notification.miloapis.com/membership-source"),
+        "preference-page"
+    );
+    assert!(!annotation(&rejoined, "notification.miloapis.com/membership-time").is_empty());
+    assert_eq!(
+        pair(c, "staff").await.1.len(),
+        1,
+        "the private group untouched"
+    );
+    browser
+        .screenshot(&format!("preference-page-{set}-3-rejoined"))
+        .await;
+
+    // A link past its time: the 404 page, and nothing changes.
+    browser.open(&expired).await;
+    let text = browser.text().await;
+    assert!(text.contains("This link is not valid"), "{text}");
+    assert_eq!(pair(c, "news").await.1.len(), 1);
+    browser.close().await;
+    env.assert_server_writes_clean();
+}
