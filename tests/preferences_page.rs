@@ -173,15 +173,21 @@ impl Page {
     }
 }
 
+/// The cluster, its page with one key, and Ada's link token.
+fn setup() -> (LiveApi, Page, String) {
+    let live = cluster();
+    let page = Page::new(&live, UnsubscribeKeys::single(key(1)));
+    let token = token(&live, &page.keys);
+    (live, page, token)
+}
+
 fn counts(live: &LiveApi) -> (usize, usize) {
     (live.all(MEMBERSHIPS).len(), live.all(REMOVALS).len())
 }
 
 #[tokio::test]
 async fn the_page_shows_each_group_with_what_the_person_may_do_and_a_get_changes_nothing() {
-    let live = cluster();
-    let page = Page::new(&live, UnsubscribeKeys::single(key(1)));
-    let token = token(&live, &page.keys);
+    let (live, page, token) = setup();
     let (status, headers, html) = page.get(&format!("/preferences/{token}")).await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("ada@example.com"));
@@ -263,9 +269,7 @@ async fn forged_expired_and_stale_links_get_404_and_change_nothing() {
 
 #[tokio::test]
 async fn a_post_needs_the_page_form_value_and_a_same_site_origin() {
-    let live = cluster();
-    let page = Page::new(&live, UnsubscribeKeys::single(key(1)));
-    let token = token(&live, &page.keys);
+    let (live, page, token) = setup();
     let other_page = tokens::mint(&page.keys, &ada(&live), now() + 7_200);
     let foreign = tokens::form_value(&page.keys, &other_page, now());
     let stale = tokens::form_value(&page.keys, &token, now() - 3 * 3_600);
@@ -303,9 +307,7 @@ async fn a_post_needs_the_page_form_value_and_a_same_site_origin() {
 
 #[tokio::test]
 async fn leaving_and_rejoining_write_the_pair_with_provenance_and_an_operator_removal_stays() {
-    let live = cluster();
-    let page = Page::new(&live, UnsubscribeKeys::single(key(1)));
-    let token = token(&live, &page.keys);
+    let (live, page, token) = setup();
     let (status, location) = page.submit(&token, "news", "leave").await;
     assert_eq!(status, 303);
     assert_eq!(

@@ -12,11 +12,11 @@ use milo_webhook::providers::loops::LoopsSigningKey;
 use milo_webhook::server::provider_events::LOOPS_EVENTS_PATH;
 use serde_json::{Value, json};
 
-use crate::harness::objects::{create, eventually, get, list};
+use crate::harness::objects::{create, eventually, get};
 use crate::harness::server::LOOPS_SIGNING_SECRET;
 use crate::harness::{CrdSet, EnvOptions};
 
-use super::{contact, group, membership, removal, start};
+use super::{annotation, contact, group, membership, pair_objects, removal, start};
 
 const WAIT: Duration = Duration::from_secs(45);
 const NEWS_LIST: &str = "cm0news0000000000000000001";
@@ -66,30 +66,11 @@ async fn deliver(url: &str, secret: &str, id: &str, age: i64, body: &Value) -> u
         .as_u16()
 }
 
-fn annotation<'v>(object: &'v Value, key: &str) -> &'v str {
-    object["metadata"]["annotations"][key]
-        .as_str()
-        .unwrap_or_default()
-}
-
 fn condition(object: &Value, type_: &str) -> Value {
     object["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
         .unwrap_or(Value::Null)
-}
-
-/// Removals and memberships of `contact` in `group`, as the API server has them.
-async fn pair(client: &kube::Client, contact: &str, group: &str) -> (Vec<Value>, Vec<Value>) {
-    let of = |o: &Value| {
-        o["spec"]["contactRef"]["name"] == contact && o["spec"]["contactGroupRef"]["name"] == group
-    };
-    let removals = list(client, "ContactGroupMembershipRemoval", None).await;
-    let memberships = list(client, "ContactGroupMembership", None).await;
-    (
-        removals.into_iter().filter(of).collect(),
-        memberships.into_iter().filter(of).collect(),
-    )
 }
 
 /// Leaving and rejoining lists at Loops, for public and private groups, against the real API
@@ -128,7 +109,7 @@ pub async fn list_events(crds: CrdSet) {
         401
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(pair(c, "ada", "news").await.0.is_empty());
+    assert!(pair_objects(c, "ada", "news").await.0.is_empty());
 
     // Ada leaves the public group's list: a removal, which the removal controller enforces.
     assert_eq!(
@@ -136,7 +117,7 @@ pub async fn list_events(crds: CrdSet) {
         200
     );
     let removal_made = eventually("ada's news membership removed", WAIT, || async {
-        match pair(c, "ada", "news").await {
+        match pair_objects(c, "ada", "news").await {
             (removals, memberships) if removals.len() == 1 && memberships.is_empty() => {
                 Ok(removals[0].clone())
             }
@@ -198,7 +179,7 @@ pub async fn list_events(crds: CrdSet) {
         deliver(&url, LOOPS_SIGNING_SECRET, "msg_l3", 0, &joined).await,
         200
     );
-    let (removals, memberships) = pair(c, "ada", "news").await;
+    let (removals, memberships) = pair_objects(c, "ada", "news").await;
     assert!(removals.is_empty(), "{removals:?}");
     assert_eq!(memberships.len(), 1, "{memberships:?}");
     let rejoined = &memberships[0];
@@ -235,7 +216,7 @@ pub async fn list_events(crds: CrdSet) {
         deliver(&url, LOOPS_SIGNING_SECRET, "msg_l4", 0, &bob_joined).await,
         200
     );
-    let (removals, memberships) = pair(c, "bob", "news").await;
+    let (removals, memberships) = pair_objects(c, "bob", "news").await;
     assert_eq!(removals.len(), 1, "{removals:?}");
     assert!(memberships.is_empty(), "{memberships:?}");
 
@@ -260,7 +241,7 @@ pub async fn list_events(crds: CrdSet) {
         deliver(&url, LOOPS_SIGNING_SECRET, "msg_l6", 0, &stranger).await,
         200
     );
-    assert!(pair(c, "ada", "news").await.0.is_empty());
+    assert!(pair_objects(c, "ada", "news").await.0.is_empty());
 
     // Ada unsubscribes from everything: her Contact records it as a Resend opt-out would be.
     let all = body("contact.unsubscribed", ada_who, None, 1);

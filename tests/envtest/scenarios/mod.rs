@@ -73,3 +73,29 @@ pub fn user(name: &str, email: &str) -> Value {
     json!({"apiVersion": IAM, "kind": "User", "metadata": {"name": name},
         "spec": {"email": email, "givenName": "Given", "familyName": name}})
 }
+
+/// The annotation `key` of `object` ("" when unset).
+pub fn annotation<'v>(object: &'v Value, key: &str) -> &'v str {
+    object["metadata"]["annotations"][key]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Removals and memberships of the contact named `contact` in the group named `group`, as the
+/// API server has them.
+pub async fn pair_objects(
+    client: &kube::Client,
+    contact: &str,
+    group: &str,
+) -> (Vec<Value>, Vec<Value>) {
+    use crate::harness::objects::list;
+    let of = |o: &Value| {
+        o["spec"]["contactRef"]["name"] == contact && o["spec"]["contactGroupRef"]["name"] == group
+    };
+    let removals = list(client, "ContactGroupMembershipRemoval", None).await;
+    let memberships = list(client, "ContactGroupMembership", None).await;
+    (
+        removals.into_iter().filter(of).collect(),
+        memberships.into_iter().filter(of).collect(),
+    )
+}

@@ -11,34 +11,14 @@ use std::time::Duration;
 
 use milo_webhook::server::preferences::tokens;
 use milo_webhook::server::unsubscribe::{Named, UnsubscribeKey, UnsubscribeKeys};
-use serde_json::Value;
 
 use crate::harness::browser::Browser;
-use crate::harness::objects::{create, eventually, list};
+use crate::harness::objects::{create, eventually};
 use crate::harness::{CrdSet, EnvOptions};
 
-use super::{contact, group, membership, start};
+use super::{annotation, contact, group, membership, pair_objects, start};
 
 const WAIT: Duration = Duration::from_secs(45);
-
-fn annotation<'v>(object: &'v Value, key: &str) -> &'v str {
-    object["metadata"]["annotations"][key]
-        .as_str()
-        .unwrap_or_default()
-}
-
-/// Ada's removals and memberships of `group`, as the API server has them.
-async fn pair(client: &kube::Client, group: &str) -> (Vec<Value>, Vec<Value>) {
-    let of = |o: &Value| {
-        o["spec"]["contactRef"]["name"] == "ada" && o["spec"]["contactGroupRef"]["name"] == group
-    };
-    let removals = list(client, "ContactGroupMembershipRemoval", None).await;
-    let memberships = list(client, "ContactGroupMembership", None).await;
-    (
-        removals.into_iter().filter(of).collect(),
-        memberships.into_iter().filter(of).collect(),
-    )
-}
 
 /// Leaving and rejoining on the page, in Chromium.
 pub async fn browser(crds: CrdSet) {
@@ -130,7 +110,7 @@ pub async fn browser(crds: CrdSet) {
         "the removal made and the membership deleted",
         WAIT,
         || async {
-            match pair(c, "news").await {
+            match pair_objects(c, "ada", "news").await {
                 (removals, memberships) if removals.len() == 1 && memberships.is_empty() => {
                     Ok(removals[0].clone())
                 }
@@ -160,7 +140,7 @@ pub async fn browser(crds: CrdSet) {
     assert!(text.contains("You are back in Product news."), "{text}");
     browser.find("button.leave").await;
     let rejoined = eventually("the membership made again", WAIT, || async {
-        match pair(c, "news").await {
+        match pair_objects(c, "ada", "news").await {
             (removals, memberships) if removals.is_empty() && memberships.len() == 1 => {
                 Ok(memberships[0].clone())
             }
@@ -174,7 +154,7 @@ pub async fn browser(crds: CrdSet) {
     );
     assert!(!annotation(&rejoined, "notification.miloapis.com/membership-time").is_empty());
     assert_eq!(
-        pair(c, "staff").await.1.len(),
+        pair_objects(c, "ada", "staff").await.1.len(),
         1,
         "the private group untouched"
     );
@@ -186,7 +166,7 @@ pub async fn browser(crds: CrdSet) {
     browser.open(&expired).await;
     let text = browser.text().await;
     assert!(text.contains("This link is not valid"), "{text}");
-    assert_eq!(pair(c, "news").await.1.len(), 1);
+    assert_eq!(pair_objects(c, "ada", "news").await.1.len(), 1);
     browser.close().await;
     env.assert_server_writes_clean();
 }
