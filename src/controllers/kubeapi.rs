@@ -115,22 +115,33 @@ pub async fn release_finalizer<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let Some(object) = get(api, name).await? else {
-        return Ok(());
-    };
-    let finalizers = object.meta().finalizers.as_deref().unwrap_or_default();
-    if !finalizers.iter().any(|f| f == finalizer) {
-        return Ok(());
-    }
-    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
-    let patch = serde_json::json!({
-        "metadata": {"finalizers": rest, "resourceVersion": object.meta().resource_version},
-    });
-    match merge_patch(api, name, &patch).await {
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        other => other,
+    // Other writers release theirs at the same moment (each provider its own, on the same
+    // deletion): a conflict only means reading again, not failing the caller's work, which
+    // would then be done twice.
+    let mut attempts = 0;
+    loop {
+        let Some(object) = get(api, name).await? else {
+            return Ok(());
+        };
+        let finalizers = object.meta().finalizers.as_deref().unwrap_or_default();
+        if !finalizers.iter().any(|f| f == finalizer) {
+            return Ok(());
+        }
+        let rest: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+        let patch = serde_json::json!({
+            "metadata": {"finalizers": rest, "resourceVersion": object.meta().resource_version},
+        });
+        attempts += 1;
+        match merge_patch(api, name, &patch).await {
+            Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+            Err(error) if is_conflict(&error) && attempts < FINALIZER_ATTEMPTS => continue,
+            other => return other,
+        }
     }
 }
+
+/// How many times a finalizer's release reads again after a conflict before giving up.
+const FINALIZER_ATTEMPTS: usize = 5;
 
 /// Adds `finalizer` to `name` unless it is there, under the resourceVersion read: other writers'
 /// finalizers are kept, and like [`release_finalizer`] it never creates an object (an apply to an

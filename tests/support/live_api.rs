@@ -394,6 +394,16 @@ impl LiveApi {
         let Some(mut object) = state.objects.get(&id).cloned() else {
             return failure(404, "NotFound", "not found");
         };
+        // As the API server: a patch naming a resourceVersion is a precondition.
+        if let Some(expected) = body["metadata"]["resourceVersion"].as_str()
+            && object["metadata"]["resourceVersion"].as_str() != Some(expected)
+        {
+            return failure(
+                409,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version and try again",
+            );
+        }
         if write.apply {
             let owners = state.owners.entry(id.clone()).or_default();
             let (manager, status, force) = (write.manager, write.status, write.force);

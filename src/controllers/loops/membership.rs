@@ -84,6 +84,9 @@ pub async fn reconcile(sync: Arc<LoopsSync>, key: ObjectKey) -> Result<Action, E
         Plan::Wait => {}
         Plan::Release { list } => {
             core.answers.forget(ViewKind::Membership, &key);
+            if !status::holds_finalizer(Loops, &api, &key.name).await? {
+                return Ok(Action::await_change());
+            }
             if let (Some(list), Some(contact)) = (list, &of.contact) {
                 set_list(&sync, contact, &list, false).await?;
             }

@@ -17,6 +17,28 @@ use crate::controllers::kubeapi;
 use crate::controllers::schemas::InstalledSchemas;
 use crate::view::SyncMarks;
 
+/// Whether `name` still carries `provider`'s finalizer, as the API server has it now. A release
+/// asks before calling the provider: the view trails the API server, so a release just done
+/// can be planned again from a view that still shows the finalizer, and would call twice.
+pub async fn holds_finalizer<K>(
+    provider: ProviderName,
+    api: &Api<K>,
+    name: &str,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let finalizer = sync::finalizer(provider);
+    Ok(kubeapi::get(api, name).await?.is_some_and(|o| {
+        o.meta()
+            .finalizers
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == finalizer)
+    }))
+}
+
 /// Adds (`present`) or removes `provider`'s finalizer, never bringing back an object deleted
 /// meanwhile ([`kubeapi::add_finalizer`], [`kubeapi::release_finalizer`]: an apply would try to
 /// create it). False when adding found the object gone or being deleted: nothing to mirror.

@@ -80,6 +80,9 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
         Plan::Wait => {}
         Plan::Release { remote } => {
             core.answers.forget(ViewKind::Membership, &key);
+            if !status::holds_finalizer(Resend, &api, &key.name).await? {
+                return Ok(Action::await_change());
+            }
             if let Some((email, segment)) = remote {
                 match sync.client.remove_from_segment(&email, &segment).await {
                     // Gone already, or the contact is unknown there: nothing left to remove.
