@@ -5,7 +5,8 @@
 //! removal with its provenance, the removal controller's deletion of the membership, then the
 //! removal gone and a membership made again with its own provenance. A private group is shown as
 //! the organisation's, with no button; a stale link gets the 404 page and changes nothing.
-//! Screenshots of each step are kept in `target/test-artifacts/`.
+//! Both providers run beside it (the fake Resend and Loops): each change reaches them, and what
+//! it cost there is counted. Screenshots of each step are kept in `target/test-artifacts/`.
 
 use std::time::Duration;
 
@@ -14,17 +15,51 @@ use milo_webhook::server::unsubscribe::{Named, UnsubscribeKey, UnsubscribeKeys};
 
 use crate::harness::browser::Browser;
 use crate::harness::objects::{create, eventually};
-use crate::harness::{CrdSet, EnvOptions};
+use crate::harness::{CrdSet, Env, EnvOptions};
+use crate::support::{fake_loops, fake_resend};
 
 use super::{annotation, contact, group, membership, pair_objects, start};
 
 const WAIT: Duration = Duration::from_secs(45);
 
+/// How many requests each provider has received.
+fn marks(env: &Env) -> (usize, usize) {
+    (env.resend().requests().len(), env.loops().requests().len())
+}
+
+/// The calls each provider received since `from`, once they have stopped coming for a second.
+async fn calls_since(env: &Env, from: (usize, usize)) -> (Vec<String>, Vec<String>) {
+    let mut seen = marks(env);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = marks(env);
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    (
+        fake_resend::calls(&env.resend().requests()[from.0..]),
+        fake_loops::calls(&env.loops().requests()[from.1..]),
+    )
+}
+
+fn is_ready(o: &serde_json::Value) -> bool {
+    crate::harness::objects::condition_true(o, "Ready")
+}
+
 /// Leaving and rejoining on the page, in Chromium.
 pub async fn browser(crds: CrdSet) {
-    let env = start(crds, EnvOptions::default()).await;
+    let options = EnvOptions {
+        resend: true,
+        loops: true,
+        ..Default::default()
+    };
+    let env = start(crds, options).await;
     let c = &env.client;
+    let list = env.loops().insert_list("Product news", true);
     let mut news = group("groups", "news", "public");
+    news["spec"]["providers"] = serde_json::json!([{"name": "Loops", "id": list}]);
     news["spec"]["displayName"] = "Product news".into();
     news["spec"]["description"] = "What we shipped this month.".into();
     create(c, &news).await;
@@ -99,6 +134,15 @@ pub async fn browser(crds: CrdSet) {
     browser
         .screenshot(&format!("preference-page-{set}-1-member"))
         .await;
+    eventually("ada's memberships mirrored", WAIT, || async {
+        let (_, news) = pair_objects(c, "ada", "news").await;
+        let (_, staff) = pair_objects(c, "ada", "staff").await;
+        (news.iter().chain(&staff).all(is_ready) && news.len() + staff.len() == 2)
+            .then_some(())
+            .ok_or(format!("{news:?} {staff:?}"))
+    })
+    .await;
+    let before = marks(&env);
 
     // Leave: the removal, with its provenance, and the membership deleted by the controller.
     browser.click_button("Leave Product news").await;
@@ -132,6 +176,14 @@ pub async fn browser(crds: CrdSet) {
     browser
         .screenshot(&format!("preference-page-{set}-2-left"))
         .await;
+    let (resend, loops) = calls_since(&env, before).await;
+    eprintln!("{set}: leaving cost Resend {resend:?} and Loops {loops:?}");
+    assert!(
+        !resend.is_empty() && resend.len() <= 2,
+        "Resend: {resend:?}"
+    );
+    assert_eq!(loops.len(), 1, "Loops: {loops:?}");
+    let before = marks(&env);
 
     // Rejoin: the removal gone and a membership made again, past the webhook.
     browser.click_button("Rejoin Product news").await;
@@ -161,6 +213,21 @@ pub async fn browser(crds: CrdSet) {
     browser
         .screenshot(&format!("preference-page-{set}-3-rejoined"))
         .await;
+    eventually("the new membership mirrored", WAIT, || async {
+        let (_, news) = pair_objects(c, "ada", "news").await;
+        news.iter()
+            .all(is_ready)
+            .then_some(())
+            .ok_or(format!("{news:?}"))
+    })
+    .await;
+    let (resend, loops) = calls_since(&env, before).await;
+    eprintln!("{set}: rejoining cost Resend {resend:?} and Loops {loops:?}");
+    assert!(
+        !resend.is_empty() && resend.len() <= 2,
+        "Resend: {resend:?}"
+    );
+    assert_eq!(loops.len(), 1, "Loops: {loops:?}");
 
     // A link past its time: the 404 page, and nothing changes.
     browser.open(&expired).await;
