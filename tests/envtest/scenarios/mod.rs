@@ -9,6 +9,7 @@ pub mod loops;
 pub mod loops_events;
 pub mod operations;
 pub mod resend;
+pub mod resend_topics;
 
 use serde_json::{Value, json};
 
