@@ -175,7 +175,7 @@ pub struct TopicsResynced {
     pub removals: usize,
 }
 
-/// Public groups mirrored to Resend, and whether the view holds them mirrored.
+/// Public groups the view holds mirrored to Resend.
 fn mirrored_public_groups(view: &Store) -> Vec<(String, String)> {
     public_groups_by_key(view)
         .into_values()
@@ -187,27 +187,35 @@ fn mirrored_public_groups(view: &Store) -> Vec<(String, String)> {
 }
 
 /// The addresses to read at a resync, each with its Contacts: members of a public group whose
-/// topic exists, through a membership the sync mirrored, the pair not removed.
+/// topic exists, through a membership the sync mirrored, the pair not removed. One pass over the
+/// memberships.
 fn to_read(view: &Store, with_topic: &[(String, String)]) -> BTreeMap<String, Vec<ObjectRef>> {
+    let with_topic: std::collections::HashSet<(&str, &str)> = with_topic
+        .iter()
+        .map(|(ns, name)| (ns.as_str(), name.as_str()))
+        .collect();
     let mut by_email: BTreeMap<String, Vec<ObjectRef>> = BTreeMap::new();
-    for (namespace, name) in with_topic {
-        let group = object_ref(namespace, name);
-        for r in view.naming_group(crate::view::ViewKind::Membership, namespace, name) {
-            let Some(m) = view.membership_sync(r.namespace, r.name) else {
-                continue;
-            };
-            let contact = object_ref(m.contact.namespace, m.contact.name);
-            let mirrored = !m.deleting && m.marks.synced(ProviderName::Resend);
-            let Some(c) = view.contact_sync(m.contact.namespace, m.contact.name) else {
-                continue;
-            };
-            if !mirrored || c.deleting || !view.removals_of(&contact, &group).is_empty() {
-                continue;
-            }
-            let contacts = by_email.entry(c.email.to_lowercase()).or_default();
-            if !contacts.contains(&contact) {
-                contacts.push(contact);
-            }
+    for (namespace, name) in view.names(crate::view::ViewKind::Membership) {
+        let Some(m) = view.membership_sync(&namespace, &name) else {
+            continue;
+        };
+        if !with_topic.contains(&(m.group.namespace, m.group.name))
+            || m.deleting
+            || !m.marks.synced(ProviderName::Resend)
+        {
+            continue;
+        }
+        let Some(c) = view.contact_sync(m.contact.namespace, m.contact.name) else {
+            continue;
+        };
+        let contact = object_ref(m.contact.namespace, m.contact.name);
+        let group = object_ref(m.group.namespace, m.group.name);
+        if c.deleting || !view.removals_of(&contact, &group).is_empty() {
+            continue;
+        }
+        let contacts = by_email.entry(c.email.to_lowercase()).or_default();
+        if !contacts.contains(&contact) {
+            contacts.push(contact);
         }
     }
     by_email
