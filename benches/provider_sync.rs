@@ -7,7 +7,8 @@
 //! `--loops true` also mirrors to the stateful fake Loops, each group on a list, both providers at
 //! once, and reports Loops' calls against its budget of one upsert per contact). Reports
 //! provider calls against the budget (1 create per contact, carrying its memberships' segments;
-//! 1 create per group; list pages of contacts and segments), wall time against calls / rate,
+//! 1 segment and 1 topic create per (public) group; list pages of contacts, segments and topics;
+//! no topic write per membership, since topics default to `opt_in`), wall time against calls / rate,
 //! and the process's memory. Before the contact directory (commit 98d18cd) the same load cost
 //! 30,011 calls: a look-up and a create per contact and an add per membership.
 
@@ -182,9 +183,10 @@ async fn run(o: Options) {
         task.abort();
     }
     let calls = sync.client.calls();
-    // The account starts empty: one page lists its contacts, one its segments.
-    let pages = 2;
-    let budget = o.contacts + o.groups + pages;
+    // The account starts empty: one page lists its contacts, one its segments, one its topics;
+    // every group is public, so each also gets a topic.
+    let pages = 3;
+    let budget = o.contacts + 2 * o.groups + pages;
     let floor = calls as f64 / o.rate;
     let count = |m: &str, p: &str| fake.count(http::Method::from_bytes(m.as_bytes()).unwrap(), p);
     println!(
@@ -211,6 +213,15 @@ async fn run(o: Options) {
         count("GET", "/contacts/"),
         count("POST", "/contacts") - count("POST", "/contacts/"),
         count("POST", "/contacts/")
+    );
+    println!(
+        "| topic creates / listings / subscription writes | {} / {} / {} |",
+        count("POST", "/topics"),
+        count("GET", "/topics"),
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == http::Method::PATCH && r.path.ends_with("/topics"))
+            .count()
     );
     println!(
         "| 429s answered by the fake | {} |",

@@ -1,8 +1,8 @@
 //! What one choice on the preference page costs at the providers: the page's real routes and
 //! actions, the removal controller and both providers' sync loops, on the stateful API server
 //! against the stateful fakes of Resend and Loops. Ada leaves a public group on her page, then
-//! rejoins it; each change reaches both providers (her contact off, then back on, the group's
-//! segment and list) in at most two calls per provider, and nothing else is called.
+//! rejoins it; each change reaches both providers in at most two calls each: Resend the group's
+//! topic and segment, Loops the list.
 
 mod support;
 

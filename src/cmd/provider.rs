@@ -344,10 +344,11 @@ impl ProviderArgs {
 pub type EventsListener = (TcpListener, axum::Router, Option<Arc<rustls::ServerConfig>>);
 
 /// Binds the provider events listener when `--provider-events-listen` is set. It needs a cluster:
-/// the opt-outs it receives are recorded on Contacts.
+/// the opt-outs it receives are recorded on Contacts. With the Resend client (`resend`, the one
+/// the sync uses, so one rate limit), contact events also read the contact's topics.
 pub async fn provider_events(
     args: &super::serve::ServeArgs,
-    client: Option<&kube::Client>,
+    (client, resend): (Option<&kube::Client>, Option<ResendClient>),
     view: &Arc<ClusterView>,
     metrics: &Arc<Metrics>,
     shutdown: &Shutdown,
@@ -382,7 +383,7 @@ pub async fn provider_events(
         None => None,
     };
     let sink = Arc::new(provider_events::PerProvider {
-        resend: Arc::new(OptOutSink::new(client.clone(), view.clone())),
+        resend: Arc::new(OptOutSink::new(client.clone(), view.clone()).with_topics(resend)),
         loops: Arc::new(LoopsEventSink::new(client.clone(), view.clone())),
     });
     let mut router = provider_events::router(

@@ -446,9 +446,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     tracing::info!(webhooks = %args.listen, admin = %args.admin_listen, "listening");
 
+    let resend = providers.as_ref().and_then(|p| p.resend.clone());
     let events = super::provider::provider_events(
         &args,
-        client.as_ref().map(|(c, _)| c),
+        (client.as_ref().map(|(c, _)| c), resend),
         &view,
         &metrics,
         &server.shutdown,

@@ -45,6 +45,7 @@ scenario!(removal_deletes_membership, scenarios::controllers::removal_deletes_me
 scenario!(signup_contacts, scenarios::controllers::signup_contacts, ours: Ours, milo: Milo);
 scenario!(resend_sync, scenarios::resend::sync, ours: Ours, milo: Milo);
 scenario!(provider_opt_out, scenarios::operations::provider_opt_out, ours: Ours, milo: Milo);
+scenario!(resend_topic_opt_out, scenarios::resend_topics::topic_opt_out, ours: Ours, milo: Milo);
 scenario!(email_once_across_restart, scenarios::operations::email_once_across_restart, ours: Ours, milo: Milo);
 scenario!(lease_handover, scenarios::operations::lease_handover, ours: Ours);
 scenario!(broadcast_and_one_click, scenarios::broadcast::broadcast_and_one_click, ours: Ours, milo: Milo);

@@ -1,4 +1,4 @@
-//! A stateful fake of Resend's contacts, segments and sending API for tests: plain HTTP on 127.0.0.1,
+//! A stateful fake of Resend's contacts, segments, topics and sending API for tests: plain HTTP on 127.0.0.1,
 //! Resend's shapes (cursor-paginated lists with `limit` 1-100, `after` and `has_more`; errors;
 //! id-or-email paths; `segments` on a contact's create, all known or nothing made), its auth and
 //! `User-Agent` checks, its rate-limit headers and an enforced rate limit, fault injection and
@@ -6,6 +6,7 @@
 
 mod api;
 pub mod emails;
+pub mod topics;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -136,6 +137,7 @@ struct Inner {
     violations: usize,
     next_id: u64,
     emails: emails::EmailState,
+    topics: topics::TopicState,
 }
 
 /// Inspection and control of a running fake; cheap to clone.
@@ -193,6 +195,7 @@ pub async fn start(config: FakeConfig) -> FakeResend {
             violations: 0,
             next_id: 1,
             emails: emails::EmailState::default(),
+            topics: topics::TopicState::default(),
         })),
     };
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))

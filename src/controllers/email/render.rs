@@ -122,6 +122,7 @@ pub fn outgoing_to(
             })
             .into_iter()
             .collect(),
+        topic_id: None,
     }
 }
 

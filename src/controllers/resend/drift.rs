@@ -2,7 +2,8 @@
 //! mirrored, by listing (pages of 100, never one GET per object), and what drifted is repaired:
 //! a segment or contact deleted in the Resend dashboard is synced again (recreated, and its
 //! members re-added), and contacts in our segments that no membership accounts for are removed.
-//! Its listing of every contact also refreshes the contact loop's [`super::directory`].
+//! Its listing of every contact also refreshes the contact loop's [`super::directory`]. Then
+//! Resend's suppression list and the members' topics are read ([`super::topic_optout::resync`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -56,6 +57,13 @@ pub async fn run(sync: Arc<ResendSync>) {
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "suppression check against Resend failed"),
+        }
+        match super::topic_optout::resync(&sync).await {
+            Ok(done) if done.topics_created + done.removals > 0 => {
+                tracing::info!(?done, "topics brought in step with Resend");
+            }
+            Ok(done) => tracing::debug!(?done, "no topic left at Resend"),
+            Err(error) => tracing::warn!(%error, "topic check against Resend failed"),
         }
     }
 }

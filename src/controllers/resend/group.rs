@@ -1,7 +1,8 @@
 //! ContactGroup -> Resend segment. Segments cannot be renamed, so the name is fixed from what
 //! never changes: `<namespace>/<name>-<first 8 of uid>`, unique and recognisable in the Resend
 //! dashboard. A segment is looked up by name in a listing (every page) before one is created, so
-//! a crash between create and status write finds it again. Deleting the group deletes the segment.
+//! a crash between create and status write finds it again. A public group also gets its topic
+//! (see [`super::topics`]) before it is recorded synced. Deleting the group deletes both.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use kube::Api;
 use super::ResendSync;
 use crate::api::ContactGroup;
 use crate::api::common::ProviderName::{self, Resend};
+use crate::api::notification::Visibility;
 use crate::controllers::providers::status::{self, Outcome};
 use crate::controllers::providers::steps::Steps;
 use crate::controllers::providers::{
@@ -98,6 +100,10 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
                 sync.client.delete_segment(&id).await?;
                 forget(&sync, &name).await;
             }
+            if public(&sync, &key) {
+                let group = (key.namespace.as_str(), key.name.as_str());
+                sync.topics.delete(&sync.client, group).await?;
+            }
             status::set_finalizer(Resend, &api, &key.name, false).await?;
         }
         Plan::Sync(steps) => {
@@ -139,6 +145,13 @@ async fn lookup(sync: &ResendSync, name: &str, fresh: bool) -> Result<Option<Str
     Ok(found)
 }
 
+/// Whether the group `key` is public, as the view holds it.
+fn public(sync: &ResendSync, key: &ObjectKey) -> bool {
+    let view = sync.core.ctx.view.read();
+    view.group(&key.namespace, &key.name)
+        .is_some_and(|g| g.visibility == Visibility::Public)
+}
+
 async fn remember(sync: &ResendSync, name: &str, id: &str) {
     if let Some((_, names)) = sync.segments.lock().await.as_mut() {
         names.insert(name.to_owned(), id.to_owned());
@@ -167,10 +180,18 @@ async fn mirror(
     let forced = sync
         .core
         .is_forced(ViewKind::ContactGroup, &key.namespace, &key.name);
-    let found = match (&known, forced) {
+    let segment = match (&known, forced) {
         // The id is known and nobody doubts it: no call at all (a display-name change, say).
         (Some(id), false) => Ok(id.clone()),
         _ => ensure(sync, &name, forced).await,
+    };
+    let found = match segment {
+        Ok(id) if group.spec.visibility == Visibility::Public => {
+            let names = (key.namespace.as_str(), key.name.as_str());
+            let topic = sync.topics.ensure(&sync.client, &group, names, forced);
+            topic.await.map(|_| id)
+        }
+        other => other,
     };
     let writer = sync.core.writer();
     let record = writer.record_of(&group, SyncedObject::Group, mirrors);

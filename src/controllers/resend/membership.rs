@@ -4,21 +4,31 @@
 //! to write: the create's answer is remembered for them, so they cost no call.
 //! Deleting it removes the contact from the segment, and its finalizer completes at once when the
 //! contact, the group or their Resend counterparts are already gone: deletion never hangs.
+//!
+//! A public group's topic follows the person's choices, at one call each: a membership deleted
+//! because the pair's removal exists (they left) opts the contact out of the topic, unless the
+//! removal came from the topic itself; a membership made again by a rejoin (annotated
+//! `membership-source`) opts them back in. A plain membership needs nothing: topics default to
+//! `opt_in`.
 
 use std::sync::Arc;
 
 use kube::Api;
 
 use super::{PREREQUISITE_WAIT, ResendSync};
-use crate::api::ContactGroupMembership;
+use crate::api::common::ObjectRef;
 use crate::api::common::ProviderName::{self, Resend};
+use crate::api::notification::Visibility;
+use crate::api::{ContactGroupMembership, ContactGroupMembershipRemoval};
+use crate::controllers::consent::{self, JOIN_SOURCE_ANNOTATION, SOURCE_ANNOTATION};
 use crate::controllers::providers::answers::Recall;
 use crate::controllers::providers::joins::stamp;
 use crate::controllers::providers::status::{self, Outcome, Record};
 use crate::controllers::providers::steps::{self, Steps};
 use crate::controllers::providers::{MEMBERSHIPS, SyncedObject, related_memberships, run_kind};
-use crate::controllers::{Action, Error, ObjectKey};
+use crate::controllers::{Action, Error, ObjectKey, kubeapi};
 use crate::providers::resend::ResendError;
+use crate::providers::resend::topics::Subscription;
 use crate::view::{ContactSync, Store, ViewKind};
 
 /// What reconciling a membership does, decided from the view.
@@ -30,9 +40,44 @@ pub enum Plan {
     Release {
         /// (contact email, segment id), when both are still known.
         remote: Option<(String, String)>,
+        /// The person left a public group: opt them out of its topic.
+        leave: Option<Leave>,
     },
     /// Live: its steps, the work being to add (contact email, segment id).
     Sync(Steps<(String, String)>),
+}
+
+/// A member of a public group leaving it because the pair's removal exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leave {
+    /// The contact's address (Resend takes it in place of the id).
+    pub email: String,
+    /// The group, `(namespace, name)`.
+    pub group: (String, String),
+    /// The pair's removals, `(namespace, name)`: read for their source.
+    pub removals: Vec<(String, String)>,
+}
+
+/// The [`Leave`] of the membership `m` being deleted, when its group is public and a removal of
+/// the pair exists.
+fn leave(view: &Store, m: &crate::view::MembershipSync<'_>, email: &str) -> Option<Leave> {
+    let public = view
+        .group(m.group.namespace, m.group.name)
+        .is_some_and(|g| g.visibility == Visibility::Public);
+    let refs = |r: crate::view::NamedRef<'_>| ObjectRef {
+        namespace: r.namespace.to_owned(),
+        name: r.name.to_owned(),
+    };
+    let removals: Vec<(String, String)> = view
+        .removals_of(&refs(m.contact), &refs(m.group))
+        .iter()
+        .map(|r| (r.namespace.to_owned(), r.name.to_owned()))
+        .collect();
+    (public && !removals.is_empty()).then(|| Leave {
+        email: email.to_owned(),
+        group: (m.group.namespace.to_owned(), m.group.name.to_owned()),
+        removals,
+    })
 }
 
 /// Decides what reconciling the membership `namespace/name` does, among the `configured`
@@ -57,7 +102,8 @@ pub fn plan(
             (Some(c), Some(g)) => g.segment.map(|s| (c.email.to_owned(), s.to_owned())),
             _ => None,
         };
-        return Plan::Release { remote };
+        let leave = contact.and_then(|c| leave(view, &m, c.email));
+        return Plan::Release { remote, leave };
     }
     let add = |c: &ContactSync<'_>, segment: &str| (c.email.to_owned(), segment.to_owned());
     steps::membership(Resend, view, &m, (forced, configured), add).map_or(Plan::Wait, Plan::Sync)
@@ -78,10 +124,13 @@ pub async fn reconcile(sync: Arc<ResendSync>, key: ObjectKey) -> Result<Action, 
     let api: Api<ContactGroupMembership> = Api::namespaced(core.ctx.client.clone(), &key.namespace);
     match plan {
         Plan::Wait => {}
-        Plan::Release { remote } => {
+        Plan::Release { remote, leave } => {
             core.answers.forget(ViewKind::Membership, &key);
             if !status::holds_finalizer(Resend, &api, &key.name).await? {
                 return Ok(Action::await_change());
+            }
+            if let Some(leave) = leave {
+                leave_topic(&sync, &leave).await?;
             }
             if let Some((email, segment)) = remote {
                 match sync.client.remove_from_segment(&email, &segment).await {
@@ -122,13 +171,12 @@ async fn mirror(
     let added = match answers.recall(ViewKind::Membership, key, &stamp) {
         Some(Recall::Recorded) => return Ok(Action::await_change()),
         Some(Recall::Unrecorded(_)) => Ok(()),
-        None => sync
-            .client
-            .add_to_segment(email, segment)
-            .await
-            .inspect(|()| {
+        None => {
+            let rejoined = rejoined_group(sync, key).await?;
+            join(sync, email, segment, rejoined).await.inspect(|()| {
                 answers.answered(ViewKind::Membership, key, stamp.clone(), segment.into())
-            }),
+            })
+        }
     };
     let writer = sync.core.writer();
     match added {
@@ -145,4 +193,79 @@ async fn mirror(
             .report_failure(api, &key.name, record, None, error)
             .await),
     }
+}
+
+/// Adds `email` to the segment and, for a rejoin of a public group, opts them back in to its
+/// topic: the membership is recorded synced only after both.
+async fn join(
+    sync: &ResendSync,
+    email: &str,
+    segment: &str,
+    rejoined: Option<(String, String)>,
+) -> Result<(), ResendError> {
+    sync.client.add_to_segment(email, segment).await?;
+    if let Some((namespace, name)) = rejoined {
+        let group = (namespace.as_str(), name.as_str());
+        let topics = &sync.topics;
+        topics
+            .subscribe(&sync.client, email, group, Subscription::OptIn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The public group `(namespace, name)` the membership `key` rejoins: it was made again on the
+/// person's behalf (named by [`crate::controllers::names::rejoin_membership`] and annotated with
+/// its source). Only such memberships are read from the API server.
+async fn rejoined_group(
+    sync: &ResendSync,
+    key: &ObjectKey,
+) -> Result<Option<(String, String)>, Error> {
+    if !key.name.starts_with("rejoin-") {
+        return Ok(None);
+    }
+    let api: Api<ContactGroupMembership> =
+        Api::namespaced(sync.core.ctx.client.clone(), &key.namespace);
+    let Some(m) = kubeapi::get(&api, &key.name).await? else {
+        return Ok(None);
+    };
+    let annotated = m
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(JOIN_SOURCE_ANNOTATION));
+    let group = &m.spec.contact_group_ref;
+    let public = sync
+        .core
+        .ctx
+        .view
+        .read()
+        .group(&group.namespace, &group.name)
+        .is_some_and(|g| g.visibility == Visibility::Public);
+    Ok((annotated && public).then(|| (group.namespace.clone(), group.name.clone())))
+}
+
+/// Opts the leaving person out of the group's topic, unless every removal of the pair came from
+/// that topic (Resend has it already: no call).
+async fn leave_topic(sync: &ResendSync, leave: &Leave) -> Result<(), Error> {
+    let mut from_topic = true;
+    for (namespace, name) in &leave.removals {
+        let api: Api<ContactGroupMembershipRemoval> =
+            Api::namespaced(sync.core.ctx.client.clone(), namespace);
+        let source = kubeapi::get(&api, name).await?.and_then(|r| {
+            r.metadata
+                .annotations
+                .and_then(|mut a| a.remove(SOURCE_ANNOTATION))
+        });
+        from_topic &= source.as_deref() == Some(consent::source::RESEND_TOPIC);
+    }
+    if from_topic {
+        return Ok(());
+    }
+    let group = (leave.group.0.as_str(), leave.group.1.as_str());
+    let out = Subscription::OptOut;
+    Ok(sync
+        .topics
+        .subscribe(&sync.client, &leave.email, group, out)
+        .await?)
 }

@@ -1,6 +1,7 @@
 //! Provider sync with Resend (leader only, and only when an API key is configured): Contacts
-//! become Resend contacts, ContactGroups segments, memberships segment memberships; opt-outs
-//! reported by Resend come back as removals.
+//! become Resend contacts, ContactGroups segments (and public ones [`topics`]), memberships
+//! segment memberships; opt-outs reported by Resend, and topics left on its preference page
+//! ([`topic_optout`]), come back as removals.
 //!
 //! Three loops share one Resend client (so one account rate limit) and the view: [`contact`],
 //! [`group`] and [`membership`], each a loop of the [provider layer](super::providers), which
@@ -22,6 +23,8 @@ pub mod oneclick;
 pub mod optout;
 pub mod sink;
 pub mod suppressions;
+pub mod topic_optout;
+pub mod topics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +60,8 @@ pub struct ResendSync {
     /// The contacts Resend holds by email, as last listed: what a contact without a recorded id
     /// is looked up in (shared, so a first sync lists once rather than a GET per contact).
     pub directory: directory::Directory,
+    /// The public groups' topic ids, as last listed.
+    pub topics: topics::Topics,
 }
 
 impl ProviderSync for ResendSync {
@@ -78,11 +83,13 @@ impl ResendSync {
         metrics: SyncMetrics,
         configured: Vec<ProviderName>,
     ) -> Self {
+        let resync = ctx.settings.provider_resync;
         Self {
             core: SyncCore::new(ctx, ProviderName::Resend, configured, metrics),
             client,
             segments: tokio::sync::Mutex::new(None),
             directory: directory::Directory::default(),
+            topics: topics::Topics::new(resync * directory::MAX_AGE_RESYNCS),
         }
     }
 }

@@ -306,14 +306,41 @@ fn a_deleted_membership_never_hangs_on_missing_referents() {
     store.apply_membership(&serde_json::from_value(m).unwrap());
     assert_eq!(
         membership::plan(&store, "people", "m", false, RESEND),
-        membership::Plan::Release { remote: None }
+        membership::Plan::Release {
+            remote: None,
+            leave: None
+        }
     );
     mirrored_pair(&mut store);
     assert_eq!(
         membership::plan(&store, "people", "m", false, RESEND),
         membership::Plan::Release {
-            remote: Some(("ada@example.com".into(), "seg_1".into()))
-        }
+            remote: Some(("ada@example.com".into(), "seg_1".into())),
+            leave: None,
+        },
+        "deleted without a removal (the group or the operator): the topic is left alone"
+    );
+    let r = pair(
+        "ContactGroupMembershipRemoval",
+        meta("people", "r", false, false),
+        "ada",
+        "news",
+        json!({}),
+    );
+    store.apply_removal(&serde_json::from_value(r).unwrap());
+    let membership::Plan::Release { leave, .. } =
+        membership::plan(&store, "people", "m", false, RESEND)
+    else {
+        panic!("a deleted membership is released");
+    };
+    assert_eq!(
+        leave,
+        Some(membership::Leave {
+            email: "ada@example.com".into(),
+            group: ("groups".into(), "news".into()),
+            removals: vec![("people".into(), "r".into())],
+        }),
+        "the person left a public group: out of its topic"
     );
     let settled = pair(
         "ContactGroupMembership",

@@ -228,7 +228,7 @@ impl ResendClient {
     }
 
     /// [`execute_with`](Self::execute_with) without extra headers.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         operation: &'static str,
         method: Method,
@@ -323,16 +323,17 @@ impl ResendClient {
         }
     }
 
-    /// Fetches every page of a list, `limit=100&after=<last id>` until `has_more` is false.
-    async fn list_all<T: DeserializeOwned + HasId>(
+    /// Fetches every page of a list at `path`, `limit=100&after=<last id>` until `has_more` is
+    /// false.
+    pub(super) async fn list_all<T: DeserializeOwned + HasId>(
         &self,
         operation: &'static str,
-        path: &str,
+        path: &[&str],
         filter: Option<(&str, &str)>,
     ) -> Result<Vec<T>, ResendError> {
         let mut items: Vec<T> = Vec::new();
         loop {
-            let mut url = self.url(&[path]);
+            let mut url = self.url(path);
             {
                 let mut query = url.query_pairs_mut();
                 query.append_pair("limit", &PAGE_LIMIT.to_string());
@@ -442,18 +443,18 @@ impl ResendClient {
         segment_id: Option<&str>,
     ) -> Result<Vec<RemoteContact>, ResendError> {
         let filter = segment_id.map(|id| ("segment_id", id));
-        self.list_all("list_contacts", "contacts", filter).await
+        self.list_all("list_contacts", &["contacts"], filter).await
     }
 
     /// Every suppressed address of the account, across all pages.
     pub async fn list_suppressions(&self) -> Result<Vec<Suppression>, ResendError> {
-        self.list_all("list_suppressions", "suppressions", None)
+        self.list_all("list_suppressions", &["suppressions"], None)
             .await
     }
 
     /// Every segment of the account, across all pages.
     pub async fn list_segments(&self) -> Result<Vec<RemoteSegment>, ResendError> {
-        self.list_all("list_segments", "segments", None).await
+        self.list_all("list_segments", &["segments"], None).await
     }
 
     /// Creates a segment and returns its id. Resend allows duplicate names, so callers look up
@@ -512,7 +513,7 @@ impl ResendClient {
 }
 
 /// Listed items carry the id the next page starts after.
-trait HasId {
+pub(super) trait HasId {
     fn id(&self) -> &str;
 }
 

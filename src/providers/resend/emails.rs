@@ -56,6 +56,10 @@ pub struct OutgoingEmail {
     /// Resend tags, for its dashboard and events.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<EmailTag>,
+    /// The Resend topic the mail is about: Resend sends it only to contacts subscribed to it, so
+    /// a person who left the topic on Resend's preference page gets nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
 }
 
 /// A Resend tag (`name` and `value`: ASCII letters, digits, `_` and `-`).

@@ -1,10 +1,11 @@
-//! Resend (<https://resend.com>): the client for contacts, segments, memberships and sending
-//! mail, its account rate limiter, and the events Resend sends back.
+//! Resend (<https://resend.com>): the client for contacts, segments, memberships, topics and
+//! sending mail, its account rate limiter, and the events Resend sends back.
 
 mod answer;
 pub mod client;
 pub mod emails;
 pub mod events;
+pub mod topics;
 pub mod types;
 
 /// The account limiter, shared with the other providers (kept at its former path).

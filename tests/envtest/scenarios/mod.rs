@@ -10,6 +10,7 @@ pub mod loops_events;
 pub mod operations;
 pub mod preferences;
 pub mod resend;
+pub mod resend_topics;
 
 use serde_json::{Value, json};
 

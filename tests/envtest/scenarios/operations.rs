@@ -19,7 +19,7 @@ use super::{contact, group, membership, start, user};
 const WAIT: Duration = Duration::from_secs(45);
 
 /// A signed Resend webhook delivery to the server's provider events listener; the HTTP status.
-async fn deliver(url: &str, id: &str, body: &Value) -> u16 {
+pub(super) async fn deliver(url: &str, id: &str, body: &Value) -> u16 {
     let body = body.to_string();
     let timestamp = jiff::Timestamp::now().as_second().to_string();
     let key = SigningKey::parse(SIGNING_SECRET).expect("a valid signing secret");

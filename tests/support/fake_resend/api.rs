@@ -48,7 +48,7 @@ fn contact_json(c: &FakeContact) -> Value {
     })
 }
 
-fn page<T>(
+pub(super) fn page<T>(
     items: &[T],
     id: impl Fn(&T) -> &str,
     to_json: impl Fn(&T) -> Value,
@@ -123,6 +123,9 @@ pub(super) fn route(
     let ok = |v: Value| (StatusCode::OK, axum::Json(v)).into_response();
     let created = |v: Value| (StatusCode::CREATED, axum::Json(v)).into_response();
     let mut inner = fake.lock();
+    if let Some(answer) = super::topics::route(&mut inner, method, &segments, query, &body) {
+        return answer;
+    }
     match (method.clone(), segments.as_slice()) {
         (Method::GET, ["contacts"]) => {
             let segment = query_param(query, "segment_id");

@@ -197,6 +197,15 @@ fn send(
                 )));
             }
         }
+        if let Some(topic) = email.get("topic_id")
+            && !topic.as_str().is_some_and(|id| inner.has_topic(id))
+        {
+            return Err(Box::new(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                "topic_id is not a topic of the account",
+            )));
+        }
         let text = format!("{} {}", email["from"], email["to"]);
         if let Some((_, status, name, message)) = inner
             .emails

@@ -121,6 +121,8 @@ pub struct Audience {
     pub group: Named,
     /// Public groups get one-click links; private ones none.
     pub public: bool,
+    /// The public group's Resend topic, which every mail is sent with (none until it is made).
+    pub topic_id: Option<String>,
 }
 
 /// What every recipient's mail is made from.

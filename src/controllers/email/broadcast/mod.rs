@@ -34,6 +34,7 @@ use crate::api::broadcast::{EmailBroadcastStatus, PendingBatch};
 use crate::api::common::sync::{SUPPRESSED, UNSUBSCRIBED};
 use crate::api::notification::Visibility;
 use crate::api::{Contact, ContactGroup, EmailBroadcast, EmailTemplate};
+use crate::controllers::resend::topics;
 use crate::controllers::runner::{self, Driver};
 use crate::controllers::{Action, Context, ControllerKind, Error, ObjectKey, kubeapi};
 use crate::providers::resend::{ResendClient, ResendError};
@@ -261,13 +262,19 @@ async fn reconcile(sender: &BroadcastSender, key: &ObjectKey) -> Result<Action, 
             group_ref.namespace, group_ref.name
         )));
     };
+    let public = group.spec.visibility == Visibility::Public;
+    let topic_id = match public {
+        true => topics::find(&sender.client, &group_ref.namespace, &group_ref.name).await?,
+        false => None,
+    };
     let audience = Audience {
         group: Named {
             namespace: group_ref.namespace.clone(),
             name: group_ref.name.clone(),
             uid: group.metadata.uid.clone().unwrap_or_default(),
         },
-        public: group.spec.visibility == Visibility::Public,
+        public,
+        topic_id,
     };
     if audience.public && sender.links.is_none() {
         if !says(&status.conditions, UNSUBSCRIBE_NOT_CONFIGURED, generation) {
@@ -449,7 +456,11 @@ async fn send(
         match contact {
             None => outcome.failed += 1,
             Some(contact) if excluded(&contact) => outcome.skipped += 1,
-            Some(contact) => emails.push(mailing.email_for(&contact)),
+            Some(contact) => {
+                let mut email = mailing.email_for(&contact);
+                email.topic_id = mailing.audience.topic_id.clone();
+                emails.push(email);
+            }
         }
     }
     match sender.client.send_batch(&emails, &pending.key).await {
