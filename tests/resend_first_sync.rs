@@ -26,6 +26,7 @@ struct Tally {
     creates: usize,
     adds: usize,
     segment_calls: usize,
+    topic_calls: usize,
     other: Vec<String>,
 }
 
@@ -37,6 +38,7 @@ fn tally(requests: &[RequestRecord]) -> Tally {
         creates: 0,
         adds: 0,
         segment_calls: 0,
+        topic_calls: 0,
         other: Vec::new(),
     };
     for r in requests {
@@ -49,6 +51,7 @@ fn tally(requests: &[RequestRecord]) -> Tally {
                 t.adds += 1
             }
             (_, p) if p.starts_with("/segments") => t.segment_calls += 1,
+            (_, p) if p.starts_with("/topics") => t.topic_calls += 1,
             _ => t.other.push(format!("{} {path}", r.method)),
         }
     }
@@ -117,10 +120,15 @@ async fn a_first_sync_lists_once_and_creates_each_contact_with_its_segments() {
         "an add only for memberships of contacts that already existed"
     );
     assert_eq!(t.segment_calls, 1 + 3, "one listing, three creates");
+    assert_eq!(
+        t.topic_calls,
+        1 + 3,
+        "one listing, a topic for each public group"
+    );
     assert!(t.other.is_empty(), "{:?}", t.other);
     assert_eq!(
         requests.len(),
-        2 + 210 + adopted_memberships + 4,
+        2 + 210 + adopted_memberships + 4 + 4,
         "{:?}",
         calls(&requests)
     );

@@ -22,10 +22,11 @@ async fn first_sync_mirrors_everything_within_the_call_budget_then_costs_nothing
     h.start();
     h.all_synced().await;
     // One listing of the (empty) account's contacts, 1 create per contact carrying its
-    // segments, 1 listing and 1 create per group; memberships ride on their contact's create.
+    // segments, 1 listing and 1 create per group, 1 topic listing and 1 topic per public group;
+    // memberships ride on their contact's create.
     assert_eq!(
         h.sync.client.calls(),
-        1 + 3 + (1 + 2),
+        1 + 3 + (1 + 2) + (1 + 1),
         "{:?}",
         h.fake.requests()
     );
