@@ -401,6 +401,12 @@ impl LiveApi {
                 return failure(409, "Conflict", &why);
             }
         } else {
+            // A merge patch naming a resourceVersion is a precondition, as on a real API server:
+            // of two writers that read the same version, the second gets 409.
+            let expected = &body["metadata"]["resourceVersion"];
+            if expected.is_string() && *expected != object["metadata"]["resourceVersion"] {
+                return failure(409, "Conflict", "the object has been modified");
+            }
             match write.status {
                 true => merge(&mut object, &json!({"status": body["status"]})),
                 false => merge(&mut object, &body),

@@ -31,13 +31,23 @@ where
 {
     let finalizer = sync::finalizer(provider);
     if present {
-        kubeapi::add_finalizer(api, name, finalizer).await
-    } else {
-        kubeapi::release_finalizer(api, name, finalizer)
-            .await
-            .map(|()| true)
+        return kubeapi::add_finalizer(api, name, finalizer).await;
+    }
+    // Every provider lets go of a deleted object at about the same moment, and the release is
+    // written under the resourceVersion read: the one that loses reads again here rather than
+    // failing the reconcile, whose retry would repeat the provider call made before it.
+    let mut attempts = RELEASE_ATTEMPTS;
+    loop {
+        attempts -= 1;
+        match kubeapi::release_finalizer(api, name, finalizer).await {
+            Err(error) if attempts > 0 && kubeapi::is_conflict(&error) => continue,
+            other => return other.map(|()| true),
+        }
     }
 }
+
+/// How often a finalizer's release is tried when another writer changed the object meanwhile.
+const RELEASE_ATTEMPTS: u32 = 3;
 
 /// How one sync of an object ended.
 pub struct Outcome<'a> {
